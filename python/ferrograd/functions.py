@@ -1,0 +1,141 @@
+"""Activation and loss functions with the book's names and semantics.
+
+The heavy lifting is done by the Rust kernels in :mod:`ferrograd._core`; this module
+only settles dtypes and shapes the way the book's NumPy code does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd import _core
+
+__all__ = [
+    "as_float_array",
+    "as_labels",
+    "binary_cross_entropy",
+    "cross_entropy_error",
+    "identity_function",
+    "mean_squared_error",
+    "relu",
+    "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
+    "softmax",
+    "step_function",
+    "sum_squares_error",
+]
+
+FloatArray = NDArray[np.floating]
+
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(x: ArrayLike, name: str = "x", dtype: np.dtype | type | None = None) -> FloatArray:
+    """``x`` as a float32/float64 array the kernels accept.
+
+    float32 and float64 pass through unchanged (no copy); integers, bools and other
+    real floats become float64, as NumPy arithmetic would make them. Complex, object
+    and string data raise ``TypeError`` naming ``name`` and the dtype.
+    """
+    arr = np.asarray(x)
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype not in _NATIVE_FLOATS:
+            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
+    if arr.dtype in _NATIVE_FLOATS and (dtype is None or arr.dtype == dtype):
+        return arr
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected a real number array")
+    return arr.astype(dtype or np.float64)
+
+
+def as_labels(t: ArrayLike, classes: int | None = None, name: str = "t") -> NDArray[np.int64]:
+    """Integer class labels as int64, range-checked against ``classes`` when given."""
+    arr = np.asarray(t)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected integer labels")
+    labels = arr.astype(np.int64, copy=False)
+    if classes is not None and labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: label {bad} is out of range for {classes} classes")
+    return labels
+
+
+def _targets(y: FloatArray, t: ArrayLike) -> NDArray:
+    """One-hot targets in y's dtype, or int64 labels, as the kernels take them."""
+    arr = np.asarray(t)
+    if arr.dtype.kind in "iu" and arr.shape != y.shape:
+        return as_labels(arr)
+    return as_float_array(arr, "t", y.dtype)
+
+
+def identity_function(x: ArrayLike) -> NDArray:
+    """The identity, the output activation of regression."""
+    return np.asarray(x)
+
+
+def step_function(x: ArrayLike) -> NDArray[np.int64]:
+    """1 where x > 0, else 0 (the perceptron's activation)."""
+    return (np.asarray(x) > 0).astype(np.int64)
+
+
+def sigmoid(x: ArrayLike) -> FloatArray:
+    """σ(x) = 1 / (1 + exp(−x)) elementwise; saturates to 0/1 without overflow warnings."""
+    return _core.sigmoid(as_float_array(x))
+
+
+def sigmoid_grad(x: ArrayLike) -> FloatArray:
+    """σ'(x) = (1 − σ(x))·σ(x) elementwise."""
+    return _core.sigmoid_grad(as_float_array(x))
+
+
+def relu(x: ArrayLike) -> FloatArray:
+    """max(0, x) elementwise."""
+    return _core.relu(as_float_array(x))
+
+
+def relu_grad(x: ArrayLike) -> FloatArray:
+    """1 where x ≥ 0, else 0 (the book's convention at 0)."""
+    return _core.relu_grad(as_float_array(x))
+
+
+def softmax(x: ArrayLike) -> FloatArray:
+    """Softmax over the last axis of a 1-D or 2-D array: exp(x − max) / Σ exp(x − max)."""
+    return _core.softmax(as_float_array(x))
+
+
+def sum_squares_error(y: ArrayLike, t: ArrayLike) -> float:
+    """0.5·Σ(y − t)² (the book's ``sum_squared_error``; no batch mean)."""
+    y = as_float_array(y, "y")
+    return _core.sum_squares_error(y, as_float_array(t, "t", y.dtype))
+
+
+mean_squared_error = sum_squares_error
+"""The course notes' name for :func:`sum_squares_error`."""
+
+
+def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> float:
+    """Batch mean of −Σ t·log(y + 1e-7).
+
+    ``y``: probabilities (n, k) or (k,) for one sample. ``t``: one-hot of y's shape,
+    or integer labels (n,) (or one label for a single sample).
+    """
+    y = as_float_array(y, "y")
+    return _core.cross_entropy_error(y, _targets(y, t))
+
+
+def binary_cross_entropy(y: ArrayLike, t: ArrayLike) -> float:
+    """Mean of −[t·log(y + δ) + (1 − t)·log(1 − y + δ)], δ = 1e-7, for y in [0, 1]."""
+    y = as_float_array(y, "y")
+    t = as_float_array(t, "t", y.dtype)
+    if y.shape != t.shape:
+        raise ValueError(f"binary_cross_entropy: y has shape {y.shape} but t has shape {t.shape}")
+    if y.size == 0:
+        raise ValueError("binary_cross_entropy: y is empty")
+    delta = 1e-7
+    return float(-np.mean(t * np.log(y + delta) + (1 - t) * np.log(1 - y + delta)))

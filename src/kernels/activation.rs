@@ -1,0 +1,155 @@
+//! Elementwise activations and their gradients, for arrays of any shape and strides.
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+
+use super::{parallel, Float};
+use crate::error::{fmt_shape, KernelError, Result};
+
+/// Arrays with fewer elements than this are mapped on one thread.
+pub const PARALLEL_MIN_ELEMS: usize = 1 << 16;
+
+/// `y = f(x)` elementwise, in parallel for large arrays.
+pub(crate) fn map1<T: Float>(x: ArrayViewD<'_, T>, f: impl Fn(T) -> T + Sync + Send) -> ArrayD<T> {
+    if x.len() < PARALLEL_MIN_ELEMS {
+        return x.mapv(f);
+    }
+    parallel::install(|threads| {
+        if threads > 1 {
+            Zip::from(&x).par_map_collect(|&v| f(v))
+        } else {
+            x.mapv(&f)
+        }
+    })
+}
+
+/// `z = f(x, y)` elementwise over two arrays of one shape.
+pub(crate) fn map2<T: Float>(
+    op: &'static str,
+    names: (&str, &str),
+    x: ArrayViewD<'_, T>,
+    y: ArrayViewD<'_, T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Result<ArrayD<T>> {
+    if x.shape() != y.shape() {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "{} has shape {} but {} has shape {}; they must match",
+                names.0,
+                fmt_shape(x.shape()),
+                names.1,
+                fmt_shape(y.shape())
+            ),
+        ));
+    }
+    let zip = Zip::from(&x).and(&y);
+    if x.len() < PARALLEL_MIN_ELEMS {
+        return Ok(zip.map_collect(|&a, &b| f(a, b)));
+    }
+    Ok(parallel::install(|threads| {
+        if threads > 1 {
+            zip.par_map_collect(|&a, &b| f(a, b))
+        } else {
+            zip.map_collect(|&a, &b| f(a, b))
+        }
+    }))
+}
+
+/// σ(x) = 1 / (1 + e⁻ˣ). Large |x| saturate to exactly 0 or 1 (e⁻ˣ overflows to ∞
+/// harmlessly); NaN stays NaN.
+#[inline(always)]
+pub fn sigmoid_scalar<T: Float>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+/// σ(x) elementwise.  x: any shape -> same shape.
+pub fn sigmoid<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
+    map1(x, sigmoid_scalar)
+}
+
+/// σ'(x) = (1 − σ(x))·σ(x) elementwise (the book's `sigmoid_grad`, taking `x`).
+pub fn sigmoid_grad<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
+    map1(x, |v| {
+        let s = sigmoid_scalar(v);
+        (T::one() - s) * s
+    })
+}
+
+/// Backward pass of the sigmoid layer: dx = dout·(1 − y)·y, with y = σ(x) from forward.
+pub fn sigmoid_backward<T: Float>(y: ArrayViewD<'_, T>, dout: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+    map2("sigmoid_backward", ("y", "dout"), y, dout, |y, d| d * (T::one() - y) * y)
+}
+
+/// max(0, x) elementwise; NaN propagates as in NumPy's `maximum`.
+pub fn relu<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
+    map1(x, |v| if v < T::zero() { T::zero() } else { v })
+}
+
+/// The book's `relu_grad`: 1 where x ≥ 0, else 0.
+pub fn relu_grad<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
+    map1(x, |v| if v >= T::zero() { T::one() } else { T::zero() })
+}
+
+/// Backward pass of the ReLU layer: dx = dout where x > 0, else 0 (the book's mask x ≤ 0).
+pub fn relu_backward<T: Float>(x: ArrayViewD<'_, T>, dout: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+    map2("relu_backward", ("x", "dout"), x, dout, |x, d| if x <= T::zero() { T::zero() } else { d })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, Array};
+
+    #[test]
+    fn sigmoid_by_hand() {
+        let y = sigmoid(arr1(&[-1.0_f64, 1.0, 2.0]).into_dyn().view());
+        // The book's example: sigmoid([-1, 1, 2]) = [0.26894142, 0.73105858, 0.88079708]
+        let want = [0.2689414213699951, 0.7310585786300049, 0.8807970779778823];
+        for (got, want) in y.iter().zip(want) {
+            assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn sigmoid_saturates_without_nan() {
+        let y = sigmoid(arr1(&[-1000.0_f32, 1000.0, 0.0]).into_dyn().view());
+        assert_eq!(y.as_slice(), Some(&[0.0_f32, 1.0, 0.5][..]));
+        let g = sigmoid_grad(arr1(&[0.0_f64, 1000.0]).into_dyn().view());
+        assert_eq!(g.as_slice(), Some(&[0.25, 0.0][..]));
+    }
+
+    #[test]
+    fn relu_and_its_gradients() -> Result<()> {
+        let x = arr1(&[-2.0_f64, -0.0, 0.0, 3.0, f64::NAN]).into_dyn();
+        let y = relu(x.view());
+        assert_eq!(&y.as_slice().unwrap_or(&[])[..4], &[0.0, -0.0, 0.0, 3.0]);
+        assert!(y[4].is_nan());
+        let g = relu_grad(x.view());
+        assert_eq!(g.as_slice(), Some(&[0.0, 1.0, 1.0, 1.0, 0.0][..]));
+        let dout = Array::from_elem(5, 2.0).into_dyn();
+        let dx = relu_backward(x.view(), dout.view())?;
+        assert_eq!(dx.as_slice(), Some(&[0.0, 0.0, 0.0, 2.0, 2.0][..]));
+        Ok(())
+    }
+
+    #[test]
+    fn large_arrays_take_the_parallel_path_and_agree() {
+        let x = Array::from_shape_fn((300, 300), |(i, j)| (i as f64 - j as f64) / 50.0).into_dyn();
+        let y = sigmoid(x.view());
+        let serial = x.mapv(sigmoid_scalar);
+        assert_eq!(y, serial);
+        let y_t = sigmoid(x.t());
+        assert_eq!(y_t, serial.t());
+    }
+
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        let y = Array::<f64, _>::zeros((2, 3)).into_dyn();
+        let d = Array::<f64, _>::zeros((3, 2)).into_dyn();
+        let err = sigmoid_backward(y.view(), d.view()).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("sigmoid_backward: y has shape (2, 3) but dout has shape (3, 2); they must match")
+        );
+    }
+}

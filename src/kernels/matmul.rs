@@ -1,0 +1,239 @@
+//! Matrix products through the `gemm` crate (AVX-512/AVX2/FMA micro-kernels, rayon).
+//!
+//! Views of any strides go straight to the GEMM: `Aᵀ·B` is `matmul(a.t(), b)` and
+//! costs no transpose copy.
+
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+
+use super::{parallel, Float};
+use crate::error::{fmt_shape, KernelError, Result};
+
+/// Products smaller than this many multiply-adds run on one thread: below it the
+/// cost of waking a second thread exceeds the work it takes over.
+pub const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+fn check_inner<T>(op: &'static str, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Result<()> {
+    if a.ncols() != b.nrows() {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "a has shape {} but b has shape {}; inner dimensions differ",
+                fmt_shape(a.shape()),
+                fmt_shape(b.shape())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `C = A·B`.  a: (m, k), b: (k, n) -> (m, n). Any strides.
+pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
+    check_inner("matmul", &a, &b)?;
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    gemm_into(a, b, c.view_mut(), false);
+    Ok(c)
+}
+
+/// `C ← A·B`, or `C ← C + A·B` with `accumulate`.  a: (m, k), b: (k, n), c: (m, n).
+/// Any strides for all three; `c` must not overlap `a` or `b` (Rust's borrows ensure it).
+pub fn matmul_into<T: Float>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+) -> Result<()> {
+    check_inner("matmul_into", &a, &b)?;
+    if c.dim() != (a.nrows(), b.ncols()) {
+        return Err(KernelError::shape(
+            "matmul_into",
+            format!(
+                "out has shape {} but a·b has shape {}",
+                fmt_shape(c.shape()),
+                fmt_shape(&[a.nrows(), b.ncols()])
+            ),
+        ));
+    }
+    gemm_into(a, b, c, accumulate);
+    Ok(())
+}
+
+/// `y = x·W + b`.  x: (n, d), W: (d, h), b: (h,) -> (n, h). Any strides.
+pub fn affine<T: Float>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, T>,
+    b: ArrayView1<'_, T>,
+) -> Result<Array2<T>> {
+    check_inner("affine", &x, &w)?;
+    if b.len() != w.ncols() {
+        return Err(KernelError::shape(
+            "affine",
+            format!(
+                "b has shape {} but W has shape {}; need one bias per column",
+                fmt_shape(b.shape()),
+                fmt_shape(w.shape())
+            ),
+        ));
+    }
+    // Broadcast the bias into the output first, then let the GEMM accumulate onto it.
+    let mut y = b.broadcast((x.nrows(), b.len())).map_or_else(
+        || Array2::zeros((x.nrows(), w.ncols())),
+        |rows| rows.to_owned(),
+    );
+    gemm_into(x, w, y.view_mut(), true);
+    Ok(y)
+}
+
+/// `c ← A·B` (or `c + A·B`); shapes already checked.
+pub(crate) fn gemm_into<T: Float>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    mut c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: A·B is all zeros.
+        if !accumulate {
+            c.fill(T::zero());
+        }
+        return;
+    }
+    let macs = m.saturating_mul(n).saturating_mul(k);
+    let (a_rs, a_cs) = strides(&a);
+    let (b_rs, b_cs) = strides(&b);
+    let (c_rs, c_cs) = (c.stride_of(Axis(0)), c.stride_of(Axis(1)));
+    let a_ptr = SendPtr(a.as_ptr() as *mut T);
+    let b_ptr = SendPtr(b.as_ptr() as *mut T);
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    parallel::install(|threads| {
+        // Already on a pool thread (inside a parallel loop): the other threads are busy.
+        let nested = rayon::current_thread_index().is_some();
+        let parallelism = if threads > 1 && macs >= PARALLEL_MIN_MACS && !nested {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the pointers and element strides come from live ndarray views of the
+        // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; `c` is
+        // borrowed mutably, hence not aliased by `a` or `b`; T is f32 or f64, both
+        // supported by gemm (it panics only for other types).
+        unsafe {
+            gemm::gemm(
+                /* m = */ m,
+                /* n = */ n,
+                /* k = */ k,
+                /* dst = */ c_ptr.get(),
+                /* dst_cs = */ c_cs,
+                /* dst_rs = */ c_rs,
+                /* read_dst = */ accumulate,
+                /* lhs = */ a_ptr.get(),
+                /* lhs_cs = */ a_cs,
+                /* lhs_rs = */ a_rs,
+                /* rhs = */ b_ptr.get(),
+                /* rhs_cs = */ b_cs,
+                /* rhs_rs = */ b_rs,
+                /* alpha (scales dst) = */ T::one(),
+                /* beta (scales lhs·rhs) = */ T::one(),
+                /* conj_dst = */ false,
+                /* conj_lhs = */ false,
+                /* conj_rhs = */ false,
+                parallelism,
+            );
+        }
+    });
+}
+
+/// Row and column strides in elements. A length-1 axis may carry any stride in
+/// ndarray; give it a harmless one so the GEMM never sees a zero or huge stride there.
+fn strides<T>(v: &ArrayView2<'_, T>) -> (isize, isize) {
+    let (rows, cols) = v.dim();
+    let rs = if rows <= 1 { cols.max(1) as isize } else { v.stride_of(Axis(0)) };
+    let cs = if cols <= 1 { 1 } else { v.stride_of(Axis(1)) };
+    (rs, cs)
+}
+
+/// A raw pointer that may cross into the pool's threads (the views it came from
+/// outlive the call, which blocks until the GEMM is done).
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: only used while the owning views are borrowed by the blocking caller.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above; gemm synchronises its own writes to `dst`.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array};
+
+    fn naive(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
+        Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
+            (0..a.ncols()).map(|p| a[[i, p]] * b[[p, j]]).sum()
+        })
+    }
+
+    #[test]
+    fn two_by_two_by_hand() -> Result<()> {
+        let a = array![[1.0, 2.0], [3.0, 4.0]];
+        let b = array![[5.0, 6.0], [7.0, 8.0]];
+        assert_eq!(matmul(a.view(), b.view())?, array![[19.0, 22.0], [43.0, 50.0]]);
+        // Aᵀ·B through a transposed view: [[1,3],[2,4]]·B
+        assert_eq!(matmul(a.t(), b.view())?, array![[26.0, 30.0], [38.0, 44.0]]);
+        Ok(())
+    }
+
+    #[test]
+    fn strided_and_transposed_views_match_naive() -> Result<()> {
+        let big = Array::from_shape_fn((37, 90), |(i, j)| ((i * 31 + j * 7) % 13) as f64 - 6.0);
+        let a = big.slice(ndarray::s![..;2, 1..60;3]); // (19, 20), both strides non-unit
+        let b = big.slice(ndarray::s![..20, ..;5]).to_owned(); // (20, 18)
+        let c = matmul(a, b.view())?;
+        assert_eq!(c, naive(a, b.view()));
+        let ct = matmul(b.t(), a.t())?; // (A·B)ᵀ = Bᵀ·Aᵀ
+        assert_eq!(ct, naive(a, b.view()).t());
+        Ok(())
+    }
+
+    #[test]
+    fn affine_adds_bias_to_every_row() -> Result<()> {
+        let x = array![[1.0_f32, 0.5], [0.0, -1.0], [2.0, 2.0]];
+        let w = array![[1.0_f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let b = array![0.1_f32, 0.2, 0.3];
+        let y = affine(x.view(), w.view(), b.view())?;
+        assert_eq!(y, array![[3.1_f32, 4.7, 6.3], [-3.9, -4.8, -5.7], [10.1, 14.2, 18.3]]);
+        Ok(())
+    }
+
+    #[test]
+    fn accumulate_and_empty_inner_dimension() -> Result<()> {
+        let a = Array2::<f64>::zeros((3, 0));
+        let b = Array2::<f64>::zeros((0, 2));
+        assert_eq!(matmul(a.view(), b.view())?, Array2::zeros((3, 2)));
+        let mut c = Array2::from_elem((2, 2), 1.0);
+        let e = array![[1.0, 0.0], [0.0, 1.0]];
+        matmul_into(e.view(), e.view(), c.view_mut(), true)?;
+        assert_eq!(c, array![[2.0, 1.0], [1.0, 2.0]]);
+        Ok(())
+    }
+
+    #[test]
+    fn shape_errors_name_both_shapes() {
+        let a = Array2::<f64>::zeros((100, 783));
+        let w = Array2::<f64>::zeros((784, 50));
+        let err = matmul(a.view(), w.view()).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("matmul: a has shape (100, 783) but b has shape (784, 50); inner dimensions differ")
+        );
+    }
+}

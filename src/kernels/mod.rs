@@ -1,0 +1,114 @@
+//! Pure-Rust kernels over `ndarray` views. Nothing below this module knows of Python.
+//!
+//! Every kernel is generic over [`Float`] (`f32` and `f64`), reads views of any
+//! strides, and returns new arrays (or writes an `_into` output).
+
+pub mod activation;
+pub mod loss;
+pub mod matmul;
+pub mod numgrad;
+pub mod parallel;
+pub mod softmax;
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+
+use ndarray::{ArrayView1, ArrayView2, LinalgScalar, ScalarOperand};
+
+/// The element types the kernels run on: `f32` and `f64`.
+pub trait Float:
+    num_traits::Float
+    + LinalgScalar
+    + ScalarOperand
+    + Sum
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + 'static
+{
+    /// NumPy's name for the type, for error messages.
+    const DTYPE: &'static str;
+
+    /// Converts a literal (constants such as `1e-7`); exact for every value used here.
+    fn lit(v: f64) -> Self;
+
+    /// Widens to `f64` for accumulations that must not lose precision.
+    fn to_f64(self) -> f64;
+}
+
+impl Float for f32 {
+    const DTYPE: &'static str = "float32";
+
+    #[inline(always)]
+    fn lit(v: f64) -> Self {
+        v as f32
+    }
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Float for f64 {
+    const DTYPE: &'static str = "float64";
+
+    #[inline(always)]
+    fn lit(v: f64) -> Self {
+        v
+    }
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// The targets of a loss: one-hot rows `(n, classes)` or integer labels `(n,)`.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a, T> {
+    OneHot(ArrayView2<'a, T>),
+    Labels(ArrayView1<'a, i64>),
+}
+
+impl<T: Float> Targets<'_, T> {
+    /// Checks the targets against predictions of shape `(n, classes)`: same batch size,
+    /// one-hot width equal to `classes`, every label in `[0, classes)`.
+    pub fn check(&self, op: &'static str, n: usize, classes: usize) -> crate::error::Result<()> {
+        use crate::error::{fmt_shape, KernelError};
+        match self {
+            Targets::OneHot(t) => {
+                if t.dim() != (n, classes) {
+                    return Err(KernelError::shape(
+                        op,
+                        format!(
+                            "t has shape {} but y has shape {}; one-hot targets must match",
+                            fmt_shape(t.shape()),
+                            fmt_shape(&[n, classes])
+                        ),
+                    ));
+                }
+            }
+            Targets::Labels(t) => {
+                if t.len() != n {
+                    return Err(KernelError::shape(
+                        op,
+                        format!(
+                            "t has shape {} but y has shape {}; need one label per row",
+                            fmt_shape(t.shape()),
+                            fmt_shape(&[n, classes])
+                        ),
+                    ));
+                }
+                for (index, &label) in t.iter().enumerate() {
+                    if label < 0 || label as u64 >= classes as u64 {
+                        return Err(KernelError::Label { op, index, label, classes });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
