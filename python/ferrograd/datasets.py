@@ -1,0 +1,610 @@
+"""MNIST and Fashion-MNIST from their IDX files: parse, verify, find, download, cache.
+
+``load_mnist`` keeps the book's signature and shapes (DLFS dataset/mnist.py):
+images (60000, 784) or (60000, 1, 28, 28), labels (60000,) or one-hot (60000, 10).
+Unlike the book it checks every file (magic number, declared counts against the byte
+length, SHA-256 of the decompressed bytes) and says which file is wrong and how.
+
+Where the files are looked for, first hit wins (a folder holding all four files):
+``data_dir`` → ``$FERROGRAD_DATA`` → system folders (Debian's ``dataset-fashion-mnist``)
+→ the user cache (``$XDG_CACHE_HOME/ferrograd/<name>`` or ``~/.cache/ferrograd/<name>``)
+→ a download into that cache from the mirrors (``$FERROGRAD_MNIST_MIRRORS`` overrides).
+A 5,000/1,000 image subset of MNIST ships with the package: ``dataset="sample"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetSpec",
+    "DownloadError",
+    "IdxFile",
+    "cache_dir",
+    "download",
+    "find_data_dir",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_mnist_sample",
+    "read_idx",
+    "sample_dir",
+]
+
+IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+_CHUNK = 1 << 16
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, malformed, or fails its checksum; the message names it."""
+
+
+class DownloadError(DatasetError):
+    """No mirror delivered a valid file; the message lists each attempt and what to do."""
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One IDX file of a dataset: its name, kind, expected count and accepted SHA-256 sums.
+
+    ``sha256`` are sums of the decompressed bytes; ``gz_sha256`` of published ``.gz`` files
+    (a file passes when either matches).
+    """
+
+    name: str
+    kind: str  # "images" or "labels"
+    count: int
+    sha256: frozenset[str]
+    gz_sha256: frozenset[str] = frozenset()
+
+    @property
+    def magic(self) -> int:
+        return IMAGE_MAGIC if self.kind == "images" else LABEL_MAGIC
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A four-file IDX dataset: the files, its mirrors and extra folders to look in."""
+
+    name: str
+    title: str
+    files: tuple[IdxFile, IdxFile, IdxFile, IdxFile]  # train images, train labels, test ...
+    mirrors: tuple[str, ...] = ()
+    mirrors_env: str | None = None
+    system_dirs: tuple[str, ...] = field(default=())
+    license: str = ""
+
+
+def _file(name: str, kind: str, count: int, sha: Sequence[str], gz: Sequence[str] = ()) -> IdxFile:
+    return IdxFile(name, kind, count, frozenset(sha), frozenset(gz))
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    title="MNIST",
+    files=(
+        _file(
+            "train-images-idx3-ubyte",
+            "images",
+            60000,
+            ["ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"],
+            ["440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"],
+        ),
+        _file(
+            "train-labels-idx1-ubyte",
+            "labels",
+            60000,
+            ["65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"],
+            ["3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"],
+        ),
+        _file(
+            "t10k-images-idx3-ubyte",
+            "images",
+            10000,
+            ["0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"],
+            ["8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"],
+        ),
+        _file(
+            "t10k-labels-idx1-ubyte",
+            "labels",
+            10000,
+            ["ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"],
+            ["f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"],
+        ),
+    ),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    mirrors_env="FERROGRAD_MNIST_MIRRORS",
+    license="CC BY-SA 3.0; Yann LeCun, Corinna Cortes, Christopher J.C. Burges",
+)
+
+# Decompressed sums: the Debian package dataset-fashion-mnist (upstream git 55506a9);
+# .gz sums: the files published on the zalandoresearch mirror.
+FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist",
+    title="Fashion-MNIST",
+    files=(
+        _file(
+            "train-images-idx3-ubyte",
+            "images",
+            60000,
+            ["c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"],
+            ["3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"],
+        ),
+        _file(
+            "train-labels-idx1-ubyte",
+            "labels",
+            60000,
+            ["bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"],
+            ["a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"],
+        ),
+        _file(
+            "t10k-images-idx3-ubyte",
+            "images",
+            10000,
+            ["5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"],
+            ["346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"],
+        ),
+        _file(
+            "t10k-labels-idx1-ubyte",
+            "labels",
+            10000,
+            ["0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"],
+            ["67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"],
+        ),
+    ),
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    mirrors_env="FERROGRAD_FASHION_MNIST_MIRRORS",
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+    license="MIT; Zalando SE (Han Xiao, Kashif Rasul, Roland Vollgraf)",
+)
+
+DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The decompressed content of ``path`` (gzip by magic bytes, else raw)."""
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a directory, expected an IDX file")
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            if not gz:
+                return fh.read()
+            with gzip.GzipFile(fileobj=fh, mode="rb") as zf:
+                return zf.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+
+
+def parse_idx(data: bytes, spec: IdxFile | None = None, *, source: str = "<bytes>") -> NDArray:
+    """uint8 array of an IDX buffer: (count, rows, cols) images or (count,) labels.
+
+    Checks the magic number (0x0803 images / 0x0801 labels), the declared dimensions
+    against the byte length, and, with ``spec``, the kind and count. A view, no copy.
+    """
+    if len(data) == 0:
+        raise DatasetError(f"{source}: file is empty")
+    if len(data) < 8:
+        raise DatasetError(f"{source}: {len(data)} bytes is too short for an IDX header")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in (IMAGE_MAGIC, LABEL_MAGIC):
+        raise DatasetError(
+            f"{source}: wrong magic number 0x{magic:08x}; expected 0x{IMAGE_MAGIC:08x} (images) "
+            f"or 0x{LABEL_MAGIC:08x} (labels)"
+        )
+    if spec is not None and magic != spec.magic:
+        raise DatasetError(
+            f"{source}: wrong magic number 0x{magic:08x}; expected 0x{spec.magic:08x} ({spec.kind})"
+        )
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{source}: truncated header ({len(data)} of {header} bytes)")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(data) < expected:
+        raise DatasetError(
+            f"{source}: truncated: header declares {'x'.join(map(str, dims))} "
+            f"({expected} bytes) but the file has {len(data)} bytes"
+        )
+    if len(data) > expected:
+        raise DatasetError(
+            f"{source}: too long: header declares {'x'.join(map(str, dims))} "
+            f"({expected} bytes) but the file has {len(data)} bytes"
+        )
+    if spec is not None and dims[0] != spec.count:
+        raise DatasetError(f"{source}: declares {dims[0]} {spec.kind}; expected {spec.count}")
+    if ndim == 3 and spec is not None and dims[1:] != (28, 28):
+        raise DatasetError(f"{source}: images are {dims[1]}x{dims[2]}; expected 28x28")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx(
+    path: str | os.PathLike[str], spec: IdxFile | None = None, *, checksums: bool = True
+) -> NDArray[np.uint8]:
+    """Read and check one IDX file (gzip or raw) → uint8 array (read-only view of the bytes).
+
+    With ``spec`` (and ``checksums``), the SHA-256 of the decompressed bytes must be one of
+    ``spec.sha256``, or the file's own bytes one of ``spec.gz_sha256``.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    arr = parse_idx(data, spec, source=str(path))
+    if spec is not None and checksums:
+        _check_sha(path, data, spec)
+    return arr
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_sha(path: Path, data: bytes, spec: IdxFile) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in spec.sha256:
+        return
+    file_digest = _sha256_file(path)
+    if file_digest in spec.gz_sha256:
+        return
+    raise DatasetError(
+        f"{path}: checksum mismatch: SHA-256 of the decompressed bytes is {digest}, expected "
+        f"{' or '.join(sorted(spec.sha256))}"
+        + (
+            f" (or a published .gz with SHA-256 {' or '.join(sorted(spec.gz_sha256))})"
+            if spec.gz_sha256
+            else ""
+        )
+        + "; the file is corrupt or is not the expected one: delete it and fetch it again"
+    )
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def cache_dir(name: str = "mnist") -> Path:
+    """The user cache folder of a dataset: ``$XDG_CACHE_HOME/ferrograd/<name>``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ferrograd" / name
+
+
+def sample_dir() -> Path:
+    """The folder of the shipped MNIST sample (5,000 train / 1,000 test images)."""
+    return Path(__file__).resolve().parent / "data" / "mnist-sample"
+
+
+def _locate(folder: Path, spec: IdxFile) -> Path | None:
+    for candidate in (folder / f"{spec.name}.gz", folder / spec.name):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _has_all(folder: Path, ds: DatasetSpec) -> bool:
+    return all(_locate(folder, f) is not None for f in ds.files)
+
+
+def find_data_dir(
+    ds: DatasetSpec = MNIST, data_dir: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """The first folder holding all four files (lookup order in the module doc), or None.
+
+    An explicit ``data_dir`` or ``$FERROGRAD_DATA`` that is not a folder raises DatasetError.
+    """
+    explicit: list[tuple[str, Path]] = []
+    if data_dir is not None:
+        explicit.append(("data_dir", Path(data_dir)))
+    env = os.environ.get("FERROGRAD_DATA")
+    if env:
+        explicit.append(("FERROGRAD_DATA", Path(env)))
+    for label, folder in explicit:
+        if not folder.is_dir():
+            raise DatasetError(f"{label}={folder}: no such directory")
+        if _has_all(folder, ds):
+            return folder
+        # $FERROGRAD_DATA may name a parent holding one folder per dataset.
+        if _has_all(folder / ds.name, ds):
+            return folder / ds.name
+    for folder in [*map(Path, ds.system_dirs), cache_dir(ds.name)]:
+        if folder.is_dir() and _has_all(folder, ds):
+            return folder
+    return None
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _mirrors(ds: DatasetSpec) -> list[str]:
+    env = os.environ.get(ds.mirrors_env or "") if ds.mirrors_env else None
+    urls = [u.strip() for u in env.split(",") if u.strip()] if env else list(ds.mirrors)
+    return [u if u.endswith("/") else u + "/" for u in urls]
+
+
+def _progress(total: int | None, desc: str, enabled: bool | None):
+    """A tqdm bar on a terminal (when tqdm is installed), else a no-op with ``update``."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if enabled:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
+        except ImportError:
+            pass
+    return contextlib.nullcontext(_NullBar())
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _fetch(url: str, dest: Path, spec: IdxFile, timeout: float, progress: bool | None) -> None:
+    """Stream ``url`` to a temp file beside ``dest``, verify it, then rename it into place."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            got = 0
+            with _progress(total, spec.name, progress) as bar:
+                while chunk := resp.read(_CHUNK):
+                    out.write(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and got != total:
+                raise DatasetError(f"{url}: transfer truncated ({got} of {total} bytes)")
+        read_idx(tmp, spec)  # magic, sizes and checksum before it may take the real name
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def download(
+    ds: DatasetSpec | str = MNIST,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    timeout: float = 30.0,
+    retries: int = 2,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Download the missing files of ``ds`` into ``dest`` (default: the user cache).
+
+    Each file is tried on each mirror in order (``retries`` extra attempts on timeouts and
+    server errors, none on 404), streamed to a temp file, verified, then renamed
+    atomically. Raises DownloadError listing every failure; nothing half-written remains.
+    """
+    if isinstance(ds, str):
+        ds = DATASETS[ds]
+    folder = Path(dest) if dest is not None else cache_dir(ds.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    urls = list(mirrors) if mirrors is not None else _mirrors(ds)
+    urls = [u if u.endswith("/") else u + "/" for u in urls]
+    for spec in ds.files:
+        target = folder / f"{spec.name}.gz"
+        if target.exists():
+            continue
+        failures: list[str] = []
+        for base in urls:
+            url = base + target.name
+            for attempt in range(retries + 1):
+                try:
+                    if log is not None:
+                        log(f"downloading {url}")
+                    _fetch(url, target, spec, timeout, progress)
+                    break
+                except urllib.error.HTTPError as exc:
+                    failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
+                    if exc.code < 500:
+                        break  # 404 and friends will not change on retry
+                except (urllib.error.URLError, OSError, DatasetError) as exc:
+                    reason = getattr(exc, "reason", None) or exc
+                    if isinstance(reason, TimeoutError):
+                        reason = f"timed out after {timeout:g} s"
+                    failures.append(f"{url}: {reason}")
+                    if isinstance(exc, DatasetError) and "transfer truncated" not in str(exc):
+                        break  # the mirror serves a different file; try the next one
+                except Exception as exc:  # http.client errors (IncompleteRead, BadStatusLine)
+                    failures.append(f"{url}: {type(exc).__name__}: {exc}")
+                if attempt < retries:
+                    time.sleep(min(0.2 * 2**attempt, 2.0))
+            else:
+                continue
+            if target.exists():
+                break
+        if not target.exists():
+            raise DownloadError(
+                f"could not download {ds.title} file {target.name}:\n  "
+                + "\n  ".join(failures or ["no mirrors configured"])
+                + f"\nPut the four {ds.title} IDX files in a folder and pass data_dir=... "
+                "(--data-dir) or set FERROGRAD_DATA, or use the offline sample "
+                "(dataset='sample', --dataset sample)."
+            )
+    return folder
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _convert(
+    images: NDArray[np.uint8],
+    labels: NDArray[np.uint8],
+    normalize: bool,
+    flatten: bool,
+    one_hot_label: bool,
+    dtype: np.dtype,
+) -> tuple[NDArray, NDArray]:
+    n = images.shape[0]
+    if normalize:
+        # x / 255 straight into the output dtype: one allocation, no float64 temporary.
+        x = np.empty(images.shape, dtype=dtype)
+        np.divide(images, 255, out=x, dtype=dtype)
+    else:
+        x = images.copy()  # uint8 like the book; a writeable copy of the read-only buffer
+    x = x.reshape(n, -1) if flatten else x.reshape(n, 1, *images.shape[1:])
+    if one_hot_label:
+        t = np.zeros((n, 10), dtype=dtype)
+        t[np.arange(n), labels] = 1
+    else:
+        t = labels.copy()
+    return x, t
+
+
+def _load_folder(
+    folder: Path,
+    ds_files: Sequence[IdxFile],
+    normalize: bool,
+    flatten: bool,
+    one_hot_label: bool,
+    dtype: np.dtype,
+    checksums: bool = True,
+) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+    arrays = []
+    for spec in ds_files:
+        path = _locate(folder, spec)
+        if path is None:
+            raise DatasetError(f"{folder}: missing {spec.name}.gz (or {spec.name})")
+        arrays.append(read_idx(path, spec, checksums=checksums))
+    out = []
+    for images, labels, img_spec in (
+        (arrays[0], arrays[1], ds_files[0]),
+        (arrays[2], arrays[3], ds_files[2]),
+    ):
+        if int(labels.max(initial=0)) > 9:
+            raise DatasetError(f"{folder}: label {int(labels.max())} is out of range 0-9")
+        if images.shape[0] != labels.shape[0]:
+            raise DatasetError(
+                f"{folder}: {img_spec.name} has {images.shape[0]} images but "
+                f"{labels.shape[0]} labels"
+            )
+        out.append(_convert(images, labels, normalize, flatten, one_hot_label, dtype))
+    return out[0], out[1]
+
+
+def _sample_specs() -> tuple[IdxFile, ...]:
+    folder = sample_dir()
+    sums: dict[str, str] = {}
+    sums_file = folder / "SHA256SUMS"
+    if sums_file.exists():
+        for line in sums_file.read_text().splitlines():
+            if line.strip():
+                digest, name = line.split()
+                sums[name.removesuffix(".gz")] = digest
+    specs = []
+    for f in MNIST.files:
+        count = 5000 if f.name.startswith("train") else 1000
+        specs.append(IdxFile(f.name, f.kind, count, frozenset([sums.get(f.name, "")])))
+    return tuple(specs)
+
+
+def _check_dtype(dtype: np.dtype | type) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"load_mnist: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def load_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    dtype: np.dtype | type = np.float32,
+    dataset: str = "mnist",
+    download_ok: bool = True,
+    progress: bool | None = None,
+) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+    """MNIST as ``(x_train, t_train), (x_test, t_test)``, the book's shapes.
+
+    x: (N, 784) if ``flatten`` else (N, 1, 28, 28); ``normalize`` maps 0..255 to
+    [0, 1] in ``dtype`` (otherwise uint8, as the book). t: uint8 labels (N,), or one-hot
+    (N, 10) in ``dtype``. ``dataset``: "mnist", "fashion-mnist" or "sample" (the shipped
+    5,000/1,000 subset). Files are found as the module doc says and downloaded when
+    missing and ``download_ok``.
+    """
+    dt = _check_dtype(dtype)
+    if dataset == "sample":
+        return _load_folder(sample_dir(), _sample_specs(), normalize, flatten, one_hot_label, dt)
+    if dataset not in DATASETS:
+        raise ValueError(
+            f"load_mnist: unknown dataset {dataset!r}; expected one of "
+            f"{', '.join([*DATASETS, 'sample'])}"
+        )
+    ds = DATASETS[dataset]
+    folder = find_data_dir(ds, data_dir)
+    if folder is None:
+        if not download_ok:
+            raise DatasetError(
+                f"{ds.title} files not found (looked in data_dir, $FERROGRAD_DATA, "
+                f"{', '.join([*ds.system_dirs, str(cache_dir(ds.name))])}); pass data_dir=... "
+                "or set FERROGRAD_DATA, or use dataset='sample'"
+            )
+        folder = download(ds, progress=progress)
+    return _load_folder(folder, ds.files, normalize, flatten, one_hot_label, dt)
+
+
+def load_fashion_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    dtype: np.dtype | type = np.float32,
+    download_ok: bool = True,
+    progress: bool | None = None,
+) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+    """Fashion-MNIST with :func:`load_mnist`'s format (labels 0-9 are clothing classes)."""
+    return load_mnist(
+        normalize,
+        flatten,
+        one_hot_label,
+        data_dir=data_dir,
+        dtype=dtype,
+        dataset="fashion-mnist",
+        download_ok=download_ok,
+        progress=progress,
+    )
+
+
+def load_mnist_sample(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    *,
+    dtype: np.dtype | type = np.float32,
+) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+    """The shipped MNIST sample: the first 5,000 training and 1,000 test images."""
+    return load_mnist(normalize, flatten, one_hot_label, dtype=dtype, dataset="sample")

@@ -1,0 +1,294 @@
+"""IDX parsing, checks, lookup order and the shipped sample of ferrograd.datasets."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ferrograd import datasets
+from ferrograd.datasets import (
+    MNIST,
+    DatasetError,
+    IdxFile,
+    find_data_dir,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist_sample,
+    parse_idx,
+    read_idx,
+    sample_dir,
+)
+
+FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+# Class counts of the first 5,000 training / 1,000 test labels (the shipped sample).
+SAMPLE_TRAIN_COUNTS = [479, 563, 488, 493, 535, 434, 501, 550, 462, 495]
+SAMPLE_TEST_COUNTS = [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
+
+
+def idx(arr: np.ndarray, magic: int | None = None) -> bytes:
+    magic = magic if magic is not None else (0x803 if arr.ndim == 3 else 0x801)
+    head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    return head + arr.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def labels3() -> tuple[bytes, IdxFile]:
+    data = idx(np.array([3, 1, 4], dtype=np.uint8))
+    spec = IdxFile("lab", "labels", 3, frozenset([hashlib.sha256(data).hexdigest()]))
+    return data, spec
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No FERROGRAD_DATA and an empty user cache, so lookups see only what a test sets."""
+    monkeypatch.delenv("FERROGRAD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+# --------------------------------------------------------------------- parsing and checks
+
+
+def test_parse_images_and_labels_exact_values():
+    imgs = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    out = parse_idx(idx(imgs))
+    assert out.shape == (2, 28, 28) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, imgs)
+    np.testing.assert_array_equal(parse_idx(idx(np.array([9, 0, 7]))), [9, 0, 7])
+
+
+def test_gzip_and_raw_files_read_the_same(tmp_path, labels3):
+    data, spec = labels3
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(data))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a", spec), [3, 1, 4])
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz", spec), [3, 1, 4])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: b"", "empty"),
+        (lambda d: d[:5], "too short"),
+        (lambda d: d[:9], "truncated"),
+        (lambda d: d + b"\x00", "too long"),
+        (lambda d: (0x0802).to_bytes(4, "big") + d[4:], "wrong magic number 0x00000802"),
+    ],
+)
+def test_malformed_idx_names_file_and_expectation(tmp_path, labels3, mutate, match):
+    data, spec = labels3
+    path = tmp_path / "lab"
+    path.write_bytes(mutate(data))
+    with pytest.raises(DatasetError, match=match) as info:
+        read_idx(path, spec)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_header():
+    with pytest.raises(DatasetError, match=r"<bytes>: truncated header \(12 of 16 bytes\)"):
+        parse_idx((0x0803).to_bytes(4, "big") + bytes(8))
+
+
+def test_image_magic_where_labels_expected(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(idx(np.zeros((1, 28, 28), dtype=np.uint8)))
+    with pytest.raises(DatasetError, match=r"expected 0x00000801 \(labels\)"):
+        read_idx(path, MNIST.files[3])
+
+
+def test_wrong_count(tmp_path):
+    data = idx(np.array([1, 2], dtype=np.uint8))
+    path = tmp_path / "lab"
+    path.write_bytes(data)
+    spec = IdxFile("lab", "labels", 3, frozenset([hashlib.sha256(data).hexdigest()]))
+    with pytest.raises(DatasetError, match="declares 2 labels; expected 3"):
+        read_idx(path, spec)
+
+
+def test_checksum_mismatch_says_which(tmp_path, labels3):
+    data, spec = labels3
+    bad = data[:-1] + b"\x05"  # same shape, one label changed
+    path = tmp_path / "lab.gz"
+    path.write_bytes(gzip.compress(bad))
+    with pytest.raises(DatasetError, match="checksum mismatch") as info:
+        read_idx(path, spec)
+    msg = str(info.value)
+    assert hashlib.sha256(bad).hexdigest() in msg and next(iter(spec.sha256)) in msg
+    assert str(path) in msg
+    np.testing.assert_array_equal(read_idx(path, spec, checksums=False), [3, 1, 5])
+
+
+def test_published_gz_checksum_is_accepted(tmp_path, labels3):
+    data, _ = labels3
+    gz = gzip.compress(data)
+    spec = IdxFile(
+        "lab", "labels", 3, frozenset(["0" * 64]), frozenset([hashlib.sha256(gz).hexdigest()])
+    )
+    (tmp_path / "lab.gz").write_bytes(gz)
+    np.testing.assert_array_equal(read_idx(tmp_path / "lab.gz", spec), [3, 1, 4])
+
+
+@pytest.mark.parametrize("cut", [10, 400])
+def test_corrupt_or_truncated_gzip(tmp_path, labels3, cut):
+    data, spec = labels3
+    noise = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    gz = bytearray(gzip.compress(data + noise))
+    path = tmp_path / "lab.gz"
+    if cut == 10:
+        gz[12:20] = b"\xff" * 8  # garbage in the deflate stream
+        path.write_bytes(bytes(gz))
+    else:
+        path.write_bytes(bytes(gz[:cut]))  # stream ends early
+    with pytest.raises(DatasetError, match="corrupt or truncated gzip") as info:
+        read_idx(path, spec)
+    assert str(path) in str(info.value)
+
+
+def test_directory_in_place_of_file(tmp_path, labels3):
+    (tmp_path / "lab.gz").mkdir()
+    with pytest.raises(DatasetError, match="is a directory"):
+        read_idx(tmp_path / "lab.gz", labels3[1])
+
+
+def test_permission_denied_is_oserror_with_path(tmp_path, labels3, monkeypatch):
+    path = tmp_path / "lab"
+    path.write_bytes(labels3[0])
+
+    def denied(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(datasets, "open", denied, raising=False)
+    with pytest.raises(PermissionError, match="Permission denied") as info:
+        read_idx(path, labels3[1])
+    assert info.value.filename == str(path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads mode-000 files")
+def test_permission_denied_real_file(tmp_path, labels3):
+    path = tmp_path / "lab"
+    path.write_bytes(labels3[0])
+    path.chmod(0)
+    with pytest.raises(PermissionError) as info:
+        read_idx(path, labels3[1])
+    assert info.value.filename == str(path)
+
+
+# --------------------------------------------------------------------- lookup order
+
+
+def _fake_dataset(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in MNIST.files:
+        (folder / f"{spec.name}.gz").write_bytes(b"")
+    return folder
+
+
+def test_lookup_order(clean_env, monkeypatch):
+    tmp = clean_env
+    explicit, env, cache = tmp / "explicit", tmp / "env", tmp / "cache" / "ferrograd" / "mnist"
+    for d in (explicit, env, cache):
+        _fake_dataset(d)
+    monkeypatch.setenv("FERROGRAD_DATA", str(env))
+    assert find_data_dir(MNIST, explicit) == explicit
+    assert find_data_dir(MNIST) == env
+    monkeypatch.delenv("FERROGRAD_DATA")
+    assert find_data_dir(MNIST) == cache
+    # an incomplete folder is skipped
+    (explicit / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert find_data_dir(MNIST, explicit) == cache
+    # FERROGRAD_DATA may hold one folder per dataset
+    _fake_dataset(tmp / "root" / "mnist")
+    monkeypatch.setenv("FERROGRAD_DATA", str(tmp / "root"))
+    assert find_data_dir(MNIST) == tmp / "root" / "mnist"
+
+
+def test_missing_data_dir_is_an_error(clean_env):
+    with pytest.raises(DatasetError, match="no such directory"):
+        find_data_dir(MNIST, clean_env / "nope")
+
+
+def test_not_found_without_download(clean_env):
+    with pytest.raises(DatasetError, match=r"FERROGRAD_DATA.*dataset='sample'"):
+        load_mnist(download_ok=False)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        load_mnist_sample(dtype=np.int32)
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        load_mnist(dataset="cifar")
+
+
+# --------------------------------------------------------------------- the shipped sample
+
+
+def test_sample_shapes_labels_and_license():
+    (x, t), (xt, tt) = load_mnist_sample()
+    assert x.shape == (5000, 784) and xt.shape == (1000, 784)
+    assert x.dtype == np.float32 and t.dtype == np.uint8
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert t[:10].tolist() == FIRST_TRAIN_LABELS and tt[:10].tolist() == FIRST_TEST_LABELS
+    assert np.bincount(t, minlength=10).tolist() == SAMPLE_TRAIN_COUNTS
+    assert np.bincount(tt, minlength=10).tolist() == SAMPLE_TEST_COUNTS
+    text = (sample_dir().parent / "README-MNIST.txt").read_text()
+    assert "CC BY-SA 3.0" in text and "LeCun" in text and "Cortes" in text and "Burges" in text
+    size = sum(p.stat().st_size for p in sample_dir().iterdir())
+    assert size < 1_500_000
+
+
+def test_sample_formats():
+    (x, t), _ = load_mnist(False, False, True, dataset="sample", dtype=np.float64)
+    assert x.shape == (5000, 1, 28, 28) and x.dtype == np.uint8
+    assert t.shape == (5000, 10) and t.dtype == np.float64
+    np.testing.assert_array_equal(t.argmax(axis=1)[:10], FIRST_TRAIN_LABELS)
+    np.testing.assert_array_equal(t.sum(axis=1), 1.0)
+    (xn, _), _ = load_mnist(dataset="sample", dtype=np.float64)
+    np.testing.assert_allclose(xn, x.reshape(5000, -1) / 255.0, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------- full MNIST
+
+
+def test_full_mnist(mnist_dir, clean_env):
+    (x, t), (xt, tt) = load_mnist(data_dir=mnist_dir, download_ok=False)
+    assert x.shape == (60000, 784) and xt.shape == (10000, 784) and x.dtype == np.float32
+    assert t.tolist()[:10] == FIRST_TRAIN_LABELS and tt.tolist()[:10] == FIRST_TEST_LABELS
+    # The classic normalisation constants of MNIST: mean 0.1307, std 0.3081.
+    assert abs(float(x.mean(dtype=np.float64)) - 0.1307) < 5e-5
+    assert abs(float(x.std(dtype=np.float64)) - 0.3081) < 5e-5
+    assert np.bincount(t, minlength=10).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
+    # The sample is the head of the full set, pixel for pixel.
+    (xs, _), (_, tts) = load_mnist_sample()
+    np.testing.assert_array_equal(xs, x[:5000])
+    np.testing.assert_array_equal(tts, tt[:1000])
+
+
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not FASHION_SYSTEM_DIR.is_dir(),
+    reason="Debian package dataset-fashion-mnist is not installed",
+)
+def test_fashion_mnist_from_debian_package(clean_env):
+    (x, t), (xt, tt) = load_fashion_mnist(download_ok=False)
+    assert x.shape == (60000, 784) and xt.shape == (10000, 784)
+    # Fashion-MNIST is exactly balanced: 6,000 / 1,000 per class.
+    assert np.bincount(t, minlength=10).tolist() == [6000] * 10
+    assert np.bincount(tt, minlength=10).tolist() == [1000] * 10
