@@ -1,0 +1,203 @@
+"""Downloads against a local HTTP server on 127.0.0.1 only (never the real mirrors).
+
+The server serves files built from the shipped sample (and, for one test, the full MNIST
+folder of FERROGRAD_DATA) and can misbehave per path: 404, 500, slow, truncated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ferrograd.datasets import (
+    MNIST,
+    DatasetSpec,
+    DownloadError,
+    _sample_specs,
+    download,
+    load_mnist,
+    sample_dir,
+)
+
+SAMPLE = DatasetSpec(name="mnist-sample", title="MNIST sample", files=_sample_specs())  # type: ignore[arg-type]
+FILE_NAMES = [f"{f.name}.gz" for f in MNIST.files]
+
+
+@dataclass
+class Site:
+    """Files per URL path plus a behaviour per path: ok, 404, 500, slow, truncate."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    behaviour: dict[str, str] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    site: Site
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        site = self.server.site  # type: ignore[attr-defined]
+        site.hits.append(self.path)
+        how = site.behaviour.get(self.path, "ok")
+        body = site.files.get(self.path)
+        if body is None or how == "404":
+            self.send_error(404, "Not Found")
+            return
+        if how == "500":
+            self.send_error(500, "Internal Server Error")
+            return
+        if how == "slow":
+            time.sleep(1.5)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if how == "truncate":
+            self.wfile.write(body[: len(body) // 2])  # then close: fewer bytes than promised
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Site]]:
+    site = Site()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.site = site  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", site
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def publish(site: Site, prefix: str, folder: Path) -> None:
+    for name in FILE_NAMES:
+        site.files[f"{prefix}/{name}"] = (folder / name).read_bytes()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_download_and_verify(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    out = download(SAMPLE, tmp_path, mirrors=[f"{base}/a/"], retries=0, progress=False)
+    assert leftovers(out) == sorted(FILE_NAMES)
+    for name in FILE_NAMES:
+        assert (out / name).read_bytes() == (sample_dir() / name).read_bytes()
+    # Present files are not fetched again.
+    hits = len(site.hits)
+    download(SAMPLE, tmp_path, mirrors=[f"{base}/a/"], progress=False)
+    assert len(site.hits) == hits
+
+
+def test_404_on_first_mirror_then_second(server, tmp_path):
+    base, site = server
+    publish(site, "/b", sample_dir())
+    out = download(SAMPLE, tmp_path, mirrors=[f"{base}/a", f"{base}/b"], progress=False)
+    assert leftovers(out) == sorted(FILE_NAMES)
+    # a 404 is not retried: one hit on /a and one on /b per file
+    assert sum(h.startswith("/a/") for h in site.hits) == 4
+    assert sum(h.startswith("/b/") for h in site.hits) == 4
+
+
+def _fails(base: str, site: Site, tmp_path: Path, match: str, **kw) -> DownloadError:
+    with pytest.raises(DownloadError, match=match) as info:
+        download(SAMPLE, tmp_path, mirrors=[f"{base}/a/"], progress=False, **kw)
+    msg = str(info.value)
+    assert "FERROGRAD_DATA" in msg and "sample" in msg
+    # nothing half-written: only files that passed verification, no temp files
+    left = leftovers(tmp_path)
+    assert not any(n.endswith(".part") for n in left) and len(left) < 4
+    return info.value
+
+
+def test_corrupted_file(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    raw = bytearray(gzip.decompress(site.files["/a/" + FILE_NAMES[0]]))
+    raw[5000] ^= 0xFF  # one pixel flipped: structure fine, checksum wrong
+    site.files["/a/" + FILE_NAMES[0]] = gzip.compress(bytes(raw), compresslevel=1)
+    _fails(base, site, tmp_path, "checksum mismatch", retries=2)
+    assert site.hits.count("/a/" + FILE_NAMES[0]) == 1  # a wrong file is not re-fetched
+
+
+def test_wrong_magic(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    raw = gzip.decompress(site.files["/a/" + FILE_NAMES[1]])
+    site.files["/a/" + FILE_NAMES[1]] = gzip.compress((0x0803).to_bytes(4, "big") + raw[4:])
+    _fails(base, site, tmp_path, r"wrong magic number 0x00000803; expected 0x00000801")
+    assert leftovers(tmp_path) == [FILE_NAMES[0]]
+
+
+def test_truncated_transfer_is_retried(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "truncate"
+    err = _fails(base, site, tmp_path, "truncated|IncompleteRead", retries=1)
+    assert site.hits.count("/a/" + FILE_NAMES[0]) == 2
+    assert str(err).count(FILE_NAMES[0]) >= 2
+
+
+def test_500_is_retried_then_reported(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "500"
+    _fails(base, site, tmp_path, "HTTP 500", retries=1)
+    assert site.hits.count("/a/" + FILE_NAMES[0]) == 2
+
+
+def test_slow_server_times_out_then_next_mirror(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    publish(site, "/b", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[3]] = "slow"
+    out = download(
+        SAMPLE, tmp_path, mirrors=[f"{base}/a", f"{base}/b"], timeout=0.3, retries=0, progress=False
+    )
+    assert leftovers(out) == sorted(FILE_NAMES)
+    assert "/b/" + FILE_NAMES[3] in site.hits
+
+
+def test_slow_server_error_says_timed_out(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "slow"
+    _fails(base, site, tmp_path, r"timed out after 0.3 s", timeout=0.3, retries=0)
+
+
+def test_load_mnist_downloads_full_files_into_cache(server, tmp_path, monkeypatch, mnist_dir):
+    """No local files: load_mnist fetches the real files from the mirror list of the env var."""
+    base, site = server
+    publish(site, "/mnist", mnist_dir)
+    monkeypatch.delenv("FERROGRAD_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("FERROGRAD_MNIST_MIRRORS", f"{base}/missing/,{base}/mnist/")
+    (x, t), (_, tt) = load_mnist(progress=False)
+    assert x.shape == (60000, 784) and tt[:3].tolist() == [7, 2, 1]
+    assert leftovers(tmp_path / "ferrograd" / "mnist") == sorted(FILE_NAMES)
+    # the second load reads the cache, no new request
+    hits = len(site.hits)
+    (_, t2), _ = load_mnist(progress=False, dtype=np.float64)
+    assert len(site.hits) == hits and np.array_equal(t, t2)
+
+
+def test_spec_replace_keeps_mirrors_env():
+    # mirrors for Fashion-MNIST come from their own variable, not MNIST's
+    fm = replace(MNIST, name="x", mirrors_env="FERROGRAD_FASHION_MNIST_MIRRORS")
+    assert fm.mirrors_env != MNIST.mirrors_env
