@@ -1,0 +1,128 @@
+"""Numerical differentiation and gradient descent (the book's chapter 4).
+
+``numerical_diff`` and ``numerical_gradient`` use the central difference
+(f(x + h) − f(x − h)) / 2h with h = 1e-4; ``numerical_gradient`` probes the caller's
+array in place (so ``f`` may ignore its argument and read shared parameters, as the
+book's networks do) and restores every element afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["H", "gradient_descent", "numerical_diff", "numerical_gradient"]
+
+H = 1e-4
+"""Step h of the central difference, as in the book (smaller steps drown in rounding)."""
+
+
+def numerical_diff(f: Callable[[float], Any], x: float) -> float:
+    """Central difference df/dx ≈ (f(x + h) − f(x − h)) / 2h with h = 1e-4."""
+    h = H
+    return float((f(x + h) - f(x - h)) / (2 * h))
+
+
+def _float_array(x: ArrayLike, func: str) -> NDArray[np.floating]:
+    """``x`` itself if it is a writeable float array, else a float64 copy."""
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        if not arr.flags.writeable:
+            raise ValueError(f"{func}: x is read-only; the probes write into it")
+        return arr
+    if arr.dtype.kind not in "biu":
+        raise TypeError(f"{func}: x has dtype {arr.dtype}; expected a real number array")
+    return arr.astype(np.float64)
+
+
+def _numerical_gradient_no_batch(f: Callable[[NDArray], Any], x: NDArray) -> NDArray:
+    """Gradient of f at a 1-D x, one element probed at a time (the book's loop)."""
+    grad = np.zeros_like(x)
+    for idx in range(x.size):
+        tmp_val = x[idx]
+        try:
+            x[idx] = float(tmp_val) + H
+            fxh1 = f(x)
+            x[idx] = tmp_val - H
+            fxh2 = f(x)
+        finally:
+            x[idx] = tmp_val  # restore x even when f raises
+        grad[idx] = (fxh1 - fxh2) / (2 * H)
+    return grad
+
+
+def numerical_gradient(f: Callable[[NDArray], Any], x: ArrayLike) -> NDArray[np.floating]:
+    """∂f/∂x for every element of x by central differences (h = 1e-4); same shape as x.
+
+    ``x`` of any shape is probed in place and restored after each probe (also when ``f``
+    raises). A float array is used as is, so ``f`` may read it through a shared reference;
+    integer input is converted to a float64 copy first. The result has x's dtype.
+    """
+    arr = _float_array(x, "numerical_gradient")
+    if arr.ndim == 1:
+        return _numerical_gradient_no_batch(f, arr)
+    grad = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        tmp_val = arr[idx]
+        try:
+            arr[idx] = float(tmp_val) + H
+            fxh1 = f(arr)
+            arr[idx] = tmp_val - H
+            fxh2 = f(arr)
+        finally:
+            arr[idx] = tmp_val  # restore x even when f raises
+        grad[idx] = (fxh1 - fxh2) / (2 * H)
+    return grad
+
+
+@overload
+def gradient_descent(
+    f: Callable[[NDArray], Any],
+    init_x: ArrayLike,
+    lr: float = ...,
+    step_num: int = ...,
+    *,
+    return_history: Literal[False] = ...,
+) -> NDArray[np.floating]: ...
+
+
+@overload
+def gradient_descent(
+    f: Callable[[NDArray], Any],
+    init_x: ArrayLike,
+    lr: float = ...,
+    step_num: int = ...,
+    *,
+    return_history: Literal[True],
+) -> tuple[NDArray[np.floating], NDArray[np.floating]]: ...
+
+
+def gradient_descent(
+    f: Callable[[NDArray], Any],
+    init_x: ArrayLike,
+    lr: float = 0.01,
+    step_num: int = 100,
+    *,
+    return_history: bool = False,
+) -> NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """``step_num`` steps of x ← x − lr·∇f(x) from ``init_x`` (not modified).
+
+    Returns the final x, or ``(x, history)`` with ``history`` of shape
+    ``(step_num, *x.shape)`` holding x before each step (the book's ``x_history``).
+    """
+    if isinstance(step_num, bool) or not isinstance(step_num, (int, np.integer)) or step_num < 0:
+        raise ValueError(f"gradient_descent: step_num must be an int >= 0, got {step_num!r}")
+    x = np.array(init_x, copy=True)
+    if x.dtype.kind != "f":
+        x = _float_array(x, "gradient_descent")
+    history = []
+    for _ in range(step_num):
+        history.append(x.copy())
+        grad = numerical_gradient(f, x)
+        x -= lr * grad
+    if return_history:
+        return x, np.array(history, dtype=x.dtype).reshape((step_num, *x.shape))
+    return x

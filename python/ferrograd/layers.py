@@ -1,0 +1,406 @@
+"""Computational-graph layers with ``forward`` / ``backward`` (the book's chapters 5 and 6).
+
+``MulLayer`` and ``AddLayer`` are the book's scalar nodes (chapter 5's shopping graph);
+``Affine``, ``Relu``, ``Sigmoid`` and ``SoftmaxWithLoss`` run on the Rust kernels of
+:mod:`ferrograd._core`; ``BatchNormalization`` and ``Dropout`` follow DLFS
+common/layers.py in NumPy. Every ``backward`` leaves its ``dout`` argument untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd import _core
+from ferrograd.functions import as_float_array, as_labels
+
+__all__ = [
+    "AddLayer",
+    "Affine",
+    "BatchNormalization",
+    "Dropout",
+    "MulLayer",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "as_targets",
+]
+
+FloatArray = NDArray[np.floating]
+
+
+def _not_run(layer: str) -> RuntimeError:
+    return RuntimeError(f"{layer}.backward called before forward")
+
+
+def _dout(layer: str, dout: ArrayLike, shape: tuple[int, ...], dtype: np.dtype) -> FloatArray:
+    """Upstream gradient with the forward output's shape and dtype (a scalar broadcasts)."""
+    d = as_float_array(dout, "dout", dtype)
+    if d.ndim == 0:
+        return np.broadcast_to(d, shape)
+    if d.shape != shape:
+        raise ValueError(
+            f"{layer}.backward: dout has shape {d.shape} but the forward output has shape {shape}"
+        )
+    return d
+
+
+def as_targets(op: str, t: ArrayLike, n: int, classes: int, dtype: np.dtype) -> NDArray:
+    """Targets as the kernels take them: int64 labels (n,) or one-hot rows (n, classes).
+
+    Integer arrays hold class labels (checked to lie in [0, classes)) unless they are
+    shaped like one-hot rows ((n, classes), or (classes,) for a single sample, as the
+    book's ``t = np.array([0, 0, 1])``); one-hot rows are converted to ``dtype``.
+    """
+    arr = np.asarray(t)
+    one_hot_shape = arr.shape == (n, classes) or (n == 1 and arr.shape == (classes,))
+    if arr.dtype.kind in "iu" and not one_hot_shape:
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.shape != (n,):
+            raise ValueError(
+                f"{op}: t has shape {arr.shape}; expected {n} integer labels (shape ({n},)) "
+                f"or one-hot rows of shape ({n}, {classes})"
+            )
+        return as_labels(arr, classes, name=f"{op}: t")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: t has dtype {arr.dtype}; expected integer labels or one-hot rows")
+    if not one_hot_shape:
+        raise ValueError(
+            f"{op}: t has shape {arr.shape}; expected one-hot rows of shape ({n}, {classes}) "
+            f"or {n} integer labels"
+        )
+    return np.ascontiguousarray(arr.reshape(n, classes), dtype=dtype)
+
+
+class MulLayer:
+    """out = x·y; backward: dx = dout·y, dy = dout·x."""
+
+    def __init__(self) -> None:
+        self.x: Any = None
+        self.y: Any = None
+
+    def forward(self, x: Any, y: Any) -> Any:
+        """out = x·y (scalars or broadcastable arrays)."""
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout: Any = 1) -> tuple[Any, Any]:
+        """(dout·y, dout·x): each input's gradient is the other input times dout."""
+        if self.x is None:
+            raise _not_run("MulLayer")
+        dx = dout * self.y  # the inputs are swapped
+        dy = dout * self.x
+        return dx, dy
+
+
+class AddLayer:
+    """out = x + y; backward passes dout to both inputs unchanged."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        """out = x + y."""
+        return x + y
+
+    def backward(self, dout: Any = 1) -> tuple[Any, Any]:
+        """(dout·1, dout·1)."""
+        return dout * 1, dout * 1
+
+
+class Relu:
+    """out = max(0, x); backward: dout where x > 0, else 0."""
+
+    def __init__(self) -> None:
+        self.x: FloatArray | None = None
+
+    def forward(self, x: ArrayLike) -> FloatArray:
+        """max(0, x) elementwise, any shape (float32/float64; other numbers → float64)."""
+        self.x = as_float_array(x, "x")
+        return _core.relu(self.x)
+
+    @property
+    def mask(self) -> NDArray[np.bool_] | None:
+        """The book's mask: True where the input was ≤ 0 (gradient blocked)."""
+        return None if self.x is None else self.x <= 0
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx = dout · [x > 0]."""
+        if self.x is None:
+            raise _not_run("Relu")
+        return _core.relu_backward(self.x, _dout("Relu", dout, self.x.shape, self.x.dtype))
+
+
+class Sigmoid:
+    """out = σ(x) = 1 / (1 + exp(−x)); backward: dout·(1 − out)·out."""
+
+    def __init__(self) -> None:
+        self.out: FloatArray | None = None
+
+    def forward(self, x: ArrayLike) -> FloatArray:
+        """σ(x) elementwise, any shape."""
+        self.out = _core.sigmoid(as_float_array(x, "x"))
+        return self.out
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx = dout·(1 − y)·y with y the forward output."""
+        if self.out is None:
+            raise _not_run("Sigmoid")
+        d = _dout("Sigmoid", dout, self.out.shape, self.out.dtype)
+        return _core.sigmoid_backward(self.out, d)
+
+
+class Affine:
+    """out = x·W + b with x (n, d) (N-D input is flattened to (n, d) as in the book).
+
+    ``W`` (d, h) and ``b`` (h,) are held by reference (not copied), so an optimizer that
+    updates the network's ``params`` in place updates this layer too. ``backward`` stores
+    ``dW`` = xᵀ·dout and ``db`` = Σₙ dout and returns dx = dout·Wᵀ in x's original shape.
+    A 1-D x (d,) is one sample and gives a 1-D output (h,).
+    """
+
+    def __init__(self, W: NDArray[np.floating], b: NDArray[np.floating]) -> None:
+        if not isinstance(W, np.ndarray) or W.dtype not in (np.float32, np.float64):
+            raise TypeError(
+                f"Affine: W must be a float32 or float64 numpy.ndarray, got "
+                f"{getattr(W, 'dtype', type(W).__name__)}"
+            )
+        if not isinstance(b, np.ndarray) or b.dtype != W.dtype:
+            raise TypeError(
+                f"Affine: b must be a numpy.ndarray of W's dtype {W.dtype}, got "
+                f"{getattr(b, 'dtype', type(b).__name__)}"
+            )
+        if W.ndim != 2 or b.shape != (W.shape[1],):
+            raise ValueError(
+                f"Affine: W has shape {W.shape} and b has shape {b.shape}; expected W (d, h) "
+                f"and b (h,)"
+            )
+        self.W = W
+        self.b = b
+        self.x: FloatArray | None = None
+        self.original_x_shape: tuple[int, ...] | None = None
+        self.dW: FloatArray | None = None
+        self.db: FloatArray | None = None
+
+    def forward(self, x: ArrayLike) -> FloatArray:
+        """x·W + b; x is converted to W's dtype and flattened to (n, d) if N-D."""
+        arr = as_float_array(x, "x", self.W.dtype)
+        self.original_x_shape = arr.shape
+        if arr.ndim == 0 or arr.size == 0:
+            raise ValueError(
+                f"Affine.forward: x must be a non-empty array of samples, got shape {arr.shape}"
+            )
+        x2 = arr.reshape(1, -1) if arr.ndim == 1 else arr.reshape(arr.shape[0], -1)
+        if x2.shape[1] != self.W.shape[0]:
+            raise ValueError(
+                f"Affine.forward: x has shape {arr.shape} ({x2.shape[1]} features per sample) "
+                f"but W has shape {self.W.shape}"
+            )
+        self.x = x2
+        out = _core.affine(x2, self.W, self.b)
+        return out[0] if arr.ndim == 1 else out
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx = dout·Wᵀ (x's shape); sets dW = xᵀ·dout and db = Σₙ dout."""
+        if self.x is None or self.original_x_shape is None:
+            raise _not_run("Affine")
+        n, h = self.x.shape[0], self.W.shape[1]
+        out_shape = (h,) if len(self.original_x_shape) == 1 else (n, h)
+        d = _dout("Affine", dout, out_shape, self.W.dtype).reshape(n, h)
+        dx = _core.matmul(d, self.W, trans_b=True)  # dx = dout · Wᵀ
+        self.dW = _core.matmul(self.x, d, trans_a=True)  # dW = xᵀ · dout
+        self.db = np.sum(d, axis=0)  # db = Σₙ dout
+        return dx.reshape(self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """loss = cross_entropy_error(softmax(x), t); backward: (y − t)/n · dout.
+
+    ``t`` is one-hot rows (n, k) or integer labels (n,); a 1-D x (k,) is one sample.
+    """
+
+    def __init__(self) -> None:
+        self.loss: float | None = None
+        self.y: FloatArray | None = None
+        self.t: NDArray | None = None
+
+    def forward(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Mean cross-entropy of softmax(x) against t (δ = 1e-7 inside the log)."""
+        arr = as_float_array(x, "x")
+        if arr.ndim not in (1, 2) or arr.shape[-1] == 0 or arr.size == 0:
+            raise ValueError(
+                f"SoftmaxWithLoss.forward: x must be (n, k) or (k,) with n, k > 0, got shape "
+                f"{arr.shape}"
+            )
+        x2 = arr.reshape(1, -1) if arr.ndim == 1 else arr
+        self.t = as_targets("SoftmaxWithLoss.forward", t, x2.shape[0], x2.shape[1], x2.dtype)
+        self.y = _core.softmax(x2)
+        self.loss = _core.cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout: float = 1) -> FloatArray:
+        """dx = dout·(y − t)/n, of shape (n, k)."""
+        if self.y is None or self.t is None:
+            raise _not_run("SoftmaxWithLoss")
+        dx = _core.softmax_cross_entropy_backward(self.y, self.t)
+        if np.ndim(dout) != 0:
+            raise ValueError(
+                f"SoftmaxWithLoss.backward: dout must be a scalar (the loss is), got shape "
+                f"{np.shape(dout)}"
+            )
+        if dout != 1:
+            dx *= dout
+        return dx
+
+
+def _rng(rng: np.random.Generator | None, seed: int | None, layer: str) -> np.random.Generator:
+    if rng is not None and seed is not None:
+        raise ValueError(f"{layer}: pass rng or seed, not both")
+    if rng is not None:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"{layer}: rng must be a numpy.random.Generator, got {type(rng)}")
+        return rng
+    return np.random.default_rng(seed)
+
+
+class Dropout:
+    """Dropout as in the book: training keeps each unit with probability 1 − ratio,
+    inference scales by (1 − ratio). Masks come from a seeded ``numpy.random.Generator``.
+    """
+
+    def __init__(
+        self,
+        dropout_ratio: float = 0.5,
+        *,
+        rng: np.random.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= dropout_ratio < 1.0:
+            raise ValueError(f"Dropout: dropout_ratio must be in [0, 1), got {dropout_ratio}")
+        self.dropout_ratio = dropout_ratio
+        self.rng = _rng(rng, seed, "Dropout")
+        self.mask: NDArray[np.bool_] | None = None
+
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> FloatArray:
+        """train: x·mask with mask ~ U[0,1) > ratio; test: x·(1 − ratio)."""
+        arr = as_float_array(x, "x")
+        if train_flg:
+            self.mask = self.rng.random(arr.shape) > self.dropout_ratio
+            return arr * self.mask
+        return arr * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx = dout·mask (the units dropped in the last training forward get 0)."""
+        if self.mask is None:
+            raise _not_run("Dropout")
+        d = np.asarray(dout)
+        if d.ndim and d.shape != self.mask.shape:
+            raise ValueError(
+                f"Dropout.backward: dout has shape {d.shape} but the mask has shape "
+                f"{self.mask.shape}"
+            )
+        return d * self.mask
+
+
+class BatchNormalization:
+    """y = γ·(x − μ)/√(σ² + ε) + β per feature, ε = 1e-6 (the book's ``10e-7``).
+
+    Training uses the batch mean/variance and updates running averages with
+    ``momentum``; inference uses the running ones. ``gamma``/``beta`` (d,) are held by
+    reference; ``backward`` sets ``dgamma`` and ``dbeta``. N-D x is flattened to (n, d).
+    """
+
+    EPS = 10e-7
+
+    def __init__(
+        self,
+        gamma: NDArray[np.floating],
+        beta: NDArray[np.floating],
+        momentum: float = 0.9,
+        running_mean: NDArray[np.floating] | None = None,
+        running_var: NDArray[np.floating] | None = None,
+    ) -> None:
+        if not isinstance(gamma, np.ndarray) or not isinstance(beta, np.ndarray):
+            raise TypeError("BatchNormalization: gamma and beta must be numpy.ndarray")
+        if gamma.ndim != 1 or gamma.shape != beta.shape:
+            raise ValueError(
+                f"BatchNormalization: gamma has shape {gamma.shape} and beta {beta.shape}; "
+                f"expected two 1-D arrays of one length"
+            )
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape: tuple[int, ...] | None = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size: int | None = None
+        self.xc: FloatArray | None = None
+        self.xn: FloatArray | None = None
+        self.std: FloatArray | None = None
+        self.dgamma: FloatArray | None = None
+        self.dbeta: FloatArray | None = None
+
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> FloatArray:
+        """Normalised, scaled and shifted x, shape of x."""
+        arr = as_float_array(x, "x", self.gamma.dtype)
+        self.input_shape = arr.shape
+        if arr.ndim != 2:
+            arr = arr.reshape(arr.shape[0] if arr.ndim else 1, -1)
+        if arr.shape[1] != self.gamma.shape[0] or arr.shape[0] == 0:
+            raise ValueError(
+                f"BatchNormalization.forward: x has shape {self.input_shape} but gamma has "
+                f"shape {self.gamma.shape}"
+            )
+        return self._forward(arr, train_flg).reshape(self.input_shape)
+
+    def _forward(self, x: FloatArray, train_flg: bool) -> FloatArray:
+        if self.running_mean is None or self.running_var is None:
+            _, d = x.shape
+            self.running_mean = np.zeros(d, dtype=x.dtype)
+            self.running_var = np.zeros(d, dtype=x.dtype)
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc**2, axis=0)
+            std = np.sqrt(var + self.EPS)
+            xn = xc / std
+            self.batch_size = x.shape[0]
+            self.xc, self.xn, self.std = xc, xn, std
+            # Running statistics for inference, updated in place.
+            self.running_mean *= self.momentum
+            self.running_mean += (1 - self.momentum) * mu
+            self.running_var *= self.momentum
+            self.running_var += (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            xn = xc / np.sqrt(self.running_var + self.EPS)
+        return self.gamma * xn + self.beta
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx through the batch statistics; sets dgamma = Σ xn·dout, dbeta = Σ dout."""
+        if self.xc is None or self.input_shape is None:
+            raise RuntimeError("BatchNormalization.backward called before a training forward")
+        d = np.asarray(dout, dtype=self.gamma.dtype)
+        if d.ndim and d.size != self.xc.size:
+            raise ValueError(
+                f"BatchNormalization.backward: dout has shape {d.shape} but the forward input "
+                f"had shape {self.input_shape}"
+            )
+        d = np.broadcast_to(d, self.xc.shape) if d.ndim == 0 else d.reshape(self.xc.shape)
+        return self._backward(d).reshape(self.input_shape)
+
+    def _backward(self, dout: FloatArray) -> FloatArray:
+        assert self.xn is not None and self.std is not None and self.batch_size is not None
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar  # dxc is a fresh array: dout untouched
+        dmu = np.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+        self.dgamma = dgamma
+        self.dbeta = dbeta
+        return dx

@@ -1,0 +1,203 @@
+"""The book's fully connected multi-layer network with the chapter 6 extras.
+
+(Affine → [BatchNorm] → ReLU/Sigmoid → [Dropout]) × hidden layers → Affine → softmax,
+with L2 weight decay, as DLFS common/multi_layer_net_extend.py. The Affine, activation
+and loss layers run on the Rust kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd.gradient import numerical_gradient
+from ferrograd.layers import (
+    Affine,
+    BatchNormalization,
+    Dropout,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+    as_targets,
+)
+from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
+
+__all__ = ["MultiLayerNet"]
+
+FloatArray = NDArray[np.floating]
+Grads = dict[str, FloatArray]
+
+_ACTIVATIONS: dict[str, type[Relu] | type[Sigmoid]] = {"relu": Relu, "sigmoid": Sigmoid}
+
+
+def _init_scale(weight_init_std: str | float, fan_in: int) -> float:
+    """He √(2/fan_in) for 'relu'/'he', Xavier √(1/fan_in) for 'sigmoid'/'xavier', or a number."""
+    if isinstance(weight_init_std, str):
+        name = weight_init_std.lower()
+        if name in ("relu", "he"):
+            return float(np.sqrt(2.0 / fan_in))
+        if name in ("sigmoid", "xavier"):
+            return float(np.sqrt(1.0 / fan_in))
+        raise ValueError(
+            f"MultiLayerNet: weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' or a "
+            f"number, got {weight_init_std!r}"
+        )
+    scale = float(weight_init_std)
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"MultiLayerNet: weight_init_std must be >= 0, got {weight_init_std!r}")
+    return scale
+
+
+class MultiLayerNet:
+    """Fully connected net of widths input_size → hidden_size_list… → output_size.
+
+    ``params``: W1, b1, …, W{L}, b{L} (L = len(hidden_size_list) + 1) and, with
+    ``use_batchnorm``, gamma{i}/beta{i} for each hidden layer i. Weights are drawn from
+    ``numpy.random.default_rng(seed)``, which also drives the dropout masks. ``loss``
+    adds ½·λ·Σ‖W‖² (``weight_decay_lambda`` = λ).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: str | float = "relu",
+        weight_decay_lambda: float = 0,
+        *,
+        use_batchnorm: bool = False,
+        use_dropout: bool = False,
+        dropout_ratio: float = 0.5,
+        seed: int | None = None,
+        dtype: np.dtype | type = np.float64,
+    ) -> None:
+        op = "MultiLayerNet"
+        self.input_size = check_size(op, "input_size", input_size)
+        self.hidden_size_list = [
+            check_size(op, f"hidden_size_list[{i}]", h) for i, h in enumerate(hidden_size_list)
+        ]
+        self.output_size = check_size(op, "output_size", output_size)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"{op}: activation must be 'relu' or 'sigmoid', got {activation!r}")
+        if not np.isfinite(weight_decay_lambda) or weight_decay_lambda < 0:
+            raise ValueError(f"{op}: weight_decay_lambda must be >= 0, got {weight_decay_lambda!r}")
+        self.activation = activation
+        self.hidden_layer_num = len(self.hidden_size_list)
+        self.weight_decay_lambda = float(weight_decay_lambda)
+        self.use_batchnorm = bool(use_batchnorm)
+        self.use_dropout = bool(use_dropout)
+        self.dropout_ratio = dropout_ratio
+        self.dtype = check_dtype(op, dtype)
+        self.rng = np.random.default_rng(seed)
+
+        sizes = [self.input_size, *self.hidden_size_list, self.output_size]
+        self.params: dict[str, FloatArray] = {}
+        for idx in range(1, len(sizes)):
+            scale = _init_scale(weight_init_std, sizes[idx - 1])
+            w = scale * self.rng.standard_normal((sizes[idx - 1], sizes[idx]))
+            self.params[f"W{idx}"] = w.astype(self.dtype)
+            self.params[f"b{idx}"] = np.zeros(sizes[idx], dtype=self.dtype)
+            if self.use_batchnorm and idx <= self.hidden_layer_num:
+                self.params[f"gamma{idx}"] = np.ones(sizes[idx], dtype=self.dtype)
+                self.params[f"beta{idx}"] = np.zeros(sizes[idx], dtype=self.dtype)
+        self._build_layers()
+
+    def _build_layers(self) -> None:
+        """The layer chain over the current ``params`` arrays (shared, not copied)."""
+        p = self.params
+        self.layers: OrderedDict[str, Any] = OrderedDict()
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers[f"Affine{idx}"] = Affine(p[f"W{idx}"], p[f"b{idx}"])
+            if self.use_batchnorm:
+                bn = BatchNormalization(p[f"gamma{idx}"], p[f"beta{idx}"])
+                self.layers[f"BatchNorm{idx}"] = bn
+            self.layers[f"Activation_function{idx}"] = _ACTIVATIONS[self.activation]()
+            if self.use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(self.dropout_ratio, rng=self.rng)
+        last = self.hidden_layer_num + 1
+        self.layers[f"Affine{last}"] = Affine(p[f"W{last}"], p[f"b{last}"])
+        self.last_layer = SoftmaxWithLoss()
+
+    def _forward(self, x: FloatArray, train_flg: bool) -> FloatArray:
+        for layer in self.layers.values():
+            if isinstance(layer, (Dropout, BatchNormalization)):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
+    def _batch(self, op: str, x: ArrayLike) -> FloatArray:
+        return as_batch(f"MultiLayerNet.{op}", x, self.input_size, self.dtype)
+
+    def _targets(self, op: str, t: ArrayLike, n: int) -> NDArray:
+        return as_targets(f"MultiLayerNet.{op}", t, n, self.output_size, self.dtype)
+
+    def _loss(self, x2: FloatArray, t2: NDArray, train_flg: bool) -> float:
+        y = self._forward(x2, train_flg)
+        weight_decay = 0.0
+        for idx in range(1, self.hidden_layer_num + 2):
+            w = self.params[f"W{idx}"]
+            weight_decay += 0.5 * self.weight_decay_lambda * float(np.sum(w * w))
+        return self.last_layer.forward(y, t2) + weight_decay
+
+    def predict(self, x: ArrayLike, train_flg: bool = False) -> FloatArray:
+        """Scores (logits, before softmax) of shape (n, k), or (k,) for one sample x (d,)."""
+        y = self._forward(self._batch("predict", x), train_flg)
+        return y[0] if np.ndim(x) == 1 else y
+
+    def loss(self, x: ArrayLike, t: ArrayLike, train_flg: bool = False) -> float:
+        """Mean cross-entropy of softmax(scores) plus the weight decay ½·λ·Σ‖W‖²."""
+        x2 = self._batch("loss", x)
+        return self._loss(x2, self._targets("loss", t, x2.shape[0]), train_flg)
+
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Fraction of samples whose top score is the target class (inference mode)."""
+        y = self._forward(self._batch("accuracy", x), train_flg=False)
+        return accuracy("MultiLayerNet.accuracy", y, t)
+
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
+        """∂loss/∂param for every entry of ``params`` by central differences (h = 1e-4).
+
+        Training-mode loss; slow (two forward passes per parameter), for checking small
+        nets. A float32 net is probed through a float64 copy and the result cast back.
+        """
+        net = self
+        if self.dtype != np.float64:
+            net = copy.deepcopy(self)
+            net.dtype = np.dtype(np.float64)
+            net.params = {k: v.astype(np.float64) for k, v in self.params.items()}
+            net._build_layers()
+        x2 = net._batch("numerical_gradient", x)
+        t2 = net._targets("numerical_gradient", t, x2.shape[0])
+
+        def loss_w(_w: FloatArray) -> float:
+            return net._loss(x2, t2, train_flg=True)
+
+        return {
+            key: numerical_gradient(loss_w, value).astype(self.dtype, copy=False)
+            for key, value in net.params.items()
+        }
+
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
+        """∂loss/∂param by backprop through the layers (training mode), with λ·W added."""
+        x2 = self._batch("gradient", x)
+        self._loss(x2, self._targets("gradient", t, x2.shape[0]), train_flg=True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        grads: Grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            affine = self.layers[f"Affine{idx}"]
+            grads[f"W{idx}"] = affine.dW + self.weight_decay_lambda * self.params[f"W{idx}"]
+            grads[f"b{idx}"] = affine.db
+            if self.use_batchnorm and idx <= self.hidden_layer_num:
+                bn = self.layers[f"BatchNorm{idx}"]
+                grads[f"gamma{idx}"] = bn.dgamma
+                grads[f"beta{idx}"] = bn.dbeta
+        return grads

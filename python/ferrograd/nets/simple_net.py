@@ -1,0 +1,62 @@
+"""The book's ``simpleNet`` (chapter 4): one 2×3 weight matrix, softmax, cross-entropy."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd import _core
+from ferrograd.gradient import numerical_gradient
+from ferrograd.layers import as_targets
+from ferrograd.nets._common import as_batch, check_dtype
+
+__all__ = ["SimpleNet"]
+
+
+class SimpleNet:
+    """z = x·W with W (2, 3); loss = cross_entropy_error(softmax(z), t).
+
+    ``W`` defaults to standard-normal draws from ``numpy.random.default_rng(seed)``;
+    pass ``W=`` to use fixed weights (it is copied).
+    """
+
+    def __init__(
+        self,
+        W: ArrayLike | None = None,
+        *,
+        seed: int | None = None,
+        dtype: np.dtype | type = np.float64,
+    ) -> None:
+        dt = check_dtype("SimpleNet", dtype)
+        if W is None:
+            W = np.random.default_rng(seed).standard_normal((2, 3))
+        arr = np.array(W, dtype=dt)
+        if arr.ndim != 2 or arr.size == 0:
+            raise ValueError(f"SimpleNet: W must be a non-empty 2-D array, got shape {arr.shape}")
+        self.W: NDArray[np.floating] = arr
+
+    def predict(self, x: ArrayLike) -> NDArray[np.floating]:
+        """Scores z = x·W: (n, 3) for x (n, 2), (3,) for one sample (2,)."""
+        x2 = as_batch("SimpleNet.predict", x, self.W.shape[0], self.W.dtype)
+        z = _core.matmul(x2, self.W)
+        return z[0] if np.ndim(x) == 1 else z
+
+    def _forward(self, x: ArrayLike, t: ArrayLike, op: str) -> tuple:
+        x2 = as_batch(op, x, self.W.shape[0], self.W.dtype)
+        y = _core.softmax(_core.matmul(x2, self.W))
+        return x2, y, as_targets(op, t, y.shape[0], y.shape[1], y.dtype)
+
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Mean cross-entropy of softmax(x·W) against t (one-hot or labels)."""
+        _, y, target = self._forward(x, t, "SimpleNet.loss")
+        return _core.cross_entropy_error(y, target)
+
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> NDArray[np.floating]:
+        """∂loss/∂W by central differences over W (h = 1e-4), as the book computes it."""
+        return numerical_gradient(lambda _w: self.loss(x, t), self.W)
+
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> NDArray[np.floating]:
+        """∂loss/∂W by backprop: xᵀ·(y − t)/n."""
+        x2, y, target = self._forward(x, t, "SimpleNet.gradient")
+        dz = _core.softmax_cross_entropy_backward(y, target)
+        return _core.matmul(x2, dz, trans_a=True)  # dW = xᵀ · dz

@@ -1,0 +1,156 @@
+"""The book's two-layer network (chapters 4 and 5) on the fused Rust kernels.
+
+x → Affine(W1, b1) → sigmoid or ReLU → Affine(W2, b2) → softmax → cross-entropy.
+``predict``/``loss``/``gradient`` run as single native calls; ``layers`` and
+``gradient_layers`` give the same network as the book's layer objects (chapter 5).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd import _core
+from ferrograd.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, as_targets
+from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
+
+__all__ = ["TwoLayerNet"]
+
+FloatArray = NDArray[np.floating]
+Grads = dict[str, FloatArray]
+
+_KEYS = ("W1", "b1", "W2", "b2")
+
+
+class TwoLayerNet:
+    """Two-layer classifier with ``params`` W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
+
+    Weights start as ``weight_init_std`` × standard normal draws from
+    ``numpy.random.default_rng(seed)``, biases at 0, all of ``dtype`` (float64 as in the
+    book, or float32). ``activation`` is ``"sigmoid"`` (chapter 4) or ``"relu"`` (chapter 5).
+    Targets ``t`` are integer labels (n,) or one-hot rows (n, k) everywhere.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        weight_init_std: float = 0.01,
+        *,
+        activation: str = "sigmoid",
+        seed: int | None = None,
+        dtype: np.dtype | type = np.float64,
+    ) -> None:
+        op = "TwoLayerNet"
+        d = check_size(op, "input_size", input_size)
+        h = check_size(op, "hidden_size", hidden_size)
+        k = check_size(op, "output_size", output_size)
+        if activation not in ("sigmoid", "relu"):
+            raise ValueError(f"{op}: activation must be 'sigmoid' or 'relu', got {activation!r}")
+        self.dtype = check_dtype(op, dtype)
+        self.activation = activation
+        rng = np.random.default_rng(seed)
+        self.params: dict[str, FloatArray] = {
+            "W1": (weight_init_std * rng.standard_normal((d, h))).astype(self.dtype),
+            "b1": np.zeros(h, dtype=self.dtype),
+            "W2": (weight_init_std * rng.standard_normal((h, k))).astype(self.dtype),
+            "b2": np.zeros(k, dtype=self.dtype),
+        }
+        self.last_layer = SoftmaxWithLoss()
+        self._layers: OrderedDict[str, Affine | Sigmoid | Relu] | None = None
+
+    @property
+    def input_size(self) -> int:
+        return int(self.params["W1"].shape[0])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.params["W2"].shape[1])
+
+    @property
+    def layers(self) -> OrderedDict[str, Affine | Sigmoid | Relu]:
+        """Affine1, Sigmoid1 or Relu1, Affine2: layer objects sharing the ``params`` arrays.
+
+        Rebuilt when a ``params`` entry has been replaced by another array.
+        """
+        p = self.params
+        cached = self._layers
+        if (
+            cached is None
+            or cached["Affine1"].W is not p["W1"]  # type: ignore[union-attr]
+            or cached["Affine1"].b is not p["b1"]  # type: ignore[union-attr]
+            or cached["Affine2"].W is not p["W2"]  # type: ignore[union-attr]
+            or cached["Affine2"].b is not p["b2"]  # type: ignore[union-attr]
+        ):
+            act = ("Sigmoid1", Sigmoid()) if self.activation == "sigmoid" else ("Relu1", Relu())
+            cached = OrderedDict(
+                [("Affine1", Affine(p["W1"], p["b1"])), act, ("Affine2", Affine(p["W2"], p["b2"]))]
+            )
+            self._layers = cached
+        return cached
+
+    def _params(self) -> tuple[FloatArray, ...]:
+        return tuple(self.params[key] for key in _KEYS)
+
+    def _batch(self, op: str, x: ArrayLike) -> FloatArray:
+        return as_batch(f"TwoLayerNet.{op}", x, self.input_size, self.dtype)
+
+    def _targets(self, op: str, t: ArrayLike, n: int, dtype: np.dtype | None = None) -> NDArray:
+        return as_targets(f"TwoLayerNet.{op}", t, n, self.output_size, dtype or self.dtype)
+
+    def predict(self, x: ArrayLike) -> FloatArray:
+        """Class probabilities softmax(act(x·W1 + b1)·W2 + b2): (n, k), or (k,) for x (d,)."""
+        x2 = self._batch("predict", x)
+        y = _core.two_layer_predict(*self._params(), x2, activation=self.activation)
+        return y[0] if np.ndim(x) == 1 else y
+
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Mean cross-entropy −Σ t·log(y + 1e-7) / n of the predictions."""
+        x2 = self._batch("loss", x)
+        t2 = self._targets("loss", t, x2.shape[0])
+        return _core.two_layer_loss(*self._params(), x2, t2, activation=self.activation)
+
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Fraction of samples whose most probable class is the target's."""
+        x2 = self._batch("accuracy", x)
+        y = _core.two_layer_predict(*self._params(), x2, activation=self.activation)
+        return accuracy("TwoLayerNet.accuracy", y, t)
+
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
+        """∂loss/∂(W1, b1, W2, b2) by central differences (h = 1e-4), in float64.
+
+        float32 parameters and inputs are promoted to float64 for the probes (float32
+        rounding at h = 1e-4 is as large as the gradient) and the result cast back.
+        """
+        x2 = as_batch("TwoLayerNet.numerical_gradient", x, self.input_size, np.dtype(np.float64))
+        t2 = self._targets("numerical_gradient", t, x2.shape[0], np.dtype(np.float64))
+        p64 = [np.asarray(p, dtype=np.float64) for p in self._params()]
+        g = _core.numerical_gradient(*p64, x2, t2, activation=self.activation)
+        return {key: gi.astype(self.dtype, copy=False) for key, gi in zip(_KEYS, g, strict=True)}
+
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
+        """∂loss/∂(W1, b1, W2, b2) by backprop, one native call."""
+        x2 = self._batch("gradient", x)
+        t2 = self._targets("gradient", t, x2.shape[0])
+        g = _core.two_layer_gradient(*self._params(), x2, t2, activation=self.activation)
+        return dict(zip(_KEYS, g, strict=True))
+
+    def gradient_layers(self, x: ArrayLike, t: ArrayLike) -> Grads:
+        """The same gradient as :meth:`gradient`, through the layer objects (chapter 5)."""
+        x2 = self._batch("gradient_layers", x)
+        t2 = self._targets("gradient_layers", t, x2.shape[0])
+        layers = self.layers
+        out = x2
+        for layer in layers.values():
+            out = layer.forward(out)
+        self.last_layer.forward(out, t2)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(layers.values()):
+            dout = layer.backward(dout)
+        a1, a2 = layers["Affine1"], layers["Affine2"]
+        assert isinstance(a1, Affine) and isinstance(a2, Affine)
+        assert a1.dW is not None and a1.db is not None and a2.dW is not None and a2.db is not None
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}

@@ -1,0 +1,218 @@
+"""Parameter update rules (the book's chapter 6, DLFS common/optimizer.py).
+
+Each optimizer's ``update(params, grads)`` changes the arrays in ``params`` IN PLACE
+(``params[key] -= ...``): the network's layers hold the same arrays, so rebinding a key
+would silently detach them. State arrays keep the book's names (``v``, ``h``, ``m``,
+``iter``) and are created on the first update with each parameter's shape and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSprop",
+    "get_optimizer",
+]
+
+Params = MutableMapping[str, NDArray[np.floating]]
+Grads = Mapping[str, Any]
+
+EPS = 1e-7
+"""Added to √h (AdaGrad, RMSprop) and √v (Adam) so the first steps never divide by 0."""
+
+
+def _check_positive(cls: str, name: str, value: float) -> float:
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{cls}: {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _check_rate(cls: str, name: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{cls}: {name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: checks that ``params`` and ``grads`` match before any update."""
+
+    lr: float
+
+    def _check(self, params: Params, grads: Grads) -> None:
+        name = type(self).__name__
+        for key, p in params.items():
+            if key not in grads:
+                raise KeyError(f"{name}.update: grads has no entry for parameter {key!r}")
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+                raise TypeError(
+                    f"{name}.update: params[{key!r}] must be a float numpy.ndarray (updated in "
+                    f"place), got {type(p).__name__}"
+                )
+            g_shape = np.shape(grads[key])
+            if g_shape != p.shape:
+                raise ValueError(
+                    f"{name}.update: grads[{key!r}] has shape {g_shape} but params[{key!r}] "
+                    f"has shape {p.shape}"
+                )
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """Update every array in ``params`` in place from ``grads``."""
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: W ← W − lr·∂L/∂W."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        self.lr = _check_positive("SGD", "lr", lr)
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """W ← W − lr·g for every key, in place."""
+        self._check(params, grads)
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum(Optimizer):
+    """v ← momentum·v − lr·g;  W ← W + v."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr = _check_positive("Momentum", "lr", lr)
+        self.momentum = _check_rate("Momentum", "momentum", momentum)
+        self.v: dict[str, NDArray[np.floating]] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """One momentum step, in place (params and the velocity ``v``)."""
+        self._check(params, grads)
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient in the book's form (DLFS common/optimizer.py):
+    v ← momentum·v − lr·g;  W ← W + momentum²·v − (1 + momentum)·lr·g.
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr = _check_positive("Nesterov", "lr", lr)
+        self.momentum = _check_rate("Nesterov", "momentum", momentum)
+        self.v: dict[str, NDArray[np.floating]] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """One Nesterov step, in place (params and ``v``)."""
+        self._check(params, grads)
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+
+
+class AdaGrad(Optimizer):
+    """h ← h + g⊙g;  W ← W − lr·g / (√h + 1e-7)."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        self.lr = _check_positive("AdaGrad", "lr", lr)
+        self.h: dict[str, NDArray[np.floating]] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """One AdaGrad step, in place (params and the squared-gradient sum ``h``)."""
+        self._check(params, grads)
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            g = grads[key]
+            self.h[key] += g * g
+            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
+
+
+class RMSprop(Optimizer):
+    """h ← ρ·h + (1 − ρ)·g⊙g with ρ = decay_rate;  W ← W − lr·g / (√h + 1e-7)."""
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
+        self.lr = _check_positive("RMSprop", "lr", lr)
+        self.decay_rate = _check_rate("RMSprop", "decay_rate", decay_rate)
+        self.h: dict[str, NDArray[np.floating]] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """One RMSprop step, in place (params and the running mean square ``h``)."""
+        self._check(params, grads)
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            g = grads[key]
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * g * g
+            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
+
+
+class Adam(Optimizer):
+    """Adam (http://arxiv.org/abs/1412.6980v8) in the book's form:
+    m ← m + (1 − β₁)(g − m);  v ← v + (1 − β₂)(g² − v);
+    W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + 1e-7), t = ``iter``.
+    """
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        self.lr = _check_positive("Adam", "lr", lr)
+        self.beta1 = _check_rate("Adam", "beta1", beta1)
+        self.beta2 = _check_rate("Adam", "beta2", beta2)
+        self.iter = 0
+        self.m: dict[str, NDArray[np.floating]] | None = None
+        self.v: dict[str, NDArray[np.floating]] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        """One Adam step, in place (params and the moments ``m``, ``v``)."""
+        self._check(params, grads)
+        if self.m is None or self.v is None:
+            self.m = {key: np.zeros_like(val) for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self.iter += 1
+        # Bias correction of both moments folded into the step size.
+        lr_t = self.lr * float(np.sqrt(1.0 - self.beta2**self.iter)) / (1.0 - self.beta1**self.iter)
+        for key in params:
+            g = grads[key]
+            self.m[key] += (1 - self.beta1) * (g - self.m[key])
+            self.v[key] += (1 - self.beta2) * (g**2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + EPS)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+"""Lower-case name → optimizer class (the trainer's and CLI's ``optimizer=`` values)."""
+
+
+def get_optimizer(name: str, **kwargs: float) -> Optimizer:
+    """A new optimizer by case-insensitive name, e.g. ``get_optimizer("adam", lr=1e-3)``."""
+    cls = OPTIMIZERS.get(str(name).lower())
+    if cls is None:
+        raise ValueError(
+            f"get_optimizer: unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}"
+        )
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"get_optimizer: bad arguments for {cls.__name__}: {err}") from err
