@@ -32,7 +32,9 @@ FloatArray = NDArray[np.floating]
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(x: ArrayLike, name: str = "x", dtype: np.dtype | type | None = None) -> FloatArray:
+def as_float_array(
+    x: ArrayLike, name: str = "x", dtype: np.dtype | type | None = None
+) -> FloatArray:
     """``x`` as a float32/float64 array the kernels accept.
 
     float32 and float64 pass through unchanged (no copy); integers, bools and other
