@@ -391,7 +391,8 @@ class BatchNormalization:
         return self._backward(d).reshape(self.input_shape)
 
     def _backward(self, dout: FloatArray) -> FloatArray:
-        assert self.xn is not None and self.std is not None and self.batch_size is not None
+        assert self.xc is not None and self.xn is not None and self.std is not None
+        assert self.batch_size is not None
         dbeta = dout.sum(axis=0)
         dgamma = np.sum(self.xn * dout, axis=0)
         dxn = self.gamma * dout

@@ -8,6 +8,7 @@ x → Affine(W1, b1) → sigmoid or ReLU → Affine(W2, b2) → softmax → cros
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -51,7 +52,7 @@ class TwoLayerNet:
         if activation not in ("sigmoid", "relu"):
             raise ValueError(f"{op}: activation must be 'sigmoid' or 'relu', got {activation!r}")
         self.dtype = check_dtype(op, dtype)
-        self.activation = activation
+        self.activation = cast(Literal["sigmoid", "relu"], activation)
         rng = np.random.default_rng(seed)
         self.params: dict[str, FloatArray] = {
             "W1": (weight_init_std * rng.standard_normal((d, h))).astype(self.dtype),
@@ -92,8 +93,9 @@ class TwoLayerNet:
             self._layers = cached
         return cached
 
-    def _params(self) -> tuple[FloatArray, ...]:
-        return tuple(self.params[key] for key in _KEYS)
+    def _params(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        p = self.params
+        return p["W1"], p["b1"], p["W2"], p["b2"]
 
     def _batch(self, op: str, x: ArrayLike) -> FloatArray:
         return as_batch(f"TwoLayerNet.{op}", x, self.input_size, self.dtype)
@@ -127,8 +129,9 @@ class TwoLayerNet:
         """
         x2 = as_batch("TwoLayerNet.numerical_gradient", x, self.input_size, np.dtype(np.float64))
         t2 = self._targets("numerical_gradient", t, x2.shape[0], np.dtype(np.float64))
-        p64 = [np.asarray(p, dtype=np.float64) for p in self._params()]
-        g = _core.numerical_gradient(*p64, x2, t2, activation=self.activation)
+        w1, b1, w2, b2 = (np.asarray(p, dtype=np.float64) for p in self._params())
+        x64 = np.asarray(x2, dtype=np.float64)  # already float64: no copy
+        g = _core.numerical_gradient(w1, b1, w2, b2, x64, t2, activation=self.activation)
         return {key: gi.astype(self.dtype, copy=False) for key, gi in zip(_KEYS, g, strict=True)}
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
