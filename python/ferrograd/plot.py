@@ -1,0 +1,153 @@
+"""Figures of a training run, saved as PNG: accuracy per epoch, loss, misclassified digits.
+
+matplotlib is optional (``pip install ferrograd[plot]``); it is imported only when a
+figure is drawn, with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ferrograd.trainer import History
+
+__all__ = ["plot_accuracy", "plot_history", "plot_loss", "plot_misclassified"]
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError(
+            "ferrograd.plot needs matplotlib: pip install 'ferrograd[plot]' (or matplotlib)"
+        ) from err
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"plot: directory {path.parent} does not exist")
+    fig.savefig(path, dpi=dpi, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def _epochs(history: History) -> np.ndarray:
+    """x values: epochs as fractions of a full epoch (the last may be partial)."""
+    iters = np.asarray(history.epoch_iterations, dtype=float)
+    full = iters.max() if iters.size else 1.0
+    return np.cumsum(iters) / full
+
+
+def _accuracy_axes(ax: Any, history: History) -> None:
+    x = _epochs(history)
+    ax.plot(x, history.train_acc, marker="o", markersize=3, label="train acc")
+    ax.plot(x, history.test_acc, marker="s", markersize=3, linestyle="--", label="test acc")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("accuracy")
+    low = min([*history.train_acc, *history.test_acc], default=0.0)
+    ax.set_ylim(max(0.0, min(0.9, low) - 0.02), 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def plot_accuracy(
+    history: History, path: str | os.PathLike[str], *, title: str | None = None, dpi: int = 80
+) -> Path:
+    """Train vs test accuracy per epoch (the book's figure 4-12) → PNG at ``path``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _accuracy_axes(ax, history)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_loss(
+    history: History,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    dpi: int = 80,
+    smooth: int = 50,
+) -> Path:
+    """Mini-batch loss per iteration (light) and its ``smooth``-iteration moving mean → PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _loss_axes(ax, history, smooth)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def _loss_axes(ax: Any, history: History, smooth: int) -> None:
+    loss = np.asarray(history.train_loss, dtype=float)
+    ax.plot(np.arange(loss.size), loss, color="tab:blue", alpha=0.3, linewidth=0.5, label="loss")
+    if loss.size >= smooth > 1:
+        mean = np.convolve(loss, np.ones(smooth) / smooth, mode="valid")
+        ax.plot(np.arange(smooth - 1, loss.size), mean, color="tab:blue", label=f"mean of {smooth}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+
+
+def plot_history(
+    history: History, path: str | os.PathLike[str], *, title: str | None = None, dpi: int = 80
+) -> Path:
+    """Accuracy (left) and loss (right) side by side → PNG at ``path``."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    _accuracy_axes(ax1, history)
+    _loss_axes(ax2, history, 50)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_misclassified(
+    network: Any,
+    x: ArrayLike,
+    t: ArrayLike,
+    path: str | os.PathLike[str],
+    *,
+    max_images: int = 36,
+    dpi: int = 80,
+) -> Path:
+    """A grid of test digits the network gets wrong, titled "label→prediction" → PNG.
+
+    ``x``: (n, 784) or (n, 1, 28, 28); ``t``: labels (n,) or one-hot (n, 10).
+    """
+    x_arr = np.asarray(x)
+    labels = np.asarray(t)
+    labels = np.argmax(labels, axis=1) if labels.ndim == 2 else labels
+    pred = np.concatenate(
+        [
+            np.argmax(network.predict(x_arr[i : i + 10_000]), axis=1)
+            for i in range(0, len(x_arr), 10_000)
+        ]
+    )
+    wrong = np.flatnonzero(pred != labels)[:max_images]
+    plt = _pyplot()
+    cols = 6
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.35))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, i in zip(np.ravel(axes), wrong, strict=False):
+        ax.imshow(x_arr[i].reshape(28, 28), cmap="gray_r", interpolation="nearest")
+        ax.set_title(f"{labels[i]}→{pred[i]}", fontsize=9, color="tab:red")
+    fig.suptitle(f"misclassified: {int((pred != labels).sum())} of {len(labels)}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

@@ -1,0 +1,215 @@
+"""Random search over learning rate and weight decay (DLFS ch06/hyperparameter_optimization.py).
+
+Each trial draws lr and λ log-uniformly, trains a fresh network for a few epochs on a
+training subset and scores it on a validation split carved from the training set (never
+on the test set). Trials run in parallel processes, one native thread each.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Trial", "random_search", "save_results", "split_validation"]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One search trial: its hyperparameters and final accuracies."""
+
+    index: int
+    lr: float
+    weight_decay: float
+    val_acc: float
+    train_acc: float
+    seconds: float
+
+
+def split_validation(
+    x: NDArray, t: NDArray, validation_ratio: float = 0.2, seed: int | None = None
+) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+    """Shuffle (x, t) and split off the first ``validation_ratio`` as validation data."""
+    if not 0.0 < validation_ratio < 1.0:
+        raise ValueError(
+            f"split_validation: validation_ratio must be in (0, 1), got {validation_ratio}"
+        )
+    n = x.shape[0]
+    n_val = int(n * validation_ratio)
+    if n_val == 0 or n_val == n:
+        raise ValueError(f"split_validation: {n} samples are too few for ratio {validation_ratio}")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = order[:n_val], order[n_val:]
+    return (x[train], t[train]), (x[val], t[val])
+
+
+_DATA: dict[str, Any] = {}
+
+
+def _init_worker(data: tuple[NDArray, NDArray, NDArray, NDArray]) -> None:
+    # One native thread per process: the trials themselves are the parallelism.
+    os.environ["FERROGRAD_NUM_THREADS"] = "1"
+    _DATA["data"] = data
+
+
+def _run_trial(args: tuple[int, float, float, dict[str, Any]]) -> Trial:
+    index, lr, weight_decay, cfg = args
+    from ferrograd.nets import MultiLayerNet
+    from ferrograd.trainer import Trainer
+
+    x_tr, t_tr, x_val, t_val = _DATA["data"]
+    net = MultiLayerNet(
+        input_size=x_tr.shape[1],
+        hidden_size_list=cfg["hidden"],
+        output_size=cfg["output_size"],
+        activation=cfg["activation"],
+        weight_init_std=cfg["weight_init"],
+        weight_decay_lambda=weight_decay,
+        seed=cfg["seed"] + index if cfg["seed"] is not None else None,
+        dtype=cfg["dtype"],
+    )
+    start = time.perf_counter()
+    trainer = Trainer(
+        net,
+        x_tr,
+        t_tr,
+        x_val,
+        t_val,
+        epochs=cfg["epochs"],
+        mini_batch_size=cfg["batch_size"],
+        optimizer=cfg["optimizer"],
+        optimizer_param={"lr": lr},
+        seed=cfg["seed"] + index if cfg["seed"] is not None else None,
+        verbose=False,
+    )
+    hist = trainer.train()
+    return Trial(
+        index=index,
+        lr=lr,
+        weight_decay=weight_decay,
+        val_acc=hist.test_acc[-1] if hist.test_acc else float("nan"),
+        train_acc=hist.train_acc[-1] if hist.train_acc else float("nan"),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def random_search(
+    x_train: NDArray,
+    t_train: NDArray,
+    *,
+    trials: int = 20,
+    epochs: int = 20,
+    train_size: int | None = 500,
+    validation_ratio: float = 0.2,
+    lr_range: tuple[float, float] = (1e-6, 1e-2),
+    weight_decay_range: tuple[float, float] = (1e-8, 1e-4),
+    hidden: Sequence[int] = (100, 100, 100, 100, 100, 100),
+    activation: str = "relu",
+    weight_init: str | float = "relu",
+    optimizer: str = "sgd",
+    batch_size: int = 100,
+    dtype: np.dtype | type = np.float64,
+    processes: int | None = None,
+    seed: int | None = None,
+    on_result: Callable[[Trial], None] | None = None,
+) -> list[Trial]:
+    """Run ``trials`` trainings with lr = 10^U(log lr_range) and λ = 10^U(log weight_decay_range).
+
+    The book's setting by default: the first 500 training samples, 20 % of them for
+    validation, a 6×100 ReLU MultiLayerNet with SGD. Returns trials best first (by
+    validation accuracy). ``processes`` = 1 runs in this process (no pool).
+    """
+    if trials <= 0 or epochs <= 0:
+        raise ValueError(
+            f"random_search: trials and epochs must be positive, got {trials}, {epochs}"
+        )
+    for name, (lo, hi) in (("lr_range", lr_range), ("weight_decay_range", weight_decay_range)):
+        if not 0 < lo <= hi:
+            raise ValueError(f"random_search: {name} must be 0 < low <= high, got {(lo, hi)}")
+    x = x_train[:train_size] if train_size else x_train
+    t = t_train[:train_size] if train_size else t_train
+    (x_tr, t_tr), (x_val, t_val) = split_validation(x, t, validation_ratio, seed)
+    rng = np.random.default_rng(seed)
+    lrs = 10 ** rng.uniform(np.log10(lr_range[0]), np.log10(lr_range[1]), trials)
+    wds = 10 ** rng.uniform(
+        np.log10(weight_decay_range[0]), np.log10(weight_decay_range[1]), trials
+    )
+    output_size = int(t.shape[1]) if t.ndim == 2 else int(t.max()) + 1
+    cfg = {
+        "hidden": list(hidden),
+        "activation": activation,
+        "weight_init": weight_init,
+        "optimizer": optimizer,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "dtype": np.dtype(dtype).name,
+        "seed": seed,
+        "output_size": max(output_size, 10),
+    }
+    jobs = [(i, float(lrs[i]), float(wds[i]), cfg) for i in range(trials)]
+    data = (x_tr, t_tr, x_val, t_val)
+    results: list[Trial] = []
+    if processes == 1:
+        saved = dict(_DATA)
+        _DATA["data"] = data
+        try:
+            for job in jobs:
+                results.append(_run_trial(job))
+                if on_result:
+                    on_result(results[-1])
+        finally:
+            _DATA.clear()
+            _DATA.update(saved)
+    else:
+        with ProcessPoolExecutor(
+            max_workers=processes or os.cpu_count() or 1,
+            mp_context=get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(data,),
+        ) as pool:
+            for trial in pool.map(_run_trial, jobs):
+                results.append(trial)
+                if on_result:
+                    on_result(trial)
+    return sorted(results, key=lambda r: (-np.nan_to_num(r.val_acc, nan=-1.0), r.index))
+
+
+def format_ranking(results: Sequence[Trial], top: int | None = None) -> str:
+    """The ranking as text: rank, validation accuracy, lr and weight decay."""
+    lines = ["rank | val acc | train acc |       lr | weight decay | trial"]
+    for rank, r in enumerate(results[:top] if top else results, start=1):
+        lines.append(
+            f"{rank:>4} | {r.val_acc:7.4f} | {r.train_acc:9.4f} | {r.lr:8.2e} | "
+            f"{r.weight_decay:12.2e} | {r.index:>5}"
+        )
+    return "\n".join(lines)
+
+
+def save_results(results: Sequence[Trial], path: str | os.PathLike[str]) -> Path:
+    """Write the ranking (best first) as CSV, or JSON when ``path`` ends in ``.json``."""
+    path = Path(path)
+    rows = [{"rank": i, **asdict(r)} for i, r in enumerate(results, start=1)]
+    if path.suffix == ".json":
+        text = json.dumps(rows, indent=1)
+    else:
+        buf = io.StringIO()
+        fields = ["rank", *Trial.__dataclass_fields__]
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buf.getvalue()
+    from ferrograd.trainer import _atomic_write
+
+    _atomic_write(path, text.encode())
+    return path

@@ -1,0 +1,321 @@
+"""Mini-batch training of a network on (x, t) with a History of loss and accuracy.
+
+The loop is the book's (DLFS ch04/train_neuralnet.py and common/trainer.py): each
+iteration draws ``mini_batch_size`` random indices with replacement, computes the
+gradient (backprop or numerical), updates ``network.params`` in place, and records the
+mini-batch loss; every epoch (max(train_size / batch_size, 1) iterations) it records train
+and test accuracy. With backprop, a network and optimizer that ``ferrograd.fused``
+supports run one native call per epoch instead of a Python loop; both paths draw the
+same mini-batches from the same seeded Generator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["History", "Trainer", "load_params", "save_params"]
+
+_EVAL_CHUNK = 10_000  # rows per forward pass when measuring accuracy (bounds memory)
+
+
+@dataclass
+class History:
+    """What a training run did: loss per iteration, accuracy and seconds per epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_iterations: list[int] = field(default_factory=list)
+    iterations: int = 0
+    interrupted: bool = False
+    fused: bool = False
+
+    @property
+    def epochs(self) -> int:
+        """Epochs evaluated (the last may be partial when ``iters`` is not a multiple)."""
+        return len(self.test_acc)
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(self.epoch_seconds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "epochs": self.epochs, "seconds": self.seconds}
+
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        _atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+
+
+def _atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
+    """Write to a temp file beside ``path`` then os.replace it, so readers never see half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                data(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
+    """Save ``network.params`` to an ``.npz`` file (atomically: temp file + os.replace)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"save_params: directory {path.parent} does not exist")
+    arrays = {k: np.asarray(v) for k, v in network.params.items()}
+    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return path
+
+
+def load_params(network: Any, path: str | os.PathLike[str]) -> None:
+    """Copy parameters saved by :func:`save_params` into ``network.params`` in place.
+
+    The file must hold exactly the network's keys with the same shapes and dtypes
+    (ValueError otherwise); arrays are copied into the existing ones, so layers that share
+    them see the new values.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as data:
+        saved = {k: data[k] for k in data.files}
+    params = network.params
+    if set(saved) != set(params):
+        raise ValueError(
+            f"load_params: {path} holds parameters {sorted(saved)} but the network has "
+            f"{sorted(params)}"
+        )
+    for key, arr in saved.items():
+        p = params[key]
+        if arr.shape != p.shape or arr.dtype != p.dtype:
+            raise ValueError(
+                f"load_params: {path}: {key} is {arr.dtype}{list(arr.shape)} but the network's "
+                f"is {p.dtype}{list(p.shape)}"
+            )
+    for key, arr in saved.items():
+        np.copyto(params[key], arr)
+
+
+def _label_vector(t: ArrayLike) -> NDArray:
+    arr = np.asarray(t)
+    return np.argmax(arr, axis=1) if arr.ndim == 2 else arr
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="it", leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """Train ``network`` with mini-batch gradient descent; :meth:`train` returns a History.
+
+    ``optimizer`` is a name for ``ferrograd.optimizers.get_optimizer`` (with
+    ``optimizer_param``, e.g. ``{"lr": 0.1}``) or an object with ``update(params, grads)``.
+    ``iters`` sets the number of iterations (the book's ``iters_num``) and overrides
+    ``epochs``. ``evaluate_sample_num_per_epoch`` limits the per-epoch accuracy to the
+    first N train and test samples (the book's Trainer); the final test accuracy always
+    uses the whole test set.
+    """
+
+    def __init__(
+        self,
+        network: Any,
+        x_train: ArrayLike,
+        t_train: ArrayLike,
+        x_test: ArrayLike,
+        t_test: ArrayLike,
+        epochs: int = 20,
+        mini_batch_size: int = 100,
+        optimizer: str | Any = "sgd",
+        optimizer_param: Mapping[str, float] | None = None,
+        evaluate_sample_num_per_epoch: int | None = None,
+        gradient: str = "backprop",
+        seed: int | None = None,
+        verbose: bool = True,
+        iters: int | None = None,
+        *,
+        use_fused: bool | None = None,
+        log: Callable[[str], None] | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.network = network
+        params = getattr(network, "params", None)
+        if not isinstance(params, Mapping) or not params:
+            raise TypeError(f"Trainer: network {type(network).__name__} has no params dict")
+        # Inputs in the parameters' dtype, converted once here, not on every mini-batch.
+        self.dtype = np.result_type(*params.values())
+        self.x_train, self.t_train = self._data("train", x_train, t_train)
+        self.x_test, self.t_test = self._data("test", x_test, t_test)
+        if gradient not in ("backprop", "numerical"):
+            raise ValueError(
+                f"Trainer: gradient must be 'backprop' or 'numerical', got {gradient!r}"
+            )
+        for name, value in (("epochs", epochs), ("mini_batch_size", mini_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"Trainer: {name} must be a positive int, got {value!r}")
+        if iters is not None and (isinstance(iters, bool) or int(iters) != iters or iters <= 0):
+            raise ValueError(f"Trainer: iters must be a positive int, got {iters!r}")
+        self.gradient = gradient
+        self.batch_size = int(mini_batch_size)
+        train_size = self.x_train.shape[0]
+        # The book's epoch: train_size / batch_size iterations (600 for MNIST at 100).
+        self.iter_per_epoch = max(int(train_size / self.batch_size), 1)
+        self.max_iter = int(iters) if iters is not None else int(epochs) * self.iter_per_epoch
+        self.evaluate_sample_num = evaluate_sample_num_per_epoch
+        if isinstance(optimizer, str):
+            from ferrograd.optimizers import get_optimizer
+
+            self.optimizer = get_optimizer(optimizer, **dict(optimizer_param or {}))
+        else:
+            if optimizer_param:
+                raise ValueError("Trainer: optimizer_param only applies to an optimizer name")
+            self.optimizer = optimizer
+        self.rng = np.random.default_rng(seed)
+        self.verbose = verbose
+        self.log = log if log is not None else print
+        self.progress = (verbose and sys.stderr.isatty()) if progress is None else progress
+        self.use_fused = use_fused
+        self.history = History()
+
+    def _data(self, split: str, x: ArrayLike, t: ArrayLike) -> tuple[NDArray, NDArray]:
+        x_arr = np.ascontiguousarray(x, dtype=self.dtype)
+        t_arr = np.asarray(t)
+        if t_arr.ndim == 1 and t_arr.dtype.kind in "iu":
+            t_arr = t_arr.astype(np.int64)
+        if x_arr.ndim < 2 or x_arr.shape[0] == 0:
+            raise ValueError(f"Trainer: x_{split} has shape {x_arr.shape}; expected (n, ...)")
+        if t_arr.shape[:1] != x_arr.shape[:1]:
+            raise ValueError(
+                f"Trainer: x_{split} has {x_arr.shape[0]} rows but t_{split} has shape "
+                f"{t_arr.shape}"
+            )
+        return x_arr, t_arr
+
+    # ----------------------------------------------------------------- evaluation
+
+    def _accuracy(self, x: NDArray, t: NDArray, limit: int | None = None) -> float:
+        if limit is not None:
+            x, t = x[:limit], t[:limit]
+        n = x.shape[0]
+        correct = 0.0
+        for start in range(0, n, _EVAL_CHUNK):
+            xs, ts = x[start : start + _EVAL_CHUNK], t[start : start + _EVAL_CHUNK]
+            correct += self.network.accuracy(xs, ts) * xs.shape[0]
+        return correct / n
+
+    def _fused(self) -> Any | None:
+        """A FusedTrainer when backprop is asked for and the native step supports the pair."""
+        if self.gradient != "backprop" or self.use_fused is False:
+            return None
+        try:
+            from ferrograd import fused
+        except ImportError:
+            if self.use_fused:
+                raise
+            return None
+        if not fused.supports(self.network, self.optimizer):
+            if self.use_fused:
+                raise ValueError(
+                    f"Trainer: the fused step does not support {type(self.network).__name__} "
+                    f"with {type(self.optimizer).__name__}"
+                )
+            return None
+        return fused.FusedTrainer(self.network, self.optimizer)
+
+    def _step(self, idx: NDArray[np.int64]) -> float:
+        """One iteration of the book's loop: gradient, update, loss of the mini-batch."""
+        x_batch, t_batch = self.x_train[idx], self.t_train[idx]
+        net = self.network
+        if self.gradient == "numerical":
+            grads = net.numerical_gradient(x_batch, t_batch)
+        else:
+            grads = net.gradient(x_batch, t_batch)
+        self.optimizer.update(net.params, grads)
+        return float(net.loss(x_batch, t_batch))
+
+    # ----------------------------------------------------------------- training
+
+    def train(self) -> History:
+        """Run the remaining iterations; Ctrl-C stops after the current step (or epoch)."""
+        hist = self.history
+        fused = self._fused()
+        hist.fused = fused is not None
+        n_train = self.x_train.shape[0]
+        n_epochs = math.ceil(self.max_iter / self.iter_per_epoch)
+        bar = _progress_bar(self.max_iter, self.progress)
+        say = bar.write if bar is not None else self.log
+        try:
+            for epoch in range(n_epochs):
+                todo = min(self.iter_per_epoch, self.max_iter - epoch * self.iter_per_epoch)
+                # np.random.choice(train_size, batch_size) per iteration, as the book.
+                batches = self.rng.integers(0, n_train, size=(todo, self.batch_size))
+                start = time.perf_counter()
+                if fused is not None:
+                    losses = fused.run_epoch(self.x_train, self.t_train, batches)
+                    hist.train_loss.extend(float(v) for v in np.asarray(losses))
+                    hist.iterations += todo
+                    if bar is not None:
+                        bar.update(todo)
+                else:
+                    for row in batches:
+                        hist.train_loss.append(self._step(row))
+                        hist.iterations += 1
+                        if bar is not None:
+                            bar.update(1)
+                seconds = time.perf_counter() - start
+                self._end_epoch(epoch + 1, n_epochs, todo, seconds, say)
+        except KeyboardInterrupt:
+            hist.interrupted = True
+            if self.verbose:
+                say(f"interrupted after {hist.iterations} iterations")
+        finally:
+            if bar is not None:
+                bar.close()
+        return hist
+
+    def _end_epoch(
+        self, epoch: int, n_epochs: int, iters: int, seconds: float, say: Callable[[str], None]
+    ) -> None:
+        hist = self.history
+        limit = self.evaluate_sample_num
+        train_acc = self._accuracy(self.x_train, self.t_train, limit)
+        test_acc = self._accuracy(self.x_test, self.t_test, limit)
+        hist.train_acc.append(train_acc)
+        hist.test_acc.append(test_acc)
+        hist.epoch_seconds.append(seconds)
+        hist.epoch_iterations.append(iters)
+        if self.verbose:
+            loss = hist.train_loss[-1] if hist.train_loss else float("nan")
+            say(
+                f"epoch {epoch:>{len(str(n_epochs))}}/{n_epochs} | iter {hist.iterations} | "
+                f"loss {loss:.4f} | {seconds:.2f} s | "
+                f"train acc, test acc | {train_acc:.4f}, {test_acc:.4f}"
+            )
+
+    def test_accuracy(self) -> float:
+        """Accuracy on the whole test set."""
+        return self._accuracy(self.x_test, self.t_test)

@@ -1,0 +1,279 @@
+"""The ferrograd command line: train, gradcheck and search; errors as one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from ferrograd.cli import build_network, main
+
+EPOCH_LINE = re.compile(
+    r"^epoch +\d+/\d+ \| iter \d+ \| loss [\d.]+ \| [\d.]+ s \| train acc, test acc \| "
+    r"(0\.\d{4}|1\.0000), (0\.\d{4}|1\.0000)$"
+)
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, "-m", "ferrograd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_train_on_sample_subprocess(tmp_path):
+    save = tmp_path / "m.npz"
+    res = run(
+        "train",
+        "--dataset",
+        "sample",
+        "--iters",
+        "300",
+        "--activation",
+        "relu",
+        "--weight-init",
+        "he",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--seed",
+        "0",
+        "--save",
+        str(save),
+        "--history",
+        str(tmp_path / "h.json"),
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    epochs = [ln for ln in lines if ln.startswith("epoch")]
+    assert len(epochs) == 6 and all(EPOCH_LINE.match(ln) for ln in epochs), lines
+    final = float(re.search(r"test acc (\d\.\d+) after 300 iterations", res.stdout).group(1))
+    assert final > 0.85
+    assert save.exists()
+    # --load with --iters 0 only evaluates, and gives the same accuracy
+    res2 = run(
+        "train",
+        "--dataset",
+        "sample",
+        "--activation",
+        "relu",
+        "--load",
+        str(save),
+        "--iters",
+        "0",
+        "--quiet",
+    )
+    assert res2.returncode == 0, res2.stderr
+    assert res2.stdout.strip() == f"test acc {final:.4f}"
+
+
+def test_main_in_process_softmax(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--net",
+            "softmax",
+            "--dataset",
+            "sample",
+            "--epochs",
+            "2",
+            "--seed",
+            "1",
+            "--lr",
+            "0.5",
+            "--plot",
+            str(tmp_path / "acc.png"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].startswith("softmax 784-10 | sgd lr 0.5 | batch 100")
+    assert float(re.search(r"test acc (\d\.\d+)", out).group(1)) > 0.85
+    assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multi_layer_and_quiet(capsys):
+    code = main(
+        [
+            "train",
+            "--net",
+            "multi-layer",
+            "--hidden",
+            "40,30",
+            "--activation",
+            "relu",
+            "--optimizer",
+            "momentum",
+            "--lr",
+            "0.05",
+            "--dataset",
+            "sample",
+            "--iters",
+            "100",
+            "--seed",
+            "0",
+            "--quiet",
+            "--dtype",
+            "float64",
+        ]
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(out) == 1 and out[0].startswith("test acc 0.")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--optimizer", "adamw"], "argument --optimizer: invalid choice: 'adamw'"),
+        (["train", "--lr", "-1"], "argument --lr: must be a positive number"),
+        (["train", "--hidden", "50,x"], "argument --hidden: expected sizes like 50"),
+        (["train", "--iters", "5", "--epochs", "2"], "not allowed with argument"),
+        (["train", "--data-dir", "/nonexistent/mnist"], "data_dir=/nonexistent/mnist: no such"),
+        (["train", "--load", "/nonexistent/m.npz", "--dataset", "sample"], "--load: no such file"),
+        (["train", "--save", "/nonexistent/dir/m.npz"], "--save: directory /nonexistent/dir"),
+        (["train", "--hidden", "10,10", "--dataset", "sample"], "two-layer net has one hidden"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_flags_one_line_exit_2(capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        code = main(args)
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ferrograd: error: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_load_mismatch_is_one_line(tmp_path, capsys):
+    from ferrograd.trainer import save_params
+
+    save_params(build_network("two-layer", [20]), tmp_path / "m.npz")
+    code = main(["train", "--dataset", "sample", "--load", str(tmp_path / "m.npz"), "--iters", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("ferrograd: error: --load:") and "W1" in err
+
+
+def test_corrupt_data_dir_is_one_line(tmp_path, capsys):
+    from ferrograd.datasets import MNIST
+
+    for spec in MNIST.files:
+        (tmp_path / f"{spec.name}.gz").write_bytes(b"not gzip at all")
+    code = main(["train", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("ferrograd: error: ") and "wrong magic number" in err
+
+
+def test_falls_back_to_sample_when_mnist_is_unavailable(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FERROGRAD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # a closed local port: the download fails at once, no outside address is contacted
+    monkeypatch.setenv("FERROGRAD_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    code = main(["train", "--iters", "20", "--seed", "0"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "training on the shipped sample" in captured.err
+    assert "5000 train / 1000 test" in captured.out
+
+
+def test_build_network_weight_init():
+    he = build_network("two-layer", [100], activation="relu", weight_init="he", seed=0)
+    std1, std2 = he.params["W1"].std(), he.params["W2"].std()
+    assert std1 == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+    assert std2 == pytest.approx(np.sqrt(2 / 100), rel=0.1)
+    book = build_network("two-layer", [50], seed=0)
+    assert book.params["W1"].std() == pytest.approx(0.01, rel=0.02)
+    soft = build_network("softmax", [], weight_init=0.0)
+    assert not soft.params["W"].any()
+
+
+def test_gradcheck_command(capsys):
+    code = main(["gradcheck", "--seed", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for key in ("W1", "b1", "W2", "b2"):
+        assert key in out
+
+
+def test_search_command(tmp_path, capsys):
+    out_csv = tmp_path / "rank.csv"
+    code = main(
+        [
+            "search",
+            "--dataset",
+            "sample",
+            "--trials",
+            "3",
+            "--epochs",
+            "2",
+            "--train-size",
+            "300",
+            "--hidden",
+            "20",
+            "--processes",
+            "1",
+            "--seed",
+            "0",
+            "--output",
+            str(out_csv),
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("rank | val acc")
+    rows = out_csv.read_text().splitlines()
+    assert rows[0] == "rank,index,lr,weight_decay,val_acc,train_acc,seconds" and len(rows) == 4
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a child process")
+def test_ctrl_c_saves_and_exits_130(tmp_path):
+    save = tmp_path / "m.npz"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferrograd",
+            "train",
+            "--dataset",
+            "sample",
+            "--iters",
+            "100000000",
+            "--gradient",
+            "numerical",
+            "--net",
+            "softmax",
+            "--dtype",
+            "float64",
+            "--save",
+            str(save),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # wait until training has started (the header line is printed first)
+        assert proc.stdout is not None
+        header = proc.stdout.readline()
+        assert header.startswith("softmax 784-10")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "[interrupted]" in out and "Traceback" not in err
+    assert save.exists()
+    with np.load(save) as data:
+        assert sorted(data.files) == ["W", "b"]
