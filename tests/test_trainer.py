@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 from conftest import tol
@@ -268,3 +270,54 @@ def test_history_json(tmp_path):
     h.save_json(tmp_path / "h.json")
     data = json.loads((tmp_path / "h.json").read_text())
     assert data["epochs"] == 1 and data["seconds"] == 0.25 and data["test_acc"] == [0.8]
+
+
+# --------------------------------------------------------------------- the fused path
+
+
+class _FakeFused:
+    """Stands in for ferrograd.fused: records the calls, runs the book's steps in Python."""
+
+    calls: ClassVar[list[tuple[int, int]]] = []
+
+    class FusedTrainer:
+        def __init__(self, network, optimizer):
+            self.network, self.optimizer = network, optimizer
+
+        def run_epoch(self, x, t, batch_index_matrix):
+            assert batch_index_matrix.dtype == np.int64 and x.flags.c_contiguous
+            _FakeFused.calls.append(batch_index_matrix.shape)
+            losses = []
+            for idx in batch_index_matrix:
+                grads = self.network.gradient(x[idx], t[idx])
+                self.optimizer.update(self.network.params, grads)
+                losses.append(self.network.loss(x[idx], t[idx]))
+            return np.asarray(losses)
+
+    @staticmethod
+    def supports(network, optimizer):
+        return isinstance(network, SoftmaxRegression)
+
+
+def test_trainer_uses_fused_when_supported(monkeypatch, rng):
+    import sys
+
+    _FakeFused.calls = []
+    monkeypatch.setitem(sys.modules, "ferrograd.fused", _FakeFused)
+    x, t = small_data(rng, n=50)
+    a = SoftmaxRegression(6, 3, seed=3, dtype=np.float64)
+    b = SoftmaxRegression(6, 3, seed=3, dtype=np.float64)
+    kw = dict(mini_batch_size=20, iters=7, seed=5, verbose=False)
+    fused = Trainer(a, x, t, x, t, optimizer=SGD(lr=0.3), **kw).train()
+    loop = Trainer(b, x, t, x, t, optimizer=SGD(lr=0.3), use_fused=False, **kw).train()
+    assert fused.fused and not loop.fused
+    assert _FakeFused.calls == [(2, 20), (2, 20), (2, 20), (1, 20)]  # one call per epoch
+    np.testing.assert_allclose(fused.train_loss, loop.train_loss, rtol=1e-12)
+    assert fused.test_acc == loop.test_acc and fused.iterations == loop.iterations == 7
+    # numerical gradients never take the fused path; unsupported networks fall back
+    num = Trainer(a, x, t, x, t, optimizer=SGD(0.1), gradient="numerical", **kw)
+    assert num._fused() is None
+    two = TwoLayerNet(6, 4, 3, seed=0)
+    assert Trainer(two, x, t, x, t, optimizer=SGD(0.1), **kw)._fused() is None
+    with pytest.raises(ValueError, match="fused step does not support TwoLayerNet"):
+        Trainer(two, x, t, x, t, optimizer=SGD(0.1), use_fused=True, **kw)._fused()

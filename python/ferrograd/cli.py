@@ -261,7 +261,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.plot is not None and history.epochs:
         from ferrograd.plot import plot_accuracy
 
-        title = f"{args.net} {shape}, {args.optimizer}, {args.dataset}"
+        act = "" if args.net == "softmax" else f" {args.activation}"
+        lr_text = f" lr {lr:g}" if lr is not None else ""
+        title = f"{args.net} {shape}{act}, {args.optimizer}{lr_text}, {args.dataset}"
         say(f"saved accuracy plot to {plot_accuracy(history, args.plot, title=title)}")
     if args.plot_errors is not None:
         from ferrograd.plot import plot_misclassified
