@@ -115,6 +115,7 @@ def build_network(
     weight_decay: float = 0.0,
 ) -> Any:
     """A network by name: "two-layer" (hidden[0]), "multi-layer" (hidden list) or "softmax"."""
+    dtype = np.dtype(dtype)
     if net == "softmax":
         from ferrograd.softmax_regression import SoftmaxRegression
 
@@ -150,8 +151,9 @@ def build_network(
     _fail(f"unknown network {net!r}")
 
 
-def _load_data(args: argparse.Namespace, dtype: str) -> tuple[Any, str]:
+def _load_data(args: argparse.Namespace, dtype_name: str) -> tuple[Any, str]:
     """(data, description); falls back to the shipped sample when MNIST is unavailable."""
+    dtype = np.dtype(dtype_name)
     from ferrograd.datasets import DatasetError, DownloadError, load_mnist
 
     name = args.dataset

@@ -354,7 +354,7 @@ def _progress(total: int | None, desc: str, enabled: bool | None):
         enabled = sys.stderr.isatty()
     if enabled:
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
             return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
         except ImportError:

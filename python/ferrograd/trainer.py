@@ -11,6 +11,7 @@ same mini-batches from the same seeded Generator.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -83,7 +84,7 @@ def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
         path = path.with_name(path.name + ".npz")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"save_params: directory {path.parent} does not exist")
-    arrays = {k: np.asarray(v) for k, v in network.params.items()}
+    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in network.params.items()}
     _atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return path
 
@@ -124,7 +125,7 @@ def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return None
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return None
     return tqdm(total=total, unit="it", leave=False, dynamic_ncols=True)
@@ -232,7 +233,7 @@ class Trainer:
         if self.gradient != "backprop" or self.use_fused is False:
             return None
         try:
-            from ferrograd import fused
+            fused = importlib.import_module("ferrograd.fused")
         except ImportError:
             if self.use_fused:
                 raise
