@@ -468,9 +468,11 @@ def _convert(
 ) -> tuple[NDArray, NDArray]:
     n = images.shape[0]
     if normalize:
-        # x / 255 straight into the output dtype: one allocation, no float64 temporary.
+        # The book's x.astype(float32) / 255, bit for bit, in one allocation: cast into
+        # the output, then divide in place (no float64 temporary, no second copy).
         x = np.empty(images.shape, dtype=dtype)
-        np.divide(images, 255, out=x, dtype=dtype)
+        np.copyto(x, images, casting="unsafe")
+        np.divide(x, dtype.type(255), out=x)
     else:
         x = images.copy()  # uint8 like the book; a writeable copy of the read-only buffer
     x = x.reshape(n, -1) if flatten else x.reshape(n, 1, *images.shape[1:])
