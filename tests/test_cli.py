@@ -277,3 +277,20 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     assert save.exists()
     with np.load(save) as data:
         assert sorted(data.files) == ["W", "b"]
+
+
+def test_fashion_mnist_unavailable_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FERROGRAD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("FERROGRAD_FASHION_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    from dataclasses import replace
+
+    from ferrograd import datasets
+
+    # without the Debian folder, even where dataset-fashion-mnist is installed
+    fm = replace(datasets.FASHION_MNIST, system_dirs=())
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", fm)
+    code = main(["train", "--dataset", "fashion-mnist", "--iters", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("ferrograd: error: could not download Fashion-MNIST file")
