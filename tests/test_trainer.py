@@ -98,7 +98,11 @@ def test_softmax_regression_trains_on_sample(sample):
 
 
 def _book_loop(net, x, t, iters, batch, lr, seed):
-    """The book's ch04 loop with the same Generator draws as the Trainer."""
+    """The book's ch04 loop with the same Generator draws as the Trainer.
+
+    The loss is recorded before the update (the Trainer's convention, shared with the
+    fused step); the book records it after.
+    """
     rng = np.random.default_rng(seed)
     per_epoch = max(x.shape[0] // batch, 1)
     losses = []
@@ -106,10 +110,10 @@ def _book_loop(net, x, t, iters, batch, lr, seed):
     while done < iters:
         todo = min(per_epoch, iters - done)
         for idx in rng.integers(0, x.shape[0], size=(todo, batch)):
+            losses.append(net.loss(x[idx], t[idx]))
             grads = net.gradient(x[idx], t[idx])
             for key in net.params:
                 net.params[key] -= lr * grads[key]
-            losses.append(net.loss(x[idx], t[idx]))
         done += todo
     return losses
 
@@ -289,9 +293,9 @@ class _FakeFused:
             _FakeFused.calls.append(batch_index_matrix.shape)
             losses = []
             for idx in batch_index_matrix:
+                losses.append(self.network.loss(x[idx], t[idx]))
                 grads = self.network.gradient(x[idx], t[idx])
                 self.optimizer.update(self.network.params, grads)
-                losses.append(self.network.loss(x[idx], t[idx]))
             return np.asarray(losses)
 
     @staticmethod

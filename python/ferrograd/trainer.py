@@ -3,7 +3,8 @@
 The loop is the book's (DLFS ch04/train_neuralnet.py and common/trainer.py): each
 iteration draws ``mini_batch_size`` random indices with replacement, computes the
 gradient (backprop or numerical), updates ``network.params`` in place, and records the
-mini-batch loss; every epoch (max(train_size / batch_size, 1) iterations) it records train
+mini-batch loss (at the parameters before the update: the fused step gets it from its
+forward pass for free; the book evaluates it once more after the update); every epoch (max(train_size / batch_size, 1) iterations) it records train
 and test accuracy. With backprop, a network and optimizer that ``ferrograd.fused``
 supports run one native call per epoch instead of a Python loop; both paths draw the
 same mini-batches from the same seeded Generator.
@@ -248,15 +249,18 @@ class Trainer:
         return fused.FusedTrainer(self.network, self.optimizer)
 
     def _step(self, idx: NDArray[np.int64]) -> float:
-        """One iteration of the book's loop: gradient, update, loss of the mini-batch."""
+        """One iteration of the book's loop: loss and gradient of the mini-batch, update."""
         x_batch, t_batch = self.x_train[idx], self.t_train[idx]
         net = self.network
+        # The loss at the parameters the step starts from, as the fused step computes it
+        # in its forward pass (the book evaluates it again after the update).
+        loss = float(net.loss(x_batch, t_batch))
         if self.gradient == "numerical":
             grads = net.numerical_gradient(x_batch, t_batch)
         else:
             grads = net.gradient(x_batch, t_batch)
         self.optimizer.update(net.params, grads)
-        return float(net.loss(x_batch, t_batch))
+        return loss
 
     # ----------------------------------------------------------------- training
 
