@@ -141,6 +141,8 @@ def test_multi_layer_and_quiet(capsys):
         (["train", "--load", "/nonexistent/m.npz", "--dataset", "sample"], "--load: no such file"),
         (["train", "--save", "/nonexistent/dir/m.npz"], "--save: directory /nonexistent/dir"),
         (["train", "--hidden", "10,10", "--dataset", "sample"], "two-layer net has one hidden"),
+        (["train", "--weight-decay", "0.1"], "--weight-decay applies to --net multi-layer"),
+        (["train", "--weight-decay", "nan"], "argument --weight-decay: must be >= 0"),
         (["bogus"], "invalid choice: 'bogus'"),
         ([], "the following arguments are required: COMMAND"),
     ],

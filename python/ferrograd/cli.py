@@ -78,6 +78,16 @@ def _positive_float(value: str) -> float:
     return x
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not np.isfinite(x) or x < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value!r}")
+    return x
+
+
 def _weight_init(value: str) -> str | float:
     name = value.lower()
     if name in ("he", "relu", "xavier", "sigmoid"):
@@ -194,6 +204,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for flag, path in (("--save", args.save), ("--plot", args.plot), ("--history", args.history)):
         if path is not None and not Path(path).resolve().parent.is_dir():
             _fail(f"{flag}: directory {Path(path).resolve().parent} does not exist")
+    if args.weight_decay and args.net != "multi-layer":
+        _fail("--weight-decay applies to --net multi-layer only")
     if args.load is not None and not Path(args.load).is_file():
         _fail(f"--load: no such file {args.load}")
     (x_train, t_train), (x_test, t_test) = _load_data(args, args.dtype)[0]
@@ -425,7 +437,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--weight-decay",
-        type=float,
+        type=_non_negative_float,
         default=0.0,
         help="L2 weight decay λ (multi-layer only; default 0)",
     )
