@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
-use super::{parallel, Float};
+use super::{math, parallel, Float};
 use crate::error::{fmt_shape, KernelError, Result};
 
 /// Arrays with fewer elements than this are mapped on one thread.
@@ -10,6 +10,15 @@ pub const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 
 /// `y = f(x)` elementwise, in parallel for large arrays.
 pub(crate) fn map1<T: Float>(x: ArrayViewD<'_, T>, f: impl Fn(T) -> T + Sync + Send) -> ArrayD<T> {
+    // Contiguous input (C or Fortran order): map the buffer as one slice with the SIMD
+    // build of the loop; the output keeps the input's order.
+    if let Some(src) = x.as_slice() {
+        return map_contiguous(src, x.raw_dim(), &f);
+    }
+    let xt = x.view().reversed_axes();
+    if let Some(src) = xt.as_slice() {
+        return map_contiguous(src, xt.raw_dim(), &f).reversed_axes();
+    }
     if x.len() < PARALLEL_MIN_ELEMS {
         return x.mapv(f);
     }
@@ -20,6 +29,38 @@ pub(crate) fn map1<T: Float>(x: ArrayViewD<'_, T>, f: impl Fn(T) -> T + Sync + S
             x.mapv(&f)
         }
     })
+}
+
+fn map_contiguous<T: Float>(
+    src: &[T],
+    dim: ndarray::IxDyn,
+    f: &(impl Fn(T) -> T + Sync + Send),
+) -> ArrayD<T> {
+    let mut y = ArrayD::<T>::zeros(dim);
+    match y.as_slice_mut() {
+        Some(dst) => map_chunks(src, dst, f),
+        None => unreachable!("a fresh array is contiguous"),
+    }
+    y
+}
+
+/// `dst[i] = f(src[i])` over slices, split across the pool for long ones.
+fn map_chunks<T: Float>(src: &[T], dst: &mut [T], f: &(impl Fn(T) -> T + Sync + Send)) {
+    if src.len() < PARALLEL_MIN_ELEMS {
+        math::map_slice(src, dst, f);
+        return;
+    }
+    parallel::install(|threads| {
+        if threads > 1 {
+            use rayon::prelude::*;
+            let chunk = src.len().div_ceil(threads * 4).max(4096);
+            src.par_chunks(chunk)
+                .zip(dst.par_chunks_mut(chunk))
+                .for_each(|(s, d)| math::map_slice(s, d, f));
+        } else {
+            math::map_slice(src, dst, f);
+        }
+    });
 }
 
 /// `z = f(x, y)` elementwise over two arrays of one shape.
@@ -59,7 +100,7 @@ pub(crate) fn map2<T: Float>(
 /// harmlessly); NaN stays NaN.
 #[inline(always)]
 pub fn sigmoid_scalar<T: Float>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+    T::one() / (T::one() + (-x).exp_v())
 }
 
 /// σ(x) elementwise.  x: any shape -> same shape.
@@ -76,8 +117,13 @@ pub fn sigmoid_grad<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
 }
 
 /// Backward pass of the sigmoid layer: dx = dout·(1 − y)·y, with y = σ(x) from forward.
-pub fn sigmoid_backward<T: Float>(y: ArrayViewD<'_, T>, dout: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
-    map2("sigmoid_backward", ("y", "dout"), y, dout, |y, d| d * (T::one() - y) * y)
+pub fn sigmoid_backward<T: Float>(
+    y: ArrayViewD<'_, T>,
+    dout: ArrayViewD<'_, T>,
+) -> Result<ArrayD<T>> {
+    map2("sigmoid_backward", ("y", "dout"), y, dout, |y, d| {
+        d * (T::one() - y) * y
+    })
 }
 
 /// max(0, x) elementwise; NaN propagates as in NumPy's `maximum`.
@@ -92,7 +138,13 @@ pub fn relu_grad<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
 
 /// Backward pass of the ReLU layer: dx = dout where x > 0, else 0 (the book's mask x ≤ 0).
 pub fn relu_backward<T: Float>(x: ArrayViewD<'_, T>, dout: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
-    map2("relu_backward", ("x", "dout"), x, dout, |x, d| if x <= T::zero() { T::zero() } else { d })
+    map2("relu_backward", ("x", "dout"), x, dout, |x, d| {
+        if x <= T::zero() {
+            T::zero()
+        } else {
+            d
+        }
+    })
 }
 
 #[cfg(test)]
@@ -146,7 +198,9 @@ mod tests {
     fn mismatched_shapes_are_refused() {
         let y = Array::<f64, _>::zeros((2, 3)).into_dyn();
         let d = Array::<f64, _>::zeros((3, 2)).into_dyn();
-        let err = sigmoid_backward(y.view(), d.view()).err().map(|e| e.to_string());
+        let err = sigmoid_backward(y.view(), d.view())
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some("sigmoid_backward: y has shape (2, 3) but dout has shape (3, 2); they must match")

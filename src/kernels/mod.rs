@@ -5,10 +5,12 @@
 
 pub mod activation;
 pub mod loss;
+pub mod math;
 pub mod matmul;
 pub mod numgrad;
 pub mod parallel;
 pub mod softmax;
+pub mod train;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
@@ -36,6 +38,9 @@ pub trait Float:
 
     /// Widens to `f64` for accumulations that must not lose precision.
     fn to_f64(self) -> f64;
+
+    /// eˣ, branch-free so that loops over it vectorise ([`math`]).
+    fn exp_v(self) -> Self;
 }
 
 impl Float for f32 {
@@ -50,6 +55,11 @@ impl Float for f32 {
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
+
+    #[inline(always)]
+    fn exp_v(self) -> Self {
+        math::exp_f32(self)
+    }
 }
 
 impl Float for f64 {
@@ -63,6 +73,11 @@ impl Float for f64 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
+    }
+
+    #[inline(always)]
+    fn exp_v(self) -> Self {
+        math::exp_f64(self)
     }
 }
 
@@ -104,7 +119,12 @@ impl<T: Float> Targets<'_, T> {
                 }
                 for (index, &label) in t.iter().enumerate() {
                     if label < 0 || label as u64 >= classes as u64 {
-                        return Err(KernelError::Label { op, index, label, classes });
+                        return Err(KernelError::Label {
+                            op,
+                            index,
+                            label,
+                            classes,
+                        });
                     }
                 }
             }

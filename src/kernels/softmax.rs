@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
-use super::{parallel, Float};
+use super::{math, parallel, Float};
 use crate::error::{fmt_shape, KernelError, Result};
 
 /// Batches with fewer elements than this run on one thread.
@@ -14,15 +14,40 @@ pub const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 /// finite probabilities summing to 1. A row containing NaN, or whose maximum is +∞ or
 /// which is all −∞, has no defined softmax and comes out NaN (as NumPy's book formula).
 pub fn softmax_row<T: Float>(x: ArrayView1<'_, T>, mut y: ArrayViewMut1<'_, T>) {
-    let max = x.fold(T::neg_infinity(), |m, &v| if v > m || v.is_nan() { v } else { m });
-    let mut sum = T::zero();
-    Zip::from(&mut y).and(&x).for_each(|y, &v| {
-        let e = (v - max).exp();
-        *y = e;
-        sum = sum + e;
-    });
+    let max = x.fold(
+        T::neg_infinity(),
+        |m, &v| if v > m || v.is_nan() { v } else { m },
+    );
+    let sum = match (x.as_slice(), y.as_slice_mut()) {
+        (Some(src), Some(dst)) => {
+            math::map_slice(src, dst, |v| (v - max).exp_v());
+            sum_lanes(dst)
+        }
+        _ => {
+            let mut sum = T::zero();
+            Zip::from(&mut y).and(&x).for_each(|y, &v| {
+                *y = (v - max).exp_v();
+                sum = sum + *y;
+            });
+            sum
+        }
+    };
     let inv = T::one() / sum;
     y.mapv_inplace(|e| e * inv);
+}
+
+/// Σ v with eight running sums, so the loop vectorises (float addition is not
+/// associative, so the compiler will not reorder a single running sum itself).
+fn sum_lanes<T: Float>(v: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = *a + x;
+        }
+    }
+    let tail: T = chunks.remainder().iter().copied().sum();
+    acc.iter().copied().sum::<T>() + tail
 }
 
 /// Softmax of every row.  x: (n, k) -> (n, k). Any strides.
@@ -37,7 +62,11 @@ pub fn softmax_into<T: Float>(x: ArrayView2<'_, T>, y: ArrayViewMut2<'_, T>) -> 
     if x.dim() != y.dim() {
         return Err(KernelError::shape(
             "softmax_into",
-            format!("out has shape {} but x has shape {}", fmt_shape(y.shape()), fmt_shape(x.shape())),
+            format!(
+                "out has shape {} but x has shape {}",
+                fmt_shape(y.shape()),
+                fmt_shape(x.shape())
+            ),
         ));
     }
     rows_into(x, y);
@@ -86,7 +115,11 @@ mod tests {
 
     #[test]
     fn undefined_rows_are_nan_and_do_not_leak() {
-        let x = array![[f64::NEG_INFINITY, f64::NEG_INFINITY], [f64::NAN, 0.0], [0.0, 0.0]];
+        let x = array![
+            [f64::NEG_INFINITY, f64::NEG_INFINITY],
+            [f64::NAN, 0.0],
+            [0.0, 0.0]
+        ];
         let y = softmax(x.view());
         assert!(y.row(0).iter().all(|v| v.is_nan()));
         assert!(y.row(1).iter().all(|v| v.is_nan()));
