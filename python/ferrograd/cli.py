@@ -478,7 +478,9 @@ def make_parser() -> argparse.ArgumentParser:
         "split of it; trials run in parallel processes.",
     )
     search.add_argument("--trials", type=_positive_int, default=20, help="(default: 20)")
-    search.add_argument("--epochs", type=_positive_int, default=20, help="per trial (default: 20)")
+    search.add_argument(
+        "--epochs", type=_positive_int, default=50, help="per trial (default: 50 as the book)"
+    )
     search.add_argument(
         "--processes", type=_positive_int, help="parallel processes (default: CPU count)"
     )
