@@ -11,7 +11,7 @@ use multiversion::multiversion;
 
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 // ln 2 split in a high part with trailing zero bits (so k·LN2_HI is exact) and the rest.
-const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 
 /// eˣ for f64, vectorisable (no branches, no calls).
