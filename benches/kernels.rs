@@ -21,7 +21,9 @@ const MATMUL_SHAPES: [(usize, usize, usize, &str); 5] = [
 ];
 
 fn filled<T: Float>(rows: usize, cols: usize, seed: usize) -> Array2<T> {
-    Array2::from_shape_fn((rows, cols), |(i, j)| T::lit((((i * 131 + j * 71 + seed) % 97) as f64 - 48.0) / 97.0))
+    Array2::from_shape_fn((rows, cols), |(i, j)| {
+        T::lit((((i * 131 + j * 71 + seed) % 97) as f64 - 48.0) / 97.0)
+    })
 }
 
 fn bench_matmul_t<T: Float>(c: &mut Criterion) {
@@ -33,15 +35,25 @@ fn bench_matmul_t<T: Float>(c: &mut Criterion) {
             "dy·W2ᵀ" => (filled::<T>(m, k, 1), filled::<T>(n, k, 2)),
             _ => (filled::<T>(m, k, 1), filled::<T>(k, n, 2)),
         };
-        let a = if what == "xᵀ·da1" { a_store.t() } else { a_store.view() };
-        let b = if what == "dy·W2ᵀ" { b_store.t() } else { b_store.view() };
+        let a = if what == "xᵀ·da1" {
+            a_store.t()
+        } else {
+            a_store.view()
+        };
+        let b = if what == "dy·W2ᵀ" {
+            b_store.t()
+        } else {
+            b_store.view()
+        };
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         if m * n * k > 1 << 26 {
             group.sample_size(10);
         }
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{m}x{k}x{n} {what}")), &(a, b), |bench, (a, b)| {
-            bench.iter(|| matmul::matmul(black_box(*a), black_box(*b)))
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{m}x{k}x{n} {what}")),
+            &(a, b),
+            |bench, (a, b)| bench.iter(|| matmul::matmul(black_box(*a), black_box(*b))),
+        );
     }
     group.finish();
 }
@@ -57,17 +69,27 @@ fn bench_elementwise(c: &mut Criterion) {
         let x = filled::<f32>(rows, cols, 3).into_dyn();
         let x64 = filled::<f64>(rows, cols, 3);
         group.throughput(Throughput::Elements((rows * cols) as u64));
-        group.bench_with_input(BenchmarkId::new("sigmoid_f32", format!("{rows}x{cols}")), &x, |b, x| {
-            b.iter(|| activation::sigmoid(black_box(x.view())))
-        });
-        group.bench_with_input(BenchmarkId::new("softmax_f64", format!("{rows}x{cols}")), &x64, |b, x| {
-            b.iter(|| softmax::softmax(black_box(x.view())))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("sigmoid_f32", format!("{rows}x{cols}")),
+            &x,
+            |b, x| b.iter(|| activation::sigmoid(black_box(x.view()))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("softmax_f64", format!("{rows}x{cols}")),
+            &x64,
+            |b, x| b.iter(|| softmax::softmax(black_box(x.view()))),
+        );
         let y = softmax::softmax(x64.view());
         let labels = Array1::from_shape_fn(rows, |i| ((i * 7) % cols) as i64);
-        group.bench_with_input(BenchmarkId::new("cross_entropy_f64", format!("{rows}x{cols}")), &y, |b, y| {
-            b.iter(|| loss::cross_entropy_error(black_box(y.view()), Targets::Labels(labels.view())))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("cross_entropy_f64", format!("{rows}x{cols}")),
+            &y,
+            |b, y| {
+                b.iter(|| {
+                    loss::cross_entropy_error(black_box(y.view()), Targets::Labels(labels.view()))
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -81,13 +103,33 @@ fn bench_numerical_gradient(c: &mut Criterion) {
     let (b1, b2) = (Array1::zeros(h), Array1::zeros(k));
     let x = filled::<f64>(n, d, 6).mapv(|v| v.max(0.0));
     let labels = Array1::from_shape_fn(n, |i| (i % k) as i64);
-    let net = TwoLayerNet { w1: w1.view(), b1: b1.view(), w2: w2.view(), b2: b2.view(), activation: Activation::Sigmoid };
+    let net = TwoLayerNet {
+        w1: w1.view(),
+        b1: b1.view(),
+        w2: w2.view(),
+        b2: b2.view(),
+        activation: Activation::Sigmoid,
+    };
     group.throughput(Throughput::Elements((d * h + h + h * k + k) as u64));
-    group.bench_function(BenchmarkId::new("bruteforce", format!("{d}-{h}-{k} batch {n}")), |b| {
-        b.iter(|| numerical_gradient_bruteforce(black_box(&net), x.view(), Targets::Labels(labels.view())))
-    });
+    group.bench_function(
+        BenchmarkId::new("bruteforce", format!("{d}-{h}-{k} batch {n}")),
+        |b| {
+            b.iter(|| {
+                numerical_gradient_bruteforce(
+                    black_box(&net),
+                    x.view(),
+                    Targets::Labels(labels.view()),
+                )
+            })
+        },
+    );
     group.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_elementwise, bench_numerical_gradient);
+criterion_group!(
+    benches,
+    bench_matmul,
+    bench_elementwise,
+    bench_numerical_gradient
+);
 criterion_main!(benches);

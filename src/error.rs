@@ -27,11 +27,17 @@ pub enum KernelError {
 
 impl KernelError {
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Self::Shape { op, msg: msg.into() }
+        Self::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
 
     pub fn value(op: &'static str, msg: impl Into<String>) -> Self {
-        Self::Value { op, msg: msg.into() }
+        Self::Value {
+            op,
+            msg: msg.into(),
+        }
     }
 }
 

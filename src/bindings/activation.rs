@@ -15,7 +15,10 @@ fn unary<'py, T: Float + Element>(
     run(py, x.len(), || f(x)).into_pyarray(py).into_any()
 }
 
-type Binary<T> = fn(ndarray::ArrayViewD<'_, T>, ndarray::ArrayViewD<'_, T>) -> crate::error::Result<ndarray::ArrayD<T>>;
+type Binary<T> = fn(
+    ndarray::ArrayViewD<'_, T>,
+    ndarray::ArrayViewD<'_, T>,
+) -> crate::error::Result<ndarray::ArrayD<T>>;
 
 fn binary<'py, T: Float + Element>(
     py: Python<'py>,
@@ -45,7 +48,11 @@ pub fn sigmoid_grad<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bou
 
 /// Sigmoid layer backward: dout·(1 − y)·y, with y the forward output.
 #[pyfunction]
-pub fn sigmoid_backward<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, dout: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn sigmoid_backward<'py>(
+    py: Python<'py>,
+    y: &Bound<'py, PyAny>,
+    dout: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     dispatch!(float_array("sigmoid_backward", "y", y)?, y => binary(py, "sigmoid_backward", ("y", "dout"), y, dout, k::sigmoid_backward))
 }
 
@@ -63,6 +70,10 @@ pub fn relu_grad<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<
 
 /// ReLU layer backward: dout where x > 0, else 0.
 #[pyfunction]
-pub fn relu_backward<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, dout: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn relu_backward<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    dout: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     dispatch!(float_array("relu_backward", "x", x)?, x => binary(py, "relu_backward", ("x", "dout"), x, dout, k::relu_backward))
 }

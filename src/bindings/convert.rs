@@ -2,8 +2,7 @@
 
 use ndarray::{ArrayViewD, Dimension, Ix1, Ix2};
 use numpy::{
-    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
-    PyUntypedArrayMethods,
+    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -40,21 +39,36 @@ pub enum FloatArray<'py> {
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().qualname().map_or_else(|_| "object".to_owned(), |s| s.to_string())
+    obj.get_type()
+        .qualname()
+        .map_or_else(|_| "object".to_owned(), |s| s.to_string())
 }
 
-fn untyped<'a, 'py>(op: &str, name: &str, obj: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyUntypedArray>> {
+fn untyped<'a, 'py>(
+    op: &str,
+    name: &str,
+    obj: &'a Bound<'py, PyAny>,
+) -> PyResult<&'a Bound<'py, PyUntypedArray>> {
     obj.cast::<PyUntypedArray>().map_err(|_| {
-        PyTypeError::new_err(format!("{op}: {name} must be a numpy.ndarray, got {}", type_name(obj)))
+        PyTypeError::new_err(format!(
+            "{op}: {name} must be a numpy.ndarray, got {}",
+            type_name(obj)
+        ))
     })
 }
 
 fn dtype_name(arr: &Bound<'_, PyUntypedArray>) -> String {
-    arr.dtype().str().map_or_else(|_| "?".to_owned(), |s| s.to_string())
+    arr.dtype()
+        .str()
+        .map_or_else(|_| "?".to_owned(), |s| s.to_string())
 }
 
 /// Borrows `obj` as a float32 or float64 array, or raises TypeError naming its dtype.
-pub fn float_array<'py>(op: &str, name: &str, obj: &Bound<'py, PyAny>) -> PyResult<FloatArray<'py>> {
+pub fn float_array<'py>(
+    op: &str,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<FloatArray<'py>> {
     if let Ok(a) = obj.cast::<PyArrayDyn<f64>>() {
         return Ok(FloatArray::F64(readonly(op, name, a)?));
     }
@@ -68,13 +82,21 @@ pub fn float_array<'py>(op: &str, name: &str, obj: &Bound<'py, PyAny>) -> PyResu
     )))
 }
 
-fn readonly<'py, T: Element>(op: &str, name: &str, a: &Bound<'py, PyArrayDyn<T>>) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+fn readonly<'py, T: Element>(
+    op: &str,
+    name: &str,
+    a: &Bound<'py, PyArrayDyn<T>>,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     a.try_readonly()
         .map_err(|e| PyValueError::new_err(format!("{op}: cannot read {name}: {e}")))
 }
 
 /// Borrows `obj` as an array of the same dtype `T` as the first argument.
-pub fn same_dtype<'py, T: Float + Element>(op: &str, name: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+pub fn same_dtype<'py, T: Float + Element>(
+    op: &str,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     match obj.cast::<PyArrayDyn<T>>() {
         Ok(a) => readonly(op, name, a),
         Err(_) => {
@@ -89,7 +111,11 @@ pub fn same_dtype<'py, T: Float + Element>(op: &str, name: &str, obj: &Bound<'py
 }
 
 /// Reinterprets a dynamic view as `D`-dimensional, or raises ValueError with the shape.
-pub fn dims<'a, T, D: Dimension>(op: &str, name: &str, v: ArrayViewD<'a, T>) -> PyResult<ndarray::ArrayView<'a, T, D>> {
+pub fn dims<'a, T, D: Dimension>(
+    op: &str,
+    name: &str,
+    v: ArrayViewD<'a, T>,
+) -> PyResult<ndarray::ArrayView<'a, T, D>> {
     let shape = fmt_shape(v.shape());
     let ndim = v.ndim();
     v.into_dimensionality::<D>().map_err(|_| {
@@ -101,7 +127,11 @@ pub fn dims<'a, T, D: Dimension>(op: &str, name: &str, v: ArrayViewD<'a, T>) -> 
 }
 
 /// A 1-D or 2-D view as 2-D: a 1-D array is a batch of one row (the book's reshape).
-pub fn batch<'a, T>(op: &str, name: &str, v: ArrayViewD<'a, T>) -> PyResult<ndarray::ArrayView2<'a, T>> {
+pub fn batch<'a, T>(
+    op: &str,
+    name: &str,
+    v: ArrayViewD<'a, T>,
+) -> PyResult<ndarray::ArrayView2<'a, T>> {
     match v.ndim() {
         1 => {
             let n = v.len();
@@ -120,7 +150,10 @@ pub enum TargetArg<'py, T: Element> {
     Labels(PyReadonlyArrayDyn<'py, i64>),
 }
 
-pub fn targets<'py, T: Float + Element>(op: &str, obj: &Bound<'py, PyAny>) -> PyResult<TargetArg<'py, T>> {
+pub fn targets<'py, T: Float + Element>(
+    op: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<TargetArg<'py, T>> {
     if let Ok(a) = obj.cast::<PyArrayDyn<i64>>() {
         return Ok(TargetArg::Labels(readonly(op, "t", a)?));
     }
@@ -143,7 +176,10 @@ impl<'py, T: Float + Element> TargetArg<'py, T> {
             TargetArg::Labels(t) => {
                 let v = t.as_array();
                 if v.ndim() == 0 {
-                    Targets::Labels(v.into_shape_with_order(1).map_err(|e| PyValueError::new_err(e.to_string()))?)
+                    Targets::Labels(
+                        v.into_shape_with_order(1)
+                            .map_err(|e| PyValueError::new_err(e.to_string()))?,
+                    )
                 } else {
                     Targets::Labels(dims::<i64, Ix1>(op, "t", v)?)
                 }

@@ -11,11 +11,19 @@ use crate::kernels::{loss as k, Float};
 /// ``y`` is (n, k) or (k,) (a batch of one); ``t`` is one-hot of y's dtype and shape,
 /// or int64 labels (n,) in [0, k).
 #[pyfunction]
-pub fn cross_entropy_error<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, t: &Bound<'py, PyAny>) -> PyResult<f64> {
+pub fn cross_entropy_error<'py>(
+    py: Python<'py>,
+    y: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<f64> {
     dispatch!(float_array("cross_entropy_error", "y", y)?, y => cee_t(py, y, t))
 }
 
-fn cee_t<'py, T: Float + Element>(py: Python<'py>, y: PyReadonlyArrayDyn<'py, T>, t: &Bound<'py, PyAny>) -> PyResult<f64> {
+fn cee_t<'py, T: Float + Element>(
+    py: Python<'py>,
+    y: PyReadonlyArrayDyn<'py, T>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<f64> {
     const OP: &str = "cross_entropy_error";
     let t = targets::<T>(OP, t)?;
     let t = t.view(OP)?;
@@ -25,11 +33,19 @@ fn cee_t<'py, T: Float + Element>(py: Python<'py>, y: PyReadonlyArrayDyn<'py, T>
 
 /// Sum of squares error 0.5·Σ(y − t)² over arrays of one shape.
 #[pyfunction]
-pub fn sum_squares_error<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, t: &Bound<'py, PyAny>) -> PyResult<f64> {
+pub fn sum_squares_error<'py>(
+    py: Python<'py>,
+    y: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<f64> {
     dispatch!(float_array("sum_squares_error", "y", y)?, y => sse_t(py, y, t))
 }
 
-fn sse_t<'py, T: Float + Element>(py: Python<'py>, y: PyReadonlyArrayDyn<'py, T>, t: &Bound<'py, PyAny>) -> PyResult<f64> {
+fn sse_t<'py, T: Float + Element>(
+    py: Python<'py>,
+    y: PyReadonlyArrayDyn<'py, T>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<f64> {
     let t = same_dtype::<T>("sum_squares_error", "t", t)?;
     let (y, t) = (y.as_array(), t.as_array());
     Ok(run(py, y.len(), || k::sum_squares_error(y, t))?.to_f64())
@@ -39,11 +55,19 @@ fn sse_t<'py, T: Float + Element>(py: Python<'py>, y: PyReadonlyArrayDyn<'py, T>
 ///
 /// ``y`` (n, k) is the softmax output; ``t`` one-hot (n, k) or int64 labels (n,).
 #[pyfunction]
-pub fn softmax_cross_entropy_backward<'py>(py: Python<'py>, y: &Bound<'py, PyAny>, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn softmax_cross_entropy_backward<'py>(
+    py: Python<'py>,
+    y: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     dispatch!(float_array("softmax_cross_entropy_backward", "y", y)?, y => scb_t(py, y, t))
 }
 
-fn scb_t<'py, T: Float + Element>(py: Python<'py>, y: PyReadonlyArrayDyn<'py, T>, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn scb_t<'py, T: Float + Element>(
+    py: Python<'py>,
+    y: PyReadonlyArrayDyn<'py, T>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     const OP: &str = "softmax_cross_entropy_backward";
     let t = targets::<T>(OP, t)?;
     let t = t.view(OP)?;

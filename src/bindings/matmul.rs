@@ -4,7 +4,7 @@ use ndarray::{Ix1, Ix2};
 use numpy::{Element, IntoPyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 
-use super::convert::{dispatch, dims, float_array, run, same_dtype};
+use super::convert::{dims, dispatch, float_array, run, same_dtype};
 use crate::kernels::{matmul as k, Float};
 
 /// Matrix product a·b of two 2-D float arrays of one dtype (float32 or float64).
@@ -58,7 +58,10 @@ fn affine_t<'py, T: Float + Element>(
     w: &Bound<'py, PyAny>,
     b: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (w, b) = (same_dtype::<T>("affine", "W", w)?, same_dtype::<T>("affine", "b", b)?);
+    let (w, b) = (
+        same_dtype::<T>("affine", "W", w)?,
+        same_dtype::<T>("affine", "b", b)?,
+    );
     let x = dims::<T, Ix2>("affine", "x", x.as_array())?;
     let w = dims::<T, Ix2>("affine", "W", w.as_array())?;
     let b = dims::<T, Ix1>("affine", "b", b.as_array())?;

@@ -15,7 +15,10 @@ pub fn cross_entropy_error<T: Float>(y: ArrayView2<'_, T>, t: Targets<'_, T>) ->
     let (n, k) = y.dim();
     t.check("cross_entropy_error", n, k)?;
     if n == 0 {
-        return Err(KernelError::shape("cross_entropy_error", "y has no rows; the mean of an empty batch is undefined"));
+        return Err(KernelError::shape(
+            "cross_entropy_error",
+            "y has no rows; the mean of an empty batch is undefined",
+        ));
     }
     let delta = T::lit(CROSS_ENTROPY_DELTA);
     let total: f64 = match t {
@@ -59,10 +62,17 @@ pub fn sum_squares_error<T: Float>(y: ArrayViewD<'_, T>, t: ArrayViewD<'_, T>) -
 
 /// Gradient of mean cross-entropy after softmax w.r.t. the logits: (y − t) / n,
 /// with integer labels read as one-hot.  y: (n, k) softmax output -> (n, k).
-pub fn softmax_cross_entropy_backward<T: Float>(y: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<Array2<T>> {
+pub fn softmax_cross_entropy_backward<T: Float>(
+    y: ArrayView2<'_, T>,
+    t: Targets<'_, T>,
+) -> Result<Array2<T>> {
     let (n, k) = y.dim();
     t.check("softmax_cross_entropy_backward", n, k)?;
-    let inv_n = if n == 0 { T::zero() } else { T::one() / T::lit(n as f64) };
+    let inv_n = if n == 0 {
+        T::zero()
+    } else {
+        T::one() / T::lit(n as f64)
+    };
     Ok(match t {
         Targets::OneHot(t) => Zip::from(&y).and(&t).map_collect(|&y, &t| (y - t) * inv_n),
         Targets::Labels(labels) => {
@@ -89,18 +99,30 @@ mod tests {
 
     #[test]
     fn book_cross_entropy_examples() -> Result<()> {
-        let y = arr1(&Y).into_shape_with_order((1, 10)).map_err(|e| KernelError::value("test", e.to_string()))?;
+        let y = arr1(&Y)
+            .into_shape_with_order((1, 10))
+            .map_err(|e| KernelError::value("test", e.to_string()))?;
         let t2 = one_hot(2);
-        assert!((cross_entropy_error(y.view(), Targets::OneHot(t2.view()))? - 0.510825457099338).abs() < 1e-12);
+        assert!(
+            (cross_entropy_error(y.view(), Targets::OneHot(t2.view()))? - 0.510825457099338).abs()
+                < 1e-12
+        );
         let labels = arr1(&[7_i64]);
-        assert!((cross_entropy_error(y.view(), Targets::Labels(labels.view()))? - 2.302584092994546).abs() < 1e-12);
+        assert!(
+            (cross_entropy_error(y.view(), Targets::Labels(labels.view()))? - 2.302584092994546)
+                .abs()
+                < 1e-12
+        );
         Ok(())
     }
 
     #[test]
     fn book_sum_squares_examples() -> Result<()> {
         let y = arr1(&Y).into_dyn();
-        let t = one_hot(2).into_shape_with_order(10).map_err(|e| KernelError::value("test", e.to_string()))?.into_dyn();
+        let t = one_hot(2)
+            .into_shape_with_order(10)
+            .map_err(|e| KernelError::value("test", e.to_string()))?
+            .into_dyn();
         assert!((sum_squares_error(y.view(), t.view())? - 0.0975).abs() < 1e-15);
         let y7 = arr1(&[0.1, 0.05, 0.1, 0.0, 0.05, 0.1, 0.0, 0.6, 0.0, 0.0]).into_dyn();
         assert!((sum_squares_error(y7.view(), t.view())? - 0.5975).abs() < 1e-15);
@@ -115,7 +137,12 @@ mod tests {
             let err = cross_entropy_error(y.view(), Targets::Labels(labels.view())).err();
             assert_eq!(
                 err,
-                Some(KernelError::Label { op: "cross_entropy_error", index: 1, label: bad, classes: 3 })
+                Some(KernelError::Label {
+                    op: "cross_entropy_error",
+                    index: 1,
+                    label: bad,
+                    classes: 3
+                })
             );
         }
     }

@@ -151,7 +151,11 @@ pub(crate) fn gemm_into<T: Float>(
 /// ndarray; give it a harmless one so the GEMM never sees a zero or huge stride there.
 fn strides<T>(v: &ArrayView2<'_, T>) -> (isize, isize) {
     let (rows, cols) = v.dim();
-    let rs = if rows <= 1 { cols.max(1) as isize } else { v.stride_of(Axis(0)) };
+    let rs = if rows <= 1 {
+        cols.max(1) as isize
+    } else {
+        v.stride_of(Axis(0))
+    };
     let cs = if cols <= 1 { 1 } else { v.stride_of(Axis(1)) };
     (rs, cs)
 }
@@ -186,7 +190,10 @@ mod tests {
     fn two_by_two_by_hand() -> Result<()> {
         let a = array![[1.0, 2.0], [3.0, 4.0]];
         let b = array![[5.0, 6.0], [7.0, 8.0]];
-        assert_eq!(matmul(a.view(), b.view())?, array![[19.0, 22.0], [43.0, 50.0]]);
+        assert_eq!(
+            matmul(a.view(), b.view())?,
+            array![[19.0, 22.0], [43.0, 50.0]]
+        );
         // Aᵀ·B through a transposed view: [[1,3],[2,4]]·B
         assert_eq!(matmul(a.t(), b.view())?, array![[26.0, 30.0], [38.0, 44.0]]);
         Ok(())
@@ -210,7 +217,10 @@ mod tests {
         let w = array![[1.0_f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
         let b = array![0.1_f32, 0.2, 0.3];
         let y = affine(x.view(), w.view(), b.view())?;
-        assert_eq!(y, array![[3.1_f32, 4.7, 6.3], [-3.9, -4.8, -5.7], [10.1, 14.2, 18.3]]);
+        assert_eq!(
+            y,
+            array![[3.1_f32, 4.7, 6.3], [-3.9, -4.8, -5.7], [10.1, 14.2, 18.3]]
+        );
         Ok(())
     }
 
@@ -218,7 +228,7 @@ mod tests {
     fn accumulate_and_empty_inner_dimension() -> Result<()> {
         let a = Array2::<f64>::zeros((3, 0));
         let b = Array2::<f64>::zeros((0, 2));
-        assert_eq!(matmul(a.view(), b.view())?, Array2::zeros((3, 2)));
+        assert_eq!(matmul(a.view(), b.view())?, Array2::<f64>::zeros((3, 2)));
         let mut c = Array2::from_elem((2, 2), 1.0);
         let e = array![[1.0, 0.0], [0.0, 1.0]];
         matmul_into(e.view(), e.view(), c.view_mut(), true)?;
@@ -233,7 +243,9 @@ mod tests {
         let err = matmul(a.view(), w.view()).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("matmul: a has shape (100, 783) but b has shape (784, 50); inner dimensions differ")
+            Some(
+                "matmul: a has shape (100, 783) but b has shape (784, 50); inner dimensions differ"
+            )
         );
     }
 }

@@ -39,7 +39,10 @@ fn pool() -> &'static Pool {
         } else {
             None
         };
-        Pool { pool, owner_pid: std::process::id() }
+        Pool {
+            pool,
+            owner_pid: std::process::id(),
+        }
     })
 }
 
