@@ -109,14 +109,7 @@ pub(crate) fn gemm_into<T: Float>(
     let a_ptr = SendPtr(a.as_ptr() as *mut T);
     let b_ptr = SendPtr(b.as_ptr() as *mut T);
     let c_ptr = SendPtr(c.as_mut_ptr());
-    parallel::install(|threads| {
-        // Already on a pool thread (inside a parallel loop): the other threads are busy.
-        let nested = rayon::current_thread_index().is_some();
-        let parallelism = if threads > 1 && macs >= PARALLEL_MIN_MACS && !nested {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
+    let run = |parallelism: gemm::Parallelism| {
         // SAFETY: the pointers and element strides come from live ndarray views of the
         // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; `c` is
         // borrowed mutably, hence not aliased by `a` or `b`; T is f32 or f64, both
@@ -144,6 +137,19 @@ pub(crate) fn gemm_into<T: Float>(
                 parallelism,
             );
         }
+    };
+    // Small products, and products inside a parallel loop (whose other threads are
+    // busy), run right here: handing work to the pool costs more than they take.
+    if macs < PARALLEL_MIN_MACS || rayon::current_thread_index().is_some() {
+        run(gemm::Parallelism::None);
+        return;
+    }
+    parallel::install(|threads| {
+        run(if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        })
     });
 }
 
