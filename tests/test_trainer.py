@@ -298,6 +298,9 @@ class _FakeFused:
                 self.optimizer.update(self.network.params, grads)
             return np.asarray(losses)
 
+        def accuracy(self, x, t):
+            return self.network.accuracy(x, t)
+
     @staticmethod
     def supports(network, optimizer):
         return isinstance(network, SoftmaxRegression)

@@ -30,6 +30,9 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = ["History", "Trainer", "load_params", "save_params"]
 
 _EVAL_CHUNK = 10_000  # rows per forward pass when measuring accuracy (bounds memory)
+# Iterations per native call: progress updates and Ctrl-C land between calls, and an
+# interrupted call loses at most this many loss records (its steps stay applied).
+_FUSED_CHUNK = 100
 
 
 @dataclass
@@ -201,6 +204,7 @@ class Trainer:
         self.log = log if log is not None else print
         self.progress = (verbose and sys.stderr.isatty()) if progress is None else progress
         self.use_fused = use_fused
+        self._fused_trainer: Any | None = None
         self.history = History()
 
     def _data(self, split: str, x: ArrayLike, t: ArrayLike) -> tuple[NDArray, NDArray]:
@@ -222,11 +226,12 @@ class Trainer:
     def _accuracy(self, x: NDArray, t: NDArray, limit: int | None = None) -> float:
         if limit is not None:
             x, t = x[:limit], t[:limit]
+        accuracy = self._fused_trainer.accuracy if self._fused_trainer else self.network.accuracy
         n = x.shape[0]
         correct = 0.0
         for start in range(0, n, _EVAL_CHUNK):
             xs, ts = x[start : start + _EVAL_CHUNK], t[start : start + _EVAL_CHUNK]
-            correct += self.network.accuracy(xs, ts) * xs.shape[0]
+            correct += accuracy(xs, ts) * xs.shape[0]
         return correct / n
 
     def _fused(self) -> Any | None:
@@ -267,7 +272,7 @@ class Trainer:
     def train(self) -> History:
         """Run the remaining iterations; Ctrl-C stops after the current step (or epoch)."""
         hist = self.history
-        fused = self._fused()
+        fused = self._fused_trainer = self._fused()
         hist.fused = fused is not None
         n_train = self.x_train.shape[0]
         n_epochs = math.ceil(self.max_iter / self.iter_per_epoch)
@@ -280,11 +285,13 @@ class Trainer:
                 batches = self.rng.integers(0, n_train, size=(todo, self.batch_size))
                 start = time.perf_counter()
                 if fused is not None:
-                    losses = fused.run_epoch(self.x_train, self.t_train, batches)
-                    hist.train_loss.extend(float(v) for v in np.asarray(losses))
-                    hist.iterations += todo
-                    if bar is not None:
-                        bar.update(todo)
+                    for lo in range(0, todo, _FUSED_CHUNK):
+                        part = batches[lo : lo + _FUSED_CHUNK]
+                        losses = fused.run_epoch(self.x_train, self.t_train, part)
+                        hist.train_loss.extend(np.asarray(losses, dtype=float).tolist())
+                        hist.iterations += len(part)
+                        if bar is not None:
+                            bar.update(len(part))
                 else:
                     for row in batches:
                         hist.train_loss.append(self._step(row))
