@@ -328,3 +328,36 @@ def test_trainer_uses_fused_when_supported(monkeypatch, rng):
     assert Trainer(two, x, t, x, t, optimizer=SGD(0.1), **kw)._fused() is None
     with pytest.raises(ValueError, match="fused step does not support TwoLayerNet"):
         Trainer(two, x, t, x, t, optimizer=SGD(0.1), use_fused=True, **kw)._fused()
+
+
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.1), ("adam", 0.001)])
+def test_fused_and_python_paths_agree(sample, optimizer, lr):
+    pytest.importorskip("ferrograd.fused")
+    (x, t), (xt, tt) = sample
+    x, xt = x[:1000].astype(np.float64), xt[:300].astype(np.float64)
+    t, tt = t[:1000], tt[:300]
+    hists, nets = [], []
+    for use_fused in (True, False):
+        net = TwoLayerNet(784, 30, 10, 0.01, activation="relu", seed=4, dtype=np.float64)
+        hist = Trainer(
+            net,
+            x,
+            t,
+            xt,
+            tt,
+            iters=25,
+            optimizer=optimizer,
+            optimizer_param={"lr": lr},
+            seed=2,
+            verbose=False,
+            use_fused=use_fused,
+        ).train()
+        hists.append(hist)
+        nets.append(net)
+    assert hists[0].fused and not hists[1].fused
+    assert hists[0].epoch_iterations == [10, 10, 5]
+    # Same mini-batches, same updates: only the summation order differs (float64).
+    np.testing.assert_allclose(hists[0].train_loss, hists[1].train_loss, rtol=1e-9)
+    for key in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_allclose(nets[0].params[key], nets[1].params[key], rtol=1e-7, atol=1e-12)
+    assert hists[0].test_acc == hists[1].test_acc
