@@ -1,6 +1,87 @@
-"""ferrograd: the classic deep-learning-from-scratch network, fast, on real MNIST."""
+"""ferrograd: the classic deep-learning-from-scratch networks, fast, on real MNIST.
 
-from ferrograd import _core
+The book's NumPy API (functions, numerical gradients, layers, networks, optimizers,
+the MNIST loader and the training loop) over Rust kernels in :mod:`ferrograd._core`.
+"""
+
 from ferrograd._core import __version__
+from ferrograd.datasets import load_fashion_mnist, load_mnist
+from ferrograd.functions import (
+    binary_cross_entropy,
+    cross_entropy_error,
+    identity_function,
+    mean_squared_error,
+    relu,
+    relu_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    step_function,
+    sum_squares_error,
+)
+from ferrograd.gradcheck import GradCheckRow, gradient_check
+from ferrograd.gradient import gradient_descent, numerical_diff, numerical_gradient
+from ferrograd.layers import (
+    AddLayer,
+    Affine,
+    BatchNormalization,
+    Dropout,
+    MulLayer,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
+from ferrograd.nets import MultiLayerNet, SimpleNet, TwoLayerNet
+from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
+from ferrograd.perceptron import AND, NAND, OR, XOR
+from ferrograd.softmax_regression import SoftmaxRegression
+from ferrograd.trainer import History, Trainer, load_params, save_params
 
-__all__ = ["__version__"]
+__all__ = [
+    "AND",
+    "NAND",
+    "OR",
+    "SGD",
+    "XOR",
+    "AdaGrad",
+    "Adam",
+    "AddLayer",
+    "Affine",
+    "BatchNormalization",
+    "Dropout",
+    "GradCheckRow",
+    "History",
+    "Momentum",
+    "MulLayer",
+    "MultiLayerNet",
+    "Nesterov",
+    "RMSprop",
+    "Relu",
+    "Sigmoid",
+    "SimpleNet",
+    "SoftmaxRegression",
+    "SoftmaxWithLoss",
+    "Trainer",
+    "TwoLayerNet",
+    "__version__",
+    "binary_cross_entropy",
+    "cross_entropy_error",
+    "get_optimizer",
+    "gradient_check",
+    "gradient_descent",
+    "identity_function",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_params",
+    "mean_squared_error",
+    "numerical_diff",
+    "numerical_gradient",
+    "relu",
+    "relu_grad",
+    "save_params",
+    "sigmoid",
+    "sigmoid_grad",
+    "softmax",
+    "step_function",
+    "sum_squares_error",
+]
