@@ -1,0 +1,141 @@
+"""Fused training of the two-layer network: one call into Rust per run of steps.
+
+``FusedTrainer(network, optimizer).run_epoch(x, t, batch_index_matrix)`` does, for each
+row of batch indices, the batch gather, forward, backprop and the optimizer update in
+place on ``network.params`` (the same arrays, never rebound), with the GIL released.
+The optimizer's state (``v``, ``h``, ``m``, ``iter``) lives in the optimizer object as
+in the book, created on first use, so fused and unfused steps can be mixed freely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd import _core
+
+__all__ = ["FusedTrainer", "supports"]
+
+KEYS = ("W1", "b1", "W2", "b2")
+NDIMS = (2, 1, 2, 1)
+# Optimizer class name in ferrograd.optimizers -> (kernel name, state dict names).
+OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "SGD": ("sgd", ()),
+    "Momentum": ("momentum", ("v",)),
+    "Nesterov": ("nesterov", ("v",)),
+    "AdaGrad": ("adagrad", ("h",)),
+    "RMSprop": ("rmsprop", ("h",)),
+    "Adam": ("adam", ("m", "v")),
+}
+
+
+def _optimizer_kind(optimizer: object) -> tuple[str, tuple[str, ...]] | None:
+    cls = type(optimizer)
+    if cls.__module__ != "ferrograd.optimizers":
+        return None  # a subclass or another library may update differently
+    return OPTIMIZERS.get(cls.__name__)
+
+
+def supports(network: Any, optimizer: object) -> bool:
+    """True when the fused step computes exactly what ``network.gradient`` followed by
+    ``optimizer.update`` would: a two-layer net (``params`` W1 b1 W2 b2, C-contiguous,
+    writeable, one float dtype; ``activation`` 'sigmoid' or 'relu') and an optimizer of
+    ``ferrograd.optimizers``.
+    """
+    params = getattr(network, "params", None)
+    if not isinstance(params, dict) or set(params) != set(KEYS):
+        return False
+    if getattr(network, "activation", None) not in ("sigmoid", "relu"):
+        return False
+    arrays = [params[k] for k in KEYS]
+    if not all(isinstance(a, np.ndarray) for a in arrays):
+        return False
+    dtype = arrays[0].dtype
+    if dtype not in (np.float32, np.float64):
+        return False
+    for a, nd in zip(arrays, NDIMS, strict=True):
+        if a.dtype != dtype or a.ndim != nd or not a.flags.c_contiguous or not a.flags.writeable:
+            return False
+    w1, b1, w2, b2 = arrays
+    shapes_fit = b1.shape == (w1.shape[1],) and w2.shape[0] == w1.shape[1]
+    return shapes_fit and b2.shape == (w2.shape[1],) and _optimizer_kind(optimizer) is not None
+
+
+class FusedTrainer:
+    """Trains ``network`` with ``optimizer`` through ``_core.TwoLayerTrainer``."""
+
+    def __init__(self, network: Any, optimizer: Any) -> None:
+        if not supports(network, optimizer):
+            raise ValueError(
+                "FusedTrainer: needs a two-layer net (params W1 b1 W2 b2 of one float dtype, "
+                "C-contiguous; activation 'sigmoid' or 'relu') and an optimizer from "
+                f"ferrograd.optimizers, got {type(network).__name__} and "
+                f"{type(optimizer).__name__}"
+            )
+        kind = _optimizer_kind(optimizer)
+        assert kind is not None
+        self.network = network
+        self.optimizer = optimizer
+        self._name, self._state_names = kind
+        w1, w2 = network.params["W1"], network.params["W2"]
+        self.dtype = w1.dtype
+        self.activation: str = network.activation
+        self._core = _core.TwoLayerTrainer(
+            w1.shape[0],
+            w1.shape[1],
+            w2.shape[1],
+            activation=self.activation,
+            dtype=str(self.dtype),
+            optimizer=self._name,
+            lr=float(optimizer.lr),
+            momentum=float(getattr(optimizer, "momentum", 0.9)),
+            decay_rate=float(getattr(optimizer, "decay_rate", 0.99)),
+            beta1=float(getattr(optimizer, "beta1", 0.9)),
+            beta2=float(getattr(optimizer, "beta2", 0.999)),
+        )
+
+    def _state(self) -> list[NDArray[np.floating]]:
+        """The optimizer's state arrays in kernel order, created as the book does."""
+        params = self.network.params
+        arrays: list[NDArray[np.floating]] = []
+        for name in self._state_names:
+            if getattr(self.optimizer, name) is None:
+                setattr(self.optimizer, name, {k: np.zeros_like(v) for k, v in params.items()})
+            state = getattr(self.optimizer, name)
+            arrays.extend(state[k] for k in KEYS)
+        return arrays
+
+    def _targets(self, t: ArrayLike) -> NDArray[Any]:
+        t = np.asarray(t)
+        if t.ndim == 1 and t.dtype.kind in "iu":
+            return np.ascontiguousarray(t, dtype=np.int64)
+        return np.ascontiguousarray(t, dtype=self.dtype)
+
+    def run_epoch(
+        self, x_train: ArrayLike, t_train: ArrayLike, batch_index_matrix: ArrayLike
+    ) -> NDArray[np.float64]:
+        """One step per row of ``batch_index_matrix`` (iters, batch) of row indices into
+        ``x_train`` (N, d) and ``t_train`` (labels (N,) or one-hot (N, k)); returns each
+        step's mean cross-entropy (iters,), computed before that step's update.
+        """
+        x = np.ascontiguousarray(x_train, dtype=self.dtype)
+        t = self._targets(t_train)
+        idx = np.ascontiguousarray(batch_index_matrix, dtype=np.int64)
+        params = [self.network.params[k] for k in KEYS]
+        start = int(getattr(self.optimizer, "iter", 0))
+        losses = self._core.run(params, self._state(), x, t, idx, iter=start)
+        if hasattr(self.optimizer, "iter"):
+            self.optimizer.iter = start + len(losses)
+        return losses
+
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Fraction of rows of x whose argmax prediction equals t (labels or one-hot)."""
+        p = self.network.params
+        return _core.two_layer_accuracy(
+            *(p[k] for k in KEYS),
+            np.ascontiguousarray(x, dtype=self.dtype),
+            self._targets(t),
+            activation=self.activation,
+        )

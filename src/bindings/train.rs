@@ -1,0 +1,341 @@
+//! The fused training step (`_core.TwoLayerTrainer`) and the batched accuracy.
+
+use ndarray::{Ix1, Ix2};
+use numpy::{
+    Element, IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyReadwriteArrayDyn, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PySequence;
+
+use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets};
+use super::numgrad::{activation as parse_activation, Params, SignalCheck};
+use crate::kernels::train::{self as k, Optimizer, ParamsMut, Trainer};
+use crate::kernels::Float;
+
+const NAMES: [&str; 4] = ["W1", "b1", "W2", "b2"];
+
+enum Inner {
+    F32(Trainer<f32>),
+    F64(Trainer<f64>),
+}
+
+/// Fused two-layer training: each ``run`` call does, per row of ``batch_indices``, the
+/// batch gather, forward, backprop and optimizer update in place on the caller's
+/// parameter arrays (and optimizer state arrays), with the GIL released and buffers
+/// reused. ``optimizer`` is one of 'sgd', 'momentum', 'nesterov', 'adagrad',
+/// 'rmsprop', 'adam' (DLFS common/optimizer.py formulas and defaults).
+#[pyclass(module = "ferrograd._core")]
+pub struct TwoLayerTrainer {
+    inner: Inner,
+    optimizer_name: String,
+    dtype: &'static str,
+}
+
+fn parse_optimizer(
+    name: &str,
+    lr: Option<f64>,
+    momentum: f64,
+    decay_rate: f64,
+    beta1: f64,
+    beta2: f64,
+) -> PyResult<Optimizer> {
+    Ok(match name {
+        "sgd" => Optimizer::Sgd {
+            lr: lr.unwrap_or(0.01),
+        },
+        "momentum" => Optimizer::Momentum {
+            lr: lr.unwrap_or(0.01),
+            momentum,
+        },
+        "nesterov" => Optimizer::Nesterov {
+            lr: lr.unwrap_or(0.01),
+            momentum,
+        },
+        "adagrad" => Optimizer::AdaGrad {
+            lr: lr.unwrap_or(0.01),
+        },
+        "rmsprop" => Optimizer::RmsProp {
+            lr: lr.unwrap_or(0.01),
+            decay_rate,
+        },
+        "adam" => Optimizer::Adam {
+            lr: lr.unwrap_or(0.001),
+            beta1,
+            beta2,
+        },
+        other => {
+            return Err(PyValueError::new_err(format!(
+            "TwoLayerTrainer: optimizer must be one of 'sgd', 'momentum', 'nesterov', 'adagrad', \
+                 'rmsprop', 'adam', got {other:?}"
+        )))
+        }
+    })
+}
+
+/// Borrows a sequence of 4·m arrays of dtype T mutably (W1, b1, W2, b2 per set).
+fn borrow_sets<'py, T: Float + Element>(
+    op: &str,
+    what: &str,
+    seq: &Bound<'py, PyAny>,
+    sets: usize,
+) -> PyResult<Vec<PyReadwriteArrayDyn<'py, T>>> {
+    let seq = seq.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err(format!("{op}: {what} must be a sequence of numpy arrays"))
+    })?;
+    let len = seq.len()?;
+    if len != 4 * sets {
+        return Err(PyValueError::new_err(format!(
+            "{op}: {what} must hold {} arrays (W1, b1, W2, b2{}), got {len}",
+            4 * sets,
+            if sets > 1 { " per state set" } else { "" }
+        )));
+    }
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        let item = seq.get_item(i)?;
+        let name = format!("{what}[{i}] ({})", NAMES[i % 4]);
+        let arr = item.cast::<PyArrayDyn<T>>().map_err(|_| {
+            if item.cast::<numpy::PyUntypedArray>().is_ok() {
+                PyTypeError::new_err(format!(
+                    "{op}: {name} must have dtype {} like the trainer",
+                    T::DTYPE
+                ))
+            } else {
+                PyTypeError::new_err(format!("{op}: {name} must be a numpy.ndarray"))
+            }
+        })?;
+        let rw = arr.try_readwrite().map_err(|_| {
+            PyValueError::new_err(format!(
+                "{op}: {name} must be writeable and must not overlap x, t or another parameter"
+            ))
+        })?;
+        out.push(rw);
+    }
+    Ok(out)
+}
+
+fn views<'a, T: Float + Element>(
+    op: &str,
+    what: &str,
+    arrs: &'a mut [PyReadwriteArrayDyn<'_, T>],
+) -> PyResult<Vec<ParamsMut<'a, T>>> {
+    let mut sets = Vec::with_capacity(arrs.len() / 4);
+    for chunk in arrs.chunks_mut(4) {
+        let [w1, b1, w2, b2] = chunk else {
+            return Err(PyValueError::new_err(format!(
+                "{op}: {what} must hold groups of 4 arrays"
+            )));
+        };
+        let shape_err = |name: &str, nd: usize, got: &[usize]| {
+            PyValueError::new_err(format!(
+                "{op}: {what} {name} must be {nd}-D, got shape {got:?}"
+            ))
+        };
+        let (s1, s2, s3, s4) = (
+            w1.shape().to_vec(),
+            b1.shape().to_vec(),
+            w2.shape().to_vec(),
+            b2.shape().to_vec(),
+        );
+        sets.push(ParamsMut {
+            w1: w1
+                .as_array_mut()
+                .into_dimensionality::<Ix2>()
+                .map_err(|_| shape_err("W1", 2, &s1))?,
+            b1: b1
+                .as_array_mut()
+                .into_dimensionality::<Ix1>()
+                .map_err(|_| shape_err("b1", 1, &s2))?,
+            w2: w2
+                .as_array_mut()
+                .into_dimensionality::<Ix2>()
+                .map_err(|_| shape_err("W2", 2, &s3))?,
+            b2: b2
+                .as_array_mut()
+                .into_dimensionality::<Ix1>()
+                .map_err(|_| shape_err("b2", 1, &s4))?,
+        });
+    }
+    Ok(sets)
+}
+
+fn run_typed<'py, T: Float + Element>(
+    py: Python<'py>,
+    trainer: &mut Trainer<T>,
+    params: &Bound<'py, PyAny>,
+    state: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+    batch_indices: &Bound<'py, PyAny>,
+    iter: u64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    const OP: &str = "TwoLayerTrainer.run";
+    // Inputs first (read-only), so parameters aliasing them fail the read-write borrow.
+    let xs = same_dtype::<T>(OP, "x", x)?;
+    let x = dims::<T, Ix2>(OP, "x", xs.as_array())?;
+    let ts = targets::<T>(OP, t)?;
+    let t = ts.view(OP)?;
+    let idx_arr: PyReadonlyArrayDyn<'py, i64> = batch_indices
+        .cast::<PyArrayDyn<i64>>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{OP}: batch_indices must be an int64 numpy.ndarray"
+            ))
+        })?
+        .try_readonly()
+        .map_err(|e| PyValueError::new_err(format!("{OP}: cannot read batch_indices: {e}")))?;
+    let idx = dims::<i64, Ix2>(OP, "batch_indices", idx_arr.as_array())?;
+    let mut p_arrs = borrow_sets::<T>(OP, "params", params, 1)?;
+    let mut s_arrs = borrow_sets::<T>(OP, "state", state, trainer.optimizer().state_slots())?;
+    let mut p_sets = views(OP, "params", &mut p_arrs)?;
+    let mut s_sets = views(OP, "state", &mut s_arrs)?;
+    let Some(p) = p_sets.first_mut() else {
+        return Err(PyValueError::new_err(format!(
+            "{OP}: params must hold 4 arrays"
+        )));
+    };
+    let signal = SignalCheck::default();
+    let losses = py.detach(|| {
+        let stop = || signal.interrupted();
+        trainer.run(p, &mut s_sets, x, t, idx, iter, &stop)
+    });
+    Ok(signal.result(losses)?.into_pyarray(py))
+}
+
+#[pymethods]
+impl TwoLayerTrainer {
+    #[new]
+    #[pyo3(signature = (input_size, hidden_size, output_size, *, activation = "sigmoid", dtype = "float64",
+                        optimizer = "sgd", lr = None, momentum = 0.9, decay_rate = 0.99, beta1 = 0.9, beta2 = 0.999))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        input_size: usize,
+        hidden_size: usize,
+        output_size: usize,
+        activation: &str,
+        dtype: &str,
+        optimizer: &str,
+        lr: Option<f64>,
+        momentum: f64,
+        decay_rate: f64,
+        beta1: f64,
+        beta2: f64,
+    ) -> PyResult<Self> {
+        const OP: &str = "TwoLayerTrainer";
+        let act = parse_activation(OP, activation)?;
+        let opt = parse_optimizer(optimizer, lr, momentum, decay_rate, beta1, beta2)?;
+        let (d, h, k) = (input_size, hidden_size, output_size);
+        let (inner, dtype) = match dtype {
+            "float32" => (Inner::F32(Trainer::new(d, h, k, act, opt)?), "float32"),
+            "float64" => (Inner::F64(Trainer::new(d, h, k, act, opt)?), "float64"),
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "{OP}: dtype must be 'float32' or 'float64', got {other:?}"
+                )))
+            }
+        };
+        Ok(TwoLayerTrainer {
+            inner,
+            optimizer_name: optimizer.to_owned(),
+            dtype,
+        })
+    }
+
+    /// The working dtype, 'float32' or 'float64'.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.dtype
+    }
+
+    /// The optimizer's name.
+    #[getter]
+    fn optimizer(&self) -> &str {
+        &self.optimizer_name
+    }
+
+    /// Number of state arrays the optimizer needs (0 SGD, 4 for v or h, 8 for Adam's m, v).
+    #[getter]
+    fn state_size(&self) -> usize {
+        4 * match &self.inner {
+            Inner::F32(t) => t.optimizer().state_slots(),
+            Inner::F64(t) => t.optimizer().state_slots(),
+        }
+    }
+
+    /// Runs one training step per row of ``batch_indices`` (iters, batch) of row
+    /// indices into x (N, d) and t (int64 labels (N,) or one-hot (N, k)), updating
+    /// ``params`` [W1, b1, W2, b2] and ``state`` (momentum/nesterov: v; adagrad/rmsprop:
+    /// h; adam: m then v, each as W1, b1, W2, b2) in place. ``iter`` is Adam's step
+    /// count before the first step. Returns the float64 loss of every step (iters,).
+    #[pyo3(signature = (params, state, x, t, batch_indices, *, iter = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn run<'py>(
+        &mut self,
+        py: Python<'py>,
+        params: &Bound<'py, PyAny>,
+        state: &Bound<'py, PyAny>,
+        x: &Bound<'py, PyAny>,
+        t: &Bound<'py, PyAny>,
+        batch_indices: &Bound<'py, PyAny>,
+        iter: u64,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        match &mut self.inner {
+            Inner::F32(tr) => run_typed(py, tr, params, state, x, t, batch_indices, iter),
+            Inner::F64(tr) => run_typed(py, tr, params, state, x, t, batch_indices, iter),
+        }
+    }
+}
+
+/// Fraction of rows of x (n, d) whose predicted class (argmax of the two-layer net's
+/// output) equals t (int64 labels (n,), or the argmax of one-hot rows). Parallel.
+#[pyfunction]
+#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid"))]
+#[allow(clippy::too_many_arguments)]
+pub fn two_layer_accuracy<'py>(
+    py: Python<'py>,
+    w1: &Bound<'py, PyAny>,
+    b1: &Bound<'py, PyAny>,
+    w2: &Bound<'py, PyAny>,
+    b2: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+    activation: &str,
+) -> PyResult<f64> {
+    const OP: &str = "accuracy";
+    let act = parse_activation(OP, activation)?;
+    dispatch!(float_array(OP, "W1", w1)?, w1 => {
+        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
+        let net = p.net(OP, act)?;
+        let xs = same_dtype(OP, "x", x)?;
+        let x = batch(OP, "x", xs.as_array())?;
+        let ts = targets(OP, t)?;
+        let t = ts.view(OP)?;
+        Ok(run(py, x.len() * net.w1.ncols(), || k::accuracy(&net, x, t))?)
+    })
+}
+
+/// Predicted class (int64) of every row of x (n, d): argmax of the two-layer net's output.
+#[pyfunction]
+#[pyo3(signature = (w1, b1, w2, b2, x, *, activation = "sigmoid"))]
+pub fn two_layer_predict_labels<'py>(
+    py: Python<'py>,
+    w1: &Bound<'py, PyAny>,
+    b1: &Bound<'py, PyAny>,
+    w2: &Bound<'py, PyAny>,
+    b2: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    activation: &str,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    const OP: &str = "predict_labels";
+    let act = parse_activation(OP, activation)?;
+    dispatch!(float_array(OP, "W1", w1)?, w1 => {
+        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
+        let net = p.net(OP, act)?;
+        let xs = same_dtype(OP, "x", x)?;
+        let x = batch(OP, "x", xs.as_array())?;
+        let labels = run(py, x.len() * net.w1.ncols(), || k::predict_labels(&net, x))?;
+        Ok(labels.into_iter().map(|c| c as i64).collect::<Vec<i64>>().into_pyarray(py))
+    })
+}

@@ -1,0 +1,262 @@
+"""The fused training step (``_core.TwoLayerTrainer``, ``ferrograd.fused``) against the
+composed path: the book's backprop gradient and optimizer update in NumPy."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import reference as ref
+from ferrograd import _core, fused
+
+KEYS = ("W1", "b1", "W2", "b2")
+HYPER = {
+    "sgd": {"lr": 0.1},
+    "momentum": {"lr": 0.05, "momentum": 0.9},
+    "nesterov": {"lr": 0.05, "momentum": 0.9},
+    "adagrad": {"lr": 0.05},
+    "rmsprop": {"lr": 0.01, "decay_rate": 0.99},
+    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999},
+}
+EPS = 1e-7
+
+
+def book_update(name: str, hp: dict, params, grads, state: dict, it: int) -> None:
+    """DLFS common/optimizer.py, operation by operation (state arrays created lazily)."""
+    for key in KEYS:
+        p, g = params[key], grads[key]
+        if name == "sgd":
+            p -= hp["lr"] * g
+        elif name in ("momentum", "nesterov"):
+            v = state.setdefault(("v", key), np.zeros_like(p))
+            v *= hp["momentum"]
+            v -= hp["lr"] * g
+            if name == "momentum":
+                p += v
+            else:
+                p += hp["momentum"] * hp["momentum"] * v
+                p -= (1 + hp["momentum"]) * hp["lr"] * g
+        elif name == "adagrad":
+            h = state.setdefault(("h", key), np.zeros_like(p))
+            h += g * g
+            p -= hp["lr"] * g / (np.sqrt(h) + EPS)
+        elif name == "rmsprop":
+            h = state.setdefault(("h", key), np.zeros_like(p))
+            h *= hp["decay_rate"]
+            h += (1 - hp["decay_rate"]) * g * g
+            p -= hp["lr"] * g / (np.sqrt(h) + EPS)
+        else:
+            m = state.setdefault(("m", key), np.zeros_like(p))
+            v = state.setdefault(("v", key), np.zeros_like(p))
+            lr_t = hp["lr"] * float(np.sqrt(1.0 - hp["beta2"] ** it)) / (1.0 - hp["beta1"] ** it)
+            m += (1 - hp["beta1"]) * (g - m)
+            v += (1 - hp["beta2"]) * (g**2 - v)
+            p -= lr_t * m / (np.sqrt(v) + EPS)
+
+
+def init(rng: np.random.Generator, d: int, h: int, k: int, dtype=np.float64, std=0.01):
+    return {
+        "W1": (std * rng.standard_normal((d, h))).astype(dtype),
+        "b1": np.zeros(h, dtype=dtype),
+        "W2": (std * rng.standard_normal((h, k))).astype(dtype),
+        "b2": np.zeros(k, dtype=dtype),
+    }
+
+
+SLOTS = {
+    "sgd": (),
+    "momentum": ("v",),
+    "nesterov": ("v",),
+    "adagrad": ("h",),
+    "rmsprop": ("h",),
+    "adam": ("m", "v"),
+}
+
+
+def state_arrays(name: str, params) -> list[np.ndarray]:
+    return [np.zeros_like(params[k]) for _ in SLOTS[name] for k in KEYS]
+
+
+def load_mnist(mnist_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def read(name: str, offset: int) -> np.ndarray:
+        path = mnist_dir / name
+        raw = gzip.open(path).read() if path.exists() else (mnist_dir / name[:-3]).read_bytes()
+        return np.frombuffer(raw, dtype=np.uint8, offset=offset)
+
+    x = read("train-images-idx3-ubyte.gz", 16).reshape(-1, 784)[:n].astype(np.float64) / 255.0
+    return x, read("train-labels-idx1-ubyte.gz", 8)[:n].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def mnist_small(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
+    return load_mnist(mnist_dir, 2000)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+@pytest.mark.parametrize("name", list(HYPER))
+def test_hundred_steps_equal_the_composed_path(mnist_small, name, activation):
+    x, t = mnist_small
+    rng = np.random.default_rng(11)
+    params = init(rng, 784, 50, 10, std=0.1)
+    want = {k: v.copy() for k, v in params.items()}
+    batches = rng.integers(0, len(x), size=(100, 100))
+    trainer = _core.TwoLayerTrainer(
+        784, 50, 10, activation=activation, optimizer=name, **HYPER[name]
+    )
+    state = state_arrays(name, params)
+    losses = trainer.run([params[k] for k in KEYS], state, x, t, batches)
+    book_state: dict = {}
+    want_losses = []
+    for it, rows in enumerate(batches, start=1):
+        want_losses.append(ref.two_layer_loss(want, x[rows], t[rows], activation))
+        grads = ref.two_layer_backprop(want, x[rows], t[rows], activation)
+        book_update(name, HYPER[name], want, grads, book_state, it)
+    # Adaptive rules divide by √h: a gradient entry summed with cancellation (rounding
+    # differs between NumPy's GEMM and the fused sums) moves its step by more than 1e-12.
+    atol = 1e-12 if name in ("sgd", "momentum", "nesterov") else 1e-9
+    for key in KEYS:
+        np.testing.assert_allclose(params[key], want[key], rtol=0, atol=atol, err_msg=key)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-12, atol=0)
+    assert want_losses[-1] < want_losses[0]  # it trained
+    # State arrays in kernel order (Adam: m then v), as the book's dicts hold them.
+    order = [(slot, key) for slot in SLOTS[name] for key in KEYS]
+    assert len(order) == len(state)
+    for arr, o in zip(state, order, strict=True):
+        np.testing.assert_allclose(arr, book_state[o], rtol=1e-9, atol=1e-12, err_msg=str(o))
+
+
+def test_one_hot_targets_and_float32(rng):
+    x = rng.random((300, 20))
+    x[x < 0.6] = 0.0
+    labels = rng.integers(0, 4, size=300)
+    one_hot = np.eye(4)[labels]
+    batches = rng.integers(0, 300, size=(30, 16))
+    p_lab = init(rng, 20, 8, 4, std=0.5)
+    p_oh = {k: v.copy() for k, v in p_lab.items()}
+    tr = _core.TwoLayerTrainer(20, 8, 4, optimizer="momentum", lr=0.1)
+    a = tr.run([p_lab[k] for k in KEYS], state_arrays("momentum", p_lab), x, labels, batches)
+    tr = _core.TwoLayerTrainer(20, 8, 4, optimizer="momentum", lr=0.1)
+    b = tr.run([p_oh[k] for k in KEYS], state_arrays("momentum", p_oh), x, one_hot, batches)
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+    for key in KEYS:
+        np.testing.assert_allclose(p_lab[key], p_oh[key], rtol=0, atol=1e-14)
+
+    p32 = {k: v.astype(np.float32) for k, v in init(rng, 20, 8, 4, std=0.5).items()}
+    want = {k: v.copy() for k, v in p32.items()}
+    tr = _core.TwoLayerTrainer(20, 8, 4, dtype="float32", optimizer="adam", lr=0.01)
+    assert tr.dtype == "float32" and tr.state_size == 8
+    x32 = x.astype(np.float32)
+    tr.run([p32[k] for k in KEYS], state_arrays("adam", p32), x32, labels, batches)
+    book_state: dict = {}
+    for it, rows in enumerate(batches, start=1):
+        grads = ref.two_layer_backprop(want, x32[rows], labels[rows])
+        book_update("adam", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999}, want, grads, book_state, it)
+    for key in KEYS:
+        assert p32[key].dtype == np.float32
+        np.testing.assert_allclose(p32[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_errors_name_the_problem(rng):
+    params = init(rng, 6, 4, 3)
+    plist = [params[k] for k in KEYS]
+    x = rng.random((10, 6))
+    t = rng.integers(0, 3, size=10)
+    idx = rng.integers(0, 10, size=(2, 5))
+    tr = _core.TwoLayerTrainer(6, 4, 3)
+    with pytest.raises(ValueError, match=r"x has shape \(10, 5\) but W1 has shape \(6, 4\)"):
+        tr.run(plist, [], x[:, :5], t, idx)
+    with pytest.raises(ValueError, match=r"W2 has shape \(4, 2\) but the network needs \(4, 3\)"):
+        tr.run([*plist[:2], np.zeros((4, 2)), plist[3]], [], x, t, idx)
+    with pytest.raises(TypeError, match=r"x has dtype float32 but the other arguments are float64"):
+        tr.run(plist, [], x.astype(np.float32), t, idx)
+    with pytest.raises(TypeError, match=r"params\[0\] \(W1\) must have dtype float64"):
+        tr.run([plist[0].astype(np.float32), *plist[1:]], [], x, t, idx)
+    with pytest.raises(ValueError, match="label 3 at index 1 is out of range for 3 classes"):
+        tr.run(plist, [], x, np.array([0, 3, 0, 0, 0, 0, 0, 0, 0, 0]), idx)
+    with pytest.raises(ValueError, match=r"batch_indices\[1, 2\] = 10 is out of range for 10"):
+        tr.run(plist, [], x, t, np.array([[0, 1, 2, 3, 4], [0, 1, 10, 3, 4]]))
+    with pytest.raises(TypeError, match="batch_indices must be an int64"):
+        tr.run(plist, [], x, t, idx.astype(np.int32))
+    with pytest.raises(ValueError, match="state must hold 8 arrays"):
+        _core.TwoLayerTrainer(6, 4, 3, optimizer="adam").run(plist, plist, x, t, idx)
+    frozen = plist[0].copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\[0\] \(W1\) must be writeable and must not over"):
+        tr.run([frozen, *plist[1:]], [], x, t, idx)
+    with pytest.raises(ValueError, match=r"params\[2\] \(W2\) must be writeable and must not over"):
+        tr.run([plist[0], plist[1], plist[0], plist[3]], [], x, t, idx)
+    with pytest.raises(ValueError, match="must not overlap x"):
+        sq = rng.random((6, 6))
+        _core.TwoLayerTrainer(6, 6, 3).run(
+            [sq, np.zeros(6), np.zeros((6, 3)), np.zeros(3)], [], sq, t[:6], idx % 6
+        )
+    with pytest.raises(ValueError, match="W1 must be C-contiguous"):
+        tr.run([np.asfortranarray(plist[0]), *plist[1:]], [], x, t, idx)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        _core.TwoLayerTrainer(6, 4, 3, optimizer="lbfgs")
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        _core.TwoLayerTrainer(6, 4, 3, optimizer="momentum", momentum=1.5)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        _core.TwoLayerTrainer(6, 4, 3, lr=-1.0)
+    with pytest.raises(TypeError, match="dtype must be 'float32' or 'float64'"):
+        _core.TwoLayerTrainer(6, 4, 3, dtype="float16")
+    assert np.all(plist[0] == params["W1"])  # failed calls changed nothing
+
+
+def test_accuracy_and_predict_labels(rng):
+    params = init(rng, 30, 12, 5, std=1.0)
+    x = rng.standard_normal((700, 30))
+    t = rng.integers(0, 5, size=700)
+    for activation in ("sigmoid", "relu"):
+        act = ref.sigmoid if activation == "sigmoid" else ref.relu
+        logits = act(x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+        want = np.argmax(logits, axis=1)
+        args = [params[k] for k in KEYS]
+        got = _core.two_layer_predict_labels(*args, x, activation=activation)
+        np.testing.assert_array_equal(got, want)
+        acc = _core.two_layer_accuracy(*args, x, t, activation=activation)
+        assert acc == np.mean(want == t)
+        assert _core.two_layer_accuracy(*args, x, np.eye(5)[t], activation=activation) == acc
+    with pytest.raises(ValueError, match="need one label per row"):
+        _core.two_layer_accuracy(*args, x, t[:5])
+
+
+class Net(SimpleNamespace):
+    pass
+
+
+def test_fused_trainer_wrapper_keeps_arrays_and_optimizer_state(rng):
+    optimizers = pytest.importorskip("ferrograd.optimizers")
+    x = rng.random((200, 10))
+    t = rng.integers(0, 3, size=200)
+    batches = rng.integers(0, 200, size=(20, 8))
+    for name, cls in [("adam", optimizers.Adam), ("momentum", optimizers.Momentum)]:
+        net = Net(params=init(rng, 10, 6, 3, std=0.3), activation="relu")
+        ref_params = {k: v.copy() for k, v in net.params.items()}
+        hp = {k: v for k, v in HYPER[name].items()}
+        opt = cls(**hp)
+        assert fused.supports(net, opt)
+        w1 = net.params["W1"]
+        tr = fused.FusedTrainer(net, opt)
+        tr.run_epoch(x, t, batches[:10])
+        tr.run_epoch(x, t, batches[10:])
+        assert net.params["W1"] is w1
+        ref_opt = cls(**hp)
+        for rows in batches:
+            ref_opt.update(ref_params, ref.two_layer_backprop(ref_params, x[rows], t[rows], "relu"))
+        for key in KEYS:
+            np.testing.assert_allclose(net.params[key], ref_params[key], rtol=0, atol=1e-12)
+        if name == "adam":
+            assert opt.iter == 20
+            np.testing.assert_allclose(opt.m["W2"], ref_opt.m["W2"], rtol=0, atol=1e-14)
+        acc = tr.accuracy(x, t)
+        logits = ref.relu(x @ ref_params["W1"] + ref_params["b1"]) @ ref_params["W2"]
+        assert acc == np.mean(np.argmax(logits + ref_params["b2"], axis=1) == t)
+    assert not fused.supports(Net(params={"W1": np.zeros((2, 2))}, activation="relu"), opt)
+    assert not fused.supports(Net(params=init(rng, 4, 3, 2), activation="tanh"), opt)
+    assert not fused.supports(Net(params=init(rng, 4, 3, 2), activation="relu"), object())
+    with pytest.raises(ValueError, match="FusedTrainer: needs a two-layer net"):
+        fused.FusedTrainer(Net(params={}, activation="relu"), opt)
