@@ -199,12 +199,20 @@ def test_build_network_weight_init():
     assert not soft.params["W"].any()
 
 
-def test_gradcheck_command(capsys):
-    code = main(["gradcheck", "--seed", "0"])
-    out = capsys.readouterr().out
-    assert code == 0
-    for key in ("W1", "b1", "W2", "b2"):
-        assert key in out
+@pytest.mark.parametrize(
+    ("args", "keys"),
+    [
+        ([], ["W1", "b1", "W2", "b2"]),
+        (["--net", "multi-layer", "--activation", "relu"], ["W1", "b1", "W2", "b2", "W3", "b3"]),
+        (["--net", "multi-layer", "--activation", "sigmoid"], ["W1", "W3", "b3"]),
+    ],
+)
+def test_gradcheck_command(capsys, args, keys):
+    code = main(["gradcheck", "--seed", "0", *args])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out  # exit 1 when any parameter disagrees
+    rows = {ln.split()[0]: ln.split()[-1] for ln in out[2:]}
+    assert all(rows[k] == "yes" for k in keys)
 
 
 def test_search_command(tmp_path, capsys):

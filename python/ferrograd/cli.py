@@ -112,6 +112,13 @@ def _init_scale(weight_init: str | float, fan_in: int) -> float:
     return float(weight_init)
 
 
+def default_weight_init(net: str, activation: str) -> str | float:
+    """The book's 0.01 for the two-layer net and softmax; He/Xavier for the multi-layer net."""
+    if net == "multi-layer":
+        return "he" if activation == "relu" else "xavier"
+    return 0.01
+
+
 def build_network(
     net: str = "two-layer",
     hidden: Sequence[int] = (50,),
@@ -200,10 +207,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     hidden = args.hidden or ([100, 100] if args.net == "multi-layer" else [50])
     weight_init = args.weight_init
     if weight_init is None:
-        weight_init = "he" if args.net == "multi-layer" and args.activation == "relu" else 0.01
+        weight_init = default_weight_init(args.net, args.activation)
     for flag, path in (("--save", args.save), ("--plot", args.plot), ("--history", args.history)):
         if path is not None and not Path(path).resolve().parent.is_dir():
             _fail(f"{flag}: directory {Path(path).resolve().parent} does not exist")
+    if args.dtype is None:
+        args.dtype = "float64" if args.gradient == "numerical" else DEFAULT_DTYPE
     if args.weight_decay and args.net != "multi-layer":
         _fail("--weight-decay applies to --net multi-layer only")
     if args.load is not None and not Path(args.load).is_file():
@@ -296,7 +305,11 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
         args.net,
         hidden,
         activation=args.activation,
-        weight_init=args.weight_init if args.weight_init is not None else 0.01,
+        weight_init=(
+            args.weight_init
+            if args.weight_init is not None
+            else default_weight_init(args.net, args.activation)
+        ),
         dtype="float64",  # numerical gradients need float64 (h = 1e-4)
         seed=args.seed,
     )
@@ -389,7 +402,7 @@ def _net_options(p: argparse.ArgumentParser, default_activation: str = "sigmoid"
         "--weight-init",
         type=_weight_init,
         help="initial weight scale: he (√(2/fan_in)), xavier (√(1/fan_in)) or a standard "
-        "deviation (default: 0.01 as the book; he for multi-layer relu)",
+        "deviation (default: 0.01 as the book; multi-layer: he for relu, xavier for sigmoid)",
     )
     g.add_argument("--seed", type=int, help="seed for weights and mini-batches (default: random)")
 
@@ -444,8 +457,8 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dtype",
         choices=("float32", "float64"),
-        default=DEFAULT_DTYPE,
-        help=f"parameter and data dtype (default: {DEFAULT_DTYPE})",
+        help=f"parameter and data dtype (default: {DEFAULT_DTYPE}; float64 with "
+        "--gradient numerical, whose differences float32 cannot resolve)",
     )
     _data_options(train)
     o = train.add_argument_group("output")
