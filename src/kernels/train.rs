@@ -7,6 +7,7 @@
 //! without their zero terms. Updates follow the book's `common/optimizer.py` formulas
 //! operation by operation, scalars computed in f64 and rounded to T as NumPy does.
 
+use multiversion::multiversion;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -167,25 +168,20 @@ impl<T: Float> Sparse<T> {
     }
 
     fn push_row(&mut self, row: ArrayView1<'_, T>) {
-        match row.as_slice() {
-            Some(s) => {
-                for (i, &v) in s.iter().enumerate() {
-                    if v != T::zero() {
-                        self.idx.push(i);
-                        self.val.push(v);
-                    }
-                }
-            }
-            None => {
-                for (i, &v) in row.iter().enumerate() {
-                    if v != T::zero() {
-                        self.idx.push(i);
-                        self.val.push(v);
-                    }
-                }
-            }
+        // Branch-free compaction: write every entry, advance only past non-zeros (a
+        // data-dependent branch per pixel would mispredict on every stroke edge).
+        let start = self.idx.len();
+        self.idx.resize(start + row.len(), 0);
+        self.val.resize(start + row.len(), T::zero());
+        let mut end = start;
+        for (i, &v) in row.iter().enumerate() {
+            self.idx[end] = i;
+            self.val[end] = v;
+            end += usize::from(v != T::zero());
         }
-        self.ptr.push(self.idx.len());
+        self.idx.truncate(end);
+        self.val.truncate(end);
+        self.ptr.push(end);
     }
 
     fn row(&self, r: usize) -> (&[usize], &[T]) {
@@ -199,6 +195,49 @@ impl<T: Float> Sparse<T> {
 fn axpy<T: Float>(out: &mut [T], v: T, w: &[T]) {
     for (o, &w) in out.iter_mut().zip(w) {
         *o = *o + v * w;
+    }
+}
+
+/// Hidden pre-activations of a batch from its non-zero entries, a (n·h) row-major, then
+/// the activation in place: z = act(a) (sigmoid through the vectorisable `exp_v`).
+/// Compiled for AVX-512 and AVX2+FMA and chosen at run time.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn hidden_layer<T: Float>(
+    a: &mut [T],
+    z: &mut [T],
+    b1: &[T],
+    w1: &[T],
+    sp: &Sparse<T>,
+    act: Activation,
+) {
+    let h = b1.len();
+    for (r, a) in a.chunks_exact_mut(h).enumerate() {
+        let (idx, val) = sp.row(r);
+        hidden_row(a, b1, w1, idx, val);
+    }
+    match act {
+        Activation::Sigmoid => {
+            for (z, &a) in z.iter_mut().zip(a.iter()) {
+                *z = T::one() / (T::one() + (-a).exp_v());
+            }
+        }
+        Activation::Relu => {
+            for (z, &a) in z.iter_mut().zip(a.iter()) {
+                *z = if a > T::zero() { a } else { T::zero() };
+            }
+        }
+    }
+}
+
+/// dW1 = xᵀ·da1 over the non-zero entries of x: gw1[i, :] += x[r, i]·da1[r, :].
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn input_grad<T: Float>(gw1: &mut [T], da1: &[T], sp: &Sparse<T>, h: usize) {
+    gw1.fill(T::zero());
+    for (r, da) in da1.chunks_exact(h).enumerate() {
+        let (idx, val) = sp.row(r);
+        for (&i, &v) in idx.iter().zip(val) {
+            axpy(&mut gw1[i * h..(i + 1) * h], v, da);
+        }
     }
 }
 
@@ -381,14 +420,9 @@ impl<T: Float> Trainer<T> {
         let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
         let inv_n = T::one() / T::lit(n as f64);
         let mut loss = 0.0_f64;
+        hidden_layer(&mut self.a1, &mut self.z1, b1, w1, &self.sparse, act);
         for (r, &row) in batch.iter().enumerate() {
-            let (idx, val) = self.sparse.row(r);
-            let a = &mut self.a1[r * h..(r + 1) * h];
-            hidden_row(a, b1, w1, idx, val);
-            let z = &mut self.z1[r * h..(r + 1) * h];
-            for (z, &a) in z.iter_mut().zip(a.iter()) {
-                *z = act.apply(a);
-            }
+            let z = &self.z1[r * h..(r + 1) * h];
             let y = &mut self.y[r * k..(r + 1) * k];
             logit_row(y, b2, w2, z);
             let max = y
@@ -444,14 +478,7 @@ impl<T: Float> Trainer<T> {
             axpy(gb1, T::one(), da);
         }
         // dW1 = xᵀ·da1 over the non-zero entries of x.
-        gw1.fill(T::zero());
-        for r in 0..n {
-            let (idx, val) = self.sparse.row(r);
-            let da = &self.da1[r * h..(r + 1) * h];
-            for (&i, &v) in idx.iter().zip(val) {
-                axpy(&mut gw1[i * h..(i + 1) * h], v, da);
-            }
-        }
+        input_grad(gw1, &self.da1, &self.sparse, h);
         // The update, parameter by parameter as the book's loop over params.
         let grads = [&gw1[..], &gb1[..], &gw2[..], &gb2[..]];
         for (which, (p, g)) in [w1, b1, w2, b2].into_iter().zip(grads).enumerate() {
@@ -551,38 +578,43 @@ pub fn predict_labels<T: Float>(
         }
     };
     let act = net.activation;
-    let one = |row: ArrayView1<'_, T>, ws: &mut (Sparse<T>, Vec<T>, Vec<T>)| {
-        let (sp, a, l) = ws;
+    // Blocks of rows: sparse hidden layer (multiversioned), then logits and argmax.
+    const BLOCK: usize = 256;
+    let block = |rows: ArrayView2<'_, T>, out: &mut [usize]| {
+        let mut sp = Sparse::default();
         sp.clear();
-        sp.push_row(row);
-        let (idx, val) = sp.row(0);
-        a.resize(h, T::zero());
-        l.resize(k, T::zero());
-        hidden_row(a, &b1, w1, idx, val);
-        for v in a.iter_mut() {
-            *v = act.apply(*v);
+        for row in rows.rows() {
+            sp.push_row(row);
         }
-        logit_row(l, &b2, w2, a);
-        let mut best = 0;
-        for (c, &v) in l.iter().enumerate() {
-            if v > l[best] || (v.is_nan() && !l[best].is_nan()) {
-                best = c;
+        let n = rows.nrows();
+        let (mut a, mut z) = (vec![T::zero(); n * h], vec![T::zero(); n * h]);
+        hidden_layer(&mut a, &mut z, &b1, w1, &sp, act);
+        let mut l = vec![T::zero(); k];
+        for (zr, o) in z.chunks_exact(h).zip(out.iter_mut()) {
+            logit_row(&mut l, &b2, w2, zr);
+            let mut best = 0;
+            for (c, &v) in l.iter().enumerate() {
+                if v > l[best] || (v.is_nan() && !l[best].is_nan()) {
+                    best = c;
+                }
             }
+            *o = best;
         }
-        best
     };
-    let init = || (Sparse::default(), Vec::new(), Vec::new());
-    Ok(parallel::install(|threads| {
-        if threads > 1 && x.nrows() >= 256 {
-            x.axis_iter(ndarray::Axis(0))
-                .into_par_iter()
-                .map_init(init, |ws, row| one(row, ws))
-                .collect()
+    let n = x.nrows();
+    let mut pred = vec![0usize; n];
+    parallel::install(|threads| {
+        let run = |(b, out): (usize, &mut [usize])| {
+            let rows = x.slice(ndarray::s![b * BLOCK..(b * BLOCK + out.len()), ..]);
+            block(rows, out);
+        };
+        if threads > 1 && n > BLOCK {
+            pred.par_chunks_mut(BLOCK).enumerate().for_each(run);
         } else {
-            let mut ws = init();
-            x.rows().into_iter().map(|row| one(row, &mut ws)).collect()
+            pred.chunks_mut(BLOCK).enumerate().for_each(run);
         }
-    }))
+    });
+    Ok(pred)
 }
 
 /// Fraction of rows whose predicted class equals the target (labels, or argmax of
