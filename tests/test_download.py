@@ -201,3 +201,10 @@ def test_spec_replace_keeps_mirrors_env():
     # mirrors for Fashion-MNIST come from their own variable, not MNIST's
     fm = replace(MNIST, name="x", mirrors_env="FERROGRAD_FASHION_MNIST_MIRRORS")
     assert fm.mirrors_env != MNIST.mirrors_env
+
+
+def test_unwritable_cache_is_a_download_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")  # a file where the cache folder should go
+    with pytest.raises(DownloadError, match="cannot create the download folder"):
+        download(SAMPLE, blocker / "mnist", mirrors=["http://127.0.0.1:9/"], progress=False)

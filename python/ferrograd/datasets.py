@@ -409,7 +409,14 @@ def download(
     if isinstance(ds, str):
         ds = DATASETS[ds]
     folder = Path(dest) if dest is not None else cache_dir(ds.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot create the download folder {folder} ({exc.strerror or exc}); put the four "
+            f"{ds.title} IDX files in a folder and pass data_dir=... (--data-dir) or set "
+            "FERROGRAD_DATA, or use the offline sample (dataset='sample', --dataset sample)."
+        ) from exc
     urls = list(mirrors) if mirrors is not None else _mirrors(ds)
     urls = [u if u.endswith("/") else u + "/" for u in urls]
     for spec in ds.files:
