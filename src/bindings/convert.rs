@@ -87,6 +87,15 @@ fn readonly<'py, T: Element>(
     name: &str,
     a: &Bound<'py, PyArrayDyn<T>>,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    // Rust views need aligned elements; a misaligned buffer (np.frombuffer at an odd
+    // offset, a packed record field) is read through an aligned copy.
+    let owned;
+    let a = if a.is_aligned() {
+        a
+    } else {
+        owned = a.call_method0("copy")?.cast_into::<PyArrayDyn<T>>()?;
+        &owned
+    };
     a.try_readonly()
         .map_err(|e| PyValueError::new_err(format!("{op}: cannot read {name}: {e}")))
 }

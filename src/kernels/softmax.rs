@@ -24,12 +24,15 @@ pub fn softmax_row<T: Float>(x: ArrayView1<'_, T>, mut y: ArrayViewMut1<'_, T>) 
             sum_lanes(dst)
         }
         _ => {
-            let mut sum = T::zero();
-            Zip::from(&mut y).and(&x).for_each(|y, &v| {
-                *y = (v - max).exp_v();
-                sum = sum + *y;
-            });
-            sum
+            Zip::from(&mut y)
+                .and(&x)
+                .for_each(|y, &v| *y = (v - max).exp_v());
+            // The same eight-lane order as the slice path, so layouts agree bit for bit.
+            let mut acc = [T::zero(); 8];
+            for (i, &e) in y.iter().enumerate() {
+                acc[i % 8] = acc[i % 8] + e;
+            }
+            acc.iter().copied().sum()
         }
     };
     let inv = T::one() / sum;
@@ -46,8 +49,10 @@ fn sum_lanes<T: Float>(v: &[T]) -> T {
             *a = *a + x;
         }
     }
-    let tail: T = chunks.remainder().iter().copied().sum();
-    acc.iter().copied().sum::<T>() + tail
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = *a + x;
+    }
+    acc.iter().copied().sum()
 }
 
 /// Softmax of every row.  x: (n, k) -> (n, k). Any strides.
