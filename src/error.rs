@@ -20,6 +20,13 @@ pub enum KernelError {
     /// A value the operation cannot work with (NaN where it matters, a bad option).
     #[error("{op}: {msg}")]
     Value { op: &'static str, msg: String },
+    /// The result would not fit in memory (or its size overflows `usize`).
+    #[error("{op}: cannot allocate a {shape} result ({bytes} bytes)")]
+    Alloc {
+        op: &'static str,
+        shape: String,
+        bytes: u128,
+    },
     /// The caller asked the operation to stop (Ctrl-C seen between work units).
     #[error("{op}: interrupted")]
     Interrupted { op: &'static str },
@@ -39,6 +46,41 @@ impl KernelError {
             msg: msg.into(),
         }
     }
+}
+
+/// A zero-filled array of shape `dim`, or [`KernelError::Alloc`] when it cannot be had
+/// (instead of the process aborting on a failed allocation).
+pub fn try_zeros<T: Clone + num_traits::Zero, D: ndarray::Dimension>(
+    op: &'static str,
+    dim: D,
+) -> Result<ndarray::Array<T, D>> {
+    let fail = || KernelError::Alloc {
+        op,
+        shape: fmt_shape(dim.slice()),
+        bytes: dim
+            .slice()
+            .iter()
+            .fold(std::mem::size_of::<T>() as u128, |b, &d| {
+                b.saturating_mul(d as u128)
+            }),
+    };
+    let len = dim.size_checked().ok_or_else(fail)?;
+    len.checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(fail)?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| fail())?;
+    data.resize(len, T::zero());
+    ndarray::Array::from_shape_vec(dim.clone(), data).map_err(|_| fail())
+}
+
+/// [`try_zeros`] for a matrix.
+pub fn try_zeros2<T: Clone + num_traits::Zero>(
+    op: &'static str,
+    rows: usize,
+    cols: usize,
+) -> Result<ndarray::Array2<T>> {
+    try_zeros(op, ndarray::Ix2(rows, cols))
 }
 
 /// Result of a fallible kernel.

@@ -141,3 +141,29 @@ def test_kernels_work_in_a_forked_child():
     child.join(timeout=60)
     assert child.exitcode == 0, "the forked child hung or crashed"
     assert queue.get(timeout=5) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: _core.sigmoid(np.broadcast_to(np.ones(1), (1 << 40,))),
+            "sigmoid: cannot allocate",
+        ),
+        (
+            lambda: _core.matmul(
+                np.broadcast_to(np.ones((1, 1)), (1 << 40, 1)),
+                np.broadcast_to(np.ones((1, 1)), (1, 1 << 40)),
+            ),
+            r"matmul: cannot allocate a \(1099511627776, 1099511627776\) result",
+        ),
+        (
+            lambda: _core.softmax(np.broadcast_to(np.ones((1, 1)), (1 << 30, 1 << 20))),
+            "softmax: cannot allocate",
+        ),
+    ],
+)
+def test_results_too_large_for_memory_raise_memory_error(call, message):
+    # Zero-stride views cost nothing; their results would need terabytes.
+    with pytest.raises(MemoryError, match=message):
+        call()

@@ -9,10 +9,10 @@ use crate::kernels::{activation as k, Float};
 fn unary<'py, T: Float + Element>(
     py: Python<'py>,
     x: PyReadonlyArrayDyn<'py, T>,
-    f: fn(ndarray::ArrayViewD<'_, T>) -> ndarray::ArrayD<T>,
-) -> Bound<'py, PyAny> {
+    f: fn(ndarray::ArrayViewD<'_, T>) -> crate::error::Result<ndarray::ArrayD<T>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let x = x.as_array();
-    run(py, x.len(), || f(x)).into_pyarray(py).into_any()
+    Ok(run(py, x.len(), || f(x))?.into_pyarray(py).into_any())
 }
 
 type Binary<T> = fn(
@@ -37,13 +37,13 @@ fn binary<'py, T: Float + Element>(
 /// σ(x) = 1 / (1 + exp(−x)) elementwise, any shape.
 #[pyfunction]
 pub fn sigmoid<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(dispatch!(float_array("sigmoid", "x", x)?, x => unary(py, x, k::sigmoid)))
+    dispatch!(float_array("sigmoid", "x", x)?, x => unary(py, x, k::sigmoid))
 }
 
 /// σ'(x) = (1 − σ(x))·σ(x) elementwise, any shape.
 #[pyfunction]
 pub fn sigmoid_grad<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(dispatch!(float_array("sigmoid_grad", "x", x)?, x => unary(py, x, k::sigmoid_grad)))
+    dispatch!(float_array("sigmoid_grad", "x", x)?, x => unary(py, x, k::sigmoid_grad))
 }
 
 /// Sigmoid layer backward: dout·(1 − y)·y, with y the forward output.
@@ -59,13 +59,13 @@ pub fn sigmoid_backward<'py>(
 /// max(0, x) elementwise, any shape; NaN propagates.
 #[pyfunction]
 pub fn relu<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(dispatch!(float_array("relu", "x", x)?, x => unary(py, x, k::relu)))
+    dispatch!(float_array("relu", "x", x)?, x => unary(py, x, k::relu))
 }
 
 /// 1 where x ≥ 0, else 0 (the book's ``relu_grad``).
 #[pyfunction]
 pub fn relu_grad<'py>(py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(dispatch!(float_array("relu_grad", "x", x)?, x => unary(py, x, k::relu_grad)))
+    dispatch!(float_array("relu_grad", "x", x)?, x => unary(py, x, k::relu_grad))
 }
 
 /// ReLU layer backward: dout where x > 0, else 0.

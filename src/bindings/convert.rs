@@ -4,7 +4,7 @@ use ndarray::{ArrayViewD, Dimension, Ix1, Ix2};
 use numpy::{
     Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::{fmt_shape, KernelError};
@@ -14,6 +14,7 @@ impl From<KernelError> for PyErr {
     fn from(err: KernelError) -> PyErr {
         match err {
             KernelError::Interrupted { .. } => PyKeyboardInterrupt::new_err(err.to_string()),
+            KernelError::Alloc { .. } => PyMemoryError::new_err(err.to_string()),
             _ => PyValueError::new_err(err.to_string()),
         }
     }

@@ -20,7 +20,7 @@ fn softmax_t<'py, T: Float + Element>(
     let view = x.as_array();
     let one_d = view.ndim() == 1;
     let x2 = batch("softmax", "x", view)?;
-    let y = run(py, x2.len(), || k::softmax(x2));
+    let y = run(py, x2.len(), || k::softmax(x2))?;
     if one_d {
         let y = y
             .into_shape_with_order(x2.ncols())

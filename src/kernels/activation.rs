@@ -3,45 +3,52 @@
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::{math, parallel, Float};
-use crate::error::{fmt_shape, KernelError, Result};
+use crate::error::{fmt_shape, try_zeros, KernelError, Result};
 
 /// Arrays with fewer elements than this are mapped on one thread.
 pub const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 
-/// `y = f(x)` elementwise, in parallel for large arrays.
-pub(crate) fn map1<T: Float>(x: ArrayViewD<'_, T>, f: impl Fn(T) -> T + Sync + Send) -> ArrayD<T> {
-    // Contiguous input (C or Fortran order): map the buffer as one slice with the SIMD
-    // build of the loop; the output keeps the input's order.
+/// `y = f(x)` elementwise, in parallel for large arrays. The output has x's shape
+/// (C order, or Fortran order for a Fortran-ordered x).
+pub(crate) fn map1<T: Float>(
+    op: &'static str,
+    x: ArrayViewD<'_, T>,
+    f: impl Fn(T) -> T + Sync + Send,
+) -> Result<ArrayD<T>> {
+    // Contiguous input: map the buffer as one slice with the SIMD build of the loop.
     if let Some(src) = x.as_slice() {
-        return map_contiguous(src, x.raw_dim(), &f);
+        let mut y = try_zeros(op, x.raw_dim())?;
+        map_chunks(src, as_slice(&mut y), &f);
+        return Ok(y);
     }
     let xt = x.view().reversed_axes();
     if let Some(src) = xt.as_slice() {
-        return map_contiguous(src, xt.raw_dim(), &f).reversed_axes();
+        let mut y = try_zeros(op, xt.raw_dim())?;
+        map_chunks(src, as_slice(&mut y), &f);
+        return Ok(y.reversed_axes());
     }
+    let mut y = try_zeros(op, x.raw_dim())?;
+    let zip = Zip::from(&mut y).and(&x);
     if x.len() < PARALLEL_MIN_ELEMS {
-        return x.mapv(f);
+        zip.for_each(|y, &v| *y = f(v));
+    } else {
+        parallel::install(|threads| {
+            if threads > 1 {
+                zip.par_for_each(|y, &v| *y = f(v));
+            } else {
+                zip.for_each(|y, &v| *y = f(v));
+            }
+        });
     }
-    parallel::install(|threads| {
-        if threads > 1 {
-            Zip::from(&x).par_map_collect(|&v| f(v))
-        } else {
-            x.mapv(&f)
-        }
-    })
+    Ok(y)
 }
 
-fn map_contiguous<T: Float>(
-    src: &[T],
-    dim: ndarray::IxDyn,
-    f: &(impl Fn(T) -> T + Sync + Send),
-) -> ArrayD<T> {
-    let mut y = ArrayD::<T>::zeros(dim);
+/// The buffer of an array made by [`try_zeros`] (standard layout, hence contiguous).
+fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
     match y.as_slice_mut() {
-        Some(dst) => map_chunks(src, dst, f),
+        Some(dst) => dst,
         None => unreachable!("a fresh array is contiguous"),
     }
-    y
 }
 
 /// `dst[i] = f(src[i])` over slices, split across the pool for long ones.
@@ -83,17 +90,24 @@ pub(crate) fn map2<T: Float>(
             ),
         ));
     }
-    let zip = Zip::from(&x).and(&y);
-    if x.len() < PARALLEL_MIN_ELEMS {
-        return Ok(zip.map_collect(|&a, &b| f(a, b)));
+    let mut z = try_zeros(op, x.raw_dim())?;
+    if let (Some(xs), Some(ys)) = (x.as_slice(), y.as_slice()) {
+        math::zip_slice(xs, ys, as_slice(&mut z), &f);
+        return Ok(z);
     }
-    Ok(parallel::install(|threads| {
-        if threads > 1 {
-            zip.par_map_collect(|&a, &b| f(a, b))
-        } else {
-            zip.map_collect(|&a, &b| f(a, b))
-        }
-    }))
+    let zip = Zip::from(&mut z).and(&x).and(&y);
+    if x.len() < PARALLEL_MIN_ELEMS {
+        zip.for_each(|z, &a, &b| *z = f(a, b));
+    } else {
+        parallel::install(|threads| {
+            if threads > 1 {
+                zip.par_for_each(|z, &a, &b| *z = f(a, b));
+            } else {
+                zip.for_each(|z, &a, &b| *z = f(a, b));
+            }
+        });
+    }
+    Ok(z)
 }
 
 /// σ(x) = 1 / (1 + e⁻ˣ). Large |x| saturate to exactly 0 or 1 (e⁻ˣ overflows to ∞
@@ -104,13 +118,13 @@ pub fn sigmoid_scalar<T: Float>(x: T) -> T {
 }
 
 /// σ(x) elementwise.  x: any shape -> same shape.
-pub fn sigmoid<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
-    map1(x, sigmoid_scalar)
+pub fn sigmoid<T: Float>(x: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+    map1("sigmoid", x, sigmoid_scalar)
 }
 
 /// σ'(x) = (1 − σ(x))·σ(x) elementwise (the book's `sigmoid_grad`, taking `x`).
-pub fn sigmoid_grad<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
-    map1(x, |v| {
+pub fn sigmoid_grad<T: Float>(x: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+    map1("sigmoid_grad", x, |v| {
         let s = sigmoid_scalar(v);
         (T::one() - s) * s
     })
@@ -127,13 +141,19 @@ pub fn sigmoid_backward<T: Float>(
 }
 
 /// max(0, x) elementwise; NaN propagates as in NumPy's `maximum`.
-pub fn relu<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
-    map1(x, |v| if v < T::zero() { T::zero() } else { v })
+pub fn relu<T: Float>(x: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+    map1("relu", x, |v| if v < T::zero() { T::zero() } else { v })
 }
 
 /// The book's `relu_grad`: 1 where x ≥ 0, else 0.
-pub fn relu_grad<T: Float>(x: ArrayViewD<'_, T>) -> ArrayD<T> {
-    map1(x, |v| if v >= T::zero() { T::one() } else { T::zero() })
+pub fn relu_grad<T: Float>(x: ArrayViewD<'_, T>) -> Result<ArrayD<T>> {
+    map1("relu_grad", x, |v| {
+        if v >= T::zero() {
+            T::one()
+        } else {
+            T::zero()
+        }
+    })
 }
 
 /// Backward pass of the ReLU layer: dx = dout where x > 0, else 0 (the book's mask x ≤ 0).
@@ -153,30 +173,32 @@ mod tests {
     use ndarray::{arr1, Array};
 
     #[test]
-    fn sigmoid_by_hand() {
-        let y = sigmoid(arr1(&[-1.0_f64, 1.0, 2.0]).into_dyn().view());
+    fn sigmoid_by_hand() -> Result<()> {
+        let y = sigmoid(arr1(&[-1.0_f64, 1.0, 2.0]).into_dyn().view())?;
         // The book's example: sigmoid([-1, 1, 2]) = [0.26894142, 0.73105858, 0.88079708]
         let want = [0.2689414213699951, 0.7310585786300049, 0.8807970779778823];
         for (got, want) in y.iter().zip(want) {
             assert!((got - want).abs() < 1e-15, "{got} vs {want}");
         }
+        Ok(())
     }
 
     #[test]
-    fn sigmoid_saturates_without_nan() {
-        let y = sigmoid(arr1(&[-1000.0_f32, 1000.0, 0.0]).into_dyn().view());
+    fn sigmoid_saturates_without_nan() -> Result<()> {
+        let y = sigmoid(arr1(&[-1000.0_f32, 1000.0, 0.0]).into_dyn().view())?;
         assert_eq!(y.as_slice(), Some(&[0.0_f32, 1.0, 0.5][..]));
-        let g = sigmoid_grad(arr1(&[0.0_f64, 1000.0]).into_dyn().view());
+        let g = sigmoid_grad(arr1(&[0.0_f64, 1000.0]).into_dyn().view())?;
         assert_eq!(g.as_slice(), Some(&[0.25, 0.0][..]));
+        Ok(())
     }
 
     #[test]
     fn relu_and_its_gradients() -> Result<()> {
         let x = arr1(&[-2.0_f64, -0.0, 0.0, 3.0, f64::NAN]).into_dyn();
-        let y = relu(x.view());
+        let y = relu(x.view())?;
         assert_eq!(&y.as_slice().unwrap_or(&[])[..4], &[0.0, -0.0, 0.0, 3.0]);
         assert!(y[4].is_nan());
-        let g = relu_grad(x.view());
+        let g = relu_grad(x.view())?;
         assert_eq!(g.as_slice(), Some(&[0.0, 1.0, 1.0, 1.0, 0.0][..]));
         let dout = Array::from_elem(5, 2.0).into_dyn();
         let dx = relu_backward(x.view(), dout.view())?;
@@ -185,13 +207,31 @@ mod tests {
     }
 
     #[test]
-    fn large_arrays_take_the_parallel_path_and_agree() {
+    fn large_arrays_take_the_parallel_path_and_agree() -> Result<()> {
         let x = Array::from_shape_fn((300, 300), |(i, j)| (i as f64 - j as f64) / 50.0).into_dyn();
-        let y = sigmoid(x.view());
+        let y = sigmoid(x.view())?;
         let serial = x.mapv(sigmoid_scalar);
         assert_eq!(y, serial);
-        let y_t = sigmoid(x.t());
+        let y_t = sigmoid(x.t())?;
         assert_eq!(y_t, serial.t());
+        // Neither C nor Fortran order: the strided path.
+        let every_other = x.slice(ndarray::s![..;2, ..;3]).into_dyn();
+        assert_eq!(
+            sigmoid(every_other.view())?,
+            every_other.mapv(sigmoid_scalar)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn impossible_outputs_are_an_error_not_an_abort() {
+        let one = Array::from_elem(1, 1.0_f64);
+        let huge = one.broadcast(1usize << 62).map(|v| v.into_dyn());
+        let err = huge.map(|v| sigmoid(v).err());
+        assert!(matches!(
+            err,
+            Some(Some(KernelError::Alloc { op: "sigmoid", .. }))
+        ));
     }
 
     #[test]

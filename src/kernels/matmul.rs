@@ -6,7 +6,7 @@
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
 use super::{parallel, Float};
-use crate::error::{fmt_shape, KernelError, Result};
+use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
 /// Products smaller than this many multiply-adds run on one thread: below it the
 /// cost of waking a second thread exceeds the work it takes over.
@@ -29,7 +29,7 @@ fn check_inner<T>(op: &'static str, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>
 /// `C = A·B`.  a: (m, k), b: (k, n) -> (m, n). Any strides.
 pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_inner("matmul", &a, &b)?;
-    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    let mut c = try_zeros2("matmul", a.nrows(), b.ncols())?;
     gemm_into(a, b, c.view_mut(), false);
     Ok(c)
 }
@@ -74,11 +74,9 @@ pub fn affine<T: Float>(
             ),
         ));
     }
-    // Broadcast the bias into the output first, then let the GEMM accumulate onto it.
-    let mut y = b.broadcast((x.nrows(), b.len())).map_or_else(
-        || Array2::zeros((x.nrows(), w.ncols())),
-        |rows| rows.to_owned(),
-    );
+    // Fill the output with the bias first, then let the GEMM accumulate onto it.
+    let mut y = try_zeros2("affine", x.nrows(), w.ncols())?;
+    y.rows_mut().into_iter().for_each(|mut row| row.assign(&b));
     gemm_into(x, w, y.view_mut(), true);
     Ok(y)
 }

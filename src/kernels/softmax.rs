@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 
 use super::{math, parallel, Float};
-use crate::error::{fmt_shape, KernelError, Result};
+use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
 /// Batches with fewer elements than this run on one thread.
 pub const PARALLEL_MIN_ELEMS: usize = 1 << 15;
@@ -56,10 +56,10 @@ fn sum_lanes<T: Float>(v: &[T]) -> T {
 }
 
 /// Softmax of every row.  x: (n, k) -> (n, k). Any strides.
-pub fn softmax<T: Float>(x: ArrayView2<'_, T>) -> Array2<T> {
-    let mut y = Array2::zeros(x.raw_dim());
+pub fn softmax<T: Float>(x: ArrayView2<'_, T>) -> Result<Array2<T>> {
+    let mut y = try_zeros2("softmax", x.nrows(), x.ncols())?;
     rows_into(x, y.view_mut());
-    y
+    Ok(y)
 }
 
 /// Softmax of every row written into `y`.  x, y: (n, k).
@@ -99,47 +99,51 @@ mod tests {
     use ndarray::{array, Array};
 
     #[test]
-    fn book_example() {
+    fn book_example() -> Result<()> {
         // The book: softmax([0.3, 2.9, 4.0]) = [0.01821127, 0.24519181, 0.73659691]
-        let y = softmax(array![[0.3_f64, 2.9, 4.0]].view());
+        let y = softmax(array![[0.3_f64, 2.9, 4.0]].view())?;
         let want = [0.01821127329554753, 0.24519181293507392, 0.7365969137693786];
         for (got, want) in y.iter().zip(want) {
             assert!((got - want).abs() < 1e-15, "{got} vs {want}");
         }
+        Ok(())
     }
 
     #[test]
-    fn huge_logits_stay_finite() {
-        let y = softmax(array![[1010.0_f32, 1000.0, 990.0], [-1000.0, -1000.0, 1000.0]].view());
+    fn huge_logits_stay_finite() -> Result<()> {
+        let y = softmax(array![[1010.0_f32, 1000.0, 990.0], [-1000.0, -1000.0, 1000.0]].view())?;
         assert!(y.iter().all(|v| v.is_finite()));
         for row in y.rows() {
             assert!((row.sum() - 1.0).abs() < 1e-6);
         }
         assert_eq!(y[[1, 2]], 1.0);
+        Ok(())
     }
 
     #[test]
-    fn undefined_rows_are_nan_and_do_not_leak() {
+    fn undefined_rows_are_nan_and_do_not_leak() -> Result<()> {
         let x = array![
             [f64::NEG_INFINITY, f64::NEG_INFINITY],
             [f64::NAN, 0.0],
             [0.0, 0.0]
         ];
-        let y = softmax(x.view());
+        let y = softmax(x.view())?;
         assert!(y.row(0).iter().all(|v| v.is_nan()));
         assert!(y.row(1).iter().all(|v| v.is_nan()));
         assert_eq!(y.row(2).to_vec(), vec![0.5, 0.5]);
+        Ok(())
     }
 
     #[test]
-    fn parallel_and_transposed_agree_with_serial_rows() {
+    fn parallel_and_transposed_agree_with_serial_rows() -> Result<()> {
         let x = Array::from_shape_fn((400, 100), |(i, j)| ((i * 7 + j * 3) % 17) as f64 - 8.0);
-        let y = softmax(x.view());
+        let y = softmax(x.view())?;
         let xt = x.t().to_owned();
-        let y2 = softmax(xt.t());
+        let y2 = softmax(xt.t())?;
         assert_eq!(y, y2);
         let mut row = Array::zeros(100);
         softmax_row(x.row(5), row.view_mut());
         assert_eq!(row, y.row(5));
+        Ok(())
     }
 }
