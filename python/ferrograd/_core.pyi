@@ -1,6 +1,7 @@
 """Native kernels of ferrograd (Rust). float32 or float64 arrays in, new arrays out."""
 
-from typing import Literal, TypeVar
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -66,3 +67,57 @@ def numerical_gradient(
     activation: _Activation = "sigmoid",
     method: Literal["fast", "bruteforce"] = "fast",
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]: ...
+def two_layer_accuracy(
+    w1: NDArray[_F],
+    b1: NDArray[_F],
+    w2: NDArray[_F],
+    b2: NDArray[_F],
+    x: NDArray[_F],
+    t: _Targets,
+    *,
+    activation: _Activation = "sigmoid",
+) -> float: ...
+def two_layer_predict_labels(
+    w1: NDArray[_F],
+    b1: NDArray[_F],
+    w2: NDArray[_F],
+    b2: NDArray[_F],
+    x: NDArray[_F],
+    *,
+    activation: _Activation = "sigmoid",
+) -> NDArray[np.int64]: ...
+
+class TwoLayerTrainer:
+    """Fused training of the two-layer net: gather, forward, backward, update in one call."""
+
+    def __new__(
+        cls,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        activation: _Activation = "sigmoid",
+        dtype: Literal["float32", "float64"] = "float64",
+        optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] = "sgd",
+        lr: float | None = None,
+        momentum: float = 0.9,
+        decay_rate: float = 0.99,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+    ) -> TwoLayerTrainer: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def state_size(self) -> int: ...
+    def run(
+        self,
+        params: Sequence[NDArray[Any]],
+        state: Sequence[NDArray[Any]],
+        x: NDArray[Any],
+        t: NDArray[Any],
+        batch_indices: NDArray[np.int64],
+        *,
+        iter: int = 0,
+    ) -> NDArray[np.float64]: ...
