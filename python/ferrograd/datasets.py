@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import math
 import os
 import sys
 import tempfile
@@ -226,7 +227,7 @@ def parse_idx(data: bytes, spec: IdxFile | None = None, *, source: str = "<bytes
     if len(data) < header:
         raise DatasetError(f"{source}: truncated header ({len(data)} of {header} bytes)")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # exact: an int64 product of three u32 dims can wrap
     if len(data) < expected:
         raise DatasetError(
             f"{source}: truncated: header declares {'x'.join(map(str, dims))} "
