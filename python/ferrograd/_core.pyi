@@ -1,7 +1,7 @@
 """Native kernels of ferrograd (Rust). float32 or float64 arrays in, new arrays out."""
 
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -87,6 +87,7 @@ def two_layer_predict_labels(
     activation: _Activation = "sigmoid",
 ) -> NDArray[np.int64]: ...
 
+@final
 class TwoLayerTrainer:
     """Fused training of the two-layer net: gather, forward, backward, update in one call."""
 
