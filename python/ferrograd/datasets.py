@@ -242,7 +242,12 @@ def parse_idx(data: bytes, spec: IdxFile | None = None, *, source: str = "<bytes
         raise DatasetError(f"{source}: declares {dims[0]} {spec.kind}; expected {spec.count}")
     if ndim == 3 and spec is not None and dims[1:] != (28, 28):
         raise DatasetError(f"{source}: images are {dims[1]}x{dims[2]}; expected 28x28")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    except ValueError as exc:  # e.g. 0 x 2^32-1 x 2^32-1: no bytes, but too big for NumPy
+        raise DatasetError(
+            f"{source}: header declares {'x'.join(map(str, dims))}, a shape NumPy cannot hold"
+        ) from exc
 
 
 def read_idx(
