@@ -20,7 +20,8 @@ inconsistent with the length, splices), keeping inputs that reach a new outcome.
     python scripts/fuzz_idx.py --engine mutate --seconds 5 --seed 1
 
 Prints executions, outcome counts and the distinct error messages (numbers replaced by N);
-exits 1 on a contract violation after printing the input (hex) and the traceback.
+after a contract violation it goes on, and at the end prints each distinct violation (input in
+hex, traceback) and exits 1.
 """
 
 from __future__ import annotations
@@ -258,6 +259,22 @@ class Target:
         self.execs = 0
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.messages: set[str] = set()
+        # distinct violations: normalized message -> first input and traceback
+        self.violations: dict[str, dict[str, str]] = {}
+
+    def run_checked(self, data: bytes) -> tuple[str, ...]:
+        """:meth:`run`, recording a violation (first input per message) instead of raising."""
+        try:
+            return tuple(self.run(data))
+        except Violation as exc:
+            key = re.sub(r"\d+", "N", str(exc))
+            if key not in self.violations and len(self.violations) < 50:
+                self.violations[key] = {
+                    "message": str(exc),
+                    "input_hex": data.hex(),
+                    "traceback": traceback.format_exc(),
+                }
+            return ("violation", key)
 
     def _record(self, what: str, exc: BaseException) -> str:
         assert datasets is not None
@@ -268,7 +285,8 @@ class Target:
         text = str(exc).replace(str(self.workdir), "<dir>")
         self.messages.add(f"{type(exc).__name__}: {text}")
         template = re.sub(r"[0-9a-f]{64}", "<sha256>", text)
-        template = re.sub(r"\b0x[0-9a-f]{8}\b", "<hex>", template)
+        template = re.sub(r"\b0x[0-9a-f]+\b", "<hex>", template)
+        template = re.sub(r"b'[^']*'", "b'...'", template)
         template = re.sub(r"(?<![a-wyz\d])\d+", "N", template)  # not the 10 and 3 of t10k-...idx3
         key = f"{type(exc).__name__}: {template}"
         self.outcomes[key] += 1
@@ -333,6 +351,8 @@ class Target:
             "execs": self.execs,
             "outcomes": dict(self.outcomes.most_common()),
             "distinct_messages": len(self.messages),
+            "distinct_templates": len(self.outcomes),
+            "violations": list(self.violations.values()),
         }
 
 
@@ -343,7 +363,7 @@ def _alarm(seconds: float) -> Callable[[], None]:
     """Raise TimeoutError in the main thread if one input takes longer than ``seconds``."""
 
     def on_alarm(signum: int, frame: object) -> None:
-        raise Violation(f"hang: one input took more than {seconds:g} s")
+        raise Violation(f"hang: one input took more than {seconds:g} s")  # caught per input
 
     signal.signal(signal.SIGALRM, on_alarm)
     return lambda: signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -361,24 +381,15 @@ def run_mutate(seconds: float, seed: int, timeout: float, workdir: Path) -> dict
     # Deterministic phase first: the seeds and every truncation of each (within the time).
     schedule = iter(seeds + _truncations(seeds))
     result: dict[str, object] = {}
-    data = b""
-    try:
-        while time.monotonic() < deadline:
-            data = next(schedule, None) or mutate(rng.choice(corpus), rng, corpus)
-            arm()
-            keys = tuple(target.run(data))
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            if keys not in seen:  # a new combination of outcomes: keep it as a parent
-                seen.add(keys)
-                if len(data) <= 1 << 16:
-                    corpus.append(data)
-    except Violation as exc:
+    while time.monotonic() < deadline:
+        data = next(schedule, None) or mutate(rng.choice(corpus), rng, corpus)
+        arm()
+        keys = target.run_checked(data)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        result["violation"] = {
-            "message": str(exc),
-            "input_hex": data.hex(),
-            "traceback": traceback.format_exc(),
-        }
+        if keys not in seen:  # a new combination of outcomes: keep it as a parent
+            seen.add(keys)
+            if len(data) <= 1 << 16:
+                corpus.append(data)
     result.update(target.stats())
     result["corpus"] = len(corpus)
     result["messages"] = sorted(target.messages)
@@ -409,20 +420,7 @@ def _atheris_child(args: argparse.Namespace) -> None:
         os.replace(tmp, stats_path)
 
     def test_one_input(data: bytes) -> None:
-        try:
-            target.run(data)
-        except Violation as exc:
-            (workdir / "violation.json").write_text(
-                json.dumps(
-                    {
-                        "message": str(exc),
-                        "input_hex": data.hex(),
-                        "traceback": traceback.format_exc(),
-                    }
-                )
-            )
-            dump()
-            raise
+        target.run_checked(data)
         now = time.monotonic()
         if now - last[0] > 1.0 or now > deadline:
             last[0] = now
@@ -467,12 +465,9 @@ def run_atheris(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     m = re.findall(r"cov: (\d+) ft: (\d+) corp: (\d+)", proc.stderr)
     if m:
         result["coverage_edges"], result["features"], result["corpus"] = map(int, m[-1])
-    violation = workdir / "violation.json"
-    if violation.exists():
-        result["violation"] = json.loads(violation.read_text())
-    elif proc.returncode != 0:
-        result["violation"] = {"message": f"engine exited {proc.returncode}",
-                               "traceback": proc.stderr[-4000:]}  # fmt: skip
+    if proc.returncode != 0:  # a crash, timeout or out-of-memory that libFuzzer caught
+        crash = {"message": f"engine exited {proc.returncode}", "traceback": proc.stderr[-4000:]}
+        result["violations"] = [*result.get("violations", []), crash]  # type: ignore[list-item]
     return result
 
 
@@ -483,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per input")
     parser.add_argument("--json", type=Path, help="also write the stats to this file")
+    parser.add_argument("--top", type=int, default=30, help="outcome templates to print")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--stats", help=argparse.SUPPRESS)
@@ -509,18 +505,23 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     result["engine"] = engine
     print(f"engine {engine} | {args.seconds:g} s | {result.get('execs', 0)} executions")
-    for key, count in dict(result.get("outcomes", {})).items():  # type: ignore[call-overload]
+    outcomes: dict[str, int] = result.get("outcomes", {})  # type: ignore[assignment]
+    for key, count in list(outcomes.items())[: args.top]:
         print(f"{count:>9}  {key}")
-    print(f"distinct error messages: {result.get('distinct_messages', 0)}")
+    if len(outcomes) > args.top:
+        print(f"{'':>9}  ... {len(outcomes) - args.top} more outcome templates")
+    print(
+        f"outcome templates: {len(outcomes)} | distinct error messages: "
+        f"{result.get('distinct_messages', 0)} | violations: {len(result.get('violations', []))}"  # type: ignore[arg-type]
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    violation = result.get("violation")
-    if violation:
-        print("CONTRACT VIOLATION:", violation["message"], file=sys.stderr)  # type: ignore[index]
-        print(violation.get("traceback", ""), file=sys.stderr)  # type: ignore[union-attr]
-        print("input:", violation.get("input_hex", "")[:2000], file=sys.stderr)  # type: ignore[union-attr]
-        return 1
-    return 0
+    violations: list[dict[str, str]] = result.get("violations", [])  # type: ignore[assignment]
+    for v in violations:
+        print("CONTRACT VIOLATION:", v["message"], file=sys.stderr)
+        print(v.get("traceback", ""), file=sys.stderr)
+        print("input:", v.get("input_hex", "")[:2000], file=sys.stderr)
+    return 1 if violations else 0
 
 
 if __name__ == "__main__":
