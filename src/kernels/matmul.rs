@@ -143,11 +143,49 @@ pub(crate) fn gemm_into<T: Float>(
         return;
     }
     parallel::install(|threads| {
-        run(if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
+        if threads < 2 {
+            run(gemm::Parallelism::None);
+        } else if macs < SPLIT_MAX_MACS {
+            split_rows_or_cols(a, b, c, accumulate, threads);
         } else {
-            gemm::Parallelism::None
-        })
+            run(gemm::Parallelism::Rayon(threads));
+        }
+    });
+}
+
+/// Above this many multiply-adds gemm's own threading (shared packing) wins; below it,
+/// independent halves on each thread do.
+pub const SPLIT_MAX_MACS: usize = 1 << 26;
+
+/// Medium products (the network's): the output cut into one block of rows (or columns,
+/// whichever is longer) per thread, each block a single-threaded GEMM. gemm's own
+/// threading splits finer and synchronises more, which these sizes cannot repay.
+fn split_rows_or_cols<T: Float>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    mut c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    parts: usize,
+) {
+    let (m, n) = c.dim();
+    rayon::scope(|scope| {
+        if m >= n {
+            let rows = m.div_ceil(parts);
+            for (a, c) in a
+                .axis_chunks_iter(Axis(0), rows)
+                .zip(c.axis_chunks_iter_mut(Axis(0), rows))
+            {
+                scope.spawn(move |_| gemm_into(a, b, c, accumulate));
+            }
+        } else {
+            let cols = n.div_ceil(parts);
+            for (b, c) in b
+                .axis_chunks_iter(Axis(1), cols)
+                .zip(c.axis_chunks_iter_mut(Axis(1), cols))
+            {
+                scope.spawn(move |_| gemm_into(a, b, c, accumulate));
+            }
+        }
     });
 }
 
@@ -212,6 +250,21 @@ mod tests {
         assert_eq!(c, naive(a, b.view()));
         let ct = matmul(b.t(), a.t())?; // (A·B)ᵀ = Bᵀ·Aᵀ
         assert_eq!(ct, naive(a, b.view()).t());
+        Ok(())
+    }
+
+    #[test]
+    fn threaded_splits_match_naive() -> Result<()> {
+        // Above PARALLEL_MIN_MACS: rows split (m ≥ n), columns split (n > m), and a
+        // transposed operand, each against the naive triple loop.
+        let a = Array::from_shape_fn((210, 90), |(i, j)| ((i * 13 + j * 5) % 23) as f64 - 11.0);
+        let b = Array::from_shape_fn((90, 70), |(i, j)| ((i * 3 + j * 17) % 19) as f64 - 9.0);
+        assert_eq!(matmul(a.view(), b.view())?, naive(a.view(), b.view()));
+        let (bt, at) = (b.t().to_owned(), a.t().to_owned());
+        assert_eq!(matmul(bt.view(), at.view())?, naive(bt.view(), at.view()));
+        let mut c = Array2::from_elem((210, 70), 1.0);
+        matmul_into(at.t(), b.view(), c.view_mut(), true)?;
+        assert_eq!(c, naive(a.view(), b.view()) + 1.0);
         Ok(())
     }
 
