@@ -5,7 +5,13 @@ the MNIST loader and the training loop) over Rust kernels in :mod:`ferrograd._co
 """
 
 from ferrograd._core import __version__
-from ferrograd.datasets import load_fashion_mnist, load_mnist
+from ferrograd.datasets import (
+    DatasetError,
+    DownloadError,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist_sample,
+)
 from ferrograd.functions import (
     binary_cross_entropy,
     cross_entropy_error,
@@ -48,6 +54,8 @@ __all__ = [
     "AddLayer",
     "Affine",
     "BatchNormalization",
+    "DatasetError",
+    "DownloadError",
     "Dropout",
     "GradCheckRow",
     "History",
@@ -72,6 +80,7 @@ __all__ = [
     "identity_function",
     "load_fashion_mnist",
     "load_mnist",
+    "load_mnist_sample",
     "load_params",
     "mean_squared_error",
     "numerical_diff",
