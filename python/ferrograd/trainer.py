@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,8 +102,14 @@ def load_params(network: Any, path: str | os.PathLike[str]) -> None:
     them see the new values.
     """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        saved = {k: data[k] for k in data.files}
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with data:
+            saved = {k: data[k] for k in data.files}
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, corrupt, pickles
+        raise ValueError(f"load_params: {path} is not a file of save_params ({exc})") from exc
     params = network.params
     if set(saved) != set(params):
         raise ValueError(
