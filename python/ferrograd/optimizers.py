@@ -60,6 +60,12 @@ class Optimizer:
                     f"{name}.update: params[{key!r}] must be a float numpy.ndarray (updated in "
                     f"place), got {type(p).__name__}"
                 )
+            g_kind = np.asarray(grads[key]).dtype.kind
+            if g_kind not in "biuf":
+                raise TypeError(
+                    f"{name}.update: grads[{key!r}] has dtype {np.asarray(grads[key]).dtype}; "
+                    "expected real numbers"
+                )
             g_shape = np.shape(grads[key])
             if g_shape != p.shape:
                 raise ValueError(
