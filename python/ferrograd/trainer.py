@@ -215,6 +215,9 @@ class Trainer:
         self.history = History()
 
     def _data(self, split: str, x: ArrayLike, t: ArrayLike) -> tuple[NDArray, NDArray]:
+        for name, arr in ((f"x_{split}", np.asarray(x)), (f"t_{split}", np.asarray(t))):
+            if arr.dtype.kind not in "biuf":  # complex would lose its imaginary part
+                raise TypeError(f"Trainer: {name} has dtype {arr.dtype}; expected real numbers")
         x_arr = np.ascontiguousarray(x, dtype=self.dtype)
         t_arr = np.asarray(t)
         if t_arr.ndim == 1 and t_arr.dtype.kind in "iu":
