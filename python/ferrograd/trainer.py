@@ -103,11 +103,13 @@ def load_params(network: Any, path: str | os.PathLike[str]) -> None:
     """
     path = Path(path)
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an .npz archive")
-        with data:
-            saved = {k: data[k] for k in data.files}
+        # our own handle: np.load leaks its file when the zip directory is unreadable
+        with open(path, "rb") as fh:
+            data = np.load(fh, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with data:
+                saved = {k: data[k] for k in data.files}
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, corrupt, pickles
         raise ValueError(f"load_params: {path} is not a file of save_params ({exc})") from exc
     params = network.params
