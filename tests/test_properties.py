@@ -209,9 +209,11 @@ def affine_case(draw):
 
 
 def close(got, want, dtype, scale):
-    """Products of n terms up to 1e3·1e3: an absolute bound from the magnitudes involved."""
-    eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(got, want, rtol=0, atol=16 * eps * scale + 1e-300)
+    """Products of n terms up to 1e3·1e3: an absolute bound from the magnitudes involved
+    (plus a few subnormal steps: results below the smallest normal number lose bits)."""
+    info = np.finfo(dtype)
+    atol = 16 * info.eps * scale + 16 * info.smallest_subnormal
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
 
 
 @given(affine_case())
@@ -299,7 +301,8 @@ def test_fast_numerical_gradient_equals_bruteforce_and_backprop(case):
     public = net.numerical_gradient(x, t)
     for key, f, b in zip(KEYS, fast, brute, strict=True):
         np.testing.assert_allclose(f, b, rtol=0, atol=1e-9, err_msg=key)
-        np.testing.assert_array_equal(public[key], f, err_msg=key)
+        # the public method passes x in its own layout: summation order may differ
+        np.testing.assert_allclose(public[key], f, rtol=0, atol=1e-12, err_msg=key)
     if kink_free(net, x):
         exact = delta_backprop(net.params, x64, t, net.activation)
         for key, f in zip(KEYS, fast, strict=True):
