@@ -41,7 +41,7 @@ def two_layer_loss(
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F],
+    x: NDArray[_F] | SparseRows,
     t: _Targets,
     *,
     activation: _Activation = "sigmoid",
@@ -72,7 +72,7 @@ def two_layer_accuracy(
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F],
+    x: NDArray[_F] | SparseRows,
     t: _Targets,
     *,
     activation: _Activation = "sigmoid",
@@ -82,10 +82,22 @@ def two_layer_predict_labels(
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F],
+    x: NDArray[_F] | SparseRows,
     *,
     activation: _Activation = "sigmoid",
 ) -> NDArray[np.int64]: ...
+
+@final
+class SparseRows:
+    """The non-zero entries of a float32/float64 matrix (n, d), compressed once (CSR)."""
+
+    def __new__(cls, x: NDArray[np.float32] | NDArray[np.float64]) -> SparseRows: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def nnz(self) -> int: ...
 
 @final
 class TwoLayerTrainer:
@@ -116,7 +128,7 @@ class TwoLayerTrainer:
         self,
         params: Sequence[NDArray[Any]],
         state: Sequence[NDArray[Any]],
-        x: NDArray[Any],
+        x: NDArray[Any] | SparseRows,
         t: NDArray[Any],
         batch_indices: NDArray[np.int64],
         *,

@@ -9,12 +9,144 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PySequence;
 
-use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets};
+use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets, FloatArray};
 use super::numgrad::{activation as parse_activation, Params, SignalCheck};
-use crate::kernels::train::{self as k, Optimizer, ParamsMut, Trainer};
+use crate::kernels::train::{self as k, Lanes, Optimizer, ParamsMut, Rows, Trainer};
 use crate::kernels::Float;
 
 const NAMES: [&str; 4] = ["W1", "b1", "W2", "b2"];
+
+enum SparseInner {
+    F32(k::SparseRows<f32>),
+    F64(k::SparseRows<f64>),
+}
+
+/// The non-zero entries of a float32 or float64 matrix x (n, d), compressed once (CSR,
+/// exact zeros dropped) so that ``TwoLayerTrainer.run`` and ``two_layer_accuracy`` read
+/// only them. A snapshot: later changes to x are not seen.
+#[pyclass(module = "ferrograd._core", frozen)]
+pub struct SparseRows {
+    inner: SparseInner,
+}
+
+/// The element types a [`SparseRows`] holds.
+trait SparseDtype: Lanes + Element {
+    fn pick(s: &SparseRows) -> Option<&k::SparseRows<Self>>;
+}
+
+impl SparseDtype for f32 {
+    fn pick(s: &SparseRows) -> Option<&k::SparseRows<f32>> {
+        match &s.inner {
+            SparseInner::F32(m) => Some(m),
+            SparseInner::F64(_) => None,
+        }
+    }
+}
+
+impl SparseDtype for f64 {
+    fn pick(s: &SparseRows) -> Option<&k::SparseRows<f64>> {
+        match &s.inner {
+            SparseInner::F64(m) => Some(m),
+            SparseInner::F32(_) => None,
+        }
+    }
+}
+
+impl SparseRows {
+    fn dtype_name(&self) -> &'static str {
+        match self.inner {
+            SparseInner::F32(_) => "float32",
+            SparseInner::F64(_) => "float64",
+        }
+    }
+}
+
+#[pymethods]
+impl SparseRows {
+    #[new]
+    fn new(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Self> {
+        const OP: &str = "SparseRows";
+        let inner = match float_array(OP, "x", x)? {
+            FloatArray::F32(a) => {
+                let v = dims::<f32, Ix2>(OP, "x", a.as_array())?;
+                SparseInner::F32(py.detach(|| k::SparseRows::from_dense(v))?)
+            }
+            FloatArray::F64(a) => {
+                let v = dims::<f64, Ix2>(OP, "x", a.as_array())?;
+                SparseInner::F64(py.detach(|| k::SparseRows::from_dense(v))?)
+            }
+        };
+        Ok(SparseRows { inner })
+    }
+
+    /// (n, d) of the compressed matrix.
+    #[getter]
+    fn shape(&self) -> (usize, usize) {
+        match &self.inner {
+            SparseInner::F32(m) => (m.nrows(), m.ncols()),
+            SparseInner::F64(m) => (m.nrows(), m.ncols()),
+        }
+    }
+
+    /// 'float32' or 'float64'.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.dtype_name()
+    }
+
+    /// Number of stored (non-zero) entries.
+    #[getter]
+    fn nnz(&self) -> usize {
+        match &self.inner {
+            SparseInner::F32(m) => m.nnz(),
+            SparseInner::F64(m) => m.nnz(),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let (n, d) = self.shape();
+        format!(
+            "SparseRows(shape=({n}, {d}), dtype={}, nnz={})",
+            self.dtype_name(),
+            self.nnz()
+        )
+    }
+}
+
+/// x as the kernels read it: a [`SparseRows`] of dtype T, else a 2-D array of dtype T.
+enum XArg<'py, T: Element> {
+    Dense(PyReadonlyArrayDyn<'py, T>),
+    Sparse(Bound<'py, SparseRows>),
+}
+
+impl<'py, T: SparseDtype> XArg<'py, T> {
+    fn new(op: &str, x: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(s) = x.cast::<SparseRows>() {
+            if T::pick(s.get()).is_none() {
+                return Err(PyTypeError::new_err(format!(
+                    "{op}: x has dtype {} but the other arguments are {}; convert it first",
+                    s.get().dtype_name(),
+                    T::DTYPE
+                )));
+            }
+            return Ok(XArg::Sparse(s.clone()));
+        }
+        Ok(XArg::Dense(same_dtype::<T>(op, "x", x)?))
+    }
+
+    fn rows(&self, op: &str, matrix: bool) -> PyResult<Rows<'_, T>> {
+        match self {
+            XArg::Dense(a) => Ok(Rows::Dense(if matrix {
+                dims::<T, Ix2>(op, "x", a.as_array())?
+            } else {
+                batch(op, "x", a.as_array())?
+            })),
+            XArg::Sparse(s) => T::pick(s.get())
+                .map(Rows::Sparse)
+                .ok_or_else(|| PyTypeError::new_err(format!("{op}: x has the wrong dtype"))),
+        }
+    }
+}
 
 enum Inner {
     F32(Trainer<f32>),
@@ -161,7 +293,7 @@ fn views<'a, T: Float + Element>(
     Ok(sets)
 }
 
-fn run_typed<'py, T: Float + Element>(
+fn run_typed<'py, T: SparseDtype>(
     py: Python<'py>,
     trainer: &mut Trainer<T>,
     params: &Bound<'py, PyAny>,
@@ -173,8 +305,8 @@ fn run_typed<'py, T: Float + Element>(
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     const OP: &str = "TwoLayerTrainer.run";
     // Inputs first (read-only), so parameters aliasing them fail the read-write borrow.
-    let xs = same_dtype::<T>(OP, "x", x)?;
-    let x = dims::<T, Ix2>(OP, "x", xs.as_array())?;
+    let xs = XArg::<T>::new(OP, x)?;
+    let x = xs.rows(OP, true)?;
     let ts = targets::<T>(OP, t)?;
     let t = ts.view(OP)?;
     let idx_arr: PyReadonlyArrayDyn<'py, i64> = batch_indices
@@ -308,11 +440,12 @@ pub fn two_layer_accuracy<'py>(
     dispatch!(float_array(OP, "W1", w1)?, w1 => {
         let p = Params::borrow(OP, w1, [b1, w2, b2])?;
         let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
+        let xs = XArg::new(OP, x)?;
+        let x = xs.rows(OP, false)?;
         let ts = targets(OP, t)?;
         let t = ts.view(OP)?;
-        Ok(run(py, x.len() * net.w1.ncols(), || k::accuracy(&net, x, t))?)
+        let work = x.nrows() * net.w1.len();
+        Ok(run(py, work, || k::accuracy(&net, x, t))?)
     })
 }
 
@@ -333,9 +466,9 @@ pub fn two_layer_predict_labels<'py>(
     dispatch!(float_array(OP, "W1", w1)?, w1 => {
         let p = Params::borrow(OP, w1, [b1, w2, b2])?;
         let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
-        let labels = run(py, x.len() * net.w1.ncols(), || k::predict_labels(&net, x))?;
+        let xs = XArg::new(OP, x)?;
+        let x = xs.rows(OP, false)?;
+        let labels = run(py, x.nrows() * net.w1.len(), || k::predict_rows(&net, x))?;
         Ok(labels.into_iter().map(|c| c as i64).collect::<Vec<i64>>().into_pyarray(py))
     })
 }

@@ -48,6 +48,7 @@ impl Optimizer {
 
     /// Updates `p` in place from `g`; `s0`/`s1` are the state arrays (empty when unused);
     /// `iter` is Adam's step count t after this step's increment.
+    #[inline(always)]
     fn update<T: Float>(&self, p: &mut [T], g: &[T], s0: &mut [T], s1: &mut [T], iter: u64) {
         let c = T::lit;
         match *self {
@@ -130,17 +131,6 @@ impl<T: Float> ParamsMut<'_, T> {
         ])
     }
 
-    /// Array number `which` (0 W1, 1 b1, 2 W2, 3 b2) of a state set, flat.
-    fn slice(&mut self, op: &'static str, which: usize) -> Result<&mut [T]> {
-        let (name, s) = match which {
-            0 => ("W1", self.w1.as_slice_mut()),
-            1 => ("b1", self.b1.as_slice_mut()),
-            2 => ("W2", self.w2.as_slice_mut()),
-            _ => ("b2", self.b2.as_slice_mut()),
-        };
-        s.ok_or_else(|| KernelError::value(op, format!("state {name} must be C-contiguous")))
-    }
-
     fn shapes(&self) -> [Vec<usize>; 4] {
         [
             self.w1.shape().to_vec(),
@@ -151,22 +141,194 @@ impl<T: Float> ParamsMut<'_, T> {
     }
 }
 
-/// The non-zero entries of a batch of input rows (row r: `idx/val[ptr[r]..ptr[r + 1]]`).
-#[derive(Debug, Default)]
-struct Sparse<T> {
+/// The element types of the fused kernels, with the block of hidden units the inner
+/// loops keep in registers: 32 values (two 512-bit vectors of f32, four of f64). The
+/// kernels pad the hidden layer with zero units to whole blocks (50 → 64) and store
+/// hidden-sized arrays block by block ("block-major": block b of W1 is W1[:, 32b..32b+32]
+/// as a contiguous (d, 32) array), so threads can own disjoint blocks.
+pub trait Lanes: Float {
+    /// `[Self; WIDTH]`.
+    type Block: Copy + Send + Sync + AsRef<[Self]> + AsMut<[Self]>;
+    /// Elements per block.
+    const WIDTH: usize;
+    /// A block of zeros.
+    const ZERO_BLOCK: Self::Block;
+}
+
+impl Lanes for f32 {
+    type Block = [f32; 64];
+    const WIDTH: usize = 64;
+    const ZERO_BLOCK: [f32; 64] = [0.0; 64];
+}
+
+impl Lanes for f64 {
+    type Block = [f64; 32];
+    const WIDTH: usize = 32;
+    const ZERO_BLOCK: [f64; 32] = [0.0; 32];
+}
+
+/// `h` rounded up to whole blocks.
+fn padded<T: Lanes>(h: usize) -> usize {
+    h.div_ceil(T::WIDTH) * T::WIDTH
+}
+
+/// The block at the start of `s` (at least `WIDTH` long).
+#[inline(always)]
+fn load<T: Lanes>(s: &[T]) -> T::Block {
+    let mut b = T::ZERO_BLOCK;
+    b.as_mut().copy_from_slice(&s[..T::WIDTH]);
+    b
+}
+
+/// acc += v·w[..WIDTH].
+#[inline(always)]
+fn axpy_block<T: Lanes>(acc: &mut T::Block, v: T, w: &[T]) {
+    for (a, &w) in acc.as_mut().iter_mut().zip(&w[..T::WIDTH]) {
+        *a = *a + v * w;
+    }
+}
+
+/// The rows of a matrix in compressed sparse row form: row r's non-zero entries are
+/// `idx/val[ptr[r]..ptr[r + 1]]`, columns ascending. Exact zeros are dropped, NaN kept.
+///
+/// Built once from a dense matrix, it lets every training step and evaluation read
+/// only the non-zero inputs (MNIST: ~19% of the pixels) without compressing them again.
+#[derive(Debug, Clone)]
+pub struct SparseRows<T> {
+    cols: usize,
     ptr: Vec<usize>,
-    idx: Vec<usize>,
+    idx: Vec<u32>,
     val: Vec<T>,
 }
 
-impl<T: Float> Sparse<T> {
-    fn clear(&mut self) {
-        self.ptr.clear();
-        self.idx.clear();
-        self.val.clear();
-        self.ptr.push(0);
+impl<T: Float> Default for SparseRows<T> {
+    fn default() -> Self {
+        SparseRows {
+            cols: 0,
+            ptr: vec![0],
+            idx: Vec::new(),
+            val: Vec::new(),
+        }
+    }
+}
+
+/// Rows compressed per parallel task when building [`SparseRows`].
+const BUILD_ROWS: usize = 2048;
+
+impl<T: Float> SparseRows<T> {
+    /// The non-zero entries of x (n, d), any strides. Parallel over blocks of rows.
+    /// Errors: d ≥ 2³² columns, or memory for the entries cannot be had.
+    pub fn from_dense(x: ArrayView2<'_, T>) -> Result<Self> {
+        const OP: &str = "SparseRows";
+        let (n, d) = x.dim();
+        if u32::try_from(d).is_err() {
+            return Err(KernelError::shape(
+                OP,
+                format!("x has shape {}; at most 2³² columns", fmt_shape(x.shape())),
+            ));
+        }
+        let blocks = n.div_ceil(BUILD_ROWS);
+        let block_rows = |b: usize| {
+            x.slice(ndarray::s![
+                b * BUILD_ROWS..((b + 1) * BUILD_ROWS).min(n),
+                ..
+            ])
+        };
+        // Pass 1: non-zeros per row.
+        let mut counts = vec![0usize; n];
+        parallel::install(|threads| {
+            let count = |(b, out): (usize, &mut [usize])| {
+                for (c, row) in out.iter_mut().zip(block_rows(b).rows()) {
+                    *c = row.iter().filter(|&&v| v != T::zero()).count();
+                }
+            };
+            if threads > 1 && blocks > 1 {
+                counts
+                    .par_chunks_mut(BUILD_ROWS)
+                    .enumerate()
+                    .for_each(count);
+            } else {
+                counts.chunks_mut(BUILD_ROWS).enumerate().for_each(count);
+            }
+        });
+        let mut ptr = Vec::with_capacity(n + 1);
+        ptr.push(0usize);
+        for &c in &counts {
+            ptr.push(ptr[ptr.len() - 1] + c);
+        }
+        let nnz = ptr[n];
+        let fail = || KernelError::Alloc {
+            op: OP,
+            shape: format!("({nnz},)"),
+            bytes: (nnz as u128) * (4 + std::mem::size_of::<T>() as u128),
+        };
+        let mut idx: Vec<u32> = Vec::new();
+        let mut val: Vec<T> = Vec::new();
+        idx.try_reserve_exact(nnz).map_err(|_| fail())?;
+        val.try_reserve_exact(nnz).map_err(|_| fail())?;
+        idx.resize(nnz, 0);
+        val.resize(nnz, T::zero());
+        // Pass 2: each block writes its own span of idx/val.
+        let mut parts = Vec::with_capacity(blocks);
+        let (mut irest, mut vrest) = (&mut idx[..], &mut val[..]);
+        for b in 0..blocks {
+            let len = ptr[((b + 1) * BUILD_ROWS).min(n)] - ptr[b * BUILD_ROWS];
+            let (i, ir) = irest.split_at_mut(len);
+            let (v, vr) = vrest.split_at_mut(len);
+            (irest, vrest) = (ir, vr);
+            parts.push((b, i, v));
+        }
+        parallel::install(|threads| {
+            let fill = |(b, i, v): (usize, &mut [u32], &mut [T])| {
+                let mut at = 0;
+                for row in block_rows(b).rows() {
+                    for (c, &x) in row.iter().enumerate() {
+                        if x != T::zero() {
+                            i[at] = c as u32;
+                            v[at] = x;
+                            at += 1;
+                        }
+                    }
+                }
+            };
+            if threads > 1 && blocks > 1 {
+                parts.into_par_iter().for_each(fill);
+            } else {
+                parts.into_iter().for_each(fill);
+            }
+        });
+        Ok(SparseRows {
+            cols: d,
+            ptr,
+            idx,
+            val,
+        })
     }
 
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.ptr.len() - 1
+    }
+
+    /// Number of columns.
+    pub fn ncols(&self) -> usize {
+        self.cols
+    }
+
+    /// Number of stored (non-zero) entries.
+    pub fn nnz(&self) -> usize {
+        self.idx.len()
+    }
+
+    fn clear(&mut self, cols: usize) {
+        self.cols = cols;
+        self.ptr.clear();
+        self.ptr.push(0);
+        self.idx.clear();
+        self.val.clear();
+    }
+
+    /// Appends one dense row (length `cols`).
     fn push_row(&mut self, row: ArrayView1<'_, T>) {
         // Branch-free compaction: write every entry, advance only past non-zeros (a
         // data-dependent branch per pixel would mispredict on every stroke edge).
@@ -175,7 +337,7 @@ impl<T: Float> Sparse<T> {
         self.val.resize(start + row.len(), T::zero());
         let mut end = start;
         for (i, &v) in row.iter().enumerate() {
-            self.idx[end] = i;
+            self.idx[end] = i as u32;
             self.val[end] = v;
             end += usize::from(v != T::zero());
         }
@@ -184,36 +346,136 @@ impl<T: Float> Sparse<T> {
         self.ptr.push(end);
     }
 
-    fn row(&self, r: usize) -> (&[usize], &[T]) {
+    #[inline(always)]
+    fn row(&self, r: usize) -> (&[u32], &[T]) {
         let span = self.ptr[r]..self.ptr[r + 1];
         (&self.idx[span.clone()], &self.val[span])
     }
-}
 
-/// out[..] += v·w[..] (both length h).
-#[inline(always)]
-fn axpy<T: Float>(out: &mut [T], v: T, w: &[T]) {
-    for (o, &w) in out.iter_mut().zip(w) {
-        *o = *o + v * w;
+    /// Starts loading row r into cache (the rows of a batch are scattered in memory).
+    #[inline(always)]
+    fn prefetch_row(&self, r: usize) {
+        let (idx, val) = self.row(r);
+        prefetch(idx);
+        prefetch(val);
+    }
+
+    /// Starts loading where row r starts and ends (its data comes later).
+    #[inline(always)]
+    fn prefetch_span(&self, r: usize) {
+        prefetch(&self.ptr[r..r + 2]);
     }
 }
 
-/// Hidden pre-activations of a batch from its non-zero entries, a (n·h) row-major, then
-/// the activation in place: z = act(a) (sigmoid through the vectorisable `exp_v`).
-/// Compiled for AVX-512 and AVX2+FMA and chosen at run time.
+/// Input rows of the fused kernels: a dense matrix, compressed as needed, or rows
+/// compressed once.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a, T> {
+    Dense(ArrayView2<'a, T>),
+    Sparse(&'a SparseRows<T>),
+}
+
+impl<T: Float> Rows<'_, T> {
+    pub fn nrows(&self) -> usize {
+        match self {
+            Rows::Dense(x) => x.nrows(),
+            Rows::Sparse(s) => s.nrows(),
+        }
+    }
+
+    pub fn ncols(&self) -> usize {
+        match self {
+            Rows::Dense(x) => x.ncols(),
+            Rows::Sparse(s) => s.ncols(),
+        }
+    }
+
+    fn shape(&self) -> [usize; 2] {
+        [self.nrows(), self.ncols()]
+    }
+}
+
+impl<'a, T> From<ArrayView2<'a, T>> for Rows<'a, T> {
+    fn from(x: ArrayView2<'a, T>) -> Self {
+        Rows::Dense(x)
+    }
+}
+
+impl<'a, T> From<&'a SparseRows<T>> for Rows<'a, T> {
+    fn from(x: &'a SparseRows<T>) -> Self {
+        Rows::Sparse(x)
+    }
+}
+
+/// Asks the CPU to start loading `s` into cache; a hint, with no effect on any value.
+#[inline(always)]
+fn prefetch<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = s.as_ptr().cast::<i8>();
+        for off in (0..std::mem::size_of_val(s)).step_by(64) {
+            // SAFETY: a prefetch reads no value and cannot fault; the address lies
+            // inside the live slice `s` (SSE, which provides it, is baseline x86_64).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
+/// Rows ahead whose inputs are prefetched in [`forward_rows`].
+const PREFETCH_ROWS: usize = 4;
+
+/// Hidden layer of the batch rows `rows` of `sp` from their non-zero entries:
+/// a[q, ..] = b1 + Σ_i x[rows[q], i]·W1[i, ..], z = act(a). a, z: (n, hp); W1 (d, hp);
+/// b1 (hp); hp a whole number of blocks. Two interleaved sums per block hide the add
+/// latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered over a
+/// large matrix then arrive from memory long before they are needed).
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn hidden_layer<T: Float>(
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<T: Lanes>(
     a: &mut [T],
     z: &mut [T],
-    b1: &[T],
+    sp: &SparseRows<T>,
+    rows: &[usize],
+    ahead: &[usize],
     w1: &[T],
-    sp: &Sparse<T>,
+    b1: &[T],
     act: Activation,
 ) {
-    let h = b1.len();
-    for (r, a) in a.chunks_exact_mut(h).enumerate() {
+    let hp = b1.len();
+    for &r in rows.iter().take(PREFETCH_ROWS) {
+        sp.prefetch_row(r);
+    }
+    for (q, (a, &r)) in a.chunks_exact_mut(hp).zip(rows).enumerate() {
+        if let Some(&next) = rows.get(q + PREFETCH_ROWS) {
+            sp.prefetch_row(next);
+        }
+        if let Some(&next) = ahead.get(q) {
+            sp.prefetch_row(next);
+        }
         let (idx, val) = sp.row(r);
-        hidden_row(a, b1, w1, idx, val);
+        for c0 in (0..hp).step_by(T::WIDTH) {
+            let mut acc0 = load::<T>(&b1[c0..]);
+            let mut acc1 = T::ZERO_BLOCK;
+            let (i2, v2) = (idx.chunks_exact(2), val.chunks_exact(2));
+            let (ir, vr) = (i2.remainder(), v2.remainder());
+            for (i, v) in i2.zip(v2) {
+                axpy_block::<T>(&mut acc0, v[0], &w1[i[0] as usize * hp + c0..]);
+                axpy_block::<T>(&mut acc1, v[1], &w1[i[1] as usize * hp + c0..]);
+            }
+            for (&i, &v) in ir.iter().zip(vr) {
+                axpy_block::<T>(&mut acc0, v, &w1[i as usize * hp + c0..]);
+            }
+            for ((o, &p), &q) in a[c0..c0 + T::WIDTH]
+                .iter_mut()
+                .zip(acc0.as_ref())
+                .zip(acc1.as_ref())
+            {
+                *o = p + q;
+            }
+        }
     }
     match act {
         Activation::Sigmoid => {
@@ -229,57 +491,221 @@ fn hidden_layer<T: Float>(
     }
 }
 
-/// dW1 = xᵀ·da1 over the non-zero entries of x: gw1[i, :] += x[r, i]·da1[r, :].
+/// Logits l (n, k) = z1·W2 + b2 with z1 (n, hp), W2 with rows padded to kp (hp, kp) and
+/// b2 padded (kp): row q's logits are Σ_j z1[q, j]·W2[j, ..] in registers.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn input_grad<T: Float>(gw1: &mut [T], da1: &[T], sp: &Sparse<T>, h: usize) {
-    gw1.fill(T::zero());
-    for (r, da) in da1.chunks_exact(h).enumerate() {
-        let (idx, val) = sp.row(r);
-        for (&i, &v) in idx.iter().zip(val) {
-            axpy(&mut gw1[i * h..(i + 1) * h], v, da);
+fn logits<T: Lanes>(l: &mut [T], z: &[T], w2k: &[T], b2: &[T], k: usize) {
+    let (kp, w) = (b2.len(), T::WIDTH);
+    let hp = w2k.len() / kp;
+    for (l, zq) in l.chunks_exact_mut(k).zip(z.chunks_exact(hp)) {
+        for c0 in (0..kp).step_by(w) {
+            let mut acc0 = load::<T>(&b2[c0..]);
+            let mut acc1 = T::ZERO_BLOCK;
+            for (pair, wr) in zq.chunks_exact(2).zip(w2k.chunks_exact(2 * kp)) {
+                axpy_block::<T>(&mut acc0, pair[0], &wr[c0..]);
+                axpy_block::<T>(&mut acc1, pair[1], &wr[kp + c0..]);
+            }
+            let len = (k - c0.min(k)).min(w);
+            for ((o, &p), &q) in l[c0..c0 + len]
+                .iter_mut()
+                .zip(acc0.as_ref())
+                .zip(acc1.as_ref())
+            {
+                *o = p + q;
+            }
         }
     }
 }
 
-/// Hidden pre-activations of one input row from its non-zero entries:
-/// a[..] = b1 + Σ x_i·W1[i, ..].  W1 flat (d·h), row-major.
-#[inline(always)]
-fn hidden_row<T: Float>(a: &mut [T], b1: &[T], w1: &[T], idx: &[usize], val: &[T]) {
-    let h = a.len();
-    a.copy_from_slice(b1);
-    for (&i, &v) in idx.iter().zip(val) {
-        axpy(a, v, &w1[i * h..(i + 1) * h]);
+/// W2 (h, k) with rows padded to kp and zero rows to hp: (hp, kp).
+fn w2_rows<T: Lanes>(dst: &mut [T], w2: &[T], k: usize) {
+    let kp = padded::<T>(k);
+    dst.fill(T::zero());
+    for (d, s) in dst.chunks_exact_mut(kp).zip(w2.chunks_exact(k)) {
+        d[..k].copy_from_slice(s);
     }
 }
 
-/// Logits of one row: l[..] = b2 + Σ_j z_j·W2[j, ..].
-#[inline(always)]
-fn logit_row<T: Float>(l: &mut [T], b2: &[T], w2: &[T], z: &[T]) {
-    let k = l.len();
-    l.copy_from_slice(b2);
-    for (j, &zj) in z.iter().enumerate() {
-        axpy(l, zj, &w2[j * k..(j + 1) * k]);
+/// The backward pass of the small layers from dy (n, k): dW2ᵀ (k, hp) = dyᵀ·z1,
+/// da1 (n, hp) = (dy·W2ᵀ) ⊙ act'(a1), db1 (hp) = Σ_rows da1. W2ᵀ: (k, hp).
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn backward_dense<T: Lanes>(
+    dy: &[T],
+    a1: &[T],
+    z1: &[T],
+    w2t: &[T],
+    gw2t: &mut [T],
+    da1: &mut [T],
+    gb1: &mut [T],
+    act: Activation,
+) {
+    let hp = gb1.len();
+    let k = w2t.len() / hp;
+    gw2t.fill(T::zero());
+    gb1.fill(T::zero());
+    for (((dyq, aq), zq), daq) in dy
+        .chunks_exact(k)
+        .zip(a1.chunks_exact(hp))
+        .zip(z1.chunks_exact(hp))
+        .zip(da1.chunks_exact_mut(hp))
+    {
+        for (g, &d) in gw2t.chunks_exact_mut(hp).zip(dyq) {
+            for (g, &z) in g.iter_mut().zip(zq) {
+                *g = *g + d * z; // dW2ᵀ[c, :] += dy[q, c]·z1[q, :]
+            }
+        }
+        for c0 in (0..hp).step_by(T::WIDTH) {
+            let mut dz = T::ZERO_BLOCK;
+            for (&d, wc) in dyq.iter().zip(w2t.chunks_exact(hp)) {
+                axpy_block::<T>(&mut dz, d, &wc[c0..]); // dz1 = dy·W2ᵀ
+            }
+            let blk = c0..c0 + T::WIDTH;
+            for (((g, &dz), &a), &z) in daq[blk.clone()]
+                .iter_mut()
+                .zip(dz.as_ref())
+                .zip(&aq[blk.clone()])
+                .zip(&zq[blk])
+            {
+                *g = dz * act.derivative(a, z);
+            }
+        }
+        for (g, &d) in gb1.iter_mut().zip(daq.iter()) {
+            *g = *g + d;
+        }
     }
+}
+
+/// g (rows lo..lo+m of a (d, hp) matrix) += scale·xᵀ·da1 over the batch's non-zero
+/// inputs in that range: g[i − lo, ..] += (scale·x[rows[q], i])·da1[q, ..]. With g = W1
+/// and scale = −lr this is SGD's update W1 ← W1 − lr·dW1 without forming dW1. Each row's
+/// column indices are ascending, so its entries in the range are one span.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn input_grad<T: Lanes>(
+    g: &mut [T],
+    da1: &[T],
+    sp: &SparseRows<T>,
+    rows: &[usize],
+    lo: usize,
+    scale: T,
+) {
+    let hp = da1.len() / rows.len().max(1);
+    let hi = lo + g.len() / hp.max(1);
+    for (daq, &r) in da1.chunks_exact(hp).zip(rows) {
+        let (idx, val) = sp.row(r);
+        let s = idx.partition_point(|&i| (i as usize) < lo);
+        let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
+        let (idx, val) = (&idx[s..e], &val[s..e]);
+        for c0 in (0..hp).step_by(T::WIDTH) {
+            let blk = load::<T>(&daq[c0..]);
+            for (&i, &v) in idx.iter().zip(val) {
+                let sv = scale * v;
+                let at = (i as usize - lo) * hp + c0;
+                for (o, &b) in g[at..at + T::WIDTH].iter_mut().zip(blk.as_ref()) {
+                    *o = *o + sv * b;
+                }
+            }
+        }
+    }
+}
+
+/// The optimizer's update of one parameter, compiled for AVX-512 and AVX2.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn apply<T: Float>(opt: Optimizer, p: &mut [T], g: &[T], s0: &mut [T], s1: &mut [T], iter: u64) {
+    opt.update(p, g, s0, s1, iter);
+}
+
+/// e^v in place, vectorised.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn exp_in_place<T: Float>(v: &mut [T]) {
+    for v in v.iter_mut() {
+        *v = v.exp_v();
+    }
+}
+
+/// dst (rows, hp) ← src (rows, h), zero padded.
+fn pad_rows<T: Float>(dst: &mut Vec<T>, src: &[T], h: usize, hp: usize) {
+    dst.clear();
+    dst.resize(src.len() / h.max(1) * hp, T::zero());
+    for (d, s) in dst.chunks_exact_mut(hp).zip(src.chunks_exact(h)) {
+        d[..h].copy_from_slice(s);
+    }
+}
+
+/// dst (rows, h) ← src (rows, hp) without the padding.
+fn unpad_rows<T: Float>(dst: &mut [T], src: &[T], h: usize, hp: usize) {
+    for (d, s) in dst.chunks_exact_mut(h).zip(src.chunks_exact(hp)) {
+        d.copy_from_slice(&s[..h]);
+    }
+}
+
+/// W2ᵀ (k, hp), zero padded, from W2 (h, k).
+fn transpose_pad<T: Float>(dst: &mut [T], w2: &[T], k: usize, hp: usize) {
+    dst.fill(T::zero());
+    for (j, row) in w2.chunks_exact(k).enumerate() {
+        for (c, &w) in row.iter().enumerate() {
+            dst[c * hp + j] = w;
+        }
+    }
+}
+
+/// Splits `s` after `at` elements (all of it when shorter).
+fn split<T>(s: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
+    let at = at.min(s.len());
+    s.split_at_mut(at)
+}
+
+/// State arrays number 0 and 1 of one parameter (empty slices when the optimizer has
+/// fewer), from per-set arrays.
+fn state_pair<'a, T>(sets: &'a mut [[&mut [T]; 3]], which: usize) -> (&'a mut [T], &'a mut [T]) {
+    let (first, rest) = sets.split_at_mut(sets.len().min(1));
+    let s0: &mut [T] = match first.first_mut() {
+        Some(set) => &mut *set[which],
+        None => &mut [],
+    };
+    let s1: &mut [T] = match rest.first_mut() {
+        Some(set) => &mut *set[which],
+        None => &mut [],
+    };
+    (s0, s1)
 }
 
 /// The workspaces of the fused step for one dtype and network size; reused across
-/// steps, so a step allocates nothing once the first batch has sized them.
+/// steps, so a step allocates nothing once the first batch has sized them. Hidden-sized
+/// rows are padded with zero units to hp (whole [`Lanes`] blocks); during
+/// [`Trainer::run`] W1 and its optimizer state live in such padded copies, written
+/// back at the end.
 #[derive(Debug)]
 pub struct Trainer<T> {
     d: usize,
     h: usize,
     k: usize,
+    hp: usize,
     activation: Activation,
     optimizer: Optimizer,
-    sparse: Sparse<T>,
+    /// The batch rows compressed per step when x is dense.
+    batch: SparseRows<T>,
+    rows: Vec<usize>,
     a1: Vec<T>,
     z1: Vec<T>,
     y: Vec<T>,
     da1: Vec<T>,
-    grads: [Vec<T>; 4],
+    /// W1, dW1 (not for SGD) and W1's optimizer state: (d, hp).
+    w1p: Vec<T>,
+    gw1p: Vec<T>,
+    state_w1p: [Vec<T>; 2],
+    b1p: Vec<T>,
+    /// W2ᵀ (k, hp); W2 (hp, kp) and b2 (kp) padded for the logits.
+    w2t: Vec<T>,
+    w2k: Vec<T>,
+    b2p: Vec<T>,
+    gb1p: Vec<T>,
+    gw2t: Vec<T>,
+    gw2: Vec<T>,
+    gb2: Vec<T>,
 }
 
-impl<T: Float> Trainer<T> {
+impl<T: Lanes> Trainer<T> {
     /// A trainer for a d-h-k network. Errors if a size is zero or a rate is invalid.
     pub fn new(
         d: usize,
@@ -317,23 +743,48 @@ impl<T: Float> Trainer<T> {
                 ));
             }
         }
+        let hp = padded::<T>(h);
+        let alloc = |len: usize| -> Result<Vec<T>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
+                op: OP,
+                shape: format!("({d}, {hp})"),
+                bytes: (len as u128) * std::mem::size_of::<T>() as u128,
+            })?;
+            v.resize(len, T::zero());
+            Ok(v)
+        };
+        let dhp = d.checked_mul(hp).ok_or_else(|| {
+            KernelError::shape(OP, format!("network sizes ({d}, {h}, {k}) are too large"))
+        })?;
         Ok(Trainer {
             d,
             h,
             k,
+            hp,
             activation,
             optimizer,
-            sparse: Sparse::default(),
+            batch: SparseRows::default(),
+            rows: Vec::new(),
             a1: Vec::new(),
             z1: Vec::new(),
             y: Vec::new(),
             da1: Vec::new(),
-            grads: [
-                vec![T::zero(); d * h],
-                vec![T::zero(); h],
-                vec![T::zero(); h * k],
-                vec![T::zero(); k],
-            ],
+            w1p: alloc(dhp)?,
+            // SGD updates W1 in place without forming dW1.
+            gw1p: match optimizer {
+                Optimizer::Sgd { .. } => Vec::new(),
+                _ => alloc(dhp)?,
+            },
+            state_w1p: [Vec::new(), Vec::new()],
+            b1p: vec![T::zero(); hp],
+            w2t: vec![T::zero(); k * hp],
+            w2k: vec![T::zero(); hp * padded::<T>(k)],
+            b2p: vec![T::zero(); padded::<T>(k)],
+            gb1p: vec![T::zero(); hp],
+            gw2t: vec![T::zero(); k * hp],
+            gw2: vec![T::zero(); h * k],
+            gb2: vec![T::zero(); k],
         })
     }
 
@@ -347,7 +798,7 @@ impl<T: Float> Trainer<T> {
         op: &'static str,
         params: &ParamsMut<'_, T>,
         state: &[ParamsMut<'_, T>],
-        x: &ArrayView2<'_, T>,
+        x: [usize; 2],
         t: &Targets<'_, T>,
     ) -> Result<()> {
         let (d, h, k) = (self.d, self.h, self.k);
@@ -379,64 +830,104 @@ impl<T: Float> Trainer<T> {
                 ),
             ));
         }
-        if x.ncols() != d {
+        if x[1] != d {
             return Err(KernelError::shape(
                 op,
                 format!(
                     "x has shape {} but W1 has shape {}",
-                    fmt_shape(x.shape()),
+                    fmt_shape(&x),
                     fmt_shape(&[d, h])
                 ),
             ));
         }
-        t.check(op, x.nrows(), k)
+        t.check(op, x[0], k)
     }
 
-    /// One step on the rows `batch` of (x, t): forward, backprop, update of `params`
-    /// (and `state`) in place. Returns the batch's mean cross-entropy before the update.
-    /// `iter` is Adam's t for this step (1 for the first). Inputs already checked.
+    /// One step on the batch rows `rows` of `sp` (targets: rows `batch` of t): forward,
+    /// backprop, update of the padded W1 (and its state) and of b1, W2, b2 (and theirs)
+    /// in place. Returns the batch's mean cross-entropy before the update. `iter` is
+    /// Adam's t for this step (1 for the first); `ahead` are rows of `sp` to prefetch
+    /// for the next step. With `threads` > 1 two threads take half of the batch rows
+    /// each in the forward pass and half of the inputs each in dW1 and the W1 update
+    /// (two joins per step); the small layers in between run on one.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
-        params: &mut ParamsMut<'_, T>,
-        state: &mut [ParamsMut<'_, T>],
-        x: ArrayView2<'_, T>,
-        t: Targets<'_, T>,
+        b1: &mut [T],
+        w2: &mut [T],
+        b2: &mut [T],
+        state: &mut [[&mut [T]; 3]],
+        sp: &SparseRows<T>,
+        rows: &[usize],
+        ahead: &[usize],
         batch: &[usize],
+        t: Targets<'_, T>,
         iter: u64,
-    ) -> Result<f64> {
-        const OP: &str = "TwoLayerTrainer.run";
-        let (h, k, n) = (self.h, self.k, batch.len());
-        self.sparse.clear();
-        for &r in batch {
-            self.sparse.push_row(x.row(r));
+        threads: usize,
+    ) -> f64 {
+        let (d, h, k, hp, n) = (self.d, self.h, self.k, self.hp, batch.len());
+        let (act, opt) = (self.activation, self.optimizer);
+        let Trainer {
+            a1,
+            z1,
+            y,
+            da1,
+            w1p,
+            gw1p,
+            state_w1p,
+            b1p,
+            w2t,
+            w2k,
+            b2p,
+            gb1p,
+            gw2t,
+            gw2,
+            gb2,
+            ..
+        } = self;
+        a1.resize(n * hp, T::zero());
+        z1.resize(n * hp, T::zero());
+        da1.resize(n * hp, T::zero());
+        y.resize(n * k, T::zero());
+        b1p[..h].copy_from_slice(b1);
+        let two = threads > 1 && n > 1;
+        // Forward: a1 = x·W1 + b1, z1 = act(a1).
+        if two {
+            let m = n / 2;
+            let (a0, a1h) = a1.split_at_mut(m * hp);
+            let (z0, z1h) = z1.split_at_mut(m * hp);
+            let (r0, r1) = rows.split_at(m);
+            let (x0, x1) = ahead.split_at(m.min(ahead.len()));
+            let (w1, b1) = (&w1p[..], &b1p[..]);
+            rayon::join(
+                || forward_rows(a0, z0, sp, r0, x0, w1, b1, act),
+                || forward_rows(a1h, z1h, sp, r1, x1, w1, b1, act),
+            );
+        } else {
+            forward_rows(a1, z1, sp, rows, ahead, w1p, b1p, act);
         }
-        self.a1.resize(n * h, T::zero());
-        self.z1.resize(n * h, T::zero());
-        self.da1.resize(n * h, T::zero());
-        self.y.resize(n * k, T::zero());
-        let act = self.activation;
-        let [w1, b1, w2, b2] = params.slices(OP, "")?;
-        // Forward: a1 = x·W1 + b1, z1 = act(a1), y = softmax(z1·W2 + b2), loss.
-        let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
-        let inv_n = T::one() / T::lit(n as f64);
-        let mut loss = 0.0_f64;
-        hidden_layer(&mut self.a1, &mut self.z1, b1, w1, &self.sparse, act);
-        for (r, &row) in batch.iter().enumerate() {
-            let z = &self.z1[r * h..(r + 1) * h];
-            let y = &mut self.y[r * k..(r + 1) * k];
-            logit_row(y, b2, w2, z);
+        // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
+        b2p[..k].copy_from_slice(b2);
+        logits(y, z1, w2k, b2p, k);
+        for y in y.chunks_exact_mut(k) {
             let max = y
                 .iter()
                 .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-            let mut sum = T::zero();
             for v in y.iter_mut() {
-                *v = (*v - max).exp();
-                sum = sum + *v;
+                *v = *v - max;
             }
+        }
+        exp_in_place(y);
+        // Cross-entropy −Σ t·log(y + δ) (δ keeps the log finite), then dy = (y − t)/n.
+        let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
+        let inv_n = T::one() / T::lit(n as f64);
+        let mut loss = 0.0_f64;
+        gb2.fill(T::zero());
+        for (y, &row) in y.chunks_exact_mut(k).zip(batch) {
+            let sum = y.iter().fold(T::zero(), |s, &v| s + v);
             for v in y.iter_mut() {
                 *v = *v / sum;
             }
-            // Cross-entropy −Σ t·log(y + δ) (δ keeps the log finite), then dy = (y − t)/n.
             match t {
                 Targets::Labels(labels) => {
                     let c = labels[row] as usize;
@@ -452,49 +943,52 @@ impl<T: Float> Trainer<T> {
                     }
                 }
             }
-            for v in y.iter_mut() {
+            for (v, g) in y.iter_mut().zip(gb2.iter_mut()) {
                 *v = *v * inv_n;
+                *g = *g + *v; // db2 = Σ_rows dy
             }
         }
-        let [gw1, gb1, gw2, gb2] = &mut self.grads;
-        // dW2 = z1ᵀ·dy, db2 = Σ_rows dy, da1 = (dy·W2ᵀ) ⊙ act'(a1), db1 = Σ_rows da1.
-        gw2.fill(T::zero());
-        gb2.fill(T::zero());
-        gb1.fill(T::zero());
-        for r in 0..n {
-            let dy = &self.y[r * k..(r + 1) * k];
-            let z = &self.z1[r * h..(r + 1) * h];
-            for (j, &zj) in z.iter().enumerate() {
-                axpy(&mut gw2[j * k..(j + 1) * k], zj, dy);
+        // dW2 = z1ᵀ·dy, da1 = (dy·W2ᵀ) ⊙ act'(a1), db1 = Σ da1.
+        backward_dense(y, a1, z1, w2t, gw2t, da1, gb1p, act);
+        // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs.
+        let neg_lr = match opt {
+            Optimizer::Sgd { lr } => Some(T::lit(-lr)),
+            _ => None,
+        };
+        let [s0, s1] = state_w1p;
+        let part = |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], lo: usize| match neg_lr {
+            Some(neg_lr) => input_grad(w1, da1, sp, rows, lo, neg_lr),
+            None => {
+                g.fill(T::zero());
+                input_grad(g, da1, sp, rows, lo, T::one());
+                apply(opt, w1, g, s0, s1, iter);
             }
-            axpy(gb2, T::one(), dy);
-            let a = &self.a1[r * h..(r + 1) * h];
-            let da = &mut self.da1[r * h..(r + 1) * h];
-            for (j, ((g, &a), &z)) in da.iter_mut().zip(a).zip(z).enumerate() {
-                let w = &w2[j * k..(j + 1) * k];
-                let dz = dy.iter().zip(w).fold(T::zero(), |s, (&d, &w)| s + d * w);
-                *g = dz * act.derivative(a, z);
+        };
+        if two && d > 1 {
+            let m = d / 2;
+            let (w0, w1) = w1p.split_at_mut(m * hp);
+            let (g0, g1) = split(gw1p, m * hp);
+            let (s00, s01) = split(s0, m * hp);
+            let (s10, s11) = split(s1, m * hp);
+            rayon::join(|| part(w0, g0, s00, s10, 0), || part(w1, g1, s01, s11, m));
+        } else {
+            part(w1p, gw1p, s0, s1, 0);
+        }
+        for (j, g) in gw2.chunks_exact_mut(k).enumerate() {
+            for (c, g) in g.iter_mut().enumerate() {
+                *g = gw2t[c * hp + j];
             }
-            axpy(gb1, T::one(), da);
         }
-        // dW1 = xᵀ·da1 over the non-zero entries of x.
-        input_grad(gw1, &self.da1, &self.sparse, h);
-        // The update, parameter by parameter as the book's loop over params.
-        let grads = [&gw1[..], &gb1[..], &gw2[..], &gb2[..]];
-        for (which, (p, g)) in [w1, b1, w2, b2].into_iter().zip(grads).enumerate() {
-            let (mut e0, mut e1): ([T; 0], [T; 0]) = ([], []);
-            let (first, rest) = state.split_at_mut(state.len().min(1));
-            let s0: &mut [T] = match first.first_mut() {
-                Some(set) => set.slice(OP, which)?,
-                None => &mut e0,
-            };
-            let s1: &mut [T] = match rest.first_mut() {
-                Some(set) => set.slice(OP, which)?,
-                None => &mut e1,
-            };
-            self.optimizer.update(p, g, s0, s1, iter);
-        }
-        Ok(loss / n as f64)
+        // The other updates, parameter by parameter as the book's loop over params.
+        let (s0, s1) = state_pair(state, 0);
+        apply(opt, b1, &gb1p[..h], s0, s1, iter);
+        let (s0, s1) = state_pair(state, 1);
+        apply(opt, w2, gw2, s0, s1, iter);
+        let (s0, s1) = state_pair(state, 2);
+        apply(opt, b2, gb2, s0, s1, iter);
+        transpose_pad(w2t, w2, k, hp);
+        w2_rows(w2k, w2, k);
+        loss / n as f64
     }
 
     /// Runs one step per row of `batches` (iters, batch) of row indices into (x, t),
@@ -503,21 +997,22 @@ impl<T: Float> Trainer<T> {
     /// `interrupt` (on the calling thread) and stops with [`KernelError::Interrupted`]
     /// when that returns true; the steps done so far stay applied.
     ///
-    /// x: (N, d); t: labels (N,) or one-hot (N, k). Errors: shapes, labels, indices out of
+    /// x: (N, d) dense (batch rows compressed each step) or [`SparseRows`] (compressed
+    /// once); t: labels (N,) or one-hot (N, k). Errors: shapes, labels, indices out of
     /// [0, N), non-contiguous parameters, wrong number of state sets.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         params: &mut ParamsMut<'_, T>,
         state: &mut [ParamsMut<'_, T>],
-        x: ArrayView2<'_, T>,
+        x: Rows<'_, T>,
         t: Targets<'_, T>,
         batches: ArrayView2<'_, i64>,
         first_iter: u64,
         interrupt: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f64>> {
         const OP: &str = "TwoLayerTrainer.run";
-        self.check(OP, params, state, &x, &t)?;
+        self.check(OP, params, state, x.shape(), &t)?;
         let rows = x.nrows();
         if batches.ncols() == 0 {
             return Err(KernelError::shape(
@@ -536,62 +1031,185 @@ impl<T: Float> Trainer<T> {
                 ));
             }
         }
+        let (h, k) = (self.h, self.k);
+        let [w1, b1, w2, b2] = params.slices(OP, "")?;
+        let mut w1_state = Vec::with_capacity(state.len());
+        let mut small_state = Vec::with_capacity(state.len());
+        for set in state.iter_mut() {
+            let [sw1, sb1, sw2, sb2] = set.slices(OP, "state ")?;
+            w1_state.push(sw1);
+            small_state.push([sb1, sw2, sb2]);
+        }
+        // W1 and its state in padded copies for the run; written back below, also when
+        // the run stops early.
+        let hp = self.hp;
+        pad_rows(&mut self.w1p, w1, h, hp);
+        for (dst, src) in self.state_w1p.iter_mut().zip(&w1_state) {
+            pad_rows(dst, src, h, hp);
+        }
+        transpose_pad(&mut self.w2t, w2, k, hp);
+        w2_rows(&mut self.w2k, w2, k);
         let mut losses = Vec::with_capacity(batches.nrows());
-        let mut batch = Vec::with_capacity(batches.ncols());
-        let mut last = std::time::Instant::now();
-        for (step, b) in batches.rows().into_iter().enumerate() {
-            batch.clear();
-            batch.extend(b.iter().map(|&i| i as usize));
-            losses.push(self.step(params, state, x, t, &batch, first_iter + step as u64 + 1)?);
-            if last.elapsed().as_millis() >= 50 {
-                if interrupt() {
-                    return Err(KernelError::Interrupted { op: OP });
+        let mut outcome = Ok(());
+        let mut next = 0;
+        while next < batches.nrows() {
+            // Steps for about 50 ms inside the pool, then a look at `interrupt` here.
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+            next = parallel::install(|threads| {
+                let mut scratch = std::mem::take(&mut self.batch);
+                let mut rows = std::mem::take(&mut self.rows);
+                let mut batch = Vec::with_capacity(batches.ncols());
+                let mut ahead = Vec::with_capacity(batches.ncols());
+                let mut step = next;
+                while step < batches.nrows() {
+                    batch.clear();
+                    batch.extend(batches.row(step).iter().map(|&i| i as usize));
+                    rows.clear();
+                    let sp = match x {
+                        Rows::Dense(x) => {
+                            scratch.clear(self.d);
+                            for &r in &batch {
+                                scratch.push_row(x.row(r));
+                            }
+                            rows.extend(0..batch.len());
+                            &scratch
+                        }
+                        Rows::Sparse(s) => {
+                            rows.extend_from_slice(&batch);
+                            s
+                        }
+                    };
+                    ahead.clear();
+                    if let Rows::Sparse(s) = x {
+                        // Where the rows two steps on lie, then the next batch's rows: the
+                        // memory they come from is slow, and the step has time to wait.
+                        if step + 2 < batches.nrows() {
+                            for &r in batches.row(step + 2) {
+                                s.prefetch_span(r as usize);
+                            }
+                        }
+                        if step + 1 < batches.nrows() {
+                            ahead.extend(batches.row(step + 1).iter().map(|&i| i as usize));
+                        }
+                    }
+                    let iter = first_iter + step as u64 + 1;
+                    losses.push(self.step(
+                        b1,
+                        w2,
+                        b2,
+                        &mut small_state,
+                        sp,
+                        &rows,
+                        &ahead,
+                        &batch,
+                        t,
+                        iter,
+                        threads,
+                    ));
+                    step += 1;
+                    if std::time::Instant::now() >= until {
+                        break;
+                    }
                 }
-                last = std::time::Instant::now();
+                self.batch = scratch;
+                self.rows = rows;
+                step
+            });
+            if next < batches.nrows() && interrupt() {
+                outcome = Err(KernelError::Interrupted { op: OP });
+                break;
             }
         }
-        Ok(losses)
+        unpad_rows(w1, &self.w1p, h, hp);
+        for (dst, src) in w1_state.iter_mut().zip(&self.state_w1p) {
+            unpad_rows(dst, src, h, hp);
+        }
+        outcome.map(|()| losses)
+    }
+}
+
+/// Rows per block of the parallel evaluation.
+const EVAL_ROWS: usize = 256;
+
+/// Per-thread buffers of [`predict_rows`].
+struct EvalScratch<T> {
+    sp: SparseRows<T>,
+    rows: Vec<usize>,
+    a: Vec<T>,
+    z: Vec<T>,
+    l: Vec<T>,
+}
+
+impl<T: Float> Default for EvalScratch<T> {
+    fn default() -> Self {
+        EvalScratch {
+            sp: SparseRows::default(),
+            rows: Vec::new(),
+            a: Vec::new(),
+            z: Vec::new(),
+            l: Vec::new(),
+        }
     }
 }
 
 /// Predicted classes argmax_k (z1·W2 + b2) of every row of x (n, d) — the argmax of the
 /// softmax output, first maximum on ties as `np.argmax`. Parallel over rows.
-pub fn predict_labels<T: Float>(
+pub fn predict_labels<T: Lanes>(
     net: &TwoLayerNet<'_, T>,
     x: ArrayView2<'_, T>,
 ) -> Result<Vec<usize>> {
-    net.check("predict_labels", &x)?;
-    let (_, h, k) = net.sizes();
-    let (w1, b1, w2, b2) = (
-        net.w1.as_standard_layout(),
-        net.b1.to_vec(),
-        net.w2.as_standard_layout(),
-        net.b2.to_vec(),
-    );
-    let (w1, w2) = match (w1.as_slice(), w2.as_slice()) {
-        (Some(a), Some(b)) => (a, b),
-        _ => {
-            return Err(KernelError::value(
-                "predict_labels",
-                "internal: parameters not contiguous",
-            ))
-        }
-    };
+    predict_rows(net, Rows::Dense(x))
+}
+
+/// [`predict_labels`] for dense or compressed rows.
+pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Result<Vec<usize>> {
+    const OP: &str = "predict_labels";
+    if let Rows::Sparse(s) = x {
+        // The same checks and messages as for a dense x of this shape.
+        let probe = ndarray::Array2::<T>::zeros((s.nrows().min(1), s.ncols()));
+        net.check(OP, &probe.view())?;
+    } else if let Rows::Dense(x) = x {
+        net.check(OP, &x)?;
+    }
+    let (d, h, k) = net.sizes();
+    let hp = padded::<T>(h);
+    let mut w1p = Vec::new();
+    pad_rows(&mut w1p, &net.w1.iter().copied().collect::<Vec<T>>(), h, hp);
+    let mut b1p = vec![T::zero(); hp];
+    for (p, &b) in b1p.iter_mut().zip(net.b1.iter()) {
+        *p = b;
+    }
+    let kp = padded::<T>(k);
+    let mut w2k = vec![T::zero(); hp * kp];
+    w2_rows(&mut w2k, &net.w2.iter().copied().collect::<Vec<T>>(), k);
+    let mut b2 = vec![T::zero(); kp];
+    for (p, &b) in b2.iter_mut().zip(net.b2.iter()) {
+        *p = b;
+    }
     let act = net.activation;
-    // Blocks of rows: sparse hidden layer (multiversioned), then logits and argmax.
-    const BLOCK: usize = 256;
-    let block = |rows: ArrayView2<'_, T>, out: &mut [usize]| {
-        let mut sp = Sparse::default();
-        sp.clear();
-        for row in rows.rows() {
-            sp.push_row(row);
-        }
-        let n = rows.nrows();
-        let (mut a, mut z) = (vec![T::zero(); n * h], vec![T::zero(); n * h]);
-        hidden_layer(&mut a, &mut z, &b1, w1, &sp, act);
-        let mut l = vec![T::zero(); k];
-        for (zr, o) in z.chunks_exact(h).zip(out.iter_mut()) {
-            logit_row(&mut l, &b2, w2, zr);
+    let block = |ws: &mut EvalScratch<T>, (b, out): (usize, &mut [usize])| {
+        let (lo, n) = (b * EVAL_ROWS, out.len());
+        ws.rows.clear();
+        let sp = match x {
+            Rows::Dense(x) => {
+                ws.sp.clear(d);
+                for r in lo..lo + n {
+                    ws.sp.push_row(x.row(r));
+                }
+                ws.rows.extend(0..n);
+                &ws.sp
+            }
+            Rows::Sparse(s) => {
+                ws.rows.extend(lo..lo + n);
+                s
+            }
+        };
+        ws.a.resize(n * hp, T::zero());
+        ws.z.resize(n * hp, T::zero());
+        ws.l.resize(n * k, T::zero());
+        forward_rows(&mut ws.a, &mut ws.z, sp, &ws.rows, &[], &w1p, &b1p, act);
+        logits(&mut ws.l, &ws.z, &w2k, &b2, k);
+        for (l, o) in ws.l.chunks_exact(k).zip(out.iter_mut()) {
             let mut best = 0;
             for (c, &v) in l.iter().enumerate() {
                 if v > l[best] || (v.is_nan() && !l[best].is_nan()) {
@@ -604,28 +1222,29 @@ pub fn predict_labels<T: Float>(
     let n = x.nrows();
     let mut pred = vec![0usize; n];
     parallel::install(|threads| {
-        let run = |(b, out): (usize, &mut [usize])| {
-            let rows = x.slice(ndarray::s![b * BLOCK..(b * BLOCK + out.len()), ..]);
-            block(rows, out);
-        };
-        if threads > 1 && n > BLOCK {
-            pred.par_chunks_mut(BLOCK).enumerate().for_each(run);
+        if threads > 1 && n > EVAL_ROWS {
+            pred.par_chunks_mut(EVAL_ROWS)
+                .enumerate()
+                .for_each_init(EvalScratch::default, block);
         } else {
-            pred.chunks_mut(BLOCK).enumerate().for_each(run);
+            let mut ws = EvalScratch::default();
+            pred.chunks_mut(EVAL_ROWS)
+                .enumerate()
+                .for_each(|part| block(&mut ws, part));
         }
     });
     Ok(pred)
 }
 
 /// Fraction of rows whose predicted class equals the target (labels, or argmax of
-/// one-hot rows), the book's `accuracy`.
-pub fn accuracy<T: Float>(
+/// one-hot rows), the book's `accuracy`. x dense (n, d) or compressed.
+pub fn accuracy<T: Lanes>(
     net: &TwoLayerNet<'_, T>,
-    x: ArrayView2<'_, T>,
+    x: Rows<'_, T>,
     t: Targets<'_, T>,
 ) -> Result<f64> {
     let (_, _, k) = net.sizes();
-    let pred = predict_labels(net, x)?;
+    let pred = predict_rows(net, x)?;
     t.check("accuracy", x.nrows(), k)?;
     let hits = match t {
         Targets::Labels(labels) => pred
