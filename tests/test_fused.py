@@ -260,3 +260,60 @@ def test_fused_trainer_wrapper_keeps_arrays_and_optimizer_state(rng):
     assert not fused.supports(Net(params=init(rng, 4, 3, 2), activation="relu"), object())
     with pytest.raises(ValueError, match="FusedTrainer: needs a two-layer net"):
         fused.FusedTrainer(Net(params={}, activation="relu"), opt)
+
+
+def test_sparse_rows_give_the_dense_results(rng):
+    x = rng.random((120, 15))
+    x[x < 0.7] = 0.0
+    x[3] = 0.0  # an all-zero row
+    t = rng.integers(0, 4, size=120)
+    batches = rng.integers(0, 120, size=(12, 10))
+    sp = _core.SparseRows(x)
+    assert sp.shape == (120, 15) and sp.dtype == "float64"
+    assert sp.nnz == np.count_nonzero(x)
+    assert "nnz=" in repr(sp)
+    for name in ("sgd", "adam"):
+        dense = init(rng, 15, 9, 4, std=0.5)
+        comp = {k: v.copy() for k, v in dense.items()}
+        hp = {"lr": 0.1} if name == "sgd" else {"lr": 0.01}
+        a = _core.TwoLayerTrainer(15, 9, 4, optimizer=name, **hp).run(
+            [dense[k] for k in KEYS], state_arrays(name, dense), x, t, batches
+        )
+        b = _core.TwoLayerTrainer(15, 9, 4, optimizer=name, **hp).run(
+            [comp[k] for k in KEYS], state_arrays(name, comp), sp, t, batches
+        )
+        np.testing.assert_array_equal(a, b)
+        for key in KEYS:
+            np.testing.assert_array_equal(dense[key], comp[key], err_msg=key)
+    args = [dense[k] for k in KEYS]
+    want = _core.two_layer_predict_labels(*args, x)
+    np.testing.assert_array_equal(_core.two_layer_predict_labels(*args, sp), want)
+    assert _core.two_layer_accuracy(*args, sp, t) == np.mean(want == t)
+    with pytest.raises(TypeError, match="x has dtype float32 but the other arguments are float64"):
+        _core.two_layer_accuracy(*args, _core.SparseRows(x.astype(np.float32)), t)
+    with pytest.raises(ValueError, match=r"x has shape \(120, 15\) but W1 has shape \(14, 9\)"):
+        _core.TwoLayerTrainer(14, 9, 4).run(
+            [np.zeros((14, 9)), np.zeros(9), np.zeros((9, 4)), np.zeros(4)], [], sp, t, batches
+        )
+    with pytest.raises(ValueError, match="SparseRows: x must be 2-D"):
+        _core.SparseRows(x[0])
+    with pytest.raises(TypeError, match="SparseRows: x"):
+        _core.SparseRows(x.astype(np.int64))
+
+
+def test_fused_trainer_compresses_each_array_once(rng):
+    optimizers = pytest.importorskip("ferrograd.optimizers")
+    x = rng.random((50, 6))
+    x[x < 0.5] = 0.0
+    t = rng.integers(0, 3, size=50)
+    net = Net(params=init(rng, 6, 5, 3, std=0.3), activation="sigmoid")
+    tr = fused.FusedTrainer(net, optimizers.SGD(lr=0.1))
+    tr.run_epoch(x, t, rng.integers(0, 50, size=(3, 5)))
+    rows = tr._rows(x, train=True)
+    assert isinstance(rows, _core.SparseRows) and tr._rows(x, train=False) is rows
+    xt = x[:20].copy()
+    assert tr.accuracy(xt, t[:20]) == tr.accuracy(x[:20], t[:20])
+    assert tr._rows(xt, train=False) is tr._rows(xt, train=False)
+    assert tr._rows(x, train=True) is rows  # evaluating another array keeps the training one
+    # Lists and other shapes take the direct path (and the kernel's own errors).
+    assert isinstance(tr._rows(x.tolist(), train=False), np.ndarray)
