@@ -8,9 +8,10 @@
 //! operation by operation, scalars computed in f64 and rounded to T as NumPy does.
 
 use multiversion::multiversion;
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
 
+use super::matmul::gemm_into;
 use super::numgrad::{Activation, TwoLayerNet};
 use super::{parallel, Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
@@ -526,52 +527,19 @@ fn w2_rows<T: Lanes>(dst: &mut [T], w2: &[T], k: usize) {
     }
 }
 
-/// The backward pass of the small layers from dy (n, k): dW2ᵀ (k, hp) = dyᵀ·z1,
-/// da1 (n, hp) = (dy·W2ᵀ) ⊙ act'(a1), db1 (hp) = Σ_rows da1. W2ᵀ: (k, hp).
+/// da1 (n, hp) ← da1 ⊙ act'(a1) (da1 holding dz1), and db1 (hp) = Σ_rows da1.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-#[allow(clippy::too_many_arguments)]
-fn backward_dense<T: Lanes>(
-    dy: &[T],
-    a1: &[T],
-    z1: &[T],
-    w2t: &[T],
-    gw2t: &mut [T],
-    da1: &mut [T],
-    gb1: &mut [T],
-    act: Activation,
-) {
+fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Activation) {
     let hp = gb1.len();
-    let k = w2t.len() / hp;
-    gw2t.fill(T::zero());
     gb1.fill(T::zero());
-    for (((dyq, aq), zq), daq) in dy
-        .chunks_exact(k)
+    for ((d, a), z) in da1
+        .chunks_exact_mut(hp)
         .zip(a1.chunks_exact(hp))
         .zip(z1.chunks_exact(hp))
-        .zip(da1.chunks_exact_mut(hp))
     {
-        for (g, &d) in gw2t.chunks_exact_mut(hp).zip(dyq) {
-            for (g, &z) in g.iter_mut().zip(zq) {
-                *g = *g + d * z; // dW2ᵀ[c, :] += dy[q, c]·z1[q, :]
-            }
-        }
-        for c0 in (0..hp).step_by(T::WIDTH) {
-            let mut dz = T::ZERO_BLOCK;
-            for (&d, wc) in dyq.iter().zip(w2t.chunks_exact(hp)) {
-                axpy_block::<T>(&mut dz, d, &wc[c0..]); // dz1 = dy·W2ᵀ
-            }
-            let blk = c0..c0 + T::WIDTH;
-            for (((g, &dz), &a), &z) in daq[blk.clone()]
-                .iter_mut()
-                .zip(dz.as_ref())
-                .zip(&aq[blk.clone()])
-                .zip(&zq[blk])
-            {
-                *g = dz * act.derivative(a, z);
-            }
-        }
-        for (g, &d) in gb1.iter_mut().zip(daq.iter()) {
-            *g = *g + d;
+        for (((g, &a), &z), b) in d.iter_mut().zip(a).zip(z).zip(gb1.iter_mut()) {
+            *g = *g * act.derivative(a, z);
+            *b = *b + *g;
         }
     }
 }
@@ -700,7 +668,6 @@ pub struct Trainer<T> {
     w2k: Vec<T>,
     b2p: Vec<T>,
     gb1p: Vec<T>,
-    gw2t: Vec<T>,
     gw2: Vec<T>,
     gb2: Vec<T>,
 }
@@ -782,7 +749,6 @@ impl<T: Lanes> Trainer<T> {
             w2k: vec![T::zero(); hp * padded::<T>(k)],
             b2p: vec![T::zero(); padded::<T>(k)],
             gb1p: vec![T::zero(); hp],
-            gw2t: vec![T::zero(); k * hp],
             gw2: vec![T::zero(); h * k],
             gb2: vec![T::zero(); k],
         })
@@ -880,7 +846,6 @@ impl<T: Lanes> Trainer<T> {
             w2k,
             b2p,
             gb1p,
-            gw2t,
             gw2,
             gb2,
             ..
@@ -908,7 +873,21 @@ impl<T: Lanes> Trainer<T> {
         }
         // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
         b2p[..k].copy_from_slice(b2);
-        logits(y, z1, w2k, b2p, k);
+        {
+            // logits = b2 + z1·W2, W2 the first k columns of the padded (hp, kp) copy.
+            let kp = b2p.len();
+            let (zv, wv, yv) = (
+                ArrayView2::from_shape((n, hp), &z1[..]),
+                ArrayView2::from_shape((hp, k).strides((kp, 1)), &w2k[..]),
+                ndarray::ArrayViewMut2::from_shape((n, k), &mut y[..]),
+            );
+            if let (Ok(zv), Ok(wv), Ok(mut yv)) = (zv, wv, yv) {
+                for mut row in yv.rows_mut() {
+                    row.assign(&ArrayView1::from(&b2[..]));
+                }
+                gemm_into(zv, wv, yv, true);
+            }
+        }
         for y in y.chunks_exact_mut(k) {
             let max = y
                 .iter()
@@ -949,7 +928,21 @@ impl<T: Lanes> Trainer<T> {
             }
         }
         // dW2 = z1ᵀ·dy, da1 = (dy·W2ᵀ) ⊙ act'(a1), db1 = Σ da1.
-        backward_dense(y, a1, z1, w2t, gw2t, da1, gb1p, act);
+        {
+            // dW2 = z1ᵀ·dy (h, k); dz1 = dy·W2ᵀ (n, hp); da1 = dz1 ⊙ act'(a1); db1 = Σ da1.
+            let views = (
+                ArrayView2::from_shape((n, hp), &z1[..]),
+                ArrayView2::from_shape((n, k), &y[..]),
+                ArrayView2::from_shape((k, hp), &w2t[..]),
+                ndarray::ArrayViewMut2::from_shape((h, k), &mut gw2[..]),
+                ndarray::ArrayViewMut2::from_shape((n, hp), &mut da1[..]),
+            );
+            if let (Ok(zv), Ok(dyv), Ok(w2v), Ok(gw2v), Ok(dav)) = views {
+                gemm_into(zv.slice(ndarray::s![.., ..h]).t(), dyv, gw2v, false);
+                gemm_into(dyv, w2v, dav, false);
+            }
+            act_grad(da1, a1, z1, gb1p, act);
+        }
         // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs.
         let neg_lr = match opt {
             Optimizer::Sgd { lr } => Some(T::lit(-lr)),
@@ -973,11 +966,6 @@ impl<T: Lanes> Trainer<T> {
             rayon::join(|| part(w0, g0, s00, s10, 0), || part(w1, g1, s01, s11, m));
         } else {
             part(w1p, gw1p, s0, s1, 0);
-        }
-        for (j, g) in gw2.chunks_exact_mut(k).enumerate() {
-            for (c, g) in g.iter_mut().enumerate() {
-                *g = gw2t[c * hp + j];
-            }
         }
         // The other updates, parameter by parameter as the book's loop over params.
         let (s0, s1) = state_pair(state, 0);
