@@ -428,27 +428,28 @@ fn prefetch<T>(s: &[T]) {
 /// Rows ahead whose inputs are prefetched in [`forward_rows`].
 const PREFETCH_ROWS: usize = 4;
 
-/// Hidden layer of the batch rows `rows` of `sp` from their non-zero entries:
-/// a[q, ..] = b1 + Σ_i x[rows[q], i]·W1[i, ..], z = act(a). a, z: (n, hp); W1 (d, hp);
-/// b1 (hp); hp a whole number of blocks. Two interleaved sums per block hide the add
-/// latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered over a
-/// large matrix then arrive from memory long before they are needed).
+/// Hidden pre-activations of the batch rows `rows` of `sp` from their non-zero entries
+/// in columns lo..hi: a[q, ..] = b + Σ_{lo ≤ i < hi} x[rows[q], i]·W1[i, ..]. a: (n, hp);
+/// W1 (d, hp); b (hp); hp a whole number of blocks. Two interleaved sums per block hide
+/// the add latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered
+/// over a large matrix then arrive from memory long before they are needed).
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Lanes>(
     a: &mut [T],
-    z: &mut [T],
     sp: &SparseRows<T>,
     rows: &[usize],
     ahead: &[usize],
     w1: &[T],
-    b1: &[T],
-    act: Activation,
+    b: &[T],
+    lo: usize,
+    hi: usize,
 ) {
-    let hp = b1.len();
+    let hp = b.len();
     for &r in rows.iter().take(PREFETCH_ROWS) {
         sp.prefetch_row(r);
     }
+    let whole = lo == 0 && hi >= sp.ncols();
     for (q, (a, &r)) in a.chunks_exact_mut(hp).zip(rows).enumerate() {
         if let Some(&next) = rows.get(q + PREFETCH_ROWS) {
             sp.prefetch_row(next);
@@ -457,8 +458,16 @@ fn forward_rows<T: Lanes>(
             sp.prefetch_row(next);
         }
         let (idx, val) = sp.row(r);
+        let (idx, val) = if whole {
+            (idx, val)
+        } else {
+            // Column indices ascend: the range is one span of the row.
+            let s = idx.partition_point(|&i| (i as usize) < lo);
+            let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
+            (&idx[s..e], &val[s..e])
+        };
         for c0 in (0..hp).step_by(T::WIDTH) {
-            let mut acc0 = load::<T>(&b1[c0..]);
+            let mut acc0 = load::<T>(&b[c0..]);
             let mut acc1 = T::ZERO_BLOCK;
             let (i2, v2) = (idx.chunks_exact(2), val.chunks_exact(2));
             let (ir, vr) = (i2.remainder(), v2.remainder());
@@ -477,6 +486,14 @@ fn forward_rows<T: Lanes>(
                 *o = p + q;
             }
         }
+    }
+}
+
+/// a += part (when given), then z = act(a) (sigmoid through the vectorisable `exp_v`).
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn activate<T: Float>(a: &mut [T], part: &[T], z: &mut [T], act: Activation) {
+    for (a, &p) in a.iter_mut().zip(part) {
+        *a = *a + p;
     }
     match act {
         Activation::Sigmoid => {
@@ -655,6 +672,9 @@ pub struct Trainer<T> {
     batch: SparseRows<T>,
     rows: Vec<usize>,
     a1: Vec<T>,
+    /// The second thread's part of a1, and a zero bias for it.
+    a1b: Vec<T>,
+    zero_b: Vec<T>,
     z1: Vec<T>,
     y: Vec<T>,
     da1: Vec<T>,
@@ -734,6 +754,8 @@ impl<T: Lanes> Trainer<T> {
             batch: SparseRows::default(),
             rows: Vec::new(),
             a1: Vec::new(),
+            a1b: Vec::new(),
+            zero_b: Vec::new(),
             z1: Vec::new(),
             y: Vec::new(),
             da1: Vec::new(),
@@ -835,6 +857,8 @@ impl<T: Lanes> Trainer<T> {
         let (act, opt) = (self.activation, self.optimizer);
         let Trainer {
             a1,
+            a1b,
+            zero_b,
             z1,
             y,
             da1,
@@ -855,21 +879,23 @@ impl<T: Lanes> Trainer<T> {
         da1.resize(n * hp, T::zero());
         y.resize(n * k, T::zero());
         b1p[..h].copy_from_slice(b1);
-        let two = threads > 1 && n > 1;
-        // Forward: a1 = x·W1 + b1, z1 = act(a1).
+        let two = threads > 1 && d > 1;
+        // Forward: a1 = x·W1 + b1, z1 = act(a1). Two threads take half of the inputs
+        // (rows of W1) each, so each keeps to its own half of W1 here and below.
         if two {
-            let m = n / 2;
-            let (a0, a1h) = a1.split_at_mut(m * hp);
-            let (z0, z1h) = z1.split_at_mut(m * hp);
-            let (r0, r1) = rows.split_at(m);
-            let (x0, x1) = ahead.split_at(m.min(ahead.len()));
-            let (w1, b1) = (&w1p[..], &b1p[..]);
+            let m = d / 2;
+            a1b.resize(n * hp, T::zero());
+            zero_b.resize(hp, T::zero());
+            let (w1, b1, zb) = (&w1p[..], &b1p[..], &zero_b[..]);
+            let (ah, bh) = (&mut a1[..], &mut a1b[..]);
             rayon::join(
-                || forward_rows(a0, z0, sp, r0, x0, w1, b1, act),
-                || forward_rows(a1h, z1h, sp, r1, x1, w1, b1, act),
+                || forward_rows(ah, sp, rows, ahead, w1, b1, 0, m),
+                || forward_rows(bh, sp, rows, ahead, w1, zb, m, d),
             );
+            activate(a1, a1b, z1, act);
         } else {
-            forward_rows(a1, z1, sp, rows, ahead, w1p, b1p, act);
+            forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d);
+            activate(a1, &[], z1, act);
         }
         // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
         b2p[..k].copy_from_slice(b2);
@@ -957,7 +983,7 @@ impl<T: Lanes> Trainer<T> {
                 apply(opt, w1, g, s0, s1, iter);
             }
         };
-        if two && d > 1 {
+        if two {
             let m = d / 2;
             let (w0, w1) = w1p.split_at_mut(m * hp);
             let (g0, g1) = split(gw1p, m * hp);
@@ -1195,7 +1221,8 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         ws.a.resize(n * hp, T::zero());
         ws.z.resize(n * hp, T::zero());
         ws.l.resize(n * k, T::zero());
-        forward_rows(&mut ws.a, &mut ws.z, sp, &ws.rows, &[], &w1p, &b1p, act);
+        forward_rows(&mut ws.a, sp, &ws.rows, &[], &w1p, &b1p, 0, d);
+        activate(&mut ws.a, &[], &mut ws.z, act);
         logits(&mut ws.l, &ws.z, &w2k, &b2, k);
         for (l, o) in ws.l.chunks_exact(k).zip(out.iter_mut()) {
             let mut best = 0;
