@@ -430,7 +430,7 @@ const PREFETCH_ROWS: usize = 4;
 
 /// Hidden pre-activations of the batch rows `rows` of `sp` from their non-zero entries
 /// in columns lo..hi: a[q, ..] = b + Σ_{lo ≤ i < hi} x[rows[q], i]·W1[i, ..]. a: (n, hp);
-/// W1 (d, hp); b (hp); hp a whole number of blocks. Two interleaved sums per block hide
+/// w1: rows lo..hi of W1 (d, hp); b (hp); hp a whole number of blocks. Two interleaved sums per block hide
 /// the add latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered
 /// over a large matrix then arrive from memory long before they are needed).
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
@@ -472,11 +472,11 @@ fn forward_rows<T: Lanes>(
             let (i2, v2) = (idx.chunks_exact(2), val.chunks_exact(2));
             let (ir, vr) = (i2.remainder(), v2.remainder());
             for (i, v) in i2.zip(v2) {
-                axpy_block::<T>(&mut acc0, v[0], &w1[i[0] as usize * hp + c0..]);
-                axpy_block::<T>(&mut acc1, v[1], &w1[i[1] as usize * hp + c0..]);
+                axpy_block::<T>(&mut acc0, v[0], &w1[(i[0] as usize - lo) * hp + c0..]);
+                axpy_block::<T>(&mut acc1, v[1], &w1[(i[1] as usize - lo) * hp + c0..]);
             }
             for (&i, &v) in ir.iter().zip(vr) {
-                axpy_block::<T>(&mut acc0, v, &w1[i as usize * hp + c0..]);
+                axpy_block::<T>(&mut acc0, v, &w1[(i as usize - lo) * hp + c0..]);
             }
             for ((o, &p), &q) in a[c0..c0 + T::WIDTH]
                 .iter_mut()
@@ -487,6 +487,14 @@ fn forward_rows<T: Lanes>(
             }
         }
     }
+}
+
+/// The inputs of the step after this one, whose forward pass the two threads start as
+/// soon as each has updated its half of W1.
+struct Next<'a, T> {
+    sp: &'a SparseRows<T>,
+    rows: &'a [usize],
+    ahead: &'a [usize],
 }
 
 /// a += part (when given), then z = act(a) (sigmoid through the vectorisable `exp_v`).
@@ -668,9 +676,9 @@ pub struct Trainer<T> {
     hp: usize,
     activation: Activation,
     optimizer: Optimizer,
-    /// The batch rows compressed per step when x is dense.
+    /// The batch rows compressed per step when x is dense (this step's and the next's).
     batch: SparseRows<T>,
-    rows: Vec<usize>,
+    batch2: SparseRows<T>,
     a1: Vec<T>,
     /// The second thread's part of a1, and a zero bias for it.
     a1b: Vec<T>,
@@ -752,7 +760,7 @@ impl<T: Lanes> Trainer<T> {
             activation,
             optimizer,
             batch: SparseRows::default(),
-            rows: Vec::new(),
+            batch2: SparseRows::default(),
             a1: Vec::new(),
             a1b: Vec::new(),
             zero_b: Vec::new(),
@@ -852,7 +860,9 @@ impl<T: Lanes> Trainer<T> {
         t: Targets<'_, T>,
         iter: u64,
         threads: usize,
-    ) -> f64 {
+        forwarded: bool,
+        next: Option<Next<'_, T>>,
+    ) -> (f64, bool) {
         let (d, h, k, hp, n) = (self.d, self.h, self.k, self.hp, batch.len());
         let (act, opt) = (self.activation, self.optimizer);
         let Trainer {
@@ -882,16 +892,19 @@ impl<T: Lanes> Trainer<T> {
         let two = threads > 1 && d > 1;
         // Forward: a1 = x·W1 + b1, z1 = act(a1). Two threads take half of the inputs
         // (rows of W1) each, so each keeps to its own half of W1 here and below.
+        let m = d / 2;
         if two {
-            let m = d / 2;
             a1b.resize(n * hp, T::zero());
             zero_b.resize(hp, T::zero());
-            let (w1, b1, zb) = (&w1p[..], &b1p[..], &zero_b[..]);
-            let (ah, bh) = (&mut a1[..], &mut a1b[..]);
-            rayon::join(
-                || forward_rows(ah, sp, rows, ahead, w1, b1, 0, m),
-                || forward_rows(bh, sp, rows, ahead, w1, zb, m, d),
-            );
+            if !forwarded {
+                let (w0, w1) = w1p.split_at(m * hp);
+                let (b1, zb) = (&b1p[..], &zero_b[..]);
+                let (ah, bh) = (&mut a1[..], &mut a1b[..]);
+                rayon::join(
+                    || forward_rows(ah, sp, rows, ahead, w0, b1, 0, m),
+                    || forward_rows(bh, sp, rows, ahead, w1, zb, m, d),
+                );
+            }
             activate(a1, a1b, z1, act);
         } else {
             forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d);
@@ -969,31 +982,8 @@ impl<T: Lanes> Trainer<T> {
             }
             act_grad(da1, a1, z1, gb1p, act);
         }
-        // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs.
-        let neg_lr = match opt {
-            Optimizer::Sgd { lr } => Some(T::lit(-lr)),
-            _ => None,
-        };
-        let [s0, s1] = state_w1p;
-        let part = |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], lo: usize| match neg_lr {
-            Some(neg_lr) => input_grad(w1, da1, sp, rows, lo, neg_lr),
-            None => {
-                g.fill(T::zero());
-                input_grad(g, da1, sp, rows, lo, T::one());
-                apply(opt, w1, g, s0, s1, iter);
-            }
-        };
-        if two {
-            let m = d / 2;
-            let (w0, w1) = w1p.split_at_mut(m * hp);
-            let (g0, g1) = split(gw1p, m * hp);
-            let (s00, s01) = split(s0, m * hp);
-            let (s10, s11) = split(s1, m * hp);
-            rayon::join(|| part(w0, g0, s00, s10, 0), || part(w1, g1, s01, s11, m));
-        } else {
-            part(w1p, gw1p, s0, s1, 0);
-        }
-        // The other updates, parameter by parameter as the book's loop over params.
+        // The updates of b1, W2, b2 (parameter by parameter as the book's loop over
+        // params), before W1's: the next forward pass needs the new b1.
         let (s0, s1) = state_pair(state, 0);
         apply(opt, b1, &gb1p[..h], s0, s1, iter);
         let (s0, s1) = state_pair(state, 1);
@@ -1002,7 +992,56 @@ impl<T: Lanes> Trainer<T> {
         apply(opt, b2, gb2, s0, s1, iter);
         transpose_pad(w2t, w2, k, hp);
         w2_rows(w2k, w2, k);
-        loss / n as f64
+        b1p[..h].copy_from_slice(b1);
+        // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs; with two
+        // threads each then starts the next step's forward pass on its half of W1.
+        let neg_lr = match opt {
+            Optimizer::Sgd { lr } => Some(T::lit(-lr)),
+            _ => None,
+        };
+        let [s0, s1] = state_w1p;
+        let da1 = &da1[..];
+        let part = |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], lo: usize| match neg_lr {
+            Some(neg_lr) => input_grad(w1, da1, sp, rows, lo, neg_lr),
+            None => {
+                g.fill(T::zero());
+                input_grad(g, da1, sp, rows, lo, T::one());
+                apply(opt, w1, g, s0, s1, iter);
+            }
+        };
+        let mut ahead_done = false;
+        if two {
+            let (w0, w1) = w1p.split_at_mut(m * hp);
+            let (g0, g1) = split(gw1p, m * hp);
+            let (s00, s01) = split(s0, m * hp);
+            let (s10, s11) = split(s1, m * hp);
+            let (b1, zb) = (&b1p[..], &zero_b[..]);
+            if let Some(nx) = &next {
+                let nn = nx.rows.len();
+                a1.resize(nn * hp, T::zero());
+                a1b.resize(nn * hp, T::zero());
+            }
+            let (ah, bh) = (&mut a1[..], &mut a1b[..]);
+            let next = next.as_ref();
+            rayon::join(
+                || {
+                    part(w0, g0, s00, s10, 0);
+                    if let Some(nx) = next {
+                        forward_rows(ah, nx.sp, nx.rows, nx.ahead, w0, b1, 0, m);
+                    }
+                },
+                || {
+                    part(w1, g1, s01, s11, m);
+                    if let Some(nx) = next {
+                        forward_rows(bh, nx.sp, nx.rows, nx.ahead, w1, zb, m, d);
+                    }
+                },
+            );
+            ahead_done = next.is_some();
+        } else {
+            part(w1p, gw1p, s0, s1, 0);
+        }
+        (loss / n as f64, ahead_done)
     }
 
     /// Runs one step per row of `batches` (iters, batch) of row indices into (x, t),
@@ -1069,66 +1108,87 @@ impl<T: Lanes> Trainer<T> {
         while next < batches.nrows() {
             // Steps for about 50 ms inside the pool, then a look at `interrupt` here.
             let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
-            next = parallel::install(|threads| {
-                let mut scratch = std::mem::take(&mut self.batch);
-                let mut rows = std::mem::take(&mut self.rows);
-                let mut batch = Vec::with_capacity(batches.ncols());
-                let mut ahead = Vec::with_capacity(batches.ncols());
+            let (reached, done) = parallel::install(|threads| {
+                let mut scratch = [
+                    std::mem::take(&mut self.batch),
+                    std::mem::take(&mut self.batch2),
+                ];
+                let mut rows = [Vec::new(), Vec::new()];
+                let mut batch = [Vec::new(), Vec::new()];
+                let mut ahead = [Vec::new(), Vec::new()];
+                let total = batches.nrows();
+                let d = self.d;
+                let prep = |slot: usize,
+                            s: usize,
+                            scratch: &mut [SparseRows<T>; 2],
+                            batch: &mut [Vec<usize>; 2],
+                            rows: &mut [Vec<usize>; 2],
+                            ahead: &mut [Vec<usize>; 2]| {
+                    prepare(slot, s, batches, x, d, scratch, batch, rows, ahead)
+                };
                 let mut step = next;
-                while step < batches.nrows() {
-                    batch.clear();
-                    batch.extend(batches.row(step).iter().map(|&i| i as usize));
-                    rows.clear();
-                    let sp = match x {
-                        Rows::Dense(x) => {
-                            scratch.clear(self.d);
-                            for &r in &batch {
-                                scratch.push_row(x.row(r));
-                            }
-                            rows.extend(0..batch.len());
-                            &scratch
-                        }
-                        Rows::Sparse(s) => {
-                            rows.extend_from_slice(&batch);
-                            s
-                        }
-                    };
-                    ahead.clear();
-                    if let Rows::Sparse(s) = x {
-                        // Where the rows two steps on lie, then the next batch's rows: the
-                        // memory they come from is slow, and the step has time to wait.
-                        if step + 2 < batches.nrows() {
-                            for &r in batches.row(step + 2) {
-                                s.prefetch_span(r as usize);
-                            }
-                        }
-                        if step + 1 < batches.nrows() {
-                            ahead.extend(batches.row(step + 1).iter().map(|&i| i as usize));
-                        }
+                let mut forwarded = false;
+                prep(
+                    step % 2,
+                    step,
+                    &mut scratch,
+                    &mut batch,
+                    &mut rows,
+                    &mut ahead,
+                );
+                let mut done = Vec::with_capacity(total - step);
+                while step < total {
+                    let (cur, nxt) = (step % 2, (step + 1) % 2);
+                    let go_on = step + 1 < total && std::time::Instant::now() < until;
+                    if go_on {
+                        prep(
+                            nxt,
+                            step + 1,
+                            &mut scratch,
+                            &mut batch,
+                            &mut rows,
+                            &mut ahead,
+                        );
                     }
+                    let (sp, sp_next) = match x {
+                        Rows::Dense(_) => (&scratch[cur], &scratch[nxt]),
+                        Rows::Sparse(s) => (s, s),
+                    };
+                    let following = go_on.then(|| Next {
+                        sp: sp_next,
+                        rows: &rows[nxt],
+                        ahead: &ahead[nxt],
+                    });
                     let iter = first_iter + step as u64 + 1;
-                    losses.push(self.step(
+                    let (loss, ahead_done) = self.step(
                         b1,
                         w2,
                         b2,
                         &mut small_state,
                         sp,
-                        &rows,
-                        &ahead,
-                        &batch,
+                        &rows[cur],
+                        &ahead[cur],
+                        &batch[cur],
                         t,
                         iter,
                         threads,
-                    ));
+                        forwarded,
+                        following,
+                    );
+                    done.push(loss);
+                    forwarded = ahead_done;
                     step += 1;
-                    if std::time::Instant::now() >= until {
+                    if !go_on {
                         break;
                     }
                 }
-                self.batch = scratch;
-                self.rows = rows;
-                step
+                let [s0, s1] = scratch;
+                self.batch = s0;
+                self.batch2 = s1;
+                (step, done)
             });
+            next = reached;
+            losses.extend(done);
             if next < batches.nrows() && interrupt() {
                 outcome = Err(KernelError::Interrupted { op: OP });
                 break;
@@ -1139,6 +1199,51 @@ impl<T: Lanes> Trainer<T> {
             unpad_rows(dst, src, h, hp);
         }
         outcome.map(|()| losses)
+    }
+}
+
+/// Slot `slot` of the run's double buffers takes step s: its row indices, its rows
+/// compressed (dense x) or looked up (compressed x), and the next batch's rows to prefetch.
+#[allow(clippy::too_many_arguments)]
+fn prepare<T: Float>(
+    slot: usize,
+    s: usize,
+    batches: ArrayView2<'_, i64>,
+    x: Rows<'_, T>,
+    d: usize,
+    scratch: &mut [SparseRows<T>; 2],
+    batch: &mut [Vec<usize>; 2],
+    rows: &mut [Vec<usize>; 2],
+    ahead: &mut [Vec<usize>; 2],
+) {
+    let total = batches.nrows();
+    let (b, r, a) = (&mut batch[slot], &mut rows[slot], &mut ahead[slot]);
+    b.clear();
+    b.extend(batches.row(s).iter().map(|&i| i as usize));
+    r.clear();
+    a.clear();
+    match x {
+        Rows::Dense(x) => {
+            let sc = &mut scratch[slot];
+            sc.clear(d);
+            for &i in b.iter() {
+                sc.push_row(x.row(i));
+            }
+            r.extend(0..b.len());
+        }
+        Rows::Sparse(sp) => {
+            r.extend_from_slice(b);
+            // Where the rows two steps on lie, then the next batch's rows: the memory
+            // they come from is slow.
+            if s + 2 < total {
+                for &i in batches.row(s + 2) {
+                    sp.prefetch_span(i as usize);
+                }
+            }
+            if s + 1 < total {
+                a.extend(batches.row(s + 1).iter().map(|&i| i as usize));
+            }
+        }
     }
 }
 
