@@ -143,12 +143,8 @@ pub fn batch<'a, T>(
     v: ArrayViewD<'a, T>,
 ) -> PyResult<ndarray::ArrayView2<'a, T>> {
     match v.ndim() {
-        1 => {
-            let n = v.len();
-            let row = dims::<T, Ix1>(op, name, v)?;
-            row.into_shape_with_order((1, n))
-                .map_err(|e| PyValueError::new_err(format!("{op}: {name}: {e}")))
-        }
+        // insert_axis keeps any stride (a reshape would need a contiguous row).
+        1 => Ok(dims::<T, Ix1>(op, name, v)?.insert_axis(ndarray::Axis(0))),
         _ => dims::<T, Ix2>(op, name, v),
     }
 }
