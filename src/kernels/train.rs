@@ -5,7 +5,15 @@
 //! is ~81% zeros): a1[r, :] = b1 + Σ_{i: x[r,i] ≠ 0} x[r, i]·W1[i, :] and
 //! dW1[i, :] = Σ_{r: x[r,i] ≠ 0} x[r, i]·da1[r, :], the same sums as the dense products
 //! without their zero terms. Updates follow the book's `common/optimizer.py` formulas
-//! operation by operation, scalars computed in f64 and rounded to T as NumPy does.
+//! operation by operation, scalars computed in f64 and rounded to T as NumPy does; SGD's
+//! W1 update is added straight into W1 during the dW1 pass (W1 − Σ_r lr·x·da1 instead
+//! of W1 − lr·dW1: the same sum, rounded per row).
+//!
+//! Speed comes from: the inputs compressed once ([`SparseRows`]) and the next batch's
+//! rows prefetched while a step runs; W1 rows padded to whole register blocks; the small
+//! layers through the GEMM; and two threads that each own half of the inputs (rows of W1)
+//! in both the forward pass and the W1 update, so each core keeps its half of W1 in its
+//! own cache and starts the next step's forward pass as soon as its half is updated.
 
 use multiversion::multiversion;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
@@ -143,10 +151,9 @@ impl<T: Float> ParamsMut<'_, T> {
 }
 
 /// The element types of the fused kernels, with the block of hidden units the inner
-/// loops keep in registers: 32 values (two 512-bit vectors of f32, four of f64). The
-/// kernels pad the hidden layer with zero units to whole blocks (50 → 64) and store
-/// hidden-sized arrays block by block ("block-major": block b of W1 is W1[:, 32b..32b+32]
-/// as a contiguous (d, 32) array), so threads can own disjoint blocks.
+/// loops keep in registers: four 512-bit vectors (64 f32 or 32 f64). The kernels pad the
+/// hidden layer with zero units to whole blocks (50 → 64): rows of W1, a1, z1 and da1
+/// are hp = 64 wide inside the step.
 pub trait Lanes: Float {
     /// `[Self; WIDTH]`.
     type Block: Copy + Send + Sync + AsRef<[Self]> + AsMut<[Self]>;
