@@ -15,6 +15,8 @@
 //! in both the forward pass and the W1 update, so each core keeps its half of W1 in its
 //! own cache and starts the next step's forward pass as soon as its half is updated.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use multiversion::multiversion;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
@@ -917,89 +919,113 @@ impl<T: Lanes> Trainer<T> {
             forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d);
             activate(a1, &[], z1, act);
         }
-        // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
-        b2p[..k].copy_from_slice(b2);
-        {
-            // logits = b2 + z1·W2, W2 the first k columns of the padded (hp, kp) copy.
-            let kp = b2p.len();
-            let (zv, wv, yv) = (
-                ArrayView2::from_shape((n, hp), &z1[..]),
-                ArrayView2::from_shape((hp, k).strides((kp, 1)), &w2k[..]),
-                ndarray::ArrayViewMut2::from_shape((n, k), &mut y[..]),
-            );
-            if let (Ok(zv), Ok(wv), Ok(mut yv)) = (zv, wv, yv) {
-                for mut row in yv.rows_mut() {
-                    row.assign(&ArrayView1::from(&b2[..]));
+        // The small layers on this thread. With two threads the other one waits for
+        // them spinning rather than asleep: waking a sleeping thread takes longer than
+        // this part, and it must take its half of the next join at once.
+        let mut middle = || {
+            // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
+            b2p[..k].copy_from_slice(b2);
+            {
+                // logits = b2 + z1·W2, W2 the first k columns of the padded (hp, kp) copy.
+                let kp = b2p.len();
+                let (zv, wv, yv) = (
+                    ArrayView2::from_shape((n, hp), &z1[..]),
+                    ArrayView2::from_shape((hp, k).strides((kp, 1)), &w2k[..]),
+                    ndarray::ArrayViewMut2::from_shape((n, k), &mut y[..]),
+                );
+                if let (Ok(zv), Ok(wv), Ok(mut yv)) = (zv, wv, yv) {
+                    for mut row in yv.rows_mut() {
+                        row.assign(&ArrayView1::from(&b2[..]));
+                    }
+                    gemm_into(zv, wv, yv, true);
                 }
-                gemm_into(zv, wv, yv, true);
             }
-        }
-        for y in y.chunks_exact_mut(k) {
-            let max = y
-                .iter()
-                .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-            for v in y.iter_mut() {
-                *v = *v - max;
-            }
-        }
-        exp_in_place(y);
-        // Cross-entropy −Σ t·log(y + δ) (δ keeps the log finite), then dy = (y − t)/n.
-        let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
-        let inv_n = T::one() / T::lit(n as f64);
-        let mut loss = 0.0_f64;
-        gb2.fill(T::zero());
-        for (y, &row) in y.chunks_exact_mut(k).zip(batch) {
-            let sum = y.iter().fold(T::zero(), |s, &v| s + v);
-            for v in y.iter_mut() {
-                *v = *v / sum;
-            }
-            match t {
-                Targets::Labels(labels) => {
-                    let c = labels[row] as usize;
-                    loss -= (y[c] + delta).ln().to_f64();
-                    y[c] = y[c] - T::one();
+            for y in y.chunks_exact_mut(k) {
+                let max = y
+                    .iter()
+                    .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+                for v in y.iter_mut() {
+                    *v = *v - max;
                 }
-                Targets::OneHot(oh) => {
-                    for (v, &tv) in y.iter_mut().zip(oh.row(row)) {
-                        if tv != T::zero() {
-                            loss -= (tv * (*v + delta).ln()).to_f64();
+            }
+            exp_in_place(y);
+            // Cross-entropy −Σ t·log(y + δ) (δ keeps the log finite), then dy = (y − t)/n.
+            let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
+            let inv_n = T::one() / T::lit(n as f64);
+            let mut loss = 0.0_f64;
+            gb2.fill(T::zero());
+            for (y, &row) in y.chunks_exact_mut(k).zip(batch) {
+                let sum = y.iter().fold(T::zero(), |s, &v| s + v);
+                for v in y.iter_mut() {
+                    *v = *v / sum;
+                }
+                match t {
+                    Targets::Labels(labels) => {
+                        let c = labels[row] as usize;
+                        loss -= (y[c] + delta).ln().to_f64();
+                        y[c] = y[c] - T::one();
+                    }
+                    Targets::OneHot(oh) => {
+                        for (v, &tv) in y.iter_mut().zip(oh.row(row)) {
+                            if tv != T::zero() {
+                                loss -= (tv * (*v + delta).ln()).to_f64();
+                            }
+                            *v = *v - tv;
                         }
-                        *v = *v - tv;
                     }
                 }
+                for (v, g) in y.iter_mut().zip(gb2.iter_mut()) {
+                    *v = *v * inv_n;
+                    *g = *g + *v; // db2 = Σ_rows dy
+                }
             }
-            for (v, g) in y.iter_mut().zip(gb2.iter_mut()) {
-                *v = *v * inv_n;
-                *g = *g + *v; // db2 = Σ_rows dy
+            // dW2 = z1ᵀ·dy, da1 = (dy·W2ᵀ) ⊙ act'(a1), db1 = Σ da1.
+            {
+                // dW2 = z1ᵀ·dy (h, k); dz1 = dy·W2ᵀ (n, hp); da1 = dz1 ⊙ act'(a1); db1 = Σ da1.
+                let views = (
+                    ArrayView2::from_shape((n, hp), &z1[..]),
+                    ArrayView2::from_shape((n, k), &y[..]),
+                    ArrayView2::from_shape((k, hp), &w2t[..]),
+                    ndarray::ArrayViewMut2::from_shape((h, k), &mut gw2[..]),
+                    ndarray::ArrayViewMut2::from_shape((n, hp), &mut da1[..]),
+                );
+                if let (Ok(zv), Ok(dyv), Ok(w2v), Ok(gw2v), Ok(dav)) = views {
+                    gemm_into(zv.slice(ndarray::s![.., ..h]).t(), dyv, gw2v, false);
+                    gemm_into(dyv, w2v, dav, false);
+                }
+                act_grad(da1, a1, z1, gb1p, act);
             }
-        }
-        // dW2 = z1ᵀ·dy, da1 = (dy·W2ᵀ) ⊙ act'(a1), db1 = Σ da1.
-        {
-            // dW2 = z1ᵀ·dy (h, k); dz1 = dy·W2ᵀ (n, hp); da1 = dz1 ⊙ act'(a1); db1 = Σ da1.
-            let views = (
-                ArrayView2::from_shape((n, hp), &z1[..]),
-                ArrayView2::from_shape((n, k), &y[..]),
-                ArrayView2::from_shape((k, hp), &w2t[..]),
-                ndarray::ArrayViewMut2::from_shape((h, k), &mut gw2[..]),
-                ndarray::ArrayViewMut2::from_shape((n, hp), &mut da1[..]),
+            // The updates of b1, W2, b2 (parameter by parameter as the book's loop over
+            // params), before W1's: the next forward pass needs the new b1.
+            let (s0, s1) = state_pair(state, 0);
+            apply(opt, b1, &gb1p[..h], s0, s1, iter);
+            let (s0, s1) = state_pair(state, 1);
+            apply(opt, w2, gw2, s0, s1, iter);
+            let (s0, s1) = state_pair(state, 2);
+            apply(opt, b2, gb2, s0, s1, iter);
+            transpose_pad(w2t, w2, k, hp);
+            w2_rows(w2k, w2, k);
+            b1p[..h].copy_from_slice(b1);
+            loss
+        };
+        let loss = if two {
+            let done = AtomicBool::new(false);
+            let (loss, ()) = rayon::join(
+                || {
+                    let loss = middle();
+                    done.store(true, Ordering::Release);
+                    loss
+                },
+                || {
+                    while !done.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                },
             );
-            if let (Ok(zv), Ok(dyv), Ok(w2v), Ok(gw2v), Ok(dav)) = views {
-                gemm_into(zv.slice(ndarray::s![.., ..h]).t(), dyv, gw2v, false);
-                gemm_into(dyv, w2v, dav, false);
-            }
-            act_grad(da1, a1, z1, gb1p, act);
-        }
-        // The updates of b1, W2, b2 (parameter by parameter as the book's loop over
-        // params), before W1's: the next forward pass needs the new b1.
-        let (s0, s1) = state_pair(state, 0);
-        apply(opt, b1, &gb1p[..h], s0, s1, iter);
-        let (s0, s1) = state_pair(state, 1);
-        apply(opt, w2, gw2, s0, s1, iter);
-        let (s0, s1) = state_pair(state, 2);
-        apply(opt, b2, gb2, s0, s1, iter);
-        transpose_pad(w2t, w2, k, hp);
-        w2_rows(w2k, w2, k);
-        b1p[..h].copy_from_slice(b1);
+            loss
+        } else {
+            middle()
+        };
         // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs; with two
         // threads each then starts the next step's forward pass on its half of W1.
         let neg_lr = match opt {
