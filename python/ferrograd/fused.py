@@ -13,7 +13,7 @@ object: a snapshot, so change x in place only between trainers, or pass a new ar
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -95,9 +95,9 @@ class FusedTrainer:
             w1.shape[0],
             w1.shape[1],
             w2.shape[1],
-            activation=self.activation,
-            dtype=str(self.dtype),
-            optimizer=self._name,
+            activation=cast(Any, self.activation),
+            dtype=cast(Any, str(self.dtype)),
+            optimizer=cast(Any, self._name),
             lr=float(optimizer.lr),
             momentum=float(getattr(optimizer, "momentum", 0.9)),
             decay_rate=float(getattr(optimizer, "decay_rate", 0.99)),
@@ -160,8 +160,11 @@ class FusedTrainer:
         """Fraction of rows of x whose argmax prediction equals t (labels or one-hot)."""
         p = self.network.params
         return _core.two_layer_accuracy(
-            *(p[k] for k in KEYS),
+            p["W1"],
+            p["b1"],
+            p["W2"],
+            p["b2"],
             self._rows(x, train=False),
             self._targets(t),
-            activation=self.activation,
+            activation=cast(Any, self.activation),
         )
