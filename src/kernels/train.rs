@@ -1421,3 +1421,82 @@ pub fn accuracy<T: Lanes>(
     };
     Ok(hits as f64 / x.nrows() as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, arr2};
+
+    #[test]
+    fn sparse_rows_keep_the_non_zeros_in_order() -> Result<()> {
+        let x = arr2(&[
+            [0.0, 2.0, 0.0, -1.0],
+            [0.0, 0.0, 0.0, 0.0],
+            [5.0, 0.0, f64::NAN, 0.5],
+        ]);
+        let sp = SparseRows::from_dense(x.view())?;
+        assert_eq!((sp.nrows(), sp.ncols(), sp.nnz()), (3, 4, 5));
+        assert_eq!(sp.row(0), (&[1, 3][..], &[2.0, -1.0][..]));
+        assert_eq!(sp.row(1).0.len(), 0);
+        let (idx, val) = sp.row(2);
+        assert_eq!(idx, &[0, 2, 3]);
+        assert!(val[0] == 5.0 && val[1].is_nan() && val[2] == 0.5);
+        // A transposed (strided) view gives the same as its contiguous copy.
+        let t = x.t();
+        let a = SparseRows::from_dense(t)?;
+        let b = SparseRows::from_dense(t.as_standard_layout().view())?;
+        assert_eq!((a.ptr, a.idx), (b.ptr, b.idx));
+        Ok(())
+    }
+
+    #[test]
+    fn padding_round_trips_and_w2_layouts() {
+        assert_eq!(
+            (padded::<f32>(50), padded::<f64>(50), padded::<f64>(64)),
+            (64, 64, 64)
+        );
+        let src = [1.0_f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // (2, 3)
+        let mut p = Vec::new();
+        pad_rows(&mut p, &src, 3, 4);
+        assert_eq!(p, [1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0]);
+        let mut back = [0.0; 6];
+        unpad_rows(&mut back, &p, 3, 4);
+        assert_eq!(back, src);
+        let mut t = [9.0_f32; 8]; // W2ᵀ of a (3, 2) W2, rows padded to 4
+        transpose_pad(&mut t, &src, 2, 4);
+        assert_eq!(t, [1.0, 3.0, 5.0, 0.0, 2.0, 4.0, 6.0, 0.0]);
+    }
+
+    #[test]
+    fn one_sgd_step_by_hand() -> Result<()> {
+        // d = 2, h = 1, k = 2; x = [1, 0], label 0; all weights zero.
+        // a1 = 0, z1 = σ(0) = 1/2, logits = 0, y = (1/2, 1/2), loss = −ln(1/2 + 1e-7);
+        // dy = (−1/2, 1/2); dW2 = z1ᵀ·dy = (−1/4, 1/4); db2 = dy; da1 = dy·W2ᵀ ⊙ σ' = 0.
+        let (mut w1, mut b1) = (arr2(&[[0.0], [0.0]]), arr1(&[0.0]));
+        let (mut w2, mut b2) = (arr2(&[[0.0, 0.0]]), arr1(&[0.0, 0.0]));
+        let x = arr2(&[[1.0, 0.0]]);
+        let t = arr1(&[0_i64]);
+        let mut tr = Trainer::new(2, 1, 2, Activation::Sigmoid, Optimizer::Sgd { lr: 1.0 })?;
+        let mut p = ParamsMut {
+            w1: w1.view_mut(),
+            b1: b1.view_mut(),
+            w2: w2.view_mut(),
+            b2: b2.view_mut(),
+        };
+        let batches = arr2(&[[0_i64]]);
+        let loss = tr.run(
+            &mut p,
+            &mut [],
+            Rows::Dense(x.view()),
+            Targets::Labels(t.view()),
+            batches.view(),
+            0,
+            &|| false,
+        )?;
+        assert!((loss[0] + (0.5_f64 + 1e-7).ln()).abs() < 1e-15);
+        assert_eq!(w2, arr2(&[[0.25, -0.25]]));
+        assert_eq!(b2, arr1(&[0.5, -0.5]));
+        assert_eq!((w1, b1), (arr2(&[[0.0], [0.0]]), arr1(&[0.0])));
+        Ok(())
+    }
+}
