@@ -290,15 +290,20 @@ impl<T: Float> SparseRows<T> {
         }
         parallel::install(|threads| {
             let fill = |(b, i, v): (usize, &mut [u32], &mut [T])| {
+                // Branch-free compaction of each row into a row-sized buffer (a branch per
+                // pixel would mispredict on every stroke edge), then its non-zeros out.
+                let (mut ri, mut rv) = (vec![0u32; d], vec![T::zero(); d]);
                 let mut at = 0;
                 for row in block_rows(b).rows() {
+                    let mut len = 0;
                     for (c, &x) in row.iter().enumerate() {
-                        if x != T::zero() {
-                            i[at] = c as u32;
-                            v[at] = x;
-                            at += 1;
-                        }
+                        ri[len] = c as u32;
+                        rv[len] = x;
+                        len += usize::from(x != T::zero());
                     }
+                    i[at..at + len].copy_from_slice(&ri[..len]);
+                    v[at..at + len].copy_from_slice(&rv[..len]);
+                    at += len;
                 }
             };
             if threads > 1 && blocks > 1 {
