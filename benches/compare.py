@@ -43,13 +43,20 @@ Timing = dict[str, list[float]]
 NOTES: list[str] = []
 
 
-def alternate(contenders: dict[str, Callable[[], object]], repeat: int) -> Timing:
-    """Seconds per call of each contender, taking turns; one untimed warm-up round."""
+def alternate(
+    contenders: dict[str, Callable[[], object]], repeat: int, pause: float = 0.0
+) -> Timing:
+    """Seconds per call of each contender, taking turns; one untimed warm-up round.
+
+    ``pause`` idles before each timed call: OpenBLAS and OpenMP threads spin on both
+    cores for a while after a call returns, which would slow whoever runs next.
+    """
     for call in contenders.values():
         call()
     times: Timing = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, call in contenders.items():
+            time.sleep(pause)
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
@@ -162,7 +169,7 @@ def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
         }
         if have_torch:
             contenders["PyTorch CPU"] = torch_epoch(x, t, batches, dtype)
-        times = alternate(contenders, repeat)
+        times = alternate(contenders, repeat, pause=0.3)
         name = np.dtype(dtype).name
         base = statistics.median(times["book NumPy"])
         shape = f"784-50-10, {iters} x batch 100"
@@ -189,6 +196,7 @@ def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
                 ),
             },
             repeat,
+            pause=0.3,
         )
         base = statistics.median(ev["book NumPy"])
         shape = f"{x.shape[0] + xt.shape[0]:,} images"
