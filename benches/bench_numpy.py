@@ -101,6 +101,12 @@ def cases(dtype: type) -> list[tuple[str, str, Callable[[], object], Callable[[]
     return out
 
 
+# Idle time before each timed block: OpenBLAS's threads spin for up to ~0.1 s after a
+# call returns (and rayon's briefly), which would take the second core from whoever
+# runs next.
+PAUSE = 0.15
+
+
 def measure(np_call, fg_call, repeat: int) -> tuple[list[float], list[float]]:
     """Alternate the two contenders; seconds per call for each repeat."""
     for call in (np_call, fg_call, np_call, fg_call):  # warm-up
@@ -112,6 +118,8 @@ def measure(np_call, fg_call, repeat: int) -> tuple[list[float], list[float]]:
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
         for slot, call in enumerate((np_call, fg_call)):
+            time.sleep(PAUSE)
+            call()  # wake the thread pool: sleeping threads are not the steady state
             start = time.perf_counter()
             for _ in range(inner):
                 call()

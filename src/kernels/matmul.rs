@@ -101,92 +101,115 @@ pub(crate) fn gemm_into<T: Float>(
         return;
     }
     let macs = m.saturating_mul(n).saturating_mul(k);
-    let (a_rs, a_cs) = strides(&a);
-    let (b_rs, b_cs) = strides(&b);
-    let (c_rs, c_cs) = (c.stride_of(Axis(0)), c.stride_of(Axis(1)));
-    let a_ptr = SendPtr(a.as_ptr() as *mut T);
-    let b_ptr = SendPtr(b.as_ptr() as *mut T);
-    let c_ptr = SendPtr(c.as_mut_ptr());
-    let run = |parallelism: gemm::Parallelism| {
-        // SAFETY: the pointers and element strides come from live ndarray views of the
-        // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; `c` is
-        // borrowed mutably, hence not aliased by `a` or `b`; T is f32 or f64, both
-        // supported by gemm (it panics only for other types).
-        unsafe {
-            gemm::gemm(
-                /* m = */ m,
-                /* n = */ n,
-                /* k = */ k,
-                /* dst = */ c_ptr.get(),
-                /* dst_cs = */ c_cs,
-                /* dst_rs = */ c_rs,
-                /* read_dst = */ accumulate,
-                /* lhs = */ a_ptr.get(),
-                /* lhs_cs = */ a_cs,
-                /* lhs_rs = */ a_rs,
-                /* rhs = */ b_ptr.get(),
-                /* rhs_cs = */ b_cs,
-                /* rhs_rs = */ b_rs,
-                /* alpha (scales dst) = */ T::one(),
-                /* beta (scales lhs·rhs) = */ T::one(),
-                /* conj_dst = */ false,
-                /* conj_lhs = */ false,
-                /* conj_rhs = */ false,
-                parallelism,
-            );
-        }
-    };
     // Small products, and products inside a parallel loop (whose other threads are
     // busy), run right here: handing work to the pool costs more than they take.
     if macs < PARALLEL_MIN_MACS || rayon::current_thread_index().is_some() {
-        run(gemm::Parallelism::None);
-        return;
+        gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
+    } else if macs < SPLIT_MAX_MACS {
+        split_rows_or_cols(a, b, c, accumulate);
+    } else {
+        parallel::install(|threads| {
+            let par = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            gemm_serial(a, b, c, accumulate, par);
+        });
     }
-    parallel::install(|threads| {
-        if threads < 2 {
-            run(gemm::Parallelism::None);
-        } else if macs < SPLIT_MAX_MACS {
-            split_rows_or_cols(a, b, c, accumulate, threads);
-        } else {
-            run(gemm::Parallelism::Rayon(threads));
+}
+
+/// Above this many multiply-adds gemm's own threading (shared packing) wins; below it,
+/// independent blocks on each thread do.
+pub const SPLIT_MAX_MACS: usize = 1 << 26;
+
+/// Medium products (the network's): the output cut into one block of rows (or columns,
+/// whichever is longer) per thread, each block a single-threaded GEMM. The calling
+/// thread computes the first block itself while the pool takes the others, so a call
+/// waits for one thread hand-off, not two. gemm's own threading splits finer and
+/// synchronises more, which these sizes cannot repay.
+fn split_rows_or_cols<T: Float>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+) {
+    let (m, n) = c.dim();
+    let none = gemm::Parallelism::None;
+    parallel::in_place_scope(move |scope, parts| {
+        let Some(scope) = scope else {
+            return gemm_serial(a, b, c, accumulate, none);
+        };
+        // Blocks of rows of (a, c), or of columns of (b, c); the caller keeps the first.
+        let axis = if m >= n { Axis(0) } else { Axis(1) };
+        let size = c.len_of(axis).div_ceil(parts).max(1);
+        let mut rest = c;
+        let mut start = 0;
+        let mut own = None;
+        while rest.len_of(axis) > 0 {
+            let take = size.min(rest.len_of(axis));
+            let (block, tail) = rest.split_at(axis, take);
+            rest = tail;
+            let range = start..start + take;
+            start += take;
+            let (a, b) = if axis == Axis(0) {
+                (a.slice_move(ndarray::s![range, ..]), b)
+            } else {
+                (a, b.slice_move(ndarray::s![.., range]))
+            };
+            if own.is_none() {
+                own = Some((a, b, block));
+            } else {
+                scope.spawn(move |_| gemm_serial(a, b, block, accumulate, none));
+            }
+        }
+        if let Some((a, b, block)) = own {
+            gemm_serial(a, b, block, accumulate, none);
         }
     });
 }
 
-/// Above this many multiply-adds gemm's own threading (shared packing) wins; below it,
-/// independent halves on each thread do.
-pub const SPLIT_MAX_MACS: usize = 1 << 26;
-
-/// Medium products (the network's): the output cut into one block of rows (or columns,
-/// whichever is longer) per thread, each block a single-threaded GEMM. gemm's own
-/// threading splits finer and synchronises more, which these sizes cannot repay.
-fn split_rows_or_cols<T: Float>(
+/// One `gemm::gemm` call: `c ← A·B` (or `c + A·B`); shapes checked, none of m, n, k zero.
+fn gemm_serial<T: Float>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     mut c: ArrayViewMut2<'_, T>,
     accumulate: bool,
-    parts: usize,
+    parallelism: gemm::Parallelism,
 ) {
-    let (m, n) = c.dim();
-    rayon::scope(|scope| {
-        if m >= n {
-            let rows = m.div_ceil(parts);
-            for (a, c) in a
-                .axis_chunks_iter(Axis(0), rows)
-                .zip(c.axis_chunks_iter_mut(Axis(0), rows))
-            {
-                scope.spawn(move |_| gemm_into(a, b, c, accumulate));
-            }
-        } else {
-            let cols = n.div_ceil(parts);
-            for (b, c) in b
-                .axis_chunks_iter(Axis(1), cols)
-                .zip(c.axis_chunks_iter_mut(Axis(1), cols))
-            {
-                scope.spawn(move |_| gemm_into(a, b, c, accumulate));
-            }
-        }
-    });
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let (a_rs, a_cs) = strides(&a);
+    let (b_rs, b_cs) = strides(&b);
+    let (c_rs, c_cs) = (c.stride_of(Axis(0)), c.stride_of(Axis(1)));
+    // SAFETY: the pointers and element strides come from live ndarray views of the
+    // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; `c` is
+    // borrowed mutably, hence not aliased by `a` or `b`; T is f32 or f64, both
+    // supported by gemm (it panics only for other types). gemm's own threads finish
+    // before it returns.
+    unsafe {
+        gemm::gemm(
+            /* m = */ m,
+            /* n = */ n,
+            /* k = */ k,
+            /* dst = */ c.as_mut_ptr(),
+            /* dst_cs = */ c_cs,
+            /* dst_rs = */ c_rs,
+            /* read_dst = */ accumulate,
+            /* lhs = */ a.as_ptr(),
+            /* lhs_cs = */ a_cs,
+            /* lhs_rs = */ a_rs,
+            /* rhs = */ b.as_ptr(),
+            /* rhs_cs = */ b_cs,
+            /* rhs_rs = */ b_rs,
+            /* alpha (scales dst) = */ T::one(),
+            /* beta (scales lhs·rhs) = */ T::one(),
+            /* conj_dst = */ false,
+            /* conj_lhs = */ false,
+            /* conj_rhs = */ false,
+            parallelism,
+        );
+    }
 }
 
 /// Row and column strides in elements. A length-1 axis may carry any stride in
@@ -200,21 +223,6 @@ fn strides<T>(v: &ArrayView2<'_, T>) -> (isize, isize) {
     };
     let cs = if cols <= 1 { 1 } else { v.stride_of(Axis(1)) };
     (rs, cs)
-}
-
-/// A raw pointer that may cross into the pool's threads (the views it came from
-/// outlive the call, which blocks until the GEMM is done).
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: only used while the owning views are borrowed by the blocking caller.
-unsafe impl<T> Send for SendPtr<T> {}
-// SAFETY: as above; gemm synchronises its own writes to `dst`.
-unsafe impl<T> Sync for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 #[cfg(test)]

@@ -68,3 +68,16 @@ pub fn install<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
         None => f(1),
     }
 }
+
+/// Runs `f` on the calling thread with a scope whose spawned jobs run on the pool, so
+/// the caller can do its own share meanwhile; `f` gets the number of threads (the
+/// caller counts as one of them) and no scope where work must stay serial.
+pub fn in_place_scope<'s, R>(f: impl FnOnce(Option<&rayon::Scope<'s>>, usize) -> R) -> R {
+    match usable_pool() {
+        Some(pool) => {
+            let threads = pool.current_num_threads();
+            pool.in_place_scope(|scope| f(Some(scope), threads))
+        }
+        None => f(None, 1),
+    }
+}
