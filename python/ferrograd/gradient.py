@@ -38,22 +38,6 @@ def _float_array(x: ArrayLike, func: str) -> NDArray[np.floating]:
     return arr.astype(np.float64)
 
 
-def _numerical_gradient_no_batch(f: Callable[[NDArray], Any], x: NDArray) -> NDArray:
-    """Gradient of f at a 1-D x, one element probed at a time (the book's loop)."""
-    grad = np.zeros_like(x)
-    for idx in range(x.size):
-        tmp_val = x[idx]
-        try:
-            x[idx] = float(tmp_val) + H
-            fxh1 = f(x)
-            x[idx] = tmp_val - H
-            fxh2 = f(x)
-        finally:
-            x[idx] = tmp_val  # restore x even when f raises
-        grad[idx] = (fxh1 - fxh2) / (2 * H)
-    return grad
-
-
 def numerical_gradient(f: Callable[[NDArray], Any], x: ArrayLike) -> NDArray[np.floating]:
     """∂f/∂x for every element of x by central differences (h = 1e-4); same shape as x.
 
@@ -62,8 +46,6 @@ def numerical_gradient(f: Callable[[NDArray], Any], x: ArrayLike) -> NDArray[np.
     integer input is converted to a float64 copy first. The result has x's dtype.
     """
     arr = _float_array(x, "numerical_gradient")
-    if arr.ndim == 1:
-        return _numerical_gradient_no_batch(f, arr)
     grad = np.zeros_like(arr)
     for idx in np.ndindex(arr.shape):
         tmp_val = arr[idx]
