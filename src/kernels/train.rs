@@ -446,7 +446,8 @@ const PREFETCH_ROWS: usize = 4;
 /// in columns lo..hi: a[q, ..] = b + Σ_{lo ≤ i < hi} x[rows[q], i]·W1[i, ..]. a: (n, hp);
 /// w1: rows lo..hi of W1 (d, hp); b (hp); hp a whole number of blocks. Two interleaved sums per block hide
 /// the add latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered
-/// over a large matrix then arrive from memory long before they are needed).
+/// over a large matrix then arrive from memory long before they are needed). Unless
+/// `cols` is None, it also counts the entries per column for [`BatchColumns::fill`].
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Lanes>(
@@ -458,8 +459,12 @@ fn forward_rows<T: Lanes>(
     b: &[T],
     lo: usize,
     hi: usize,
+    mut cols: Option<&mut BatchColumns<T>>,
 ) {
     let hp = b.len();
+    if let Some(c) = cols.as_deref_mut() {
+        c.start(lo, hi);
+    }
     for &r in rows.iter().take(PREFETCH_ROWS) {
         sp.prefetch_row(r);
     }
@@ -480,6 +485,9 @@ fn forward_rows<T: Lanes>(
             let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
             (&idx[s..e], &val[s..e])
         };
+        if let Some(c) = cols.as_deref_mut() {
+            c.count(idx);
+        }
         for c0 in (0..hp).step_by(T::WIDTH) {
             let mut acc0 = load::<T>(&b[c0..]);
             let mut acc1 = T::ZERO_BLOCK;
@@ -583,35 +591,89 @@ fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Act
     }
 }
 
-/// g (rows lo..lo+m of a (d, hp) matrix) += scale·xᵀ·da1 over the batch's non-zero
-/// inputs in that range: g[i − lo, ..] += (scale·x[rows[q], i])·da1[q, ..]. With g = W1
-/// and scale = −lr this is SGD's update W1 ← W1 − lr·dW1 without forming dW1. Each row's
-/// column indices are ascending, so its entries in the range are one span.
-#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn input_grad<T: Lanes>(
-    g: &mut [T],
-    da1: &[T],
-    sp: &SparseRows<T>,
-    rows: &[usize],
+/// The batch's non-zero inputs in columns lo..hi, by column: column lo + c holds
+/// `pos/val[ptr[c]..ptr[c + 1]]` (batch positions ascending). Counted while the forward
+/// pass reads the rows ([`forward_rows`]), filled before the backward pass; the same
+/// buffers every step.
+#[derive(Debug, Default)]
+struct BatchColumns<T> {
     lo: usize,
-    scale: T,
-) {
-    let hp = da1.len() / rows.len().max(1);
-    let hi = lo + g.len() / hp.max(1);
-    for (daq, &r) in da1.chunks_exact(hp).zip(rows) {
-        let (idx, val) = sp.row(r);
-        let s = idx.partition_point(|&i| (i as usize) < lo);
-        let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
-        let (idx, val) = (&idx[s..e], &val[s..e]);
+    /// Entries per column (at c + 1) after counting; column starts after filling.
+    ptr: Vec<usize>,
+    pos: Vec<u32>,
+    val: Vec<T>,
+}
+
+impl<T: Float> BatchColumns<T> {
+    /// Starts counting the entries of columns lo..hi.
+    fn start(&mut self, lo: usize, hi: usize) {
+        self.lo = lo;
+        self.ptr.clear();
+        self.ptr.resize(hi - lo + 1, 0);
+    }
+
+    /// Counts one row's entries (column indices, all in lo..hi).
+    #[inline(always)]
+    fn count(&mut self, idx: &[u32]) {
+        let counts = &mut self.ptr[1..];
+        for &i in idx {
+            counts[i as usize - self.lo] += 1;
+        }
+    }
+
+    /// Sorts the counted entries of rows `rows` of `sp` by column (stable: each column
+    /// lists its rows in batch order). `rows` and the range must be those counted.
+    fn fill(&mut self, sp: &SparseRows<T>, rows: &[usize]) {
+        let (lo, hi) = (self.lo, self.lo + self.ptr.len() - 1);
+        let ptr = &mut self.ptr;
+        for c in 1..ptr.len() {
+            ptr[c] += ptr[c - 1];
+        }
+        let nnz = ptr[hi - lo];
+        self.pos.resize(nnz, 0);
+        self.val.resize(nnz, T::zero());
+        // ptr[c] walks forward as column c fills, ending at the start of column c + 1;
+        // shifted back by one slot afterwards.
+        for (q, &r) in rows.iter().enumerate() {
+            let (idx, val) = sp.row(r);
+            let s = idx.partition_point(|&i| (i as usize) < lo);
+            let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
+            for (&i, &v) in idx[s..e].iter().zip(&val[s..e]) {
+                let at = &mut ptr[i as usize - lo];
+                self.pos[*at] = q as u32;
+                self.val[*at] = v;
+                *at += 1;
+            }
+        }
+        ptr.copy_within(..hi - lo, 1);
+        ptr[0] = 0;
+    }
+}
+
+/// g (rows lo..hi of a (d, hp) matrix) += scale·xᵀ·da1 over the batch's non-zero inputs
+/// in those columns: g[c, ..] += (scale·x[q, lo + c])·da1[q, ..], q ascending. With g = W1
+/// and scale = −lr this is SGD's update W1 ← W1 − lr·dW1 without forming dW1. Column by
+/// column, each row of g is read and written once and summed in registers; the rows of
+/// da1 it reads stay in the L1 cache.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn input_grad<T: Lanes>(g: &mut [T], da1: &[T], cols: &BatchColumns<T>, scale: T) {
+    let hp = g.len() / (cols.ptr.len() - 1).max(1);
+    for (c, gc) in g.chunks_exact_mut(hp).enumerate() {
+        let span = cols.ptr[c]..cols.ptr[c + 1];
+        if span.is_empty() {
+            continue;
+        }
+        let (pos, val) = (&cols.pos[span.clone()], &cols.val[span]);
         for c0 in (0..hp).step_by(T::WIDTH) {
-            let blk = load::<T>(&daq[c0..]);
-            for (&i, &v) in idx.iter().zip(val) {
+            let mut acc = load::<T>(&gc[c0..]);
+            for (&q, &v) in pos.iter().zip(val) {
                 let sv = scale * v;
-                let at = (i as usize - lo) * hp + c0;
-                for (o, &b) in g[at..at + T::WIDTH].iter_mut().zip(blk.as_ref()) {
+                let at = q as usize * hp + c0;
+                for (o, &b) in acc.as_mut().iter_mut().zip(&da1[at..at + T::WIDTH]) {
                     *o = *o + sv * b;
                 }
             }
+            gc[c0..c0 + T::WIDTH].copy_from_slice(acc.as_ref());
         }
     }
 }
@@ -712,6 +774,8 @@ pub struct Trainer<T> {
     gb1p: Vec<T>,
     gw2: Vec<T>,
     gb2: Vec<T>,
+    /// The batch's inputs by column, for each thread's range of W1 rows.
+    cols: [BatchColumns<T>; 2],
 }
 
 impl<T: Lanes> Trainer<T> {
@@ -795,6 +859,7 @@ impl<T: Lanes> Trainer<T> {
             gb1p: vec![T::zero(); hp],
             gw2: vec![T::zero(); h * k],
             gb2: vec![T::zero(); k],
+            cols: Default::default(),
         })
     }
 
@@ -896,6 +961,7 @@ impl<T: Lanes> Trainer<T> {
             gb1p,
             gw2,
             gb2,
+            cols,
             ..
         } = self;
         a1.resize(n * hp, T::zero());
@@ -914,14 +980,15 @@ impl<T: Lanes> Trainer<T> {
                 let (w0, w1) = w1p.split_at(m * hp);
                 let (b1, zb) = (&b1p[..], &zero_b[..]);
                 let (ah, bh) = (&mut a1[..], &mut a1b[..]);
+                let [c0, c1] = &mut *cols;
                 rayon::join(
-                    || forward_rows(ah, sp, rows, ahead, w0, b1, 0, m),
-                    || forward_rows(bh, sp, rows, ahead, w1, zb, m, d),
+                    || forward_rows(ah, sp, rows, ahead, w0, b1, 0, m, Some(c0)),
+                    || forward_rows(bh, sp, rows, ahead, w1, zb, m, d, Some(c1)),
                 );
             }
             activate(a1, a1b, z1, act);
         } else {
-            forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d);
+            forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d, Some(&mut cols[0]));
             activate(a1, &[], z1, act);
         }
         // The small layers on this thread. With two threads the other one waits for
@@ -1039,14 +1106,18 @@ impl<T: Lanes> Trainer<T> {
         };
         let [s0, s1] = state_w1p;
         let da1 = &da1[..];
-        let part = |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], lo: usize| match neg_lr {
-            Some(neg_lr) => input_grad(w1, da1, sp, rows, lo, neg_lr),
-            None => {
-                g.fill(T::zero());
-                input_grad(g, da1, sp, rows, lo, T::one());
-                apply(opt, w1, g, s0, s1, iter);
-            }
-        };
+        let part =
+            |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], cols: &mut BatchColumns<T>| {
+                cols.fill(sp, rows);
+                match neg_lr {
+                    Some(neg_lr) => input_grad(w1, da1, cols, neg_lr),
+                    None => {
+                        g.fill(T::zero());
+                        input_grad(g, da1, cols, T::one());
+                        apply(opt, w1, g, s0, s1, iter);
+                    }
+                }
+            };
         let mut ahead_done = false;
         if two {
             let (w0, w1) = w1p.split_at_mut(m * hp);
@@ -1061,23 +1132,24 @@ impl<T: Lanes> Trainer<T> {
             }
             let (ah, bh) = (&mut a1[..], &mut a1b[..]);
             let next = next.as_ref();
+            let [c0, c1] = cols;
             rayon::join(
                 || {
-                    part(w0, g0, s00, s10, 0);
+                    part(w0, g0, s00, s10, c0);
                     if let Some(nx) = next {
-                        forward_rows(ah, nx.sp, nx.rows, nx.ahead, w0, b1, 0, m);
+                        forward_rows(ah, nx.sp, nx.rows, nx.ahead, w0, b1, 0, m, Some(c0));
                     }
                 },
                 || {
-                    part(w1, g1, s01, s11, m);
+                    part(w1, g1, s01, s11, c1);
                     if let Some(nx) = next {
-                        forward_rows(bh, nx.sp, nx.rows, nx.ahead, w1, zb, m, d);
+                        forward_rows(bh, nx.sp, nx.rows, nx.ahead, w1, zb, m, d, Some(c1));
                     }
                 },
             );
             ahead_done = next.is_some();
         } else {
-            part(w1p, gw1p, s0, s1, 0);
+            part(w1p, gw1p, s0, s1, &mut cols[0]);
         }
         (loss / n as f64, ahead_done)
     }
@@ -1364,7 +1436,7 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         ws.a.resize(n * hp, T::zero());
         ws.z.resize(n * hp, T::zero());
         ws.l.resize(n * k, T::zero());
-        forward_rows(&mut ws.a, sp, &ws.rows, &[], &w1p, &b1p, 0, d);
+        forward_rows(&mut ws.a, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
         activate(&mut ws.a, &[], &mut ws.z, act);
         logits(&mut ws.l, &ws.z, &w2k, &b2, k);
         for (l, o) in ws.l.chunks_exact(k).zip(out.iter_mut()) {
