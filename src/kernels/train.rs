@@ -473,13 +473,12 @@ fn forward_rows<T: Lanes>(
 ) {
     let hp = b.len();
     // Tiles of a power-of-two number of W1 rows.
-    let tile = (TILE_BYTES / std::mem::size_of_val(b)).max(1);
+    let tile = (TILE_BYTES / (hp * std::mem::size_of::<T>())).max(1);
     let shift = tile.ilog2();
     let tile = 1 << shift;
     let tiles = (hi - lo).div_ceil(tile);
     cols.start(lo, hi);
     cols.spans.clear();
-    cols.first.clear();
     cols.tile_end.clear();
     cols.tile_end.resize(rows.len() * tiles, 0);
     for &r in rows.iter().take(PREFETCH_ROWS) {
@@ -515,7 +514,6 @@ fn forward_rows<T: Lanes>(
             }
         }
         cols.spans.push(start + s);
-        cols.first.push(start + s);
     }
     for a in a.chunks_exact_mut(hp) {
         a.copy_from_slice(b);
@@ -641,9 +639,7 @@ fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Act
 /// buffers every step.
 #[derive(Debug, Default)]
 struct BatchColumns<T> {
-    /// Where each batch row's entries in lo..hi start, and where its next ones (its end
-    /// once the forward pass is done) in the rows' `idx`/`val`.
-    first: Vec<usize>,
+    /// Where each batch row's next entries in lo..hi lie in the rows' `idx`/`val`.
     spans: Vec<usize>,
     /// Where each batch row's entries in each tile of W1 rows end (rows × tiles).
     tile_end: Vec<usize>,
@@ -662,9 +658,9 @@ impl<T: Float> BatchColumns<T> {
         self.ptr.resize(hi - lo + 1, 0);
     }
 
-    /// Sorts the counted entries of the batch rows of `sp` that the forward pass read
-    /// by column (stable: each column lists its rows in batch order).
-    fn fill(&mut self, sp: &SparseRows<T>) {
+    /// Sorts the counted entries of rows `rows` of `sp` by column (stable: each column
+    /// lists its rows in batch order). `rows` and the range must be those counted.
+    fn fill(&mut self, sp: &SparseRows<T>, rows: &[usize]) {
         let (lo, hi) = (self.lo, self.lo + self.ptr.len() - 1);
         let ptr = &mut self.ptr;
         for c in 1..ptr.len() {
@@ -675,8 +671,11 @@ impl<T: Float> BatchColumns<T> {
         self.val.resize(nnz, T::zero());
         // ptr[c] walks forward as column c fills, ending at the start of column c + 1;
         // shifted back by one slot afterwards.
-        for (q, (&s, &e)) in self.first.iter().zip(&self.spans).enumerate() {
-            for (&i, &v) in sp.idx[s..e].iter().zip(&sp.val[s..e]) {
+        for (q, &r) in rows.iter().enumerate() {
+            let (idx, val) = sp.row(r);
+            let s = idx.partition_point(|&i| (i as usize) < lo);
+            let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
+            for (&i, &v) in idx[s..e].iter().zip(&val[s..e]) {
                 let at = &mut ptr[i as usize - lo];
                 self.pos[*at] = q as u32;
                 self.val[*at] = v;
@@ -1146,7 +1145,7 @@ impl<T: Lanes> Trainer<T> {
         let da1 = &da1[..];
         let part =
             |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], cols: &mut BatchColumns<T>| {
-                cols.fill(sp);
+                cols.fill(sp, rows);
                 match neg_lr {
                     Some(neg_lr) => input_grad(w1, da1, cols, neg_lr),
                     None => {
