@@ -442,21 +442,12 @@ fn prefetch<T>(s: &[T]) {
 /// Rows ahead whose inputs are prefetched in [`forward_rows`].
 const PREFETCH_ROWS: usize = 4;
 
-/// Bytes of W1 rows per tile of [`forward_rows`]: a tile stays in the L1 cache while
-/// every batch row adds its entries in the tile's columns.
-const TILE_BYTES: usize = 16 << 10;
-
 /// Hidden pre-activations of the batch rows `rows` of `sp` from their non-zero entries
 /// in columns lo..hi: a[q, ..] = b + Σ_{lo ≤ i < hi} x[rows[q], i]·W1[i, ..]. a: (n, hp);
-/// w1: rows lo..hi of W1 (d, hp); b (hp); hp a whole number of blocks.
-///
-/// W1 is taken in tiles of rows that fit the L1 cache; each batch row adds its entries
-/// in a tile's columns to its row of `a` in registers (two interleaved sums per block
-/// hide the add latency), so a W1 row is read from the L2 cache once per step, not once
-/// per entry. Row q also prefetches row `ahead[q]` (the next batch: rows scattered over
-/// a large matrix then arrive from memory long before they are needed). With `count`
-/// it counts the entries per column into `cols` for [`BatchColumns::fill`]; `cols`
-/// keeps the rows' spans in any case.
+/// w1: rows lo..hi of W1 (d, hp); b (hp); hp a whole number of blocks. Two interleaved sums per block hide
+/// the add latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered
+/// over a large matrix then arrive from memory long before they are needed). Unless
+/// `cols` is None, it also counts the entries per column for [`BatchColumns::fill`].
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Lanes>(
@@ -468,86 +459,53 @@ fn forward_rows<T: Lanes>(
     b: &[T],
     lo: usize,
     hi: usize,
-    cols: &mut BatchColumns<T>,
-    count: bool,
+    mut cols: Option<&mut BatchColumns<T>>,
 ) {
     let hp = b.len();
-    // Tiles of a power-of-two number of W1 rows.
-    let tile = (TILE_BYTES / (hp * std::mem::size_of::<T>())).max(1);
-    let shift = tile.ilog2();
-    let tile = 1 << shift;
-    let tiles = (hi - lo).div_ceil(tile);
-    cols.start(lo, hi);
-    cols.spans.clear();
-    cols.tile_end.clear();
-    cols.tile_end.resize(rows.len() * tiles, 0);
+    if let Some(c) = cols.as_deref_mut() {
+        c.start(lo, hi);
+    }
     for &r in rows.iter().take(PREFETCH_ROWS) {
         sp.prefetch_row(r);
     }
-    // Each row's entries in lo..hi (column indices ascend: one span of the row), and
-    // where its entries in each tile end (a store per entry, no read-modify-write).
-    for ((q, &r), ends) in rows
-        .iter()
-        .enumerate()
-        .zip(cols.tile_end.chunks_exact_mut(tiles.max(1)))
-    {
+    let whole = lo == 0 && hi >= sp.ncols();
+    for (q, (a, &r)) in a.chunks_exact_mut(hp).zip(rows).enumerate() {
         if let Some(&next) = rows.get(q + PREFETCH_ROWS) {
             sp.prefetch_row(next);
         }
         if let Some(&next) = ahead.get(q) {
             sp.prefetch_row(next);
         }
-        let (start, idx) = (sp.ptr[r], sp.row(r).0);
-        let s = idx.partition_point(|&i| (i as usize) < lo);
-        let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
-        ends.fill(start + s);
-        for (p, &i) in (start + s + 1..).zip(&idx[s..e]) {
-            ends[(i as usize - lo) >> shift] = p;
+        let (idx, val) = sp.row(r);
+        let (idx, val) = if whole {
+            (idx, val)
+        } else {
+            // Column indices ascend: the range is one span of the row.
+            let s = idx.partition_point(|&i| (i as usize) < lo);
+            let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
+            (&idx[s..e], &val[s..e])
+        };
+        if let Some(c) = cols.as_deref_mut() {
+            c.count(idx);
         }
-        for t in 1..ends.len() {
-            ends[t] = ends[t].max(ends[t - 1]);
-        }
-        if count {
-            let counts = &mut cols.ptr[1..];
-            for &i in &idx[s..e] {
-                counts[i as usize - lo] += 1;
+        for c0 in (0..hp).step_by(T::WIDTH) {
+            let mut acc0 = load::<T>(&b[c0..]);
+            let mut acc1 = T::ZERO_BLOCK;
+            let (i2, v2) = (idx.chunks_exact(2), val.chunks_exact(2));
+            let (ir, vr) = (i2.remainder(), v2.remainder());
+            for (i, v) in i2.zip(v2) {
+                axpy_block::<T>(&mut acc0, v[0], &w1[(i[0] as usize - lo) * hp + c0..]);
+                axpy_block::<T>(&mut acc1, v[1], &w1[(i[1] as usize - lo) * hp + c0..]);
             }
-        }
-        cols.spans.push(start + s);
-    }
-    for a in a.chunks_exact_mut(hp) {
-        a.copy_from_slice(b);
-    }
-    for t in 0..tiles {
-        let rows_t = cols
-            .spans
-            .iter_mut()
-            .zip(cols.tile_end.iter().skip(t).step_by(tiles));
-        for (a, (at, &end)) in a.chunks_exact_mut(hp).zip(rows_t) {
-            if end == *at {
-                continue;
+            for (&i, &v) in ir.iter().zip(vr) {
+                axpy_block::<T>(&mut acc0, v, &w1[(i as usize - lo) * hp + c0..]);
             }
-            let (idx, val) = (&sp.idx[*at..end], &sp.val[*at..end]);
-            *at = end;
-            for c0 in (0..hp).step_by(T::WIDTH) {
-                let mut acc0 = load::<T>(&a[c0..]);
-                let mut acc1 = T::ZERO_BLOCK;
-                let (i2, v2) = (idx.chunks_exact(2), val.chunks_exact(2));
-                let (ir, vr) = (i2.remainder(), v2.remainder());
-                for (i, v) in i2.zip(v2) {
-                    axpy_block::<T>(&mut acc0, v[0], &w1[(i[0] as usize - lo) * hp + c0..]);
-                    axpy_block::<T>(&mut acc1, v[1], &w1[(i[1] as usize - lo) * hp + c0..]);
-                }
-                for (&i, &v) in ir.iter().zip(vr) {
-                    axpy_block::<T>(&mut acc0, v, &w1[(i as usize - lo) * hp + c0..]);
-                }
-                for ((o, &p), &q) in a[c0..c0 + T::WIDTH]
-                    .iter_mut()
-                    .zip(acc0.as_ref())
-                    .zip(acc1.as_ref())
-                {
-                    *o = p + q;
-                }
+            for ((o, &p), &q) in a[c0..c0 + T::WIDTH]
+                .iter_mut()
+                .zip(acc0.as_ref())
+                .zip(acc1.as_ref())
+            {
+                *o = p + q;
             }
         }
     }
@@ -639,10 +597,6 @@ fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Act
 /// buffers every step.
 #[derive(Debug, Default)]
 struct BatchColumns<T> {
-    /// Where each batch row's next entries in lo..hi lie in the rows' `idx`/`val`.
-    spans: Vec<usize>,
-    /// Where each batch row's entries in each tile of W1 rows end (rows × tiles).
-    tile_end: Vec<usize>,
     lo: usize,
     /// Entries per column (at c + 1) after counting; column starts after filling.
     ptr: Vec<usize>,
@@ -656,6 +610,15 @@ impl<T: Float> BatchColumns<T> {
         self.lo = lo;
         self.ptr.clear();
         self.ptr.resize(hi - lo + 1, 0);
+    }
+
+    /// Counts one row's entries (column indices, all in lo..hi).
+    #[inline(always)]
+    fn count(&mut self, idx: &[u32]) {
+        let counts = &mut self.ptr[1..];
+        for &i in idx {
+            counts[i as usize - self.lo] += 1;
+        }
     }
 
     /// Sorts the counted entries of rows `rows` of `sp` by column (stable: each column
@@ -1019,13 +982,13 @@ impl<T: Lanes> Trainer<T> {
                 let (ah, bh) = (&mut a1[..], &mut a1b[..]);
                 let [c0, c1] = &mut *cols;
                 rayon::join(
-                    || forward_rows(ah, sp, rows, ahead, w0, b1, 0, m, c0, true),
-                    || forward_rows(bh, sp, rows, ahead, w1, zb, m, d, c1, true),
+                    || forward_rows(ah, sp, rows, ahead, w0, b1, 0, m, Some(c0)),
+                    || forward_rows(bh, sp, rows, ahead, w1, zb, m, d, Some(c1)),
                 );
             }
             activate(a1, a1b, z1, act);
         } else {
-            forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d, &mut cols[0], true);
+            forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d, Some(&mut cols[0]));
             activate(a1, &[], z1, act);
         }
         // The small layers on this thread. With two threads the other one waits for
@@ -1174,13 +1137,13 @@ impl<T: Lanes> Trainer<T> {
                 || {
                     part(w0, g0, s00, s10, c0);
                     if let Some(nx) = next {
-                        forward_rows(ah, nx.sp, nx.rows, nx.ahead, w0, b1, 0, m, c0, true);
+                        forward_rows(ah, nx.sp, nx.rows, nx.ahead, w0, b1, 0, m, Some(c0));
                     }
                 },
                 || {
                     part(w1, g1, s01, s11, c1);
                     if let Some(nx) = next {
-                        forward_rows(bh, nx.sp, nx.rows, nx.ahead, w1, zb, m, d, c1, true);
+                        forward_rows(bh, nx.sp, nx.rows, nx.ahead, w1, zb, m, d, Some(c1));
                     }
                 },
             );
@@ -1404,7 +1367,6 @@ struct EvalScratch<T> {
     a: Vec<T>,
     z: Vec<T>,
     l: Vec<T>,
-    cols: BatchColumns<T>,
 }
 
 impl<T: Float> Default for EvalScratch<T> {
@@ -1415,7 +1377,6 @@ impl<T: Float> Default for EvalScratch<T> {
             a: Vec::new(),
             z: Vec::new(),
             l: Vec::new(),
-            cols: BatchColumns::default(),
         }
     }
 }
@@ -1475,18 +1436,7 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         ws.a.resize(n * hp, T::zero());
         ws.z.resize(n * hp, T::zero());
         ws.l.resize(n * k, T::zero());
-        forward_rows(
-            &mut ws.a,
-            sp,
-            &ws.rows,
-            &[],
-            &w1p,
-            &b1p,
-            0,
-            d,
-            &mut ws.cols,
-            false,
-        );
+        forward_rows(&mut ws.a, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
         activate(&mut ws.a, &[], &mut ws.z, act);
         logits(&mut ws.l, &ws.z, &w2k, &b2, k);
         for (l, o) in ws.l.chunks_exact(k).zip(out.iter_mut()) {
