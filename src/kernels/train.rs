@@ -991,9 +991,10 @@ impl<T: Lanes> Trainer<T> {
             forward_rows(a1, sp, rows, ahead, w1p, b1p, 0, d, Some(&mut cols[0]));
             activate(a1, &[], z1, act);
         }
-        // The small layers on this thread. With two threads the other one waits for
-        // them spinning rather than asleep: waking a sleeping thread takes longer than
-        // this part, and it must take its half of the next join at once.
+        // The small layers on this thread. With two threads the other one sorts the
+        // batch's inputs by column meanwhile (for dW1), then waits spinning rather than
+        // asleep: waking a sleeping thread takes longer than this part, and it must take
+        // its half of the next join at once.
         let mut middle = || {
             // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
             b2p[..k].copy_from_slice(b2);
@@ -1089,6 +1090,9 @@ impl<T: Lanes> Trainer<T> {
                     loss
                 },
                 || {
+                    for c in cols.iter_mut() {
+                        c.fill(sp, rows);
+                    }
                     while !done.load(Ordering::Acquire) {
                         std::hint::spin_loop();
                     }
@@ -1096,6 +1100,7 @@ impl<T: Lanes> Trainer<T> {
             );
             loss
         } else {
+            cols[0].fill(sp, rows);
             middle()
         };
         // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs; with two
@@ -1107,8 +1112,7 @@ impl<T: Lanes> Trainer<T> {
         let [s0, s1] = state_w1p;
         let da1 = &da1[..];
         let part =
-            |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], cols: &mut BatchColumns<T>| {
-                cols.fill(sp, rows);
+            |w1: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], cols: &BatchColumns<T>| {
                 match neg_lr {
                     Some(neg_lr) => input_grad(w1, da1, cols, neg_lr),
                     None => {
