@@ -476,17 +476,17 @@ fn forward_rows<T: Lanes>(
         if let Some(&next) = ahead.get(q) {
             sp.prefetch_row(next);
         }
-        let (idx, val) = sp.row(r);
-        let (idx, val) = if whole {
-            (idx, val)
+        let (start, (idx, val)) = (sp.ptr[r], sp.row(r));
+        // Column indices ascend: the range is one span of the row.
+        let (s, e) = if whole {
+            (0, idx.len())
         } else {
-            // Column indices ascend: the range is one span of the row.
             let s = idx.partition_point(|&i| (i as usize) < lo);
-            let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
-            (&idx[s..e], &val[s..e])
+            (s, s + idx[s..].partition_point(|&i| (i as usize) < hi))
         };
+        let (idx, val) = (&idx[s..e], &val[s..e]);
         if let Some(c) = cols.as_deref_mut() {
-            c.count(idx);
+            c.count(idx, [start + s, start + e]);
         }
         for c0 in (0..hp).step_by(T::WIDTH) {
             let mut acc0 = load::<T>(&b[c0..]);
@@ -592,16 +592,17 @@ fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Act
 }
 
 /// The batch's non-zero inputs in columns lo..hi, by column: column lo + c holds
-/// `pos/val[ptr[c]..ptr[c + 1]]` (batch positions ascending). Counted while the forward
-/// pass reads the rows ([`forward_rows`]), filled before the backward pass; the same
-/// buffers every step.
+/// `entries[ptr[c]..ptr[c + 1]]`, pairs (batch position, value), positions ascending.
+/// Counted while the forward pass reads the rows ([`forward_rows`]), filled before the
+/// backward pass; the same buffers every step.
 #[derive(Debug, Default)]
 struct BatchColumns<T> {
     lo: usize,
     /// Entries per column (at c + 1) after counting; column starts after filling.
     ptr: Vec<usize>,
-    pos: Vec<u32>,
-    val: Vec<T>,
+    /// Where each batch row's entries in lo..hi lie in the rows' `idx`/`val`.
+    spans: Vec<[usize; 2]>,
+    entries: Vec<(u32, T)>,
 }
 
 impl<T: Float> BatchColumns<T> {
@@ -610,43 +611,62 @@ impl<T: Float> BatchColumns<T> {
         self.lo = lo;
         self.ptr.clear();
         self.ptr.resize(hi - lo + 1, 0);
+        self.spans.clear();
     }
 
-    /// Counts one row's entries (column indices, all in lo..hi).
+    /// Counts one row's entries in lo..hi: `idx`, at `span` of the rows' `idx`/`val`.
     #[inline(always)]
-    fn count(&mut self, idx: &[u32]) {
+    fn count(&mut self, idx: &[u32], span: [usize; 2]) {
         let counts = &mut self.ptr[1..];
         for &i in idx {
             counts[i as usize - self.lo] += 1;
         }
+        self.spans.push(span);
     }
 
-    /// Sorts the counted entries of rows `rows` of `sp` by column (stable: each column
-    /// lists its rows in batch order). `rows` and the range must be those counted.
-    fn fill(&mut self, sp: &SparseRows<T>, rows: &[usize]) {
-        let (lo, hi) = (self.lo, self.lo + self.ptr.len() - 1);
+    /// Sorts the counted entries of the rows of `sp` by column (stable: each column
+    /// lists its rows in batch order).
+    fn fill(&mut self, sp: &SparseRows<T>) {
+        let (lo, cols) = (self.lo, self.ptr.len() - 1);
         let ptr = &mut self.ptr;
         for c in 1..ptr.len() {
             ptr[c] += ptr[c - 1];
         }
-        let nnz = ptr[hi - lo];
-        self.pos.resize(nnz, 0);
-        self.val.resize(nnz, T::zero());
+        self.entries.resize(ptr[cols], (0, T::zero()));
         // ptr[c] walks forward as column c fills, ending at the start of column c + 1;
         // shifted back by one slot afterwards.
-        for (q, &r) in rows.iter().enumerate() {
-            let (idx, val) = sp.row(r);
-            let s = idx.partition_point(|&i| (i as usize) < lo);
-            let e = s + idx[s..].partition_point(|&i| (i as usize) < hi);
-            for (&i, &v) in idx[s..e].iter().zip(&val[s..e]) {
-                let at = &mut ptr[i as usize - lo];
-                self.pos[*at] = q as u32;
-                self.val[*at] = v;
-                *at += 1;
-            }
+        for (q, &[s, e]) in self.spans.iter().enumerate() {
+            scatter(
+                ptr,
+                &mut self.entries,
+                &sp.idx[s..e],
+                &sp.val[s..e],
+                lo,
+                q as u32,
+            );
         }
-        ptr.copy_within(..hi - lo, 1);
+        ptr.copy_within(..cols, 1);
         ptr[0] = 0;
+    }
+}
+
+/// One batch row's entries (columns `idx`, offset by `lo`, values `val`) into their
+/// columns' next slots: entries[cur[c]] = (q, v), cur[c] += 1. Separate slices, so the
+/// cursor stays in a register between its load and its store.
+#[inline(always)]
+fn scatter<T: Copy>(
+    cur: &mut [usize],
+    entries: &mut [(u32, T)],
+    idx: &[u32],
+    val: &[T],
+    lo: usize,
+    q: u32,
+) {
+    for (&i, &v) in idx.iter().zip(val) {
+        let c = i as usize - lo;
+        let at = cur[c];
+        cur[c] = at + 1;
+        entries[at] = (q, v);
     }
 }
 
@@ -663,10 +683,10 @@ fn input_grad<T: Lanes>(g: &mut [T], da1: &[T], cols: &BatchColumns<T>, scale: T
         if span.is_empty() {
             continue;
         }
-        let (pos, val) = (&cols.pos[span.clone()], &cols.val[span]);
+        let entries = &cols.entries[span];
         for c0 in (0..hp).step_by(T::WIDTH) {
             let mut acc = load::<T>(&gc[c0..]);
-            for (&q, &v) in pos.iter().zip(val) {
+            for &(q, v) in entries {
                 let sv = scale * v;
                 let at = q as usize * hp + c0;
                 for (o, &b) in acc.as_mut().iter_mut().zip(&da1[at..at + T::WIDTH]) {
@@ -1091,7 +1111,7 @@ impl<T: Lanes> Trainer<T> {
                 },
                 || {
                     for c in cols.iter_mut() {
-                        c.fill(sp, rows);
+                        c.fill(sp);
                     }
                     while !done.load(Ordering::Acquire) {
                         std::hint::spin_loop();
@@ -1100,7 +1120,7 @@ impl<T: Lanes> Trainer<T> {
             );
             loss
         } else {
-            cols[0].fill(sp, rows);
+            cols[0].fill(sp);
             middle()
         };
         // dW1 = xᵀ·da1 and the update of W1 (SGD: fused), by ranges of inputs; with two
