@@ -10,10 +10,13 @@
 //! of W1 − lr·dW1: the same sum, rounded per row).
 //!
 //! Speed comes from: the inputs compressed once ([`SparseRows`]) and the next batch's
-//! rows prefetched while a step runs; W1 rows padded to whole register blocks; the small
-//! layers through the GEMM; and two threads that each own half of the inputs (rows of W1)
-//! in both the forward pass and the W1 update, so each core keeps its half of W1 in its
-//! own cache and starts the next step's forward pass as soon as its half is updated.
+//! rows prefetched while a step runs; W1 rows padded to whole register blocks; dW1 and
+//! the W1 update column by column (the batch's entries counted during the forward pass
+//! and sorted by column, so each W1 row is read and written once per step and summed in
+//! registers); the small layers through the GEMM; and two threads that each own half of
+//! the inputs (rows of W1) in both the forward pass and the W1 update, so each core keeps
+//! its half of W1 in its own cache and starts the next step's forward pass as soon as its
+//! half is updated, while the small layers run on one thread and the sort on the other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
