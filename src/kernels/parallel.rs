@@ -5,6 +5,7 @@
 //! `multiprocessing`) has no pool threads, so work in the child runs serially
 //! instead of waiting forever on threads that do not exist.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -79,5 +80,86 @@ pub fn in_place_scope<'s, R>(f: impl FnOnce(Option<&rayon::Scope<'s>>, usize) ->
             pool.in_place_scope(|scope| f(Some(scope), threads))
         }
         None => f(None, 1),
+    }
+}
+
+/// `rayon::join(a, b)` for parts too short to sleep between: whichever side finishes
+/// first spins until the other is done, so neither thread falls asleep and has to be
+/// woken for the next join (in a virtual machine a wake-up can cost more than the
+/// part itself). `a` spins only when `b` has started on another thread: a `b` that no
+/// thread took runs after `a` on this one, as with `rayon::join`.
+pub fn join_spinning<RA: Send, RB: Send>(
+    a: impl FnOnce() -> RA + Send,
+    b: impl FnOnce() -> RB + Send,
+) -> (RA, RB) {
+    let (a_done, b_started, b_done) = (
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+        AtomicBool::new(false),
+    );
+    rayon::join(
+        || {
+            let r = a();
+            a_done.store(true, Ordering::Release);
+            if b_started.load(Ordering::Acquire) {
+                wait_for(&b_done);
+            }
+            r
+        },
+        || {
+            b_started.store(true, Ordering::Release);
+            let r = b();
+            b_done.store(true, Ordering::Release);
+            wait_for(&a_done);
+            r
+        },
+    )
+}
+
+/// Spins until `flag` is set, yielding the core now and then in case the thread that
+/// sets it was preempted.
+fn wait_for(flag: &AtomicBool) {
+    let mut spins = 0_u32;
+    while !flag.load(Ordering::Acquire) {
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Both results come back whether `b` is taken by the other thread or left to the
+    /// caller (a pool of one thread never steals it: `a` must not wait for it).
+    #[test]
+    fn join_spinning_returns_both_sides_with_one_or_two_threads(
+    ) -> Result<(), rayon::ThreadPoolBuildError> {
+        for threads in [1, 2] {
+            let pool = ThreadPoolBuilder::new().num_threads(threads).build()?;
+            pool.install(|| {
+                for i in 0..2000_u64 {
+                    let (a, b) = join_spinning(|| i * 2, || (0..i % 50).sum::<u64>());
+                    assert_eq!((a, b), (i * 2, (0..i % 50).sum::<u64>()));
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Called from outside any pool (rayon's global pool runs it), each side once.
+    #[test]
+    fn join_spinning_outside_a_pool() {
+        let (a, b) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        join_spinning(
+            || a.fetch_add(1, Ordering::Relaxed),
+            || b.fetch_add(1, Ordering::Relaxed),
+        );
+        assert_eq!((a.into_inner(), b.into_inner()), (1, 1));
     }
 }

@@ -18,15 +18,14 @@
 //! its half of W1 in its own cache and starts the next step's forward pass as soon as its
 //! half is updated, while the small layers run on one thread and the sort on the other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use multiversion::multiversion;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
 
 use super::matmul::gemm_into;
 use super::numgrad::{Activation, TwoLayerNet};
-use super::{parallel, Float, Targets};
+use super::parallel::{self, join_spinning};
+use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
 
 /// ε added to √h (AdaGrad, RMSprop) and √v (Adam), as the book.
@@ -1004,7 +1003,7 @@ impl<T: Lanes> Trainer<T> {
                 let (b1, zb) = (&b1p[..], &zero_b[..]);
                 let (ah, bh) = (&mut a1[..], &mut a1b[..]);
                 let [c0, c1] = &mut *cols;
-                rayon::join(
+                join_spinning(
                     || forward_rows(ah, sp, rows, ahead, w0, b1, 0, m, Some(c0)),
                     || forward_rows(bh, sp, rows, ahead, w1, zb, m, d, Some(c1)),
                 );
@@ -1015,9 +1014,8 @@ impl<T: Lanes> Trainer<T> {
             activate(a1, &[], z1, act);
         }
         // The small layers on this thread. With two threads the other one sorts the
-        // batch's inputs by column meanwhile (for dW1), then waits spinning rather than
-        // asleep: waking a sleeping thread takes longer than this part, and it must take
-        // its half of the next join at once.
+        // batch's inputs by column meanwhile (for dW1); the joins of a step spin rather
+        // than sleep ([`join_spinning`]).
         let mut middle = || {
             // y = softmax(z1·W2 + b2), max-subtracted so exp cannot overflow.
             b2p[..k].copy_from_slice(b2);
@@ -1105,22 +1103,11 @@ impl<T: Lanes> Trainer<T> {
             loss
         };
         let loss = if two {
-            let done = AtomicBool::new(false);
-            let (loss, ()) = rayon::join(
-                || {
-                    let loss = middle();
-                    done.store(true, Ordering::Release);
-                    loss
-                },
-                || {
-                    for c in cols.iter_mut() {
-                        c.fill(sp);
-                    }
-                    while !done.load(Ordering::Acquire) {
-                        std::hint::spin_loop();
-                    }
-                },
-            );
+            let (loss, ()) = join_spinning(middle, || {
+                for c in cols.iter_mut() {
+                    c.fill(sp);
+                }
+            });
             loss
         } else {
             cols[0].fill(sp);
@@ -1160,7 +1147,7 @@ impl<T: Lanes> Trainer<T> {
             let (ah, bh) = (&mut a1[..], &mut a1b[..]);
             let next = next.as_ref();
             let [c0, c1] = cols;
-            rayon::join(
+            join_spinning(
                 || {
                     part(w0, g0, s00, s10, c0);
                     if let Some(nx) = next {
