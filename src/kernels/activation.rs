@@ -5,8 +5,15 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 use super::{math, parallel, Float};
 use crate::error::{fmt_shape, try_zeros, KernelError, Result};
 
-/// Arrays with fewer elements than this are mapped on one thread.
-pub const PARALLEL_MIN_ELEMS: usize = 1 << 16;
+/// Arrays smaller than this many bytes are mapped on one thread: a map is about as
+/// fast as writing its output, and waking a second thread costs tens of µs in a
+/// virtual machine.
+pub const PARALLEL_MIN_BYTES: usize = 3 << 20;
+
+/// Whether mapping `len` elements of `T` is worth a second thread.
+fn parallel_worth<T>(len: usize) -> bool {
+    len.saturating_mul(std::mem::size_of::<T>()) >= PARALLEL_MIN_BYTES
+}
 
 /// `y = f(x)` elementwise, in parallel for large arrays. The output has x's shape
 /// (C order, or Fortran order for a Fortran-ordered x).
@@ -29,7 +36,7 @@ pub(crate) fn map1<T: Float>(
     }
     let mut y = try_zeros(op, x.raw_dim())?;
     let zip = Zip::from(&mut y).and(&x);
-    if x.len() < PARALLEL_MIN_ELEMS {
+    if !parallel_worth::<T>(x.len()) {
         zip.for_each(|y, &v| *y = f(v));
     } else {
         parallel::install(|threads| {
@@ -53,7 +60,7 @@ fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
 
 /// `dst[i] = f(src[i])` over slices, split across the pool for long ones.
 fn map_chunks<T: Float>(src: &[T], dst: &mut [T], f: &(impl Fn(T) -> T + Sync + Send)) {
-    if src.len() < PARALLEL_MIN_ELEMS {
+    if !parallel_worth::<T>(src.len()) {
         math::map_slice(src, dst, f);
         return;
     }
@@ -96,7 +103,7 @@ pub(crate) fn map2<T: Float>(
         return Ok(z);
     }
     let zip = Zip::from(&mut z).and(&x).and(&y);
-    if x.len() < PARALLEL_MIN_ELEMS {
+    if !parallel_worth::<T>(x.len()) {
         zip.for_each(|z, &a, &b| *z = f(a, b));
     } else {
         parallel::install(|threads| {

@@ -8,9 +8,15 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use super::{parallel, Float};
 use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
-/// Products smaller than this many multiply-adds run on one thread: below it the
-/// cost of waking a second thread exceeds the work it takes over.
-pub const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// Products with fewer multiply-adds × bytes per element than this run on one thread:
+/// below it the cost of waking a second thread (tens of µs in a virtual machine)
+/// exceeds the work it takes over. 48 MiB: 100×784×50 stays serial in both dtypes.
+pub const PARALLEL_MIN_MAC_BYTES: usize = 48 << 20;
+
+/// Whether a product of `macs` multiply-adds of `T` is worth a second thread.
+pub fn parallel_worth<T>(macs: usize) -> bool {
+    macs.saturating_mul(std::mem::size_of::<T>()) >= PARALLEL_MIN_MAC_BYTES
+}
 
 fn check_inner<T>(op: &'static str, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Result<()> {
     if a.ncols() != b.nrows() {
@@ -103,7 +109,7 @@ pub(crate) fn gemm_into<T: Float>(
     let macs = m.saturating_mul(n).saturating_mul(k);
     // Small products, and products inside a parallel loop (whose other threads are
     // busy), run right here: handing work to the pool costs more than they take.
-    if macs < PARALLEL_MIN_MACS || rayon::current_thread_index().is_some() {
+    if !parallel_worth::<T>(macs) || rayon::current_thread_index().is_some() {
         gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
     } else if macs < SPLIT_MAX_MACS {
         split_rows_or_cols(a, b, c, accumulate);
@@ -263,14 +269,16 @@ mod tests {
 
     #[test]
     fn threaded_splits_match_naive() -> Result<()> {
-        // Above PARALLEL_MIN_MACS: rows split (m ≥ n), columns split (n > m), and a
+        // Above PARALLEL_MIN_MAC_BYTES: rows split (m ≥ n), columns split (n > m), and a
         // transposed operand, each against the naive triple loop.
-        let a = Array::from_shape_fn((210, 90), |(i, j)| ((i * 13 + j * 5) % 23) as f64 - 11.0);
-        let b = Array::from_shape_fn((90, 70), |(i, j)| ((i * 3 + j * 17) % 19) as f64 - 9.0);
+        let (m, k, n) = (420, 180, 90);
+        assert!(parallel_worth::<f64>(m * k * n) && m * k * n < SPLIT_MAX_MACS);
+        let a = Array::from_shape_fn((m, k), |(i, j)| ((i * 13 + j * 5) % 23) as f64 - 11.0);
+        let b = Array::from_shape_fn((k, n), |(i, j)| ((i * 3 + j * 17) % 19) as f64 - 9.0);
         assert_eq!(matmul(a.view(), b.view())?, naive(a.view(), b.view()));
         let (bt, at) = (b.t().to_owned(), a.t().to_owned());
         assert_eq!(matmul(bt.view(), at.view())?, naive(bt.view(), at.view()));
-        let mut c = Array2::from_elem((210, 70), 1.0);
+        let mut c = Array2::from_elem((m, n), 1.0);
         matmul_into(at.t(), b.view(), c.view_mut(), true)?;
         assert_eq!(c, naive(a.view(), b.view()) + 1.0);
         Ok(())
