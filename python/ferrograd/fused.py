@@ -42,14 +42,21 @@ def _optimizer_kind(optimizer: object) -> tuple[str, tuple[str, ...]] | None:
     return OPTIMIZERS.get(cls.__name__)
 
 
+# Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
+EXTRAS = ("weight_decay_lambda", "use_dropout", "use_batchnorm")
+
+
 def supports(network: Any, optimizer: object) -> bool:
     """True when the fused step computes exactly what ``network.gradient`` followed by
     ``optimizer.update`` would: a two-layer net (``params`` W1 b1 W2 b2, C-contiguous,
-    writeable, one float dtype; ``activation`` 'sigmoid' or 'relu') and an optimizer of
-    ``ferrograd.optimizers``.
+    writeable, one float dtype; ``activation`` 'sigmoid' or 'relu'; no weight decay,
+    dropout or batch norm, so a one-hidden-layer MultiLayerNet qualifies) and an
+    optimizer of ``ferrograd.optimizers``.
     """
     params = getattr(network, "params", None)
     if not isinstance(params, dict) or set(params) != set(KEYS):
+        return False
+    if any(getattr(network, name, 0) for name in EXTRAS):
         return False
     if getattr(network, "activation", None) not in ("sigmoid", "relu"):
         return False
@@ -74,7 +81,8 @@ class FusedTrainer:
         if not supports(network, optimizer):
             raise ValueError(
                 "FusedTrainer: needs a two-layer net (params W1 b1 W2 b2 of one float dtype, "
-                "C-contiguous; activation 'sigmoid' or 'relu') and an optimizer from "
+                "C-contiguous; activation 'sigmoid' or 'relu'; no weight decay, dropout or "
+                "batch norm) and an optimizer from "
                 f"ferrograd.optimizers, got {type(network).__name__} and "
                 f"{type(optimizer).__name__}"
             )
