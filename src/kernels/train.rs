@@ -59,6 +59,33 @@ impl Optimizer {
         }
     }
 
+    /// Errors unless lr > 0 and the other rates lie in [0, 1).
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        let (lr, rates): (f64, Vec<(&str, f64)>) = match *self {
+            Optimizer::Sgd { lr } | Optimizer::AdaGrad { lr } => (lr, vec![]),
+            Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
+                (lr, vec![("momentum", momentum)])
+            }
+            Optimizer::RmsProp { lr, decay_rate } => (lr, vec![("decay_rate", decay_rate)]),
+            Optimizer::Adam { lr, beta1, beta2 } => (lr, vec![("beta1", beta1), ("beta2", beta2)]),
+        };
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(KernelError::value(
+                op,
+                format!("lr must be a positive number, got {lr}"),
+            ));
+        }
+        for (name, r) in rates {
+            if !(0.0..1.0).contains(&r) {
+                return Err(KernelError::value(
+                    op,
+                    format!("{name} must be in [0, 1), got {r}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Updates `p` in place from `g`; `s0`/`s1` are the state arrays (empty when unused);
     /// `iter` is Adam's step count t after this step's increment.
     #[inline(always)]
@@ -700,6 +727,58 @@ fn input_grad<T: Lanes>(g: &mut [T], da1: &[T], cols: &BatchColumns<T>, scale: T
     }
 }
 
+/// Logits y (n, k) → dy = (softmax(y) − t)/n in place (max-subtracted, so exp cannot
+/// overflow), gb = Σ_rows dy; returns the batch's summed cross-entropy −Σ t·log(y + δ)
+/// (δ keeps the log finite). Row q's target is row `batch[q]` of t.
+pub(super) fn softmax_cross_entropy_grad<T: Float>(
+    y: &mut [T],
+    k: usize,
+    batch: &[usize],
+    t: Targets<'_, T>,
+    gb: &mut [T],
+) -> f64 {
+    let n = batch.len();
+    for y in y.chunks_exact_mut(k) {
+        let max = y
+            .iter()
+            .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        for v in y.iter_mut() {
+            *v = *v - max;
+        }
+    }
+    exp_in_place(y);
+    let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
+    let inv_n = T::one() / T::lit(n as f64);
+    let mut loss = 0.0_f64;
+    gb.fill(T::zero());
+    for (y, &row) in y.chunks_exact_mut(k).zip(batch) {
+        let sum = y.iter().fold(T::zero(), |s, &v| s + v);
+        for v in y.iter_mut() {
+            *v = *v / sum;
+        }
+        match t {
+            Targets::Labels(labels) => {
+                let c = labels[row] as usize;
+                loss -= (y[c] + delta).ln().to_f64();
+                y[c] = y[c] - T::one();
+            }
+            Targets::OneHot(oh) => {
+                for (v, &tv) in y.iter_mut().zip(oh.row(row)) {
+                    if tv != T::zero() {
+                        loss -= (tv * (*v + delta).ln()).to_f64();
+                    }
+                    *v = *v - tv;
+                }
+            }
+        }
+        for (v, g) in y.iter_mut().zip(gb.iter_mut()) {
+            *v = *v * inv_n;
+            *g = *g + *v;
+        }
+    }
+    loss
+}
+
 /// The optimizer's update of one parameter, compiled for AVX-512 and AVX2.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn apply<T: Float>(opt: Optimizer, p: &mut [T], g: &[T], s0: &mut [T], s1: &mut [T], iter: u64) {
@@ -816,28 +895,7 @@ impl<T: Lanes> Trainer<T> {
                 format!("network sizes must be positive, got ({d}, {h}, {k})"),
             ));
         }
-        let (lr, rates): (f64, Vec<(&str, f64)>) = match optimizer {
-            Optimizer::Sgd { lr } | Optimizer::AdaGrad { lr } => (lr, vec![]),
-            Optimizer::Momentum { lr, momentum } | Optimizer::Nesterov { lr, momentum } => {
-                (lr, vec![("momentum", momentum)])
-            }
-            Optimizer::RmsProp { lr, decay_rate } => (lr, vec![("decay_rate", decay_rate)]),
-            Optimizer::Adam { lr, beta1, beta2 } => (lr, vec![("beta1", beta1), ("beta2", beta2)]),
-        };
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(KernelError::value(
-                OP,
-                format!("lr must be a positive number, got {lr}"),
-            ));
-        }
-        for (name, r) in rates {
-            if !(0.0..1.0).contains(&r) {
-                return Err(KernelError::value(
-                    OP,
-                    format!("{name} must be in [0, 1), got {r}"),
-                ));
-            }
-        }
+        optimizer.check(OP)?;
         let hp = padded::<T>(h);
         let alloc = |len: usize| -> Result<Vec<T>> {
             let mut v = Vec::new();
@@ -1034,45 +1092,7 @@ impl<T: Lanes> Trainer<T> {
                     gemm_into(zv, wv, yv, true);
                 }
             }
-            for y in y.chunks_exact_mut(k) {
-                let max = y
-                    .iter()
-                    .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-                for v in y.iter_mut() {
-                    *v = *v - max;
-                }
-            }
-            exp_in_place(y);
-            // Cross-entropy −Σ t·log(y + δ) (δ keeps the log finite), then dy = (y − t)/n.
-            let delta = T::lit(super::loss::CROSS_ENTROPY_DELTA);
-            let inv_n = T::one() / T::lit(n as f64);
-            let mut loss = 0.0_f64;
-            gb2.fill(T::zero());
-            for (y, &row) in y.chunks_exact_mut(k).zip(batch) {
-                let sum = y.iter().fold(T::zero(), |s, &v| s + v);
-                for v in y.iter_mut() {
-                    *v = *v / sum;
-                }
-                match t {
-                    Targets::Labels(labels) => {
-                        let c = labels[row] as usize;
-                        loss -= (y[c] + delta).ln().to_f64();
-                        y[c] = y[c] - T::one();
-                    }
-                    Targets::OneHot(oh) => {
-                        for (v, &tv) in y.iter_mut().zip(oh.row(row)) {
-                            if tv != T::zero() {
-                                loss -= (tv * (*v + delta).ln()).to_f64();
-                            }
-                            *v = *v - tv;
-                        }
-                    }
-                }
-                for (v, g) in y.iter_mut().zip(gb2.iter_mut()) {
-                    *v = *v * inv_n;
-                    *g = *g + *v; // db2 = Σ_rows dy
-                }
-            }
+            let loss = softmax_cross_entropy_grad(y, k, batch, t, gb2);
             // dW2 = z1ᵀ·dy, da1 = (dy·W2ᵀ) ⊙ act'(a1), db1 = Σ da1.
             {
                 // dW2 = z1ᵀ·dy (h, k); dz1 = dy·W2ᵀ (n, hp); da1 = dz1 ⊙ act'(a1); db1 = Σ da1.
@@ -1190,24 +1210,7 @@ impl<T: Lanes> Trainer<T> {
     ) -> Result<Vec<f64>> {
         const OP: &str = "TwoLayerTrainer.run";
         self.check(OP, params, state, x.shape(), &t)?;
-        let rows = x.nrows();
-        if batches.ncols() == 0 {
-            return Err(KernelError::shape(
-                OP,
-                format!(
-                    "batch_indices has shape {}; batches are empty",
-                    fmt_shape(batches.shape())
-                ),
-            ));
-        }
-        for ((it, col), &i) in batches.indexed_iter() {
-            if i < 0 || i as u64 >= rows as u64 {
-                return Err(KernelError::value(
-                    OP,
-                    format!("batch_indices[{it}, {col}] = {i} is out of range for {rows} rows"),
-                ));
-            }
-        }
+        check_batches(OP, batches, x.nrows())?;
         let (h, k) = (self.h, self.k);
         let [w1, b1, w2, b2] = params.slices(OP, "")?;
         let mut w1_state = Vec::with_capacity(state.len());
@@ -1324,6 +1327,33 @@ impl<T: Lanes> Trainer<T> {
         }
         outcome.map(|()| losses)
     }
+}
+
+/// Errors unless `batches` (iters, batch) holds at least one column and only row
+/// indices in [0, rows).
+pub(super) fn check_batches(
+    op: &'static str,
+    batches: ArrayView2<'_, i64>,
+    rows: usize,
+) -> Result<()> {
+    if batches.ncols() == 0 {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "batch_indices has shape {}; batches are empty",
+                fmt_shape(batches.shape())
+            ),
+        ));
+    }
+    for ((it, col), &i) in batches.indexed_iter() {
+        if i < 0 || i as u64 >= rows as u64 {
+            return Err(KernelError::value(
+                op,
+                format!("batch_indices[{it}, {col}] = {i} is out of range for {rows} rows"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Slot `slot` of the run's double buffers takes step s: its row indices, its rows
