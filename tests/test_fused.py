@@ -258,7 +258,7 @@ def test_fused_trainer_wrapper_keeps_arrays_and_optimizer_state(rng):
     assert not fused.supports(Net(params={"W1": np.zeros((2, 2))}, activation="relu"), opt)
     assert not fused.supports(Net(params=init(rng, 4, 3, 2), activation="tanh"), opt)
     assert not fused.supports(Net(params=init(rng, 4, 3, 2), activation="relu"), object())
-    with pytest.raises(ValueError, match="FusedTrainer: needs a two-layer net"):
+    with pytest.raises(ValueError, match="FusedTrainer: needs a fully connected net"):
         fused.FusedTrainer(Net(params={}, activation="relu"), opt)
 
 

@@ -155,7 +155,8 @@ def test_fused_training_epoch_loop(tmp_path):
     [
         ("TwoLayerNet(784, 50, 10, seed=0, dtype=np.float32)", "backprop", "fused"),
         ("TwoLayerNet(784, 50, 10, seed=0)", "numerical", "python"),
-        ("MultiLayerNet(784, [100, 100], 10, seed=0, activation='relu')", "backprop", "python"),
+        ("MultiLayerNet(784, [100, 100], 10, seed=0, activation='relu')", "backprop", "fused"),
+        ("MultiLayerNet(784, [100, 100], 10, seed=0, use_dropout=True)", "backprop", "python"),
     ],
 )
 def test_trainer_train_stops_with_interrupted_history(tmp_path, net, gradient, path):

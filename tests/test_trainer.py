@@ -363,28 +363,31 @@ def test_fused_and_python_paths_agree(sample, optimizer, lr):
     assert hists[0].test_acc == hists[1].test_acc
 
 
-def test_one_hidden_layer_multilayernet_trains_fused_unless_it_has_extras(sample):
-    """MultiLayerNet with one hidden layer is the two-layer net: the fused step trains it
-    to the same parameters as its layer-by-layer backprop. Weight decay and dropout add
-    terms the fused step does not compute, so those nets keep the Python loop."""
+def test_multilayernet_trains_fused_unless_it_has_extras(sample):
+    """MultiLayerNet trains fused (one hidden layer: the two-layer kernel; more: the
+    multi-layer one) to the same parameters as its layer-by-layer backprop. Weight decay
+    and dropout add terms the fused step does not compute: those nets keep the Python
+    loop."""
     fused = pytest.importorskip("ferrograd.fused")
     (x, t), (xt, tt) = sample
     x, xt = x[:1000].astype(np.float64), xt[:300].astype(np.float64)
     t, tt = t[:1000], tt[:300]
     kw = dict(iters=25, optimizer="adam", optimizer_param={"lr": 0.001}, seed=2, verbose=False)
-    hists, nets = [], []
-    for use_fused in (True, False):
-        net = MultiLayerNet(784, [30], 10, activation="relu", seed=4)
-        hists.append(Trainer(net, x, t, xt, tt, use_fused=use_fused, **kw).train())
-        nets.append(net)
-    assert hists[0].fused and not hists[1].fused
-    np.testing.assert_allclose(hists[0].train_loss, hists[1].train_loss, rtol=1e-9)
-    for key in ("W1", "b1", "W2", "b2"):
-        np.testing.assert_allclose(nets[0].params[key], nets[1].params[key], rtol=1e-7, atol=1e-12)
+    for hidden in ([30], [30, 20]):
+        hists, nets = [], []
+        for use_fused in (True, False):
+            net = MultiLayerNet(784, hidden, 10, activation="relu", seed=4)
+            hists.append(Trainer(net, x, t, xt, tt, use_fused=use_fused, **kw).train())
+            nets.append(net)
+        assert hists[0].fused and not hists[1].fused
+        np.testing.assert_allclose(hists[0].train_loss, hists[1].train_loss, rtol=1e-9)
+        assert hists[0].test_acc == hists[1].test_acc
+        for key, value in nets[1].params.items():
+            np.testing.assert_allclose(nets[0].params[key], value, rtol=1e-7, atol=1e-12)
     for extra in ({"weight_decay_lambda": 0.1}, {"use_dropout": True}):
         net = MultiLayerNet(784, [30], 10, seed=4, **extra)
         assert not fused.supports(net, SGD())
         assert not Trainer(net, x, t, xt, tt, **kw).train().fused
         with pytest.raises(ValueError, match="fused step does not support MultiLayerNet"):
             Trainer(net, x, t, xt, tt, use_fused=True, **kw)._fused()
-    assert not fused.supports(MultiLayerNet(784, [30, 20], 10, seed=4), SGD())
+    assert fused.supports(MultiLayerNet(784, [30, 20], 10, seed=4), SGD())

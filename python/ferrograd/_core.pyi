@@ -100,6 +100,40 @@ class SparseRows:
     def nnz(self) -> int: ...
 
 @final
+class MultiLayerTrainer:
+    """Fused training of a net with several hidden layers: gather, forward, backward, update."""
+
+    def __new__(
+        cls,
+        sizes: Sequence[int],
+        *,
+        activation: _Activation = "relu",
+        dtype: Literal["float32", "float64"] = "float64",
+        optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] = "sgd",
+        lr: float | None = None,
+        momentum: float = 0.9,
+        decay_rate: float = 0.99,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+    ) -> MultiLayerTrainer: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def state_size(self) -> int: ...
+    def run(
+        self,
+        params: Sequence[NDArray[Any]],
+        state: Sequence[NDArray[Any]],
+        x: NDArray[Any] | SparseRows,
+        t: NDArray[Any],
+        batch_indices: NDArray[np.int64],
+        *,
+        iter: int = 0,
+    ) -> NDArray[np.float64]: ...
+
+@final
 class TwoLayerTrainer:
     """Fused training of the two-layer net: gather, forward, backward, update in one call."""
 

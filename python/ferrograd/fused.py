@@ -1,8 +1,9 @@
-"""Fused training of the two-layer network: one call into Rust per run of steps.
+"""Fused training of the book's networks: one call into Rust per run of steps.
 
 ``FusedTrainer(network, optimizer).run_epoch(x, t, batch_index_matrix)`` does, for each
 row of batch indices, the batch gather, forward, backprop and the optimizer update in
-place on ``network.params`` (the same arrays, never rebound), with the GIL released.
+place on ``network.params`` (the same arrays, never rebound), with the GIL released:
+``_core.TwoLayerTrainer`` for one hidden layer, ``_core.MultiLayerTrainer`` for more.
 The optimizer's state (``v``, ``h``, ``m``, ``iter``) lives in the optimizer object as
 in the book, created on first use, so fused and unfused steps can be mixed freely.
 
@@ -13,6 +14,7 @@ object: a snapshot, so change x in place only between trainers, or pass a new ar
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, cast
 
 import numpy as np
@@ -22,8 +24,12 @@ from ferrograd import _core
 
 __all__ = ["FusedTrainer", "supports"]
 
+# Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
+EXTRAS = ("weight_decay_lambda", "use_dropout", "use_batchnorm")
+# Rows per call when a multi-layer net evaluates its accuracy layer by layer.
+_EVAL_CHUNK = 10_000
+
 KEYS = ("W1", "b1", "W2", "b2")
-NDIMS = (2, 1, 2, 1)
 # Optimizer class name in ferrograd.optimizers -> (kernel name, state dict names).
 OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "SGD": ("sgd", ()),
@@ -42,47 +48,55 @@ def _optimizer_kind(optimizer: object) -> tuple[str, tuple[str, ...]] | None:
     return OPTIMIZERS.get(cls.__name__)
 
 
-# Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
-EXTRAS = ("weight_decay_lambda", "use_dropout", "use_batchnorm")
+def _keys(params: object) -> tuple[str, ...] | None:
+    """W1, b1, …, WL, bL when ``params`` holds exactly those (L >= 2), else None."""
+    if not isinstance(params, dict) or len(params) < 4 or len(params) % 2:
+        return None
+    keys = tuple(f"{kind}{i}" for i in range(1, len(params) // 2 + 1) for kind in "Wb")
+    return keys if set(params) == set(keys) else None
 
 
 def supports(network: Any, optimizer: object) -> bool:
     """True when the fused step computes exactly what ``network.gradient`` followed by
-    ``optimizer.update`` would: a two-layer net (``params`` W1 b1 W2 b2, C-contiguous,
-    writeable, one float dtype; ``activation`` 'sigmoid' or 'relu'; no weight decay,
-    dropout or batch norm, so a one-hidden-layer MultiLayerNet qualifies) and an
-    optimizer of ``ferrograd.optimizers``.
+    ``optimizer.update`` would: a fully connected net (``params`` W1, b1, …, WL, bL,
+    C-contiguous, writeable, one float dtype, shapes chained; ``activation`` 'sigmoid' or
+    'relu'; no weight decay, dropout or batch norm, so TwoLayerNet and a plain
+    MultiLayerNet qualify) and an optimizer of ``ferrograd.optimizers``.
     """
     params = getattr(network, "params", None)
-    if not isinstance(params, dict) or set(params) != set(KEYS):
+    keys = _keys(params)
+    if keys is None or _optimizer_kind(optimizer) is None:
         return False
     if any(getattr(network, name, 0) for name in EXTRAS):
         return False
     if getattr(network, "activation", None) not in ("sigmoid", "relu"):
         return False
-    arrays = [params[k] for k in KEYS]
+    assert isinstance(params, dict)
+    arrays = [params[k] for k in keys]
     if not all(isinstance(a, np.ndarray) for a in arrays):
         return False
     dtype = arrays[0].dtype
     if dtype not in (np.float32, np.float64):
         return False
-    for a, nd in zip(arrays, NDIMS, strict=True):
+    for i, a in enumerate(arrays):
+        nd = 2 if i % 2 == 0 else 1
         if a.dtype != dtype or a.ndim != nd or not a.flags.c_contiguous or not a.flags.writeable:
             return False
-    w1, b1, w2, b2 = arrays
-    shapes_fit = b1.shape == (w1.shape[1],) and w2.shape[0] == w1.shape[1]
-    return shapes_fit and b2.shape == (w2.shape[1],) and _optimizer_kind(optimizer) is not None
+    weights, biases = arrays[::2], arrays[1::2]
+    chained = all(w.shape[1] == b.shape[0] for w, b in zip(weights, biases, strict=True))
+    return chained and all(a.shape[1] == b.shape[0] for a, b in itertools.pairwise(weights))
 
 
 class FusedTrainer:
-    """Trains ``network`` with ``optimizer`` through ``_core.TwoLayerTrainer``."""
+    """Trains ``network`` with ``optimizer`` through ``_core.TwoLayerTrainer`` (one
+    hidden layer) or ``_core.MultiLayerTrainer`` (more)."""
 
     def __init__(self, network: Any, optimizer: Any) -> None:
         if not supports(network, optimizer):
             raise ValueError(
-                "FusedTrainer: needs a two-layer net (params W1 b1 W2 b2 of one float dtype, "
-                "C-contiguous; activation 'sigmoid' or 'relu'; no weight decay, dropout or "
-                "batch norm) and an optimizer from "
+                "FusedTrainer: needs a fully connected net (params W1 b1 W2 b2 ... of one "
+                "float dtype, C-contiguous; activation 'sigmoid' or 'relu'; no weight decay, "
+                "dropout or batch norm) and an optimizer from "
                 f"ferrograd.optimizers, got {type(network).__name__} and "
                 f"{type(optimizer).__name__}"
             )
@@ -91,7 +105,9 @@ class FusedTrainer:
         self.network = network
         self.optimizer = optimizer
         self._name, self._state_names = kind
-        w1, w2 = network.params["W1"], network.params["W2"]
+        self._keys = _keys(network.params) or KEYS
+        weights = [network.params[k] for k in self._keys[::2]]
+        w1 = weights[0]
         self.dtype = w1.dtype
         self.activation: str = network.activation
         self.input_size: int = w1.shape[0]
@@ -99,19 +115,24 @@ class FusedTrainer:
         # last one evaluated). Holding x keeps its id from being reused.
         self._train_rows: tuple[object, _core.SparseRows] | None = None
         self._other_rows: tuple[object, _core.SparseRows] | None = None
-        self._core = _core.TwoLayerTrainer(
-            w1.shape[0],
-            w1.shape[1],
-            w2.shape[1],
-            activation=cast(Any, self.activation),
-            dtype=cast(Any, str(self.dtype)),
-            optimizer=cast(Any, self._name),
-            lr=float(optimizer.lr),
-            momentum=float(getattr(optimizer, "momentum", 0.9)),
-            decay_rate=float(getattr(optimizer, "decay_rate", 0.99)),
-            beta1=float(getattr(optimizer, "beta1", 0.9)),
-            beta2=float(getattr(optimizer, "beta2", 0.999)),
-        )
+        options: dict[str, Any] = {
+            "activation": self.activation,
+            "dtype": str(self.dtype),
+            "optimizer": self._name,
+            "lr": float(optimizer.lr),
+            "momentum": float(getattr(optimizer, "momentum", 0.9)),
+            "decay_rate": float(getattr(optimizer, "decay_rate", 0.99)),
+            "beta1": float(getattr(optimizer, "beta1", 0.9)),
+            "beta2": float(getattr(optimizer, "beta2", 0.999)),
+        }
+        self._core: _core.TwoLayerTrainer | _core.MultiLayerTrainer
+        if len(weights) == 2:
+            self._core = _core.TwoLayerTrainer(
+                w1.shape[0], w1.shape[1], weights[1].shape[1], **options
+            )
+        else:
+            sizes = [w1.shape[0], *(w.shape[1] for w in weights)]
+            self._core = _core.MultiLayerTrainer(sizes, **options)
 
     def _state(self) -> list[NDArray[np.floating]]:
         """The optimizer's state arrays in kernel order, created as the book does."""
@@ -121,7 +142,7 @@ class FusedTrainer:
             if getattr(self.optimizer, name) is None:
                 setattr(self.optimizer, name, {k: np.zeros_like(v) for k, v in params.items()})
             state = getattr(self.optimizer, name)
-            arrays.extend(state[k] for k in KEYS)
+            arrays.extend(state[k] for k in self._keys)
         return arrays
 
     def _targets(self, t: ArrayLike) -> NDArray[Any]:
@@ -157,7 +178,7 @@ class FusedTrainer:
         if idx.dtype.kind not in "iu":  # NumPy indexing refuses floats too; never truncate
             raise TypeError(f"run_epoch: batch_index_matrix has dtype {idx.dtype}; expected int")
         idx = np.ascontiguousarray(idx, dtype=np.int64)
-        params = [self.network.params[k] for k in KEYS]
+        params = [self.network.params[k] for k in self._keys]
         start = int(getattr(self.optimizer, "iter", 0))
         losses = self._core.run(params, self._state(), x, t, idx, iter=start)
         if hasattr(self.optimizer, "iter"):
@@ -167,6 +188,16 @@ class FusedTrainer:
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
         """Fraction of rows of x whose argmax prediction equals t (labels or one-hot)."""
         p = self.network.params
+        if len(self._keys) > len(KEYS):
+            # More hidden layers: the network's own forward pass, in chunks.
+            x, t = np.asarray(x), np.asarray(t)
+            n = x.shape[0]
+            hits = sum(
+                self.network.accuracy(x[i : i + _EVAL_CHUNK], t[i : i + _EVAL_CHUNK])
+                * min(_EVAL_CHUNK, n - i)
+                for i in range(0, n, _EVAL_CHUNK)
+            )
+            return float(hits / n) if n else float("nan")
         return _core.two_layer_accuracy(
             p["W1"],
             p["b1"],

@@ -43,7 +43,10 @@ mod _core {
     #[pymodule_export]
     use super::softmax::softmax;
     #[pymodule_export]
-    use super::train::{two_layer_accuracy, two_layer_predict_labels, SparseRows, TwoLayerTrainer};
+    use super::train::{
+        two_layer_accuracy, two_layer_predict_labels, MultiLayerTrainer, SparseRows,
+        TwoLayerTrainer,
+    };
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -9,9 +9,12 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PySequence;
 
-use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets, FloatArray};
+use super::convert::{
+    batch, dims, dispatch, float_array, run, same_dtype, targets, FloatArray, TargetArg,
+};
 use super::numgrad::{activation as parse_activation, Params, SignalCheck};
 use crate::kernels::train::{self as k, Lanes, Optimizer, ParamsMut, Rows, Trainer};
+use crate::kernels::train_multi::{LayerMut, MultiTrainer};
 use crate::kernels::Float;
 
 const NAMES: [&str; 4] = ["W1", "b1", "W2", "b2"];
@@ -166,6 +169,7 @@ pub struct TwoLayerTrainer {
 }
 
 fn parse_optimizer(
+    op: &str,
     name: &str,
     lr: Option<f64>,
     momentum: f64,
@@ -199,35 +203,36 @@ fn parse_optimizer(
         },
         other => {
             return Err(PyValueError::new_err(format!(
-            "TwoLayerTrainer: optimizer must be one of 'sgd', 'momentum', 'nesterov', 'adagrad', \
+                "{op}: optimizer must be one of 'sgd', 'momentum', 'nesterov', 'adagrad', \
                  'rmsprop', 'adam', got {other:?}"
-        )))
+            )))
         }
     })
 }
 
-/// Borrows a sequence of 4·m arrays of dtype T mutably (W1, b1, W2, b2 per set).
-fn borrow_sets<'py, T: Float + Element>(
+/// Borrows a sequence of `want` arrays of dtype T mutably; `layout` says what they are
+/// and `name(i)` names array i in errors.
+fn borrow_list<'py, T: Float + Element>(
     op: &str,
     what: &str,
     seq: &Bound<'py, PyAny>,
-    sets: usize,
+    want: usize,
+    layout: &str,
+    name: &dyn Fn(usize) -> String,
 ) -> PyResult<Vec<PyReadwriteArrayDyn<'py, T>>> {
     let seq = seq.cast::<PySequence>().map_err(|_| {
         PyTypeError::new_err(format!("{op}: {what} must be a sequence of numpy arrays"))
     })?;
     let len = seq.len()?;
-    if len != 4 * sets {
+    if len != want {
         return Err(PyValueError::new_err(format!(
-            "{op}: {what} must hold {} arrays (W1, b1, W2, b2{}), got {len}",
-            4 * sets,
-            if sets > 1 { " per state set" } else { "" }
+            "{op}: {what} must hold {want} arrays ({layout}), got {len}"
         )));
     }
     let mut out = Vec::with_capacity(len);
     for i in 0..len {
         let item = seq.get_item(i)?;
-        let name = format!("{what}[{i}] ({})", NAMES[i % 4]);
+        let name = format!("{what}[{i}] ({})", name(i));
         let arr = item.cast::<PyArrayDyn<T>>().map_err(|_| {
             if item.cast::<numpy::PyUntypedArray>().is_ok() {
                 PyTypeError::new_err(format!(
@@ -246,6 +251,23 @@ fn borrow_sets<'py, T: Float + Element>(
         out.push(rw);
     }
     Ok(out)
+}
+
+/// Borrows a sequence of 4·m arrays of dtype T mutably (W1, b1, W2, b2 per set).
+fn borrow_sets<'py, T: Float + Element>(
+    op: &str,
+    what: &str,
+    seq: &Bound<'py, PyAny>,
+    sets: usize,
+) -> PyResult<Vec<PyReadwriteArrayDyn<'py, T>>> {
+    let layout = if sets > 1 {
+        "W1, b1, W2, b2 per state set"
+    } else {
+        "W1, b1, W2, b2"
+    };
+    borrow_list(op, what, seq, 4 * sets, layout, &|i| {
+        NAMES[i % 4].to_owned()
+    })
 }
 
 fn views<'a, T: Float + Element>(
@@ -293,6 +315,33 @@ fn views<'a, T: Float + Element>(
     Ok(sets)
 }
 
+/// A `run` call's x, t and batch indices, borrowed read-only (before the parameters,
+/// so parameters aliasing them fail the read-write borrow).
+#[allow(clippy::type_complexity)]
+fn run_inputs<'py, T: SparseDtype>(
+    op: &str,
+    x: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+    batch_indices: &Bound<'py, PyAny>,
+) -> PyResult<(
+    XArg<'py, T>,
+    TargetArg<'py, T>,
+    PyReadonlyArrayDyn<'py, i64>,
+)> {
+    let xs = XArg::<T>::new(op, x)?;
+    let ts = targets::<T>(op, t)?;
+    let idx = batch_indices
+        .cast::<PyArrayDyn<i64>>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{op}: batch_indices must be an int64 numpy.ndarray"
+            ))
+        })?
+        .try_readonly()
+        .map_err(|e| PyValueError::new_err(format!("{op}: cannot read batch_indices: {e}")))?;
+    Ok((xs, ts, idx))
+}
+
 fn run_typed<'py, T: SparseDtype>(
     py: Python<'py>,
     trainer: &mut Trainer<T>,
@@ -305,19 +354,8 @@ fn run_typed<'py, T: SparseDtype>(
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     const OP: &str = "TwoLayerTrainer.run";
     // Inputs first (read-only), so parameters aliasing them fail the read-write borrow.
-    let xs = XArg::<T>::new(OP, x)?;
-    let x = xs.rows(OP, true)?;
-    let ts = targets::<T>(OP, t)?;
-    let t = ts.view(OP)?;
-    let idx_arr: PyReadonlyArrayDyn<'py, i64> = batch_indices
-        .cast::<PyArrayDyn<i64>>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "{OP}: batch_indices must be an int64 numpy.ndarray"
-            ))
-        })?
-        .try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("{OP}: cannot read batch_indices: {e}")))?;
+    let (xs, ts, idx_arr) = run_inputs::<T>(OP, x, t, batch_indices)?;
+    let (x, t) = (xs.rows(OP, true)?, ts.view(OP)?);
     let idx = dims::<i64, Ix2>(OP, "batch_indices", idx_arr.as_array())?;
     let mut p_arrs = borrow_sets::<T>(OP, "params", params, 1)?;
     let mut s_arrs = borrow_sets::<T>(OP, "state", state, trainer.optimizer().state_slots())?;
@@ -357,7 +395,7 @@ impl TwoLayerTrainer {
     ) -> PyResult<Self> {
         const OP: &str = "TwoLayerTrainer";
         let act = parse_activation(OP, activation)?;
-        let opt = parse_optimizer(optimizer, lr, momentum, decay_rate, beta1, beta2)?;
+        let opt = parse_optimizer(OP, optimizer, lr, momentum, decay_rate, beta1, beta2)?;
         let (d, h, k) = (input_size, hidden_size, output_size);
         let (inner, dtype) = match dtype {
             "float32" => (Inner::F32(Trainer::new(d, h, k, act, opt)?), "float32"),
@@ -416,6 +454,189 @@ impl TwoLayerTrainer {
         match &mut self.inner {
             Inner::F32(tr) => run_typed(py, tr, params, state, x, t, batch_indices, iter),
             Inner::F64(tr) => run_typed(py, tr, params, state, x, t, batch_indices, iter),
+        }
+    }
+}
+
+enum MultiInner {
+    F32(MultiTrainer<f32>),
+    F64(MultiTrainer<f64>),
+}
+
+/// Fused training of the fully connected net with several hidden layers (the book's
+/// MultiLayerNet without weight decay, dropout or batch norm): each ``run`` call does,
+/// per row of ``batch_indices``, the batch gather, forward, backprop and optimizer update
+/// in place on the caller's arrays, with the GIL released and buffers reused.
+/// ``sizes`` is [input, hidden..., output]; optimizers as ``TwoLayerTrainer``.
+#[pyclass(module = "ferrograd._core")]
+pub struct MultiLayerTrainer {
+    inner: MultiInner,
+    optimizer_name: String,
+    dtype: &'static str,
+    layers: usize,
+}
+
+/// (W, b) pairs of 2-D and 1-D arrays as layer views.
+fn layer_views<'a, T: Float + Element>(
+    op: &str,
+    what: &str,
+    arrs: &'a mut [PyReadwriteArrayDyn<'_, T>],
+) -> PyResult<Vec<LayerMut<'a, T>>> {
+    let mut layers = Vec::with_capacity(arrs.len() / 2);
+    for (l, pair) in arrs.chunks_mut(2).enumerate() {
+        let [w, b] = pair else {
+            return Err(PyValueError::new_err(format!(
+                "{op}: {what} must hold (W, b) pairs"
+            )));
+        };
+        let n = l + 1;
+        let (ws, bs) = (w.shape().to_vec(), b.shape().to_vec());
+        layers.push(LayerMut {
+            w: w.as_array_mut().into_dimensionality::<Ix2>().map_err(|_| {
+                PyValueError::new_err(format!("{op}: {what} W{n} must be 2-D, got shape {ws:?}"))
+            })?,
+            b: b.as_array_mut().into_dimensionality::<Ix1>().map_err(|_| {
+                PyValueError::new_err(format!("{op}: {what} b{n} must be 1-D, got shape {bs:?}"))
+            })?,
+        });
+    }
+    Ok(layers)
+}
+
+fn run_multi_typed<'py, T: SparseDtype>(
+    py: Python<'py>,
+    trainer: &mut MultiTrainer<T>,
+    params: &Bound<'py, PyAny>,
+    state: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+    batch_indices: &Bound<'py, PyAny>,
+    iter: u64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    const OP: &str = "MultiLayerTrainer.run";
+    let (xs, ts, idx_arr) = run_inputs::<T>(OP, x, t, batch_indices)?;
+    let (x, t) = (xs.rows(OP, true)?, ts.view(OP)?);
+    let idx = dims::<i64, Ix2>(OP, "batch_indices", idx_arr.as_array())?;
+    let layers = trainer.layers();
+    let name = |i: usize| {
+        let kind = if i % 2 == 0 { "W" } else { "b" };
+        format!("{kind}{}", (i % (2 * layers)) / 2 + 1)
+    };
+    let mut p_arrs = borrow_list::<T>(OP, "params", params, 2 * layers, "W1, b1, W2, ...", &name)?;
+    let slots = trainer.optimizer().state_slots();
+    let mut s_arrs = borrow_list::<T>(
+        OP,
+        "state",
+        state,
+        2 * layers * slots,
+        "W1, b1, W2, ... per state set",
+        &name,
+    )?;
+    let mut p = layer_views(OP, "params", &mut p_arrs)?;
+    let mut rest = layer_views(OP, "state", &mut s_arrs)?;
+    let mut s_sets = Vec::with_capacity(slots);
+    while rest.len() >= layers && !rest.is_empty() {
+        let tail = rest.split_off(layers);
+        s_sets.push(rest);
+        rest = tail;
+    }
+    let signal = SignalCheck::default();
+    let losses = py.detach(|| {
+        let stop = || signal.interrupted();
+        trainer.run(&mut p, &mut s_sets, x, t, idx, iter, &stop)
+    });
+    Ok(signal.result(losses)?.into_pyarray(py))
+}
+
+#[pymethods]
+impl MultiLayerTrainer {
+    #[new]
+    #[pyo3(signature = (sizes, *, activation = "relu", dtype = "float64", optimizer = "sgd",
+                        lr = None, momentum = 0.9, decay_rate = 0.99, beta1 = 0.9, beta2 = 0.999))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        sizes: Vec<usize>,
+        activation: &str,
+        dtype: &str,
+        optimizer: &str,
+        lr: Option<f64>,
+        momentum: f64,
+        decay_rate: f64,
+        beta1: f64,
+        beta2: f64,
+    ) -> PyResult<Self> {
+        const OP: &str = "MultiLayerTrainer";
+        let act = parse_activation(OP, activation)?;
+        let opt = parse_optimizer(OP, optimizer, lr, momentum, decay_rate, beta1, beta2)?;
+        let (inner, dtype) = match dtype {
+            "float32" => (
+                MultiInner::F32(MultiTrainer::new(&sizes, act, opt)?),
+                "float32",
+            ),
+            "float64" => (
+                MultiInner::F64(MultiTrainer::new(&sizes, act, opt)?),
+                "float64",
+            ),
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "{OP}: dtype must be 'float32' or 'float64', got {other:?}"
+                )))
+            }
+        };
+        Ok(MultiLayerTrainer {
+            inner,
+            optimizer_name: optimizer.to_owned(),
+            dtype,
+            layers: sizes.len() - 1,
+        })
+    }
+
+    /// The working dtype, 'float32' or 'float64'.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.dtype
+    }
+
+    /// The optimizer's name.
+    #[getter]
+    fn optimizer(&self) -> &str {
+        &self.optimizer_name
+    }
+
+    /// Number of state arrays the optimizer needs (2 per layer per state set).
+    #[getter]
+    fn state_size(&self) -> usize {
+        2 * self.layers
+            * match &self.inner {
+                MultiInner::F32(t) => t.optimizer().state_slots(),
+                MultiInner::F64(t) => t.optimizer().state_slots(),
+            }
+    }
+
+    /// Runs one training step per row of ``batch_indices`` (iters, batch) of row
+    /// indices into x (N, d) and t (int64 labels (N,) or one-hot (N, k)), updating
+    /// ``params`` [W1, b1, W2, b2, ...] and ``state`` (one such list per state set:
+    /// momentum/nesterov v; adagrad/rmsprop h; adam m then v) in place. ``iter`` is
+    /// Adam's step count before the first step. Returns the float64 loss of every step.
+    #[pyo3(signature = (params, state, x, t, batch_indices, *, iter = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn run<'py>(
+        &mut self,
+        py: Python<'py>,
+        params: &Bound<'py, PyAny>,
+        state: &Bound<'py, PyAny>,
+        x: &Bound<'py, PyAny>,
+        t: &Bound<'py, PyAny>,
+        batch_indices: &Bound<'py, PyAny>,
+        iter: u64,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        match &mut self.inner {
+            MultiInner::F32(tr) => {
+                run_multi_typed(py, tr, params, state, x, t, batch_indices, iter)
+            }
+            MultiInner::F64(tr) => {
+                run_multi_typed(py, tr, params, state, x, t, batch_indices, iter)
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod numgrad;
 pub mod parallel;
 pub mod softmax;
 pub mod train;
+pub mod train_multi;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;

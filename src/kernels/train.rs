@@ -207,7 +207,7 @@ impl Lanes for f64 {
 }
 
 /// `h` rounded up to whole blocks.
-fn padded<T: Lanes>(h: usize) -> usize {
+pub(super) fn padded<T: Lanes>(h: usize) -> usize {
     h.div_ceil(T::WIDTH) * T::WIDTH
 }
 
@@ -364,7 +364,7 @@ impl<T: Float> SparseRows<T> {
         self.idx.len()
     }
 
-    fn clear(&mut self, cols: usize) {
+    pub(super) fn clear(&mut self, cols: usize) {
         self.cols = cols;
         self.ptr.clear();
         self.ptr.push(0);
@@ -373,7 +373,7 @@ impl<T: Float> SparseRows<T> {
     }
 
     /// Appends one dense row (length `cols`).
-    fn push_row(&mut self, row: ArrayView1<'_, T>) {
+    pub(super) fn push_row(&mut self, row: ArrayView1<'_, T>) {
         // Branch-free compaction: write every entry, advance only past non-zeros (a
         // data-dependent branch per pixel would mispredict on every stroke edge).
         let start = self.idx.len();
@@ -479,7 +479,7 @@ const PREFETCH_ROWS: usize = 4;
 /// `cols` is None, it also counts the entries per column for [`BatchColumns::fill`].
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn forward_rows<T: Lanes>(
+pub(super) fn forward_rows<T: Lanes>(
     a: &mut [T],
     sp: &SparseRows<T>,
     rows: &[usize],
@@ -550,7 +550,7 @@ struct Next<'a, T> {
 
 /// a += part (when given), then z = act(a) (sigmoid through the vectorisable `exp_v`).
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn activate<T: Float>(a: &mut [T], part: &[T], z: &mut [T], act: Activation) {
+pub(super) fn activate<T: Float>(a: &mut [T], part: &[T], z: &mut [T], act: Activation) {
     for (a, &p) in a.iter_mut().zip(part) {
         *a = *a + p;
     }
@@ -605,7 +605,13 @@ fn w2_rows<T: Lanes>(dst: &mut [T], w2: &[T], k: usize) {
 
 /// da1 (n, hp) ← da1 ⊙ act'(a1) (da1 holding dz1), and db1 (hp) = Σ_rows da1.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Activation) {
+pub(super) fn act_grad<T: Float>(
+    da1: &mut [T],
+    a1: &[T],
+    z1: &[T],
+    gb1: &mut [T],
+    act: Activation,
+) {
     let hp = gb1.len();
     gb1.fill(T::zero());
     for ((d, a), z) in da1
@@ -625,7 +631,7 @@ fn act_grad<T: Float>(da1: &mut [T], a1: &[T], z1: &[T], gb1: &mut [T], act: Act
 /// Counted while the forward pass reads the rows ([`forward_rows`]), filled before the
 /// backward pass; the same buffers every step.
 #[derive(Debug, Default)]
-struct BatchColumns<T> {
+pub(super) struct BatchColumns<T> {
     lo: usize,
     /// Entries per column (at c + 1) after counting; column starts after filling.
     ptr: Vec<usize>,
@@ -655,7 +661,7 @@ impl<T: Float> BatchColumns<T> {
 
     /// Sorts the counted entries of the rows of `sp` by column (stable: each column
     /// lists its rows in batch order).
-    fn fill(&mut self, sp: &SparseRows<T>) {
+    pub(super) fn fill(&mut self, sp: &SparseRows<T>) {
         let (lo, cols) = (self.lo, self.ptr.len() - 1);
         let ptr = &mut self.ptr;
         for c in 1..ptr.len() {
@@ -705,7 +711,7 @@ fn scatter<T: Copy>(
 /// column, each row of g is read and written once and summed in registers; the rows of
 /// da1 it reads stay in the L1 cache.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn input_grad<T: Lanes>(g: &mut [T], da1: &[T], cols: &BatchColumns<T>, scale: T) {
+pub(super) fn input_grad<T: Lanes>(g: &mut [T], da1: &[T], cols: &BatchColumns<T>, scale: T) {
     let hp = g.len() / (cols.ptr.len() - 1).max(1);
     for (c, gc) in g.chunks_exact_mut(hp).enumerate() {
         let span = cols.ptr[c]..cols.ptr[c + 1];
@@ -781,7 +787,14 @@ pub(super) fn softmax_cross_entropy_grad<T: Float>(
 
 /// The optimizer's update of one parameter, compiled for AVX-512 and AVX2.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn apply<T: Float>(opt: Optimizer, p: &mut [T], g: &[T], s0: &mut [T], s1: &mut [T], iter: u64) {
+pub(super) fn apply<T: Float>(
+    opt: Optimizer,
+    p: &mut [T],
+    g: &[T],
+    s0: &mut [T],
+    s1: &mut [T],
+    iter: u64,
+) {
     opt.update(p, g, s0, s1, iter);
 }
 
@@ -794,7 +807,7 @@ fn exp_in_place<T: Float>(v: &mut [T]) {
 }
 
 /// dst (rows, hp) ← src (rows, h), zero padded.
-fn pad_rows<T: Float>(dst: &mut Vec<T>, src: &[T], h: usize, hp: usize) {
+pub(super) fn pad_rows<T: Float>(dst: &mut Vec<T>, src: &[T], h: usize, hp: usize) {
     dst.clear();
     dst.resize(src.len() / h.max(1) * hp, T::zero());
     for (d, s) in dst.chunks_exact_mut(hp).zip(src.chunks_exact(h)) {
@@ -803,7 +816,7 @@ fn pad_rows<T: Float>(dst: &mut Vec<T>, src: &[T], h: usize, hp: usize) {
 }
 
 /// dst (rows, h) ← src (rows, hp) without the padding.
-fn unpad_rows<T: Float>(dst: &mut [T], src: &[T], h: usize, hp: usize) {
+pub(super) fn unpad_rows<T: Float>(dst: &mut [T], src: &[T], h: usize, hp: usize) {
     for (d, s) in dst.chunks_exact_mut(h).zip(src.chunks_exact(hp)) {
         d.copy_from_slice(&s[..h]);
     }
@@ -820,7 +833,7 @@ fn transpose_pad<T: Float>(dst: &mut [T], w2: &[T], k: usize, hp: usize) {
 }
 
 /// Splits `s` after `at` elements (all of it when shorter).
-fn split<T>(s: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
+pub(super) fn split<T>(s: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
     let at = at.min(s.len());
     s.split_at_mut(at)
 }
