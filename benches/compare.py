@@ -10,6 +10,7 @@ alternated (A B C A B C ...) so the shared machine's noise hits all of them:
   brute force;
 - one training epoch (600 iterations of batch 100, SGD lr 0.1, sigmoid): the book's
   NumPy code, PyTorch CPU (when installed) and ferrograd's fused step, float32 and float64;
+- one epoch of MultiLayerNet 784-100-100-10 (ReLU, Adam): layer by layer, fused, PyTorch;
 - evaluating train and test accuracy on all 70,000 images;
 - the kernels on the network's shapes (matmul, softmax, cross-entropy) via bench_numpy.py.
 
@@ -20,6 +21,7 @@ shipped sample (said in the output).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -116,20 +118,29 @@ def numerical_gradient_rows(x, t, repeat: int, skip_book: bool) -> list[list[str
     return rows
 
 
-def torch_epoch(x, t, batches, dtype):
-    """The same network, loss and SGD in PyTorch, one epoch over the same batches."""
+def torch_epoch(x, t, batches, dtype, hidden=(50,), activation="sigmoid", adam=False):
+    """The same network, loss and optimizer (SGD lr 0.1, or Adam lr 0.001) in PyTorch,
+    one epoch over the same batches."""
     import torch
 
     torch.set_num_threads(_THREADS)
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     gen = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 50), torch.nn.Sigmoid(), torch.nn.Linear(50, 10)
-    ).to(tdtype)
-    for layer in (model[0], model[2]):
-        torch.nn.init.normal_(layer.weight, std=0.01, generator=gen)
-        torch.nn.init.zeros_(layer.bias)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sizes = [784, *hidden, 10]
+    layers: list[torch.nn.Module] = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        layers.append(torch.nn.Linear(fan_in, fan_out))
+        layers.append(torch.nn.Sigmoid() if activation == "sigmoid" else torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers[:-1]).to(tdtype)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.01, generator=gen)
+            torch.nn.init.zeros_(layer.bias)
+    opt = (
+        torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
+        if adam
+        else torch.optim.SGD(model.parameters(), lr=0.1)
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
     xt = torch.from_numpy(x.astype(dtype))
     tt = torch.from_numpy(t)
@@ -207,6 +218,40 @@ def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
     return rows
 
 
+def multi_layer_rows(x, t, repeat: int) -> list[list[str]]:
+    """One epoch of MultiLayerNet 784-100-100-10 (ReLU, Adam), float32: layer by layer
+    (the book's loop on ferrograd's kernels), fused, and PyTorch CPU."""
+    rng = np.random.default_rng(0)
+    iters = max(x.shape[0] // 100, 1)
+    batches = rng.integers(0, x.shape[0], size=(iters, 100)).astype(np.int64)
+    xd = x.astype(np.float32)
+    layered = fg.MultiLayerNet(784, [100, 100], 10, seed=0, dtype=np.float32)
+    layered_opt = fg.Adam(lr=0.001)
+
+    def by_layers() -> None:
+        for rows in batches:
+            layered_opt.update(layered.params, layered.gradient(xd[rows], t[rows]))
+
+    fused = FusedTrainer(fg.MultiLayerNet(784, [100, 100], 10, seed=0, dtype=np.float32),
+                         fg.Adam(lr=0.001))  # fmt: skip
+    contenders: dict[str, Callable[[], object]] = {
+        "ferrograd layer by layer": by_layers,
+        "ferrograd fused": lambda: fused.run_epoch(xd, t, batches),
+    }
+    try:
+        contenders["PyTorch CPU"] = torch_epoch(
+            x, t, batches, np.float32, hidden=(100, 100), activation="relu", adam=True
+        )
+    except ImportError:
+        pass
+    times = alternate(contenders, repeat, pause=0.3)
+    base = statistics.median(times["ferrograd layer by layer"])
+    shape = f"784-100-100-10 ReLU Adam, {iters} x batch 100"
+    return [
+        row("MultiLayerNet epoch", shape, "float32", who, ts, base) for who, ts in times.items()
+    ]
+
+
 def kernel_rows(repeat: int) -> list[list[str]]:
     import bench_numpy
 
@@ -264,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += numerical_gradient_rows(x, t, args.repeat, args.skip_book_numgrad)
     if args.only in (None, "epoch"):
         rows += epoch_rows(x, t, xt, tt, args.repeat)
+        rows += multi_layer_rows(x, t, args.repeat)
     if args.only in (None, "kernels"):
         rows += kernel_rows(args.repeat)
 
