@@ -93,13 +93,32 @@ def test_float32_one_hot_and_compressed_rows(sample):
     np.testing.assert_allclose(net32.params["W3"], ref.params["W3"], rtol=1e-2, atol=1e-4)
 
 
-def test_accuracy_matches_the_network(sample):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_accuracy_matches_the_network(sample, dtype):
     x, t = sample
-    net = MultiLayerNet(784, [30, 20], 10, seed=5)
+    x = x.astype(dtype)
+    net = MultiLayerNet(784, [30, 20, 16], 10, seed=5, dtype=dtype)
     trainer = fused.FusedTrainer(net, SGD(lr=0.1))
     trainer.run_epoch(x, t, np.random.default_rng(0).integers(0, len(x), size=(40, 50)))
-    assert trainer.accuracy(x, t) == pytest.approx(net.accuracy(x, t), abs=1e-12)
-    assert trainer.accuracy(x, t) > 0.5
+    want = net.accuracy(x, t)
+    assert 0.5 < want < 1.0
+    assert trainer.accuracy(x, t) == want  # compressed rows, labels
+    params = [net.params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4")]
+    assert _core.multi_layer_accuracy(params, x, np.eye(10, dtype=dtype)[t]) == want
+    # Row by row it is the network's own argmax, also on a few rows.
+    pred = np.argmax(net.predict(x[:7]), axis=1)
+    assert _core.multi_layer_accuracy(params, x[:7], pred) == 1.0
+    with pytest.raises(ValueError, match="an even number, at least 4"):
+        _core.multi_layer_accuracy(params[:3], x, t)
+    with pytest.raises(ValueError, match=r"W2 has shape \(30, 20\) and b2 \(16,\)"):
+        _core.multi_layer_accuracy([*params[:3], params[5], *params[4:]], x, t)
+    with pytest.raises(ValueError, match=r"x has shape \(2000, 700\) but W1 has shape"):
+        _core.multi_layer_accuracy(params, x[:, :700], t)
+    with pytest.raises(TypeError, match=r"b3 has dtype .* but the other arguments are"):
+        other = np.float32 if dtype == np.float64 else np.float64
+        _core.multi_layer_accuracy([*params[:5], params[5].astype(other), *params[6:]], x, t)
+    with pytest.raises(ValueError, match="label 10"):
+        _core.multi_layer_accuracy(params, x[:3], np.array([1, 10, 2]))
 
 
 def test_errors_name_the_problem(rng):

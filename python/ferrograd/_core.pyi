@@ -67,6 +67,13 @@ def numerical_gradient(
     activation: _Activation = "sigmoid",
     method: Literal["fast", "bruteforce"] = "fast",
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]: ...
+def multi_layer_accuracy(
+    params: Sequence[NDArray[Any]],
+    x: NDArray[Any] | SparseRows,
+    t: NDArray[Any],
+    *,
+    activation: _Activation = "relu",
+) -> float: ...
 def two_layer_accuracy(
     w1: NDArray[_F],
     b1: NDArray[_F],

@@ -26,8 +26,6 @@ __all__ = ["FusedTrainer", "supports"]
 
 # Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
 EXTRAS = ("weight_decay_lambda", "use_dropout", "use_batchnorm")
-# Rows per call when a multi-layer net evaluates its accuracy layer by layer.
-_EVAL_CHUNK = 10_000
 
 KEYS = ("W1", "b1", "W2", "b2")
 # Optimizer class name in ferrograd.optimizers -> (kernel name, state dict names).
@@ -189,15 +187,12 @@ class FusedTrainer:
         """Fraction of rows of x whose argmax prediction equals t (labels or one-hot)."""
         p = self.network.params
         if len(self._keys) > len(KEYS):
-            # More hidden layers: the network's own forward pass, in chunks.
-            x, t = np.asarray(x), np.asarray(t)
-            n = x.shape[0]
-            hits = sum(
-                self.network.accuracy(x[i : i + _EVAL_CHUNK], t[i : i + _EVAL_CHUNK])
-                * min(_EVAL_CHUNK, n - i)
-                for i in range(0, n, _EVAL_CHUNK)
+            return _core.multi_layer_accuracy(
+                [p[k] for k in self._keys],
+                self._rows(x, train=False),
+                self._targets(t),
+                activation=cast(Any, self.activation),
             )
-            return float(hits / n) if n else float("nan")
         return _core.two_layer_accuracy(
             p["W1"],
             p["b1"],

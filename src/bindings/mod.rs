@@ -44,8 +44,8 @@ mod _core {
     use super::softmax::softmax;
     #[pymodule_export]
     use super::train::{
-        two_layer_accuracy, two_layer_predict_labels, MultiLayerTrainer, SparseRows,
-        TwoLayerTrainer,
+        multi_layer_accuracy, two_layer_accuracy, two_layer_predict_labels, MultiLayerTrainer,
+        SparseRows, TwoLayerTrainer,
     };
 
     #[pymodule_init]

@@ -14,7 +14,7 @@ use super::convert::{
 };
 use super::numgrad::{activation as parse_activation, Params, SignalCheck};
 use crate::kernels::train::{self as k, Lanes, Optimizer, ParamsMut, Rows, Trainer};
-use crate::kernels::train_multi::{LayerMut, MultiTrainer};
+use crate::kernels::train_multi::{self as km, Layer, LayerMut, MultiTrainer};
 use crate::kernels::Float;
 
 const NAMES: [&str; 4] = ["W1", "b1", "W2", "b2"];
@@ -691,5 +691,50 @@ pub fn two_layer_predict_labels<'py>(
         let x = xs.rows(OP, false)?;
         let labels = run(py, x.nrows() * net.w1.len(), || k::predict_rows(&net, x))?;
         Ok(labels.into_iter().map(|c| c as i64).collect::<Vec<i64>>().into_pyarray(py))
+    })
+}
+
+/// Fraction of rows of x (n, d) whose predicted class (argmax of the output of the net
+/// with layers ``params`` = [W1, b1, W2, b2, ...], ``activation`` after each hidden
+/// layer) equals t (int64 labels (n,), or the argmax of one-hot rows). Parallel.
+#[pyfunction]
+#[pyo3(signature = (params, x, t, *, activation = "relu"))]
+pub fn multi_layer_accuracy<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+    activation: &str,
+) -> PyResult<f64> {
+    const OP: &str = "accuracy";
+    let act = parse_activation(OP, activation)?;
+    let seq = params.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err(format!("{OP}: params must be a sequence of numpy arrays"))
+    })?;
+    let len = seq.len()?;
+    if len < 4 || len % 2 != 0 {
+        return Err(PyValueError::new_err(format!(
+            "{OP}: params must hold W1, b1, W2, b2, ... (an even number, at least 4), got {len}"
+        )));
+    }
+    let name = |i: usize| format!("{}{}", if i % 2 == 0 { "W" } else { "b" }, i / 2 + 1);
+    dispatch!(float_array(OP, "W1", &seq.get_item(0)?)?, w1 => {
+        let mut arrays = vec![w1];
+        for i in 1..len {
+            arrays.push(same_dtype(OP, &name(i), &seq.get_item(i)?)?);
+        }
+        let mut layers = Vec::with_capacity(len / 2);
+        for (l, pair) in arrays.chunks_exact(2).enumerate() {
+            layers.push(Layer {
+                w: dims::<_, Ix2>(OP, &name(2 * l), pair[0].as_array())?,
+                b: dims::<_, Ix1>(OP, &name(2 * l + 1), pair[1].as_array())?,
+            });
+        }
+        let xs = XArg::new(OP, x)?;
+        let x = xs.rows(OP, false)?;
+        let ts = targets(OP, t)?;
+        let t = ts.view(OP)?;
+        let work = x.nrows() * layers[0].w.len();
+        Ok(run(py, work, || km::accuracy_multi(&layers, act, x, t))?)
     })
 }

@@ -1415,7 +1415,7 @@ fn prepare<T: Float>(
 }
 
 /// Rows per block of the parallel evaluation.
-const EVAL_ROWS: usize = 256;
+pub(super) const EVAL_ROWS: usize = 256;
 
 /// Per-thread buffers of [`predict_rows`].
 struct EvalScratch<T> {
@@ -1496,15 +1496,7 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         forward_rows(&mut ws.a, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
         activate(&mut ws.a, &[], &mut ws.z, act);
         logits(&mut ws.l, &ws.z, &w2k, &b2, k);
-        for (l, o) in ws.l.chunks_exact(k).zip(out.iter_mut()) {
-            let mut best = 0;
-            for (c, &v) in l.iter().enumerate() {
-                if v > l[best] || (v.is_nan() && !l[best].is_nan()) {
-                    best = c;
-                }
-            }
-            *o = best;
-        }
+        argmax_rows(&ws.l, k, out);
     };
     let n = x.nrows();
     let mut pred = vec![0usize; n];
@@ -1533,6 +1525,26 @@ pub fn accuracy<T: Lanes>(
     let (_, _, k) = net.sizes();
     let pred = predict_rows(net, x)?;
     t.check("accuracy", x.nrows(), k)?;
+    Ok(hit_rate(&pred, t))
+}
+
+/// out[q] = argmax of row q of the logits l (rows of k): the first maximum, as
+/// `np.argmax`, and a NaN wins (NumPy's argmax propagates NaN).
+pub(super) fn argmax_rows<T: Float>(l: &[T], k: usize, out: &mut [usize]) {
+    for (l, o) in l.chunks_exact(k).zip(out.iter_mut()) {
+        let mut best = 0;
+        for (c, &v) in l.iter().enumerate() {
+            if v > l[best] || (v.is_nan() && !l[best].is_nan()) {
+                best = c;
+            }
+        }
+        *o = best;
+    }
+}
+
+/// Fraction of predictions equal to the targets (labels, or the argmax of one-hot rows);
+/// targets already checked against the predictions' count.
+pub(super) fn hit_rate<T: Float>(pred: &[usize], t: Targets<'_, T>) -> f64 {
     let hits = match t {
         Targets::Labels(labels) => pred
             .iter()
@@ -1553,7 +1565,7 @@ pub fn accuracy<T: Lanes>(
             })
             .count(),
     };
-    Ok(hits as f64 / x.nrows() as f64)
+    hits as f64 / pred.len() as f64
 }
 
 #[cfg(test)]

@@ -10,15 +10,16 @@
 //! (rows of W1) in the first layer's forward pass and update, and one sorts the batch's
 //! inputs by column while the other runs the dense layers.
 
-use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
+use rayon::prelude::*;
 
 use super::matmul::gemm_into;
 use super::numgrad::Activation;
 use super::parallel::{self, join_spinning};
 use super::train::{
-    act_grad, activate, apply, check_batches, forward_rows, input_grad, pad_rows, padded,
-    softmax_cross_entropy_grad, split, unpad_rows, BatchColumns, Lanes, Optimizer, Rows,
-    SparseRows,
+    act_grad, activate, apply, argmax_rows, check_batches, forward_rows, hit_rate, input_grad,
+    pad_rows, padded, softmax_cross_entropy_grad, split, unpad_rows, BatchColumns, Lanes,
+    Optimizer, Rows, SparseRows, EVAL_ROWS,
 };
 use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
@@ -469,6 +470,165 @@ fn state_of<'a, T>(
         None => &mut [],
     };
     (s0, s1)
+}
+
+/// A fully connected net's layers (W (fan_in, fan_out), b (fan_out)) for prediction.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a, T> {
+    pub w: ArrayView2<'a, T>,
+    pub b: ArrayView1<'a, T>,
+}
+
+/// Per-thread buffers of [`predict_multi`]: compressed rows, row indices, and each
+/// layer's activations.
+struct EvalScratch<T> {
+    sp: SparseRows<T>,
+    rows: Vec<usize>,
+    a: Vec<Vec<T>>,
+}
+
+/// Predicted classes (argmax of the output, first maximum on ties as `np.argmax`) of
+/// every row of x for the net of `layers` (at least two) with `activation` after every
+/// hidden layer. Parallel over blocks of rows. Errors: fewer than two layers, shapes
+/// that do not chain, x's width.
+pub fn predict_multi<T: Lanes>(
+    layers: &[Layer<'_, T>],
+    activation: Activation,
+    x: Rows<'_, T>,
+) -> Result<Vec<usize>> {
+    const OP: &str = "predict_labels";
+    if layers.len() < 2 {
+        return Err(KernelError::shape(
+            OP,
+            format!("need at least two layers, got {}", layers.len()),
+        ));
+    }
+    let mut sizes = vec![layers[0].w.nrows()];
+    for (l, layer) in layers.iter().enumerate() {
+        let want = [sizes[l], layer.w.ncols()];
+        if layer.w.dim() != (want[0], want[1]) || layer.b.len() != want[1] {
+            return Err(KernelError::shape(
+                OP,
+                format!(
+                    "W{n} has shape {} and b{n} {}; need ({}, h) and (h,)",
+                    fmt_shape(layer.w.shape()),
+                    fmt_shape(layer.b.shape()),
+                    sizes[l],
+                    n = l + 1
+                ),
+            ));
+        }
+        sizes.push(want[1]);
+    }
+    if x.ncols() != sizes[0] {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "x has shape {} but W1 has shape {}",
+                fmt_shape(&[x.nrows(), x.ncols()]),
+                fmt_shape(layers[0].w.shape())
+            ),
+        ));
+    }
+    let (d, h1, k) = (sizes[0], sizes[1], sizes[sizes.len() - 1]);
+    let hp = padded::<T>(h1);
+    let mut w1p = Vec::new();
+    pad_rows(
+        &mut w1p,
+        &layers[0].w.iter().copied().collect::<Vec<T>>(),
+        h1,
+        hp,
+    );
+    let mut b1p = vec![T::zero(); hp];
+    for (p, &b) in b1p.iter_mut().zip(layers[0].b.iter()) {
+        *p = b;
+    }
+    let block = |ws: &mut EvalScratch<T>, (b, out): (usize, &mut [usize])| {
+        let (lo, n) = (b * EVAL_ROWS, out.len());
+        ws.rows.clear();
+        let sp = match x {
+            Rows::Dense(x) => {
+                ws.sp.clear(d);
+                for r in lo..lo + n {
+                    ws.sp.push_row(x.row(r));
+                }
+                ws.rows.extend(0..n);
+                &ws.sp
+            }
+            Rows::Sparse(s) => {
+                ws.rows.extend(lo..lo + n);
+                s
+            }
+        };
+        ws.a.resize(2 * layers.len(), Vec::new());
+        let (first, rest) = ws.a.split_at_mut(2);
+        let [a0, z0] = first else { return };
+        a0.resize(n * hp, T::zero());
+        z0.resize(n * hp, T::zero());
+        forward_rows(a0, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
+        activate(a0, &[], z0, activation);
+        let (mut prev, mut stride): (&[T], usize) = (z0, hp);
+        for (l, pair) in (1..layers.len()).zip(rest.chunks_exact_mut(2)) {
+            let [a, z] = pair else { return };
+            let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
+            a.resize(n * fan_out, T::zero());
+            for row in a.chunks_exact_mut(fan_out) {
+                row.iter_mut()
+                    .zip(layers[l].b.iter())
+                    .for_each(|(o, &b)| *o = b);
+            }
+            let views = (
+                ArrayView2::from_shape((n, fan_in).strides((stride, 1)), prev),
+                ArrayViewMut2::from_shape((n, fan_out), &mut a[..]),
+            );
+            if let (Ok(zv), Ok(av)) = views {
+                super::matmul::gemm_into(zv, layers[l].w, av, true);
+            }
+            if l + 1 < layers.len() {
+                z.resize(a.len(), T::zero());
+                activate(a, &[], z, activation);
+                prev = z;
+            } else {
+                prev = a;
+            }
+            stride = fan_out;
+        }
+        argmax_rows(prev, k, out);
+    };
+    let n = x.nrows();
+    let mut pred = vec![0usize; n];
+    let scratch = || EvalScratch {
+        sp: SparseRows::default(),
+        rows: Vec::new(),
+        a: Vec::new(),
+    };
+    parallel::install(|threads| {
+        if threads > 1 && n > EVAL_ROWS {
+            pred.par_chunks_mut(EVAL_ROWS)
+                .enumerate()
+                .for_each_init(scratch, block);
+        } else {
+            let mut ws = scratch();
+            pred.chunks_mut(EVAL_ROWS)
+                .enumerate()
+                .for_each(|part| block(&mut ws, part));
+        }
+    });
+    Ok(pred)
+}
+
+/// Fraction of rows of x whose predicted class equals the target (labels, or the
+/// argmax of one-hot rows): the book's `accuracy` for the net of `layers`.
+pub fn accuracy_multi<T: Lanes>(
+    layers: &[Layer<'_, T>],
+    activation: Activation,
+    x: Rows<'_, T>,
+    t: Targets<'_, T>,
+) -> Result<f64> {
+    let pred = predict_multi(layers, activation, x)?;
+    let k = layers.last().map_or(0, |l| l.b.len());
+    t.check("accuracy", x.nrows(), k)?;
+    Ok(hit_rate(&pred, t))
 }
 
 #[cfg(test)]
