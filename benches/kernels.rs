@@ -6,7 +6,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferrograd::kernels::numgrad::{numerical_gradient_bruteforce, Activation, TwoLayerNet};
+use ferrograd::kernels::numgrad::{
+    numerical_gradient_bruteforce, numerical_gradient_fast, Activation, TwoLayerNet,
+};
+use ferrograd::kernels::train::{Optimizer, ParamsMut, Rows, SparseRows, Trainer};
+use ferrograd::kernels::train_multi::{LayerMut, MultiTrainer};
 use ferrograd::kernels::{activation, loss, matmul, softmax, Float, Targets};
 use ndarray::{Array1, Array2};
 
@@ -125,6 +129,150 @@ fn bench_numerical_gradient(c: &mut Criterion) {
             })
         },
     );
+    // The exact fast scheme on the book's full shape.
+    let (d, h, k, n) = (784, 50, 10, 100);
+    let (w1, w2) = (filled::<f64>(d, h, 4) * 0.01, filled::<f64>(h, k, 5) * 0.01);
+    let (b1, b2) = (Array1::zeros(h), Array1::zeros(k));
+    let x = mnist_like::<f64>(n, 6);
+    let labels = Array1::from_shape_fn(n, |i| (i % k) as i64);
+    let net = TwoLayerNet {
+        w1: w1.view(),
+        b1: b1.view(),
+        w2: w2.view(),
+        b2: b2.view(),
+        activation: Activation::Sigmoid,
+    };
+    group.bench_function(
+        BenchmarkId::new("fast", format!("{d}-{h}-{k} batch {n}")),
+        |b| {
+            b.iter(|| {
+                numerical_gradient_fast(
+                    black_box(&net),
+                    x.view(),
+                    Targets::Labels(labels.view()),
+                    &|| false,
+                )
+            })
+        },
+    );
+    group.finish();
+}
+
+/// Rows shaped like MNIST digits: a blob of non-zero pixels (about a fifth of them)
+/// around the centre of a 28×28 image, values in (0, 1], the border always zero (an
+/// input that is rarely non-zero lets Adam's state decay into subnormal numbers, whose
+/// arithmetic is many times slower).
+fn mnist_like<T: Float>(rows: usize, seed: usize) -> Array2<T> {
+    Array2::from_shape_fn((rows, 784), |(r, p)| {
+        let (i, j) = ((p / 28) as f64 - 13.5, (p % 28) as f64 - 13.5);
+        let u = ((r * 7919 + p * 104_729 + seed * 31) % 1000) as f64 / 1000.0;
+        let r2 = i * i + j * j;
+        // Like MNIST, a border of pixels that are zero in every image.
+        if r2 < 144.0 && u < 0.8 * (-r2 / 60.0).exp() {
+            T::lit(u + 0.001)
+        } else {
+            T::zero()
+        }
+    })
+}
+
+/// Weights and biases of every layer (or one optimizer state set).
+type LayerArrays = (Vec<Array2<f32>>, Vec<Array1<f32>>);
+
+/// One epoch of 600 steps of batch 100 on 60,000 MNIST-like rows (compressed once):
+/// the fused two-layer step (784-50-10, sigmoid, SGD) and the multi-layer one
+/// (784-100-100-10, ReLU, Adam).
+fn bench_fused_epoch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fused_epoch");
+    group.sample_size(10);
+    let n = 60_000;
+    let x = mnist_like::<f32>(n, 7);
+    let Ok(sp) = SparseRows::from_dense(x.view()) else {
+        return;
+    };
+    let labels = Array1::from_shape_fn(n, |i| (i * 7 % 10) as i64);
+    let batches = Array2::from_shape_fn((600, 100), |(s, q)| ((s * 104_729 + q * 7919) % n) as i64);
+    let (mut w1, mut w2) = (
+        filled::<f32>(784, 50, 1) * 0.01,
+        filled::<f32>(50, 10, 2) * 0.01,
+    );
+    let (mut b1, mut b2) = (Array1::zeros(50), Array1::zeros(10));
+    let Ok(mut two) = Trainer::new(784, 50, 10, Activation::Sigmoid, Optimizer::Sgd { lr: 0.1 })
+    else {
+        return;
+    };
+    group.throughput(Throughput::Elements(60_000));
+    group.bench_function("784-50-10 sigmoid SGD f32", |b| {
+        b.iter(|| {
+            let mut p = ParamsMut {
+                w1: w1.view_mut(),
+                b1: b1.view_mut(),
+                w2: w2.view_mut(),
+                b2: b2.view_mut(),
+            };
+            let t = Targets::Labels(labels.view());
+            two.run(
+                &mut p,
+                &mut [],
+                Rows::Sparse(&sp),
+                t,
+                batches.view(),
+                0,
+                &|| false,
+            )
+        })
+    });
+    let sizes = [784, 100, 100, 10];
+    let mut ws: Vec<Array2<f32>> = (0..3)
+        .map(|l| filled::<f32>(sizes[l], sizes[l + 1], l) * 0.05)
+        .collect();
+    let mut bs: Vec<Array1<f32>> = (0..3).map(|l| Array1::zeros(sizes[l + 1])).collect();
+    let mut state: Vec<LayerArrays> = vec![(ws.iter().map(|w| w * 0.0).collect(), bs.clone()); 2];
+    let adam = Optimizer::Adam {
+        lr: 0.001,
+        beta1: 0.9,
+        beta2: 0.999,
+    };
+    let Ok(mut multi) = MultiTrainer::new(&sizes, Activation::Relu, adam) else {
+        return;
+    };
+    let mut iter = 0;
+    group.bench_function("784-100-100-10 ReLU Adam f32", |b| {
+        b.iter(|| {
+            let mut layers: Vec<LayerMut<'_, f32>> = ws
+                .iter_mut()
+                .zip(bs.iter_mut())
+                .map(|(w, b)| LayerMut {
+                    w: w.view_mut(),
+                    b: b.view_mut(),
+                })
+                .collect();
+            let mut st: Vec<Vec<LayerMut<'_, f32>>> = state
+                .iter_mut()
+                .map(|(sw, sb)| {
+                    sw.iter_mut()
+                        .zip(sb.iter_mut())
+                        .map(|(w, b)| LayerMut {
+                            w: w.view_mut(),
+                            b: b.view_mut(),
+                        })
+                        .collect()
+                })
+                .collect();
+            let t = Targets::Labels(labels.view());
+            let out = multi.run(
+                &mut layers,
+                &mut st,
+                Rows::Sparse(&sp),
+                t,
+                batches.view(),
+                iter,
+                &|| false,
+            );
+            iter += 600;
+            out
+        })
+    });
     group.finish();
 }
 
@@ -132,6 +280,7 @@ criterion_group!(
     benches,
     bench_matmul,
     bench_elementwise,
-    bench_numerical_gradient
+    bench_numerical_gradient,
+    bench_fused_epoch
 );
 criterion_main!(benches);
