@@ -233,7 +233,7 @@ fn bench_fused_epoch(c: &mut Criterion) {
         beta1: 0.9,
         beta2: 0.999,
     };
-    let Ok(mut multi) = MultiTrainer::new(&sizes, Activation::Relu, adam) else {
+    let Ok(mut multi) = MultiTrainer::new(&sizes, Activation::Relu, adam, 0.0) else {
         return;
     };
     let mut iter = 0;

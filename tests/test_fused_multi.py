@@ -67,6 +67,32 @@ def test_hundred_steps_equal_the_layer_by_layer_path(sample, name, activation):
         assert opt.iter == want_opt.iter == len(batches)
 
 
+@pytest.mark.parametrize("hidden", [[30], [30, 20]])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_weight_decay_equals_the_layer_by_layer_path(sample, name, hidden):
+    """λ·W joins every dW and ½·λ·Σ‖W‖² the loss, as MultiLayerNet.gradient/loss do;
+    with one hidden layer too (the multi-layer kernel then takes the two-layer net)."""
+    x, t = sample
+    batches = np.random.default_rng(6).integers(0, len(x), size=(60, 50))
+    net = MultiLayerNet(784, hidden, 10, seed=2, weight_decay_lambda=0.1)
+    want = copy.deepcopy(net)
+    opt, want_opt = copy.deepcopy(OPTIMIZERS[name]), copy.deepcopy(OPTIMIZERS[name])
+    trainer = fused.FusedTrainer(net, opt)
+    assert isinstance(trainer._core, _core.MultiLayerTrainer)
+    losses = trainer.run_epoch(x, t, batches)
+    want_losses = layer_by_layer(want, want_opt, x, t, batches)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-11, atol=0)
+    for key, value in want.params.items():
+        np.testing.assert_allclose(net.params[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+    # The decay term is there: without it the loss and the weights come out otherwise.
+    plain = MultiLayerNet(784, hidden, 10, seed=2)
+    plain_losses = fused.FusedTrainer(plain, copy.deepcopy(OPTIMIZERS[name])).run_epoch(
+        x, t, batches
+    )
+    assert losses[0] - plain_losses[0] > 1e-3
+    assert not np.allclose(plain.params["W1"], net.params["W1"], rtol=1e-6, atol=0)
+
+
 def test_float32_one_hot_and_compressed_rows(sample):
     x, t = sample
     batches = np.random.default_rng(4).integers(0, len(x), size=(30, 40))
@@ -160,6 +186,8 @@ def test_errors_name_the_problem(rng):
         _core.MultiLayerTrainer([6, 5, 3], lr=0.0)
     with pytest.raises(TypeError, match="dtype must be 'float32' or 'float64'"):
         _core.MultiLayerTrainer([6, 5, 3], dtype="int8")
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        _core.MultiLayerTrainer([6, 5, 3], weight_decay=-0.1)
     assert all(np.array_equal(p, b) for p, b in zip(plist, before, strict=True))  # untouched
     tr.run(plist, [], x, t, idx)
     assert not np.array_equal(plist[0], before[0])  # a valid call does train
@@ -168,7 +196,8 @@ def test_errors_name_the_problem(rng):
 def test_supports_only_what_it_computes():
     plain = MultiLayerNet(784, [30, 20], 10, seed=0)
     assert fused.supports(plain, SGD()) and fused.supports(plain, Adam())
-    for extra in ({"weight_decay_lambda": 0.01}, {"use_dropout": True}, {"use_batchnorm": True}):
+    assert fused.supports(MultiLayerNet(784, [30], 10, seed=0, weight_decay_lambda=0.1), SGD())
+    for extra in ({"use_dropout": True}, {"use_batchnorm": True}):
         assert not fused.supports(MultiLayerNet(784, [30, 20], 10, seed=0, **extra), SGD())
 
     class OwnSGD(SGD):

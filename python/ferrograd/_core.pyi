@@ -108,7 +108,7 @@ class SparseRows:
 
 @final
 class MultiLayerTrainer:
-    """Fused training of a net with several hidden layers: gather, forward, backward, update."""
+    """Fused training of a fully connected net (weight decay too): gather, forward, backward, update."""
 
     def __new__(
         cls,
@@ -122,6 +122,7 @@ class MultiLayerTrainer:
         decay_rate: float = 0.99,
         beta1: float = 0.9,
         beta2: float = 0.999,
+        weight_decay: float = 0.0,
     ) -> MultiLayerTrainer: ...
     @property
     def dtype(self) -> str: ...

@@ -3,7 +3,8 @@
 ``FusedTrainer(network, optimizer).run_epoch(x, t, batch_index_matrix)`` does, for each
 row of batch indices, the batch gather, forward, backprop and the optimizer update in
 place on ``network.params`` (the same arrays, never rebound), with the GIL released:
-``_core.TwoLayerTrainer`` for one hidden layer, ``_core.MultiLayerTrainer`` for more.
+``_core.TwoLayerTrainer`` for one hidden layer, ``_core.MultiLayerTrainer`` for more
+or with weight decay.
 The optimizer's state (``v``, ``h``, ``m``, ``iter``) lives in the optimizer object as
 in the book, created on first use, so fused and unfused steps can be mixed freely.
 
@@ -15,6 +16,7 @@ object: a snapshot, so change x in place only between trainers, or pass a new ar
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, cast
 
 import numpy as np
@@ -25,7 +27,7 @@ from ferrograd import _core
 __all__ = ["FusedTrainer", "supports"]
 
 # Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
-EXTRAS = ("weight_decay_lambda", "use_dropout", "use_batchnorm")
+EXTRAS = ("use_dropout", "use_batchnorm")
 
 KEYS = ("W1", "b1", "W2", "b2")
 # Optimizer class name in ferrograd.optimizers -> (kernel name, state dict names).
@@ -58,14 +60,17 @@ def supports(network: Any, optimizer: object) -> bool:
     """True when the fused step computes exactly what ``network.gradient`` followed by
     ``optimizer.update`` would: a fully connected net (``params`` W1, b1, …, WL, bL,
     C-contiguous, writeable, one float dtype, shapes chained; ``activation`` 'sigmoid' or
-    'relu'; no weight decay, dropout or batch norm, so TwoLayerNet and a plain
-    MultiLayerNet qualify) and an optimizer of ``ferrograd.optimizers``.
+    'relu'; no dropout or batch norm, so TwoLayerNet and MultiLayerNet with or without
+    weight decay qualify) and an optimizer of ``ferrograd.optimizers``.
     """
     params = getattr(network, "params", None)
     keys = _keys(params)
     if keys is None or _optimizer_kind(optimizer) is None:
         return False
     if any(getattr(network, name, 0) for name in EXTRAS):
+        return False
+    decay = getattr(network, "weight_decay_lambda", 0.0)
+    if not (isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0):
         return False
     if getattr(network, "activation", None) not in ("sigmoid", "relu"):
         return False
@@ -87,14 +92,14 @@ def supports(network: Any, optimizer: object) -> bool:
 
 class FusedTrainer:
     """Trains ``network`` with ``optimizer`` through ``_core.TwoLayerTrainer`` (one
-    hidden layer) or ``_core.MultiLayerTrainer`` (more)."""
+    hidden layer) or ``_core.MultiLayerTrainer`` (more, or with weight decay)."""
 
     def __init__(self, network: Any, optimizer: Any) -> None:
         if not supports(network, optimizer):
             raise ValueError(
                 "FusedTrainer: needs a fully connected net (params W1 b1 W2 b2 ... of one "
-                "float dtype, C-contiguous; activation 'sigmoid' or 'relu'; no weight decay, "
-                "dropout or batch norm) and an optimizer from "
+                "float dtype, C-contiguous; activation 'sigmoid' or 'relu'; no dropout or "
+                "batch norm) and an optimizer from "
                 f"ferrograd.optimizers, got {type(network).__name__} and "
                 f"{type(optimizer).__name__}"
             )
@@ -124,13 +129,14 @@ class FusedTrainer:
             "beta2": float(getattr(optimizer, "beta2", 0.999)),
         }
         self._core: _core.TwoLayerTrainer | _core.MultiLayerTrainer
-        if len(weights) == 2:
+        decay = float(getattr(network, "weight_decay_lambda", 0.0))
+        if len(weights) == 2 and decay == 0:
             self._core = _core.TwoLayerTrainer(
                 w1.shape[0], w1.shape[1], weights[1].shape[1], **options
             )
         else:
             sizes = [w1.shape[0], *(w.shape[1] for w in weights)]
-            self._core = _core.MultiLayerTrainer(sizes, **options)
+            self._core = _core.MultiLayerTrainer(sizes, weight_decay=decay, **options)
 
     def _state(self) -> list[NDArray[np.floating]]:
         """The optimizer's state arrays in kernel order, created as the book does."""

@@ -463,10 +463,10 @@ enum MultiInner {
     F64(MultiTrainer<f64>),
 }
 
-/// Fused training of the fully connected net with several hidden layers (the book's
-/// MultiLayerNet without weight decay, dropout or batch norm): each ``run`` call does,
-/// per row of ``batch_indices``, the batch gather, forward, backprop and optimizer update
-/// in place on the caller's arrays, with the GIL released and buffers reused.
+/// Fused training of the fully connected net (the book's MultiLayerNet, with its L2
+/// weight decay λ = ``weight_decay``, without dropout or batch norm): each ``run`` call
+/// does, per row of ``batch_indices``, the batch gather, forward, backprop and optimizer
+/// update in place on the caller's arrays, with the GIL released and buffers reused.
 /// ``sizes`` is [input, hidden..., output]; optimizers as ``TwoLayerTrainer``.
 #[pyclass(module = "ferrograd._core")]
 pub struct MultiLayerTrainer {
@@ -552,7 +552,8 @@ fn run_multi_typed<'py, T: SparseDtype>(
 impl MultiLayerTrainer {
     #[new]
     #[pyo3(signature = (sizes, *, activation = "relu", dtype = "float64", optimizer = "sgd",
-                        lr = None, momentum = 0.9, decay_rate = 0.99, beta1 = 0.9, beta2 = 0.999))]
+                        lr = None, momentum = 0.9, decay_rate = 0.99, beta1 = 0.9, beta2 = 0.999,
+                        weight_decay = 0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         sizes: Vec<usize>,
@@ -564,17 +565,18 @@ impl MultiLayerTrainer {
         decay_rate: f64,
         beta1: f64,
         beta2: f64,
+        weight_decay: f64,
     ) -> PyResult<Self> {
         const OP: &str = "MultiLayerTrainer";
         let act = parse_activation(OP, activation)?;
         let opt = parse_optimizer(OP, optimizer, lr, momentum, decay_rate, beta1, beta2)?;
         let (inner, dtype) = match dtype {
             "float32" => (
-                MultiInner::F32(MultiTrainer::new(&sizes, act, opt)?),
+                MultiInner::F32(MultiTrainer::new(&sizes, act, opt, weight_decay)?),
                 "float32",
             ),
             "float64" => (
-                MultiInner::F64(MultiTrainer::new(&sizes, act, opt)?),
+                MultiInner::F64(MultiTrainer::new(&sizes, act, opt, weight_decay)?),
                 "float64",
             ),
             other => {

@@ -1,6 +1,6 @@
 //! Fused training of the fully connected net with several hidden layers: the book's
 //! MultiLayerNet (Affine → ReLU/Sigmoid per hidden layer → Affine → softmax with
-//! cross-entropy) without weight decay, dropout or batch norm.
+//! cross-entropy, optional L2 weight decay) without dropout or batch norm.
 //!
 //! One call runs many steps, each the batch gather, forward, backprop and optimizer
 //! update in place, with the buffers reused. The first layer works as in
@@ -56,6 +56,8 @@ pub struct MultiTrainer<T> {
     hp: usize,
     activation: Activation,
     optimizer: Optimizer,
+    /// λ of the L2 weight decay: the loss adds ½·λ·Σ‖W‖², each dW adds λ·W.
+    decay: f64,
     w1p: Vec<T>,
     gw1p: Vec<T>,
     state_w1p: [Vec<T>; 2],
@@ -80,8 +82,14 @@ pub struct MultiTrainer<T> {
 }
 
 impl<T: Lanes> MultiTrainer<T> {
-    /// Errors: fewer than three sizes or a zero size, bad optimizer rates.
-    pub fn new(sizes: &[usize], activation: Activation, optimizer: Optimizer) -> Result<Self> {
+    /// `decay` is the weight decay λ (0 for none). Errors: fewer than three sizes or a
+    /// zero size, bad optimizer rates, λ negative or not finite.
+    pub fn new(
+        sizes: &[usize],
+        activation: Activation,
+        optimizer: Optimizer,
+        decay: f64,
+    ) -> Result<Self> {
         const OP: &str = "MultiLayerTrainer";
         if sizes.len() < 3 || sizes.contains(&0) {
             return Err(KernelError::shape(
@@ -93,6 +101,12 @@ impl<T: Lanes> MultiTrainer<T> {
             ));
         }
         optimizer.check(OP)?;
+        if !(decay.is_finite() && decay >= 0.0) {
+            return Err(KernelError::value(
+                OP,
+                format!("weight_decay must be >= 0, got {decay}"),
+            ));
+        }
         let layers = sizes.len() - 1;
         let hp = padded::<T>(sizes[1]);
         let mut gb: Vec<Vec<T>> = sizes[1..].iter().map(|&n| vec![T::zero(); n]).collect();
@@ -102,6 +116,7 @@ impl<T: Lanes> MultiTrainer<T> {
             hp,
             activation,
             optimizer,
+            decay,
             w1p: Vec::new(),
             gw1p: Vec::new(),
             state_w1p: [Vec::new(), Vec::new()],
@@ -238,7 +253,7 @@ impl<T: Lanes> MultiTrainer<T> {
         for (dst, src) in self.state_w1p.iter_mut().zip(&st) {
             pad_rows(dst, src[0][0], h1, hp);
         }
-        if !matches!(self.optimizer, Optimizer::Sgd { .. }) {
+        if !matches!(self.optimizer, Optimizer::Sgd { .. }) || self.decay > 0.0 {
             self.gw1p.resize(self.w1p.len(), T::zero());
         }
         self.b1p[..h1].copy_from_slice(p[0][1]);
@@ -308,7 +323,7 @@ impl<T: Lanes> MultiTrainer<T> {
         threads: usize,
     ) -> f64 {
         let n = batch.len();
-        let (act, opt, hp) = (self.activation, self.optimizer, self.hp);
+        let (act, opt, hp, decay) = (self.activation, self.optimizer, self.hp, self.decay);
         let MultiTrainer {
             sizes,
             w1p,
@@ -356,6 +371,14 @@ impl<T: Lanes> MultiTrainer<T> {
             activate(&mut a[0], &[], &mut z[0], act);
         }
         let mut middle = || {
+            // ½·λ·Σ‖W‖² at the parameters this step starts from (W1's padding is zero).
+            let penalty = if decay > 0.0 {
+                let sq = |w: &[T]| w.iter().fold(0.0_f64, |s, &v| s + (v * v).to_f64());
+                let total = sq(w1p) + p[1..].iter().map(|l| sq(l[0])).sum::<f64>();
+                0.5 * decay * total
+            } else {
+                0.0
+            };
             for l in 1..layers {
                 let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
                 let out: &mut [T] = if l + 1 == layers {
@@ -398,6 +421,12 @@ impl<T: Lanes> MultiTrainer<T> {
                     gemm_into(zv.t(), dv, gv, false);
                     gemm_into(dv, wv.t(), dzv, false);
                 }
+                if decay > 0.0 {
+                    let lambda = T::lit(decay);
+                    for (g, &w) in gw[l].iter_mut().zip(p[l][0].iter()) {
+                        *g = *g + lambda * w;
+                    }
+                }
                 act_grad(&mut below[l - 1], &a[l - 1], &z[l - 1], &mut gb[l - 1], act);
             }
             // Updates, layer by layer; W1 column by column (SGD: without forming dW1).
@@ -412,10 +441,10 @@ impl<T: Lanes> MultiTrainer<T> {
                 apply(opt, b, &gb[l][..b.len()], s0, s1, iter);
             }
             b1p[..h1].copy_from_slice(p[0][1]);
-            loss
+            (loss, penalty)
         };
         // The other thread sorts the batch's inputs by column meanwhile.
-        let loss = if two {
+        let (loss, penalty) = if two {
             join_spinning(middle, || {
                 for c in cols.iter_mut() {
                     c.fill(sp);
@@ -431,10 +460,16 @@ impl<T: Lanes> MultiTrainer<T> {
         let dz0 = &dz[0][..];
         let part =
             |w: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], c: &BatchColumns<T>| match opt {
-                Optimizer::Sgd { lr } => input_grad(w, dz0, c, T::lit(-lr)),
+                Optimizer::Sgd { lr } if decay == 0.0 => input_grad(w, dz0, c, T::lit(-lr)),
                 _ => {
                     g.fill(T::zero());
                     input_grad(g, dz0, c, T::one());
+                    if decay > 0.0 {
+                        let lambda = T::lit(decay);
+                        for (g, &w) in g.iter_mut().zip(w.iter()) {
+                            *g = *g + lambda * w;
+                        }
+                    }
                     apply(opt, w, g, s0, s1, iter);
                 }
             };
@@ -449,7 +484,7 @@ impl<T: Lanes> MultiTrainer<T> {
         } else {
             part(w1p, gw1p, s0, s1, &cols[0]);
         }
-        loss / n as f64
+        loss / n as f64 + penalty
     }
 }
 
@@ -715,7 +750,7 @@ mod tests {
             let mut mstate: Vec<Vec<_>> = (b.sw.iter_mut().zip(b.sb.iter_mut()))
                 .map(|(ws, bs)| ws.iter_mut().zip(bs.iter_mut()).map(layer).collect())
                 .collect();
-            let mut multi = MultiTrainer::new(&[d, h, k], Activation::Relu, opt)?;
+            let mut multi = MultiTrainer::new(&[d, h, k], Activation::Relu, opt, 0.0)?;
             let loss_multi =
                 multi.run(&mut layers, &mut mstate, x, t, batches.view(), 0, &|| false)?;
             assert!(max_diff(&loss_two, &loss_multi) < 1e-12, "{opt:?}");
