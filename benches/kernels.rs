@@ -100,22 +100,44 @@ fn bench_elementwise(c: &mut Criterion) {
     group.finish();
 }
 
+/// The parameters of a d-h-k sigmoid net, small weights and zero biases.
+struct NetArrays {
+    w1: Array2<f64>,
+    b1: Array1<f64>,
+    w2: Array2<f64>,
+    b2: Array1<f64>,
+}
+
+fn net_arrays(d: usize, h: usize, k: usize) -> NetArrays {
+    NetArrays {
+        w1: filled::<f64>(d, h, 4) * 0.01,
+        b1: Array1::zeros(h),
+        w2: filled::<f64>(h, k, 5) * 0.01,
+        b2: Array1::zeros(k),
+    }
+}
+
+impl NetArrays {
+    fn net(&self) -> TwoLayerNet<'_, f64> {
+        TwoLayerNet {
+            w1: self.w1.view(),
+            b1: self.b1.view(),
+            w2: self.w2.view(),
+            b2: self.b2.view(),
+            activation: Activation::Sigmoid,
+        }
+    }
+}
+
 fn bench_numerical_gradient(c: &mut Criterion) {
     let mut group = c.benchmark_group("numerical_gradient");
     group.sample_size(10);
     // A reduced net keeps the brute force within a benchmark's patience.
     let (d, h, k, n) = (64, 16, 10, 32);
-    let (w1, w2) = (filled::<f64>(d, h, 4) * 0.01, filled::<f64>(h, k, 5) * 0.01);
-    let (b1, b2) = (Array1::zeros(h), Array1::zeros(k));
+    let arrays = net_arrays(d, h, k);
+    let net = arrays.net();
     let x = filled::<f64>(n, d, 6).mapv(|v| v.max(0.0));
     let labels = Array1::from_shape_fn(n, |i| (i % k) as i64);
-    let net = TwoLayerNet {
-        w1: w1.view(),
-        b1: b1.view(),
-        w2: w2.view(),
-        b2: b2.view(),
-        activation: Activation::Sigmoid,
-    };
     group.throughput(Throughput::Elements((d * h + h + h * k + k) as u64));
     group.bench_function(
         BenchmarkId::new("bruteforce", format!("{d}-{h}-{k} batch {n}")),
@@ -131,17 +153,10 @@ fn bench_numerical_gradient(c: &mut Criterion) {
     );
     // The exact fast scheme on the book's full shape.
     let (d, h, k, n) = (784, 50, 10, 100);
-    let (w1, w2) = (filled::<f64>(d, h, 4) * 0.01, filled::<f64>(h, k, 5) * 0.01);
-    let (b1, b2) = (Array1::zeros(h), Array1::zeros(k));
+    let arrays = net_arrays(d, h, k);
+    let net = arrays.net();
     let x = mnist_like::<f64>(n, 6);
     let labels = Array1::from_shape_fn(n, |i| (i % k) as i64);
-    let net = TwoLayerNet {
-        w1: w1.view(),
-        b1: b1.view(),
-        w2: w2.view(),
-        b2: b2.view(),
-        activation: Activation::Sigmoid,
-    };
     group.bench_function(
         BenchmarkId::new("fast", format!("{d}-{h}-{k} batch {n}")),
         |b| {

@@ -13,6 +13,7 @@ use super::convert::{
     batch, dims, dispatch, float_array, run, same_dtype, targets, FloatArray, TargetArg,
 };
 use super::numgrad::{activation as parse_activation, Params, SignalCheck};
+use crate::kernels::numgrad::Activation;
 use crate::kernels::train::{self as k, Lanes, Optimizer, ParamsMut, Rows, Trainer};
 use crate::kernels::train_multi::{self as km, Layer, LayerMut, MultiTrainer};
 use crate::kernels::Float;
@@ -164,8 +165,51 @@ enum Inner {
 #[pyclass(module = "ferrograd._core")]
 pub struct TwoLayerTrainer {
     inner: Inner,
-    optimizer_name: String,
+    setup: Setup,
+}
+
+/// What a trainer was built with: activation, update rule, working dtype ('float32' or
+/// 'float64'), the optimizer's name and how many state arrays it needs.
+struct Setup {
+    act: Activation,
+    opt: Optimizer,
     dtype: &'static str,
+    optimizer: String,
+    state_size: usize,
+}
+
+impl Setup {
+    /// Parses a trainer's options; `per_set` arrays make one optimizer state set.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        op: &str,
+        activation: &str,
+        dtype: &str,
+        optimizer: &str,
+        lr: Option<f64>,
+        rates: [f64; 4],
+        per_set: usize,
+    ) -> PyResult<Self> {
+        let act = parse_activation(op, activation)?;
+        let [momentum, decay_rate, beta1, beta2] = rates;
+        let opt = parse_optimizer(op, optimizer, lr, momentum, decay_rate, beta1, beta2)?;
+        let dtype = match dtype {
+            "float32" => "float32",
+            "float64" => "float64",
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "{op}: dtype must be 'float32' or 'float64', got {other:?}"
+                )))
+            }
+        };
+        Ok(Setup {
+            act,
+            opt,
+            dtype,
+            optimizer: optimizer.to_owned(),
+            state_size: per_set * opt.state_slots(),
+        })
+    }
 }
 
 fn parse_optimizer(
@@ -393,45 +437,41 @@ impl TwoLayerTrainer {
         beta1: f64,
         beta2: f64,
     ) -> PyResult<Self> {
-        const OP: &str = "TwoLayerTrainer";
-        let act = parse_activation(OP, activation)?;
-        let opt = parse_optimizer(OP, optimizer, lr, momentum, decay_rate, beta1, beta2)?;
-        let (d, h, k) = (input_size, hidden_size, output_size);
-        let (inner, dtype) = match dtype {
-            "float32" => (Inner::F32(Trainer::new(d, h, k, act, opt)?), "float32"),
-            "float64" => (Inner::F64(Trainer::new(d, h, k, act, opt)?), "float64"),
-            other => {
-                return Err(PyTypeError::new_err(format!(
-                    "{OP}: dtype must be 'float32' or 'float64', got {other:?}"
-                )))
-            }
-        };
-        Ok(TwoLayerTrainer {
-            inner,
-            optimizer_name: optimizer.to_owned(),
+        let rates = [momentum, decay_rate, beta1, beta2];
+        let setup = Setup::new(
+            "TwoLayerTrainer",
+            activation,
             dtype,
-        })
+            optimizer,
+            lr,
+            rates,
+            4,
+        )?;
+        let (d, h, k, act, opt) = (input_size, hidden_size, output_size, setup.act, setup.opt);
+        let inner = if setup.dtype == "float32" {
+            Inner::F32(Trainer::new(d, h, k, act, opt)?)
+        } else {
+            Inner::F64(Trainer::new(d, h, k, act, opt)?)
+        };
+        Ok(TwoLayerTrainer { inner, setup })
     }
 
     /// The working dtype, 'float32' or 'float64'.
     #[getter]
     fn dtype(&self) -> &'static str {
-        self.dtype
+        self.setup.dtype
     }
 
     /// The optimizer's name.
     #[getter]
     fn optimizer(&self) -> &str {
-        &self.optimizer_name
+        &self.setup.optimizer
     }
 
     /// Number of state arrays the optimizer needs (0 SGD, 4 for v or h, 8 for Adam's m, v).
     #[getter]
     fn state_size(&self) -> usize {
-        4 * match &self.inner {
-            Inner::F32(t) => t.optimizer().state_slots(),
-            Inner::F64(t) => t.optimizer().state_slots(),
-        }
+        self.setup.state_size
     }
 
     /// Runs one training step per row of ``batch_indices`` (iters, batch) of row
@@ -471,9 +511,7 @@ enum MultiInner {
 #[pyclass(module = "ferrograd._core")]
 pub struct MultiLayerTrainer {
     inner: MultiInner,
-    optimizer_name: String,
-    dtype: &'static str,
-    layers: usize,
+    setup: Setup,
 }
 
 /// (W, b) pairs of 2-D and 1-D arrays as layer views.
@@ -567,52 +605,42 @@ impl MultiLayerTrainer {
         beta2: f64,
         weight_decay: f64,
     ) -> PyResult<Self> {
-        const OP: &str = "MultiLayerTrainer";
-        let act = parse_activation(OP, activation)?;
-        let opt = parse_optimizer(OP, optimizer, lr, momentum, decay_rate, beta1, beta2)?;
-        let (inner, dtype) = match dtype {
-            "float32" => (
-                MultiInner::F32(MultiTrainer::new(&sizes, act, opt, weight_decay)?),
-                "float32",
-            ),
-            "float64" => (
-                MultiInner::F64(MultiTrainer::new(&sizes, act, opt, weight_decay)?),
-                "float64",
-            ),
-            other => {
-                return Err(PyTypeError::new_err(format!(
-                    "{OP}: dtype must be 'float32' or 'float64', got {other:?}"
-                )))
-            }
-        };
-        Ok(MultiLayerTrainer {
-            inner,
-            optimizer_name: optimizer.to_owned(),
+        let rates = [momentum, decay_rate, beta1, beta2];
+        let per_set = 2 * sizes.len().saturating_sub(1);
+        let setup = Setup::new(
+            "MultiLayerTrainer",
+            activation,
             dtype,
-            layers: sizes.len() - 1,
-        })
+            optimizer,
+            lr,
+            rates,
+            per_set,
+        )?;
+        let (act, opt) = (setup.act, setup.opt);
+        let inner = if setup.dtype == "float32" {
+            MultiInner::F32(MultiTrainer::new(&sizes, act, opt, weight_decay)?)
+        } else {
+            MultiInner::F64(MultiTrainer::new(&sizes, act, opt, weight_decay)?)
+        };
+        Ok(MultiLayerTrainer { inner, setup })
     }
 
     /// The working dtype, 'float32' or 'float64'.
     #[getter]
     fn dtype(&self) -> &'static str {
-        self.dtype
+        self.setup.dtype
     }
 
     /// The optimizer's name.
     #[getter]
     fn optimizer(&self) -> &str {
-        &self.optimizer_name
+        &self.setup.optimizer
     }
 
     /// Number of state arrays the optimizer needs (2 per layer per state set).
     #[getter]
     fn state_size(&self) -> usize {
-        2 * self.layers
-            * match &self.inner {
-                MultiInner::F32(t) => t.optimizer().state_slots(),
-                MultiInner::F64(t) => t.optimizer().state_slots(),
-            }
+        self.setup.state_size
     }
 
     /// Runs one training step per row of ``batch_indices`` (iters, batch) of row

@@ -59,6 +59,20 @@ impl Optimizer {
         }
     }
 
+    /// Errors unless `sets` is the number of state sets this rule keeps.
+    pub fn check_state_sets(&self, op: &'static str, sets: usize) -> Result<()> {
+        if sets == self.state_slots() {
+            return Ok(());
+        }
+        Err(KernelError::value(
+            op,
+            format!(
+                "the optimizer needs {} state sets, got {sets}",
+                self.state_slots()
+            ),
+        ))
+    }
+
     /// Errors unless lr > 0 and the other rates lie in [0, 1).
     pub fn check(&self, op: &'static str) -> Result<()> {
         let (lr, rates): (f64, Vec<(&str, f64)>) = match *self {
@@ -436,6 +450,31 @@ impl<T: Float> Rows<'_, T> {
 
     fn shape(&self) -> [usize; 2] {
         [self.nrows(), self.ncols()]
+    }
+}
+
+/// The rows `indices` of x for the kernels: a dense x's rows compressed into `scratch`
+/// (then `rows` counts 0, 1, …), a compressed x as it is (then `rows` are `indices`).
+pub(super) fn gather<'s, 'x: 's, T: Float>(
+    x: Rows<'x, T>,
+    indices: impl Iterator<Item = usize>,
+    scratch: &'s mut SparseRows<T>,
+    rows: &mut Vec<usize>,
+) -> &'s SparseRows<T> {
+    rows.clear();
+    match x {
+        Rows::Dense(x) => {
+            scratch.clear(x.ncols());
+            for i in indices {
+                scratch.push_row(x.row(i));
+            }
+            rows.extend(0..scratch.nrows());
+            scratch
+        }
+        Rows::Sparse(sp) => {
+            rows.extend(indices);
+            sp
+        }
     }
 }
 
@@ -988,26 +1027,8 @@ impl<T: Lanes> Trainer<T> {
                 }
             }
         }
-        if state.len() != self.optimizer.state_slots() {
-            return Err(KernelError::value(
-                op,
-                format!(
-                    "the optimizer needs {} state sets, got {}",
-                    self.optimizer.state_slots(),
-                    state.len()
-                ),
-            ));
-        }
-        if x[1] != d {
-            return Err(KernelError::shape(
-                op,
-                format!(
-                    "x has shape {} but W1 has shape {}",
-                    fmt_shape(&x),
-                    fmt_shape(&[d, h])
-                ),
-            ));
-        }
+        self.optimizer.check_state_sets(op, state.len())?;
+        check_width(op, x, [d, h])?;
         t.check(op, x[0], k)
     }
 
@@ -1257,14 +1278,13 @@ impl<T: Lanes> Trainer<T> {
                 let mut batch = [Vec::new(), Vec::new()];
                 let mut ahead = [Vec::new(), Vec::new()];
                 let total = batches.nrows();
-                let d = self.d;
                 let prep = |slot: usize,
                             s: usize,
                             scratch: &mut [SparseRows<T>; 2],
                             batch: &mut [Vec<usize>; 2],
                             rows: &mut [Vec<usize>; 2],
                             ahead: &mut [Vec<usize>; 2]| {
-                    prepare(slot, s, batches, x, d, scratch, batch, rows, ahead)
+                    prepare(slot, s, batches, x, scratch, batch, rows, ahead)
                 };
                 let mut step = next;
                 let mut forwarded = false;
@@ -1342,6 +1362,21 @@ impl<T: Lanes> Trainer<T> {
     }
 }
 
+/// Errors unless x (n, d) has as many columns as W1 (d, h) has rows.
+pub(super) fn check_width(op: &'static str, x: [usize; 2], w1: [usize; 2]) -> Result<()> {
+    if x[1] == w1[0] {
+        return Ok(());
+    }
+    Err(KernelError::shape(
+        op,
+        format!(
+            "x has shape {} but W1 has shape {}",
+            fmt_shape(&x),
+            fmt_shape(&w1)
+        ),
+    ))
+}
+
 /// Errors unless `batches` (iters, batch) holds at least one column and only row
 /// indices in [0, rows).
 pub(super) fn check_batches(
@@ -1377,7 +1412,6 @@ fn prepare<T: Float>(
     s: usize,
     batches: ArrayView2<'_, i64>,
     x: Rows<'_, T>,
-    d: usize,
     scratch: &mut [SparseRows<T>; 2],
     batch: &mut [Vec<usize>; 2],
     rows: &mut [Vec<usize>; 2],
@@ -1387,29 +1421,18 @@ fn prepare<T: Float>(
     let (b, r, a) = (&mut batch[slot], &mut rows[slot], &mut ahead[slot]);
     b.clear();
     b.extend(batches.row(s).iter().map(|&i| i as usize));
-    r.clear();
     a.clear();
-    match x {
-        Rows::Dense(x) => {
-            let sc = &mut scratch[slot];
-            sc.clear(d);
-            for &i in b.iter() {
-                sc.push_row(x.row(i));
+    gather(x, b.iter().copied(), &mut scratch[slot], r);
+    if let Rows::Sparse(sp) = x {
+        // Where the rows two steps on lie, then the next batch's rows: the memory they
+        // come from is slow.
+        if s + 2 < total {
+            for &i in batches.row(s + 2) {
+                sp.prefetch_span(i as usize);
             }
-            r.extend(0..b.len());
         }
-        Rows::Sparse(sp) => {
-            r.extend_from_slice(b);
-            // Where the rows two steps on lie, then the next batch's rows: the memory
-            // they come from is slow.
-            if s + 2 < total {
-                for &i in batches.row(s + 2) {
-                    sp.prefetch_span(i as usize);
-                }
-            }
-            if s + 1 < total {
-                a.extend(batches.row(s + 1).iter().map(|&i| i as usize));
-            }
+        if s + 1 < total {
+            a.extend(batches.row(s + 1).iter().map(|&i| i as usize));
         }
     }
 }
@@ -1417,13 +1440,12 @@ fn prepare<T: Float>(
 /// Rows per block of the parallel evaluation.
 pub(super) const EVAL_ROWS: usize = 256;
 
-/// Per-thread buffers of [`predict_rows`].
-struct EvalScratch<T> {
-    sp: SparseRows<T>,
-    rows: Vec<usize>,
-    a: Vec<T>,
-    z: Vec<T>,
-    l: Vec<T>,
+/// Per-thread buffers of a prediction: the block's rows ([`gather`]) and the layers'
+/// activations.
+pub(super) struct EvalScratch<T> {
+    pub(super) sp: SparseRows<T>,
+    pub(super) rows: Vec<usize>,
+    pub(super) layers: Vec<Vec<T>>,
 }
 
 impl<T: Float> Default for EvalScratch<T> {
@@ -1431,11 +1453,32 @@ impl<T: Float> Default for EvalScratch<T> {
         EvalScratch {
             sp: SparseRows::default(),
             rows: Vec::new(),
-            a: Vec::new(),
-            z: Vec::new(),
-            l: Vec::new(),
+            layers: Vec::new(),
         }
     }
+}
+
+/// One prediction per row of an n-row input: `block(scratch, (b, out))` fills `out`
+/// for the b-th block of [`EVAL_ROWS`] rows; blocks run in parallel, each thread with
+/// its own scratch.
+pub(super) fn predict_blocks<T: Float>(
+    n: usize,
+    block: impl Fn(&mut EvalScratch<T>, (usize, &mut [usize])) + Send + Sync,
+) -> Vec<usize> {
+    let mut pred = vec![0usize; n];
+    parallel::install(|threads| {
+        if threads > 1 && n > EVAL_ROWS {
+            pred.par_chunks_mut(EVAL_ROWS)
+                .enumerate()
+                .for_each_init(EvalScratch::default, &block);
+        } else {
+            let mut ws = EvalScratch::default();
+            pred.chunks_mut(EVAL_ROWS)
+                .enumerate()
+                .for_each(|part| block(&mut ws, part));
+        }
+    });
+    pred
 }
 
 /// Predicted classes argmax_k (z1·W2 + b2) of every row of x (n, d) — the argmax of the
@@ -1473,46 +1516,21 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         *p = b;
     }
     let act = net.activation;
-    let block = |ws: &mut EvalScratch<T>, (b, out): (usize, &mut [usize])| {
+    Ok(predict_blocks(x.nrows(), |ws, (b, out)| {
         let (lo, n) = (b * EVAL_ROWS, out.len());
-        ws.rows.clear();
-        let sp = match x {
-            Rows::Dense(x) => {
-                ws.sp.clear(d);
-                for r in lo..lo + n {
-                    ws.sp.push_row(x.row(r));
-                }
-                ws.rows.extend(0..n);
-                &ws.sp
-            }
-            Rows::Sparse(s) => {
-                ws.rows.extend(lo..lo + n);
-                s
-            }
+        let sp = gather(x, lo..lo + n, &mut ws.sp, &mut ws.rows);
+        ws.layers.resize(3, Vec::new());
+        let [a, z, l] = &mut ws.layers[..] else {
+            return;
         };
-        ws.a.resize(n * hp, T::zero());
-        ws.z.resize(n * hp, T::zero());
-        ws.l.resize(n * k, T::zero());
-        forward_rows(&mut ws.a, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
-        activate(&mut ws.a, &[], &mut ws.z, act);
-        logits(&mut ws.l, &ws.z, &w2k, &b2, k);
-        argmax_rows(&ws.l, k, out);
-    };
-    let n = x.nrows();
-    let mut pred = vec![0usize; n];
-    parallel::install(|threads| {
-        if threads > 1 && n > EVAL_ROWS {
-            pred.par_chunks_mut(EVAL_ROWS)
-                .enumerate()
-                .for_each_init(EvalScratch::default, block);
-        } else {
-            let mut ws = EvalScratch::default();
-            pred.chunks_mut(EVAL_ROWS)
-                .enumerate()
-                .for_each(|part| block(&mut ws, part));
-        }
-    });
-    Ok(pred)
+        a.resize(n * hp, T::zero());
+        z.resize(n * hp, T::zero());
+        l.resize(n * k, T::zero());
+        forward_rows(a, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
+        activate(a, &[], z, act);
+        logits(l, z, &w2k, &b2, k);
+        argmax_rows(l, k, out);
+    }))
 }
 
 /// Fraction of rows whose predicted class equals the target (labels, or argmax of

@@ -11,15 +11,14 @@
 //! inputs by column while the other runs the dense layers.
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
-use rayon::prelude::*;
 
 use super::matmul::gemm_into;
 use super::numgrad::Activation;
 use super::parallel::{self, join_spinning};
 use super::train::{
-    act_grad, activate, apply, argmax_rows, check_batches, forward_rows, hit_rate, input_grad,
-    pad_rows, padded, softmax_cross_entropy_grad, split, unpad_rows, BatchColumns, Lanes,
-    Optimizer, Rows, SparseRows, EVAL_ROWS,
+    act_grad, activate, apply, argmax_rows, check_batches, check_width, forward_rows, gather,
+    hit_rate, input_grad, pad_rows, padded, predict_blocks, softmax_cross_entropy_grad, split,
+    unpad_rows, BatchColumns, Lanes, Optimizer, Rows, SparseRows, EVAL_ROWS,
 };
 use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
@@ -189,26 +188,8 @@ impl<T: Lanes> MultiTrainer<T> {
                 }
             }
         }
-        if state.len() != self.optimizer.state_slots() {
-            return Err(KernelError::value(
-                op,
-                format!(
-                    "the optimizer needs {} state sets, got {}",
-                    self.optimizer.state_slots(),
-                    state.len()
-                ),
-            ));
-        }
-        if x[1] != self.sizes[0] {
-            return Err(KernelError::shape(
-                op,
-                format!(
-                    "x has shape {} but W1 has shape {}",
-                    fmt_shape(&x),
-                    fmt_shape(&self.sizes[..2])
-                ),
-            ));
-        }
+        self.optimizer.check_state_sets(op, state.len())?;
+        check_width(op, x, [self.sizes[0], self.sizes[1]])?;
         t.check(op, x[0], self.sizes[self.sizes.len() - 1])
     }
 
@@ -271,21 +252,7 @@ impl<T: Lanes> MultiTrainer<T> {
                 while s < total {
                     batch.clear();
                     batch.extend(batches.row(s).iter().map(|&i| i as usize));
-                    rows.clear();
-                    let sp = match x {
-                        Rows::Dense(x) => {
-                            scratch.clear(x.ncols());
-                            for &i in &batch {
-                                scratch.push_row(x.row(i));
-                            }
-                            rows.extend(0..batch.len());
-                            &scratch
-                        }
-                        Rows::Sparse(sp) => {
-                            rows.extend_from_slice(&batch);
-                            sp
-                        }
-                    };
+                    let sp = gather(x, batch.iter().copied(), &mut scratch, &mut rows);
                     let iter = first_iter + s as u64 + 1;
                     losses.push(self.step(&mut p, &mut st, sp, &rows, &batch, t, iter, threads));
                     s += 1;
@@ -514,14 +481,6 @@ pub struct Layer<'a, T> {
     pub b: ArrayView1<'a, T>,
 }
 
-/// Per-thread buffers of [`predict_multi`]: compressed rows, row indices, and each
-/// layer's activations.
-struct EvalScratch<T> {
-    sp: SparseRows<T>,
-    rows: Vec<usize>,
-    a: Vec<Vec<T>>,
-}
-
 /// Predicted classes (argmax of the output, first maximum on ties as `np.argmax`) of
 /// every row of x for the net of `layers` (at least two) with `activation` after every
 /// hidden layer. Parallel over blocks of rows. Errors: fewer than two layers, shapes
@@ -555,16 +514,7 @@ pub fn predict_multi<T: Lanes>(
         }
         sizes.push(want[1]);
     }
-    if x.ncols() != sizes[0] {
-        return Err(KernelError::shape(
-            OP,
-            format!(
-                "x has shape {} but W1 has shape {}",
-                fmt_shape(&[x.nrows(), x.ncols()]),
-                fmt_shape(layers[0].w.shape())
-            ),
-        ));
-    }
+    check_width(OP, [x.nrows(), x.ncols()], [sizes[0], sizes[1]])?;
     let (d, h1, k) = (sizes[0], sizes[1], sizes[sizes.len() - 1]);
     let hp = padded::<T>(h1);
     let mut w1p = Vec::new();
@@ -578,25 +528,11 @@ pub fn predict_multi<T: Lanes>(
     for (p, &b) in b1p.iter_mut().zip(layers[0].b.iter()) {
         *p = b;
     }
-    let block = |ws: &mut EvalScratch<T>, (b, out): (usize, &mut [usize])| {
+    Ok(predict_blocks(x.nrows(), |ws, (b, out)| {
         let (lo, n) = (b * EVAL_ROWS, out.len());
-        ws.rows.clear();
-        let sp = match x {
-            Rows::Dense(x) => {
-                ws.sp.clear(d);
-                for r in lo..lo + n {
-                    ws.sp.push_row(x.row(r));
-                }
-                ws.rows.extend(0..n);
-                &ws.sp
-            }
-            Rows::Sparse(s) => {
-                ws.rows.extend(lo..lo + n);
-                s
-            }
-        };
-        ws.a.resize(2 * layers.len(), Vec::new());
-        let (first, rest) = ws.a.split_at_mut(2);
+        let sp = gather(x, lo..lo + n, &mut ws.sp, &mut ws.rows);
+        ws.layers.resize(2 * layers.len(), Vec::new());
+        let (first, rest) = ws.layers.split_at_mut(2);
         let [a0, z0] = first else { return };
         a0.resize(n * hp, T::zero());
         z0.resize(n * hp, T::zero());
@@ -617,7 +553,7 @@ pub fn predict_multi<T: Lanes>(
                 ArrayViewMut2::from_shape((n, fan_out), &mut a[..]),
             );
             if let (Ok(zv), Ok(av)) = views {
-                super::matmul::gemm_into(zv, layers[l].w, av, true);
+                gemm_into(zv, layers[l].w, av, true);
             }
             if l + 1 < layers.len() {
                 z.resize(a.len(), T::zero());
@@ -629,27 +565,7 @@ pub fn predict_multi<T: Lanes>(
             stride = fan_out;
         }
         argmax_rows(prev, k, out);
-    };
-    let n = x.nrows();
-    let mut pred = vec![0usize; n];
-    let scratch = || EvalScratch {
-        sp: SparseRows::default(),
-        rows: Vec::new(),
-        a: Vec::new(),
-    };
-    parallel::install(|threads| {
-        if threads > 1 && n > EVAL_ROWS {
-            pred.par_chunks_mut(EVAL_ROWS)
-                .enumerate()
-                .for_each_init(scratch, block);
-        } else {
-            let mut ws = scratch();
-            pred.chunks_mut(EVAL_ROWS)
-                .enumerate()
-                .for_each(|part| block(&mut ws, part));
-        }
-    });
-    Ok(pred)
+    }))
 }
 
 /// Fraction of rows of x whose predicted class equals the target (labels, or the
