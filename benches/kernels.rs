@@ -9,8 +9,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ferrograd::kernels::numgrad::{
     numerical_gradient_bruteforce, numerical_gradient_fast, Activation, TwoLayerNet,
 };
-use ferrograd::kernels::train::{Optimizer, ParamsMut, Rows, SparseRows, Trainer};
+use ferrograd::kernels::train::{Optimizer, ParamsMut, Rows, SparseRows};
 use ferrograd::kernels::train_multi::{LayerMut, MultiTrainer};
+use ferrograd::kernels::two_layer::Trainer;
 use ferrograd::kernels::{activation, loss, matmul, softmax, Float, Targets};
 use ndarray::{Array1, Array2};
 

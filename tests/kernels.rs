@@ -3,7 +3,8 @@
 
 use ferrograd::error::Result;
 use ferrograd::kernels::numgrad::{Activation, TwoLayerNet};
-use ferrograd::kernels::train::{self, Optimizer, ParamsMut, Rows, SparseRows, Trainer};
+use ferrograd::kernels::train::{self, Optimizer, ParamsMut, Rows, SparseRows};
+use ferrograd::kernels::two_layer::Trainer;
 use ferrograd::kernels::Targets;
 use ndarray::{Array1, Array2, Axis};
 
@@ -135,49 +136,54 @@ fn max_abs_diff(a: &Net, b: &Net) -> f64 {
 #[test]
 fn fused_steps_equal_gradient_then_update() -> Result<()> {
     let (x, t, batches) = data(30, 25);
-    let sparse = SparseRows::from_dense(x.view())?;
-    for act in [Activation::Sigmoid, Activation::Relu] {
-        for opt in [
-            Optimizer::Sgd { lr: 0.5 },
-            Optimizer::Momentum {
-                lr: 0.2,
-                momentum: 0.9,
-            },
-        ] {
-            let mut want = init();
-            let mut v = zeros_like(&want);
-            composed(&mut want, &mut v, &x, &t, &batches, act, opt)?;
-            for rows in [Rows::Dense(x.view()), Rows::Sparse(&sparse)] {
-                let mut got = init();
-                let mut state = zeros_like(&got);
-                let mut trainer = Trainer::new(D, H, K, act, opt)?;
-                let mut sets: Vec<ParamsMut<'_, f64>> = match opt {
-                    Optimizer::Sgd { .. } => vec![],
-                    _ => vec![params_mut(&mut state)],
-                };
-                let losses = trainer.run(
-                    &mut params_mut(&mut got),
-                    &mut sets,
-                    rows,
-                    Targets::Labels(t.view()),
-                    batches.view(),
-                    0,
-                    &|| false,
-                )?;
-                drop(sets);
-                assert_eq!(losses.len(), batches.nrows());
-                assert!(losses.iter().all(|l| l.is_finite()));
-                let diff = max_abs_diff(&got, &want);
-                assert!(
-                    diff <= 1e-12,
-                    "{act:?} {opt:?}: max |fused − composed| = {diff:e}"
-                );
-                if let Optimizer::Momentum { .. } = opt {
-                    let dv = max_abs_diff(&state, &v);
-                    assert!(dv <= 1e-12, "{act:?}: velocity differs by {dv:e}");
+    // Pixel-like values (k/255) compress to coded entries, the others to pairs.
+    let pixels = x.mapv(|v| (v * 255.0).round() / 255.0);
+    for (x, coded) in [(x, false), (pixels, true)] {
+        let sparse = SparseRows::from_dense(x.view())?;
+        assert_eq!(sparse.is_coded(), coded);
+        for act in [Activation::Sigmoid, Activation::Relu] {
+            for opt in [
+                Optimizer::Sgd { lr: 0.5 },
+                Optimizer::Momentum {
+                    lr: 0.2,
+                    momentum: 0.9,
+                },
+            ] {
+                let mut want = init();
+                let mut v = zeros_like(&want);
+                composed(&mut want, &mut v, &x, &t, &batches, act, opt)?;
+                for rows in [Rows::Dense(x.view()), Rows::Sparse(&sparse)] {
+                    let mut got = init();
+                    let mut state = zeros_like(&got);
+                    let mut trainer = Trainer::new(D, H, K, act, opt)?;
+                    let mut sets: Vec<ParamsMut<'_, f64>> = match opt {
+                        Optimizer::Sgd { .. } => vec![],
+                        _ => vec![params_mut(&mut state)],
+                    };
+                    let losses = trainer.run(
+                        &mut params_mut(&mut got),
+                        &mut sets,
+                        rows,
+                        Targets::Labels(t.view()),
+                        batches.view(),
+                        0,
+                        &|| false,
+                    )?;
+                    drop(sets);
+                    assert_eq!(losses.len(), batches.nrows());
+                    assert!(losses.iter().all(|l| l.is_finite()));
+                    let diff = max_abs_diff(&got, &want);
+                    assert!(
+                        diff <= 1e-12,
+                        "{act:?} {opt:?}: max |fused − composed| = {diff:e}"
+                    );
+                    if let Optimizer::Momentum { .. } = opt {
+                        let dv = max_abs_diff(&state, &v);
+                        assert!(dv <= 1e-12, "{act:?}: velocity differs by {dv:e}");
+                    }
+                    // It trained: the parameters moved.
+                    assert!(max_abs_diff(&got, &init()) > 1e-3);
                 }
-                // It trained: the parameters moved.
-                assert!(max_abs_diff(&got, &init()) > 1e-3);
             }
         }
     }

@@ -4,6 +4,9 @@ composed path: the book's backprop gradient and optimizer update in NumPy."""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -317,3 +320,42 @@ def test_fused_trainer_compresses_each_array_once(rng):
     assert tr._rows(x, train=True) is rows  # evaluating another array keeps the training one
     # Lists and other shapes take the direct path (and the kernel's own errors).
     assert isinstance(tr._rows(x.tolist(), train=False), np.ndarray)
+
+
+THREADS_SCRIPT = """
+import hashlib
+import numpy as np
+import ferrograd as fg
+from ferrograd.fused import FusedTrainer
+
+rng = np.random.default_rng(3)
+x = rng.integers(0, 256, (400, 784)) * (rng.random((400, 784)) < 0.2) / 255.0
+t = rng.integers(0, 10, 400)
+batches = rng.integers(0, 400, (40, 100))
+for dtype in (np.float32, np.float64):
+    for opt in (fg.SGD(lr=0.1), fg.Adam(lr=0.001)):
+        net = fg.TwoLayerNet(784, 50, 10, seed=0, dtype=dtype)
+        losses = FusedTrainer(net, opt).run_epoch(x.astype(dtype), t, batches)
+        digest = hashlib.sha256(losses.tobytes())
+        for key in ("W1", "b1", "W2", "b2"):
+            digest.update(np.ascontiguousarray(net.params[key]).tobytes())
+        print(np.dtype(dtype).name, type(opt).__name__, digest.hexdigest())
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    """The hidden layer is split the same way whatever the pool size: bit for bit."""
+    outs = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
+        run = subprocess.run(
+            [sys.executable, "-c", THREADS_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        outs.append(run.stdout)
+    assert len(outs[0].splitlines()) == 4
+    assert outs[0] == outs[1]

@@ -14,8 +14,9 @@ use super::convert::{
 };
 use super::numgrad::{activation as parse_activation, Params, SignalCheck};
 use crate::kernels::numgrad::Activation;
-use crate::kernels::train::{self as k, Lanes, Optimizer, ParamsMut, Rows, Trainer};
+use crate::kernels::train::{self as k, Lanes, Optimizer, ParamsMut, Rows};
 use crate::kernels::train_multi::{self as km, Layer, LayerMut, MultiTrainer};
+use crate::kernels::two_layer::Trainer;
 use crate::kernels::Float;
 
 const NAMES: [&str; 4] = ["W1", "b1", "W2", "b2"];

@@ -99,6 +99,30 @@ pub fn zip_slice<T: Copy>(x: &[T], y: &[T], z: &mut [T], f: impl Fn(T, T) -> T) 
     }
 }
 
+/// v·x + a: one fused multiply-add where the CPU has it (`fma`), else a product and a
+/// sum (as the FMA library call would be slow).
+#[inline(always)]
+pub(crate) fn madd<T: super::Float>(v: T, x: T, a: T, fma: bool) -> T {
+    if fma {
+        v.mul_add(x, a)
+    } else {
+        v * x + a
+    }
+}
+
+/// Whether this compiled version of the calling kernel has FMA instructions.
+macro_rules! has_fma {
+    () => {{
+        #[target_cfg(target_feature = "fma")]
+        const FMA: bool = true;
+        #[target_cfg(not(target_feature = "fma"))]
+        const FMA: bool = false;
+        FMA
+    }};
+}
+
+pub(crate) use has_fma;
+
 #[cfg(test)]
 mod tests {
     use super::*;

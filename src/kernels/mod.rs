@@ -4,14 +4,17 @@
 //! strides, and returns new arrays (or writes an `_into` output).
 
 pub mod activation;
+pub mod aligned;
 pub mod loss;
 pub mod math;
 pub mod matmul;
 pub mod numgrad;
 pub mod parallel;
 pub mod softmax;
+pub mod sparse;
 pub mod train;
 pub mod train_multi;
+pub mod two_layer;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;

@@ -12,9 +12,11 @@
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
 
+use super::aligned::Aligned;
 use super::matmul::gemm_into;
 use super::numgrad::Activation;
 use super::parallel::{self, join_spinning};
+use super::sparse::with_source;
 use super::train::{
     act_grad, activate, apply, argmax_rows, check_batches, check_width, forward_rows, gather,
     hit_rate, input_grad, pad_rows, padded, predict_blocks, softmax_cross_entropy_grad, split,
@@ -57,18 +59,18 @@ pub struct MultiTrainer<T> {
     optimizer: Optimizer,
     /// λ of the L2 weight decay: the loss adds ½·λ·Σ‖W‖², each dW adds λ·W.
     decay: f64,
-    w1p: Vec<T>,
-    gw1p: Vec<T>,
-    state_w1p: [Vec<T>; 2],
+    w1p: Aligned<T>,
+    gw1p: Aligned<T>,
+    state_w1p: [Aligned<T>; 2],
     b1p: Vec<T>,
     /// The second thread's partial first-layer sums (n, hp), and its zero bias.
-    a0b: Vec<T>,
+    a0b: Aligned<T>,
     zero_b: Vec<T>,
     /// Per hidden layer j: pre-activations, activations and dL/d(pre-activation),
     /// (n, hp) for j = 0 and (n, sizes[j + 1]) after it.
-    a: Vec<Vec<T>>,
-    z: Vec<Vec<T>>,
-    dz: Vec<Vec<T>>,
+    a: Vec<Aligned<T>>,
+    z: Vec<Aligned<T>>,
+    dz: Vec<Aligned<T>>,
     /// Logits, then dL/dlogits (n, k).
     y: Vec<T>,
     /// Per weight layer l ≥ 1: dW (sizes[l], sizes[l + 1]); per layer: db (hp for l = 0).
@@ -116,15 +118,15 @@ impl<T: Lanes> MultiTrainer<T> {
             activation,
             optimizer,
             decay,
-            w1p: Vec::new(),
-            gw1p: Vec::new(),
-            state_w1p: [Vec::new(), Vec::new()],
+            w1p: Aligned::default(),
+            gw1p: Aligned::default(),
+            state_w1p: Default::default(),
             b1p: vec![T::zero(); hp],
-            a0b: Vec::new(),
+            a0b: Aligned::default(),
             zero_b: vec![T::zero(); hp],
-            a: vec![Vec::new(); layers - 1],
-            z: vec![Vec::new(); layers - 1],
-            dz: vec![Vec::new(); layers - 1],
+            a: vec![Aligned::default(); layers - 1],
+            z: vec![Aligned::default(); layers - 1],
+            dz: vec![Aligned::default(); layers - 1],
             y: Vec::new(),
             gw: (0..layers)
                 .map(|l| {
@@ -328,13 +330,24 @@ impl<T: Lanes> MultiTrainer<T> {
             let (ah, bh) = (&mut a[0][..], &mut a0b[..]);
             let [c0, c1] = &mut *cols;
             let (b1, zb) = (&b1p[..], &zero_b[..]);
-            join_spinning(
-                || forward_rows(ah, sp, rows, &[], w0, b1, 0, m, Some(c0)),
-                || forward_rows(bh, sp, rows, &[], w1, zb, m, d, Some(c1)),
-            );
+            with_source!(sp, |src| join_spinning(
+                || forward_rows(ah, src, rows, &[], w0, b1, 0, m, Some(c0)),
+                || forward_rows(bh, src, rows, &[], w1, zb, m, d, Some(c1)),
+            ));
             activate(&mut a[0], a0b, &mut z[0], act);
         } else {
-            forward_rows(&mut a[0], sp, rows, &[], w1p, b1p, 0, d, Some(&mut cols[0]));
+            let (a0, c0) = (&mut a[0], Some(&mut cols[0]));
+            with_source!(sp, |src| forward_rows(
+                a0,
+                src,
+                rows,
+                &[],
+                w1p,
+                b1p,
+                0,
+                d,
+                c0
+            ));
             activate(&mut a[0], &[], &mut z[0], act);
         }
         let mut middle = || {
@@ -414,12 +427,12 @@ impl<T: Lanes> MultiTrainer<T> {
         let (loss, penalty) = if two {
             join_spinning(middle, || {
                 for c in cols.iter_mut() {
-                    c.fill(sp);
+                    with_source!(sp, |src| c.fill(src));
                 }
             })
             .0
         } else {
-            cols[0].fill(sp);
+            with_source!(sp, |src| cols[0].fill(src));
             middle()
         };
         // dW1 = xᵀ·dz1 and the update of W1 (SGD: without forming dW1), by halves of the
@@ -517,7 +530,7 @@ pub fn predict_multi<T: Lanes>(
     check_width(OP, [x.nrows(), x.ncols()], [sizes[0], sizes[1]])?;
     let (d, h1, k) = (sizes[0], sizes[1], sizes[sizes.len() - 1]);
     let hp = padded::<T>(h1);
-    let mut w1p = Vec::new();
+    let mut w1p = Aligned::default();
     pad_rows(
         &mut w1p,
         &layers[0].w.iter().copied().collect::<Vec<T>>(),
@@ -531,12 +544,23 @@ pub fn predict_multi<T: Lanes>(
     Ok(predict_blocks(x.nrows(), |ws, (b, out)| {
         let (lo, n) = (b * EVAL_ROWS, out.len());
         let sp = gather(x, lo..lo + n, &mut ws.sp, &mut ws.rows);
-        ws.layers.resize(2 * layers.len(), Vec::new());
+        ws.layers.resize(2 * layers.len(), Aligned::default());
         let (first, rest) = ws.layers.split_at_mut(2);
         let [a0, z0] = first else { return };
         a0.resize(n * hp, T::zero());
         z0.resize(n * hp, T::zero());
-        forward_rows(a0, sp, &ws.rows, &[], &w1p, &b1p, 0, d, None);
+        let rows = &ws.rows;
+        with_source!(sp, |src| forward_rows(
+            a0,
+            src,
+            rows,
+            &[],
+            &w1p,
+            &b1p,
+            0,
+            d,
+            None
+        ));
         activate(a0, &[], z0, activation);
         let (mut prev, mut stride): (&[T], usize) = (z0, hp);
         for (l, pair) in (1..layers.len()).zip(rest.chunks_exact_mut(2)) {
@@ -585,7 +609,8 @@ pub fn accuracy_multi<T: Lanes>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::train::{ParamsMut, Trainer};
+    use crate::kernels::train::ParamsMut;
+    use crate::kernels::two_layer::Trainer;
     use ndarray::{Array1, Array2};
 
     fn filled(rows: usize, cols: usize, seed: usize, zeros: bool) -> Array2<f64> {
