@@ -265,15 +265,20 @@ def test_fused_trainer_wrapper_keeps_arrays_and_optimizer_state(rng):
         fused.FusedTrainer(Net(params={}, activation="relu"), opt)
 
 
-def test_sparse_rows_give_the_dense_results(rng):
+@pytest.mark.parametrize("values", ["continuous", "pixels"])
+def test_sparse_rows_give_the_dense_results(rng, values):
     x = rng.random((120, 15))
     x[x < 0.7] = 0.0
     x[3] = 0.0  # an all-zero row
+    if values == "pixels":  # k/255: few distinct values, kept as 4-byte codes
+        x = np.round(x * 255) / 255
     t = rng.integers(0, 4, size=120)
     batches = rng.integers(0, 120, size=(12, 10))
     sp = _core.SparseRows(x)
     assert sp.shape == (120, 15) and sp.dtype == "float64"
     assert sp.nnz == np.count_nonzero(x)
+    per_entry, table = (4, 256 * 8) if values == "pixels" else (16, 0)
+    assert sp.nbytes == 8 * 121 + per_entry * sp.nnz + table
     assert "nnz=" in repr(sp)
     for name in ("sgd", "adam"):
         dense = init(rng, 15, 9, 4, std=0.5)

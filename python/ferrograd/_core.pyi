@@ -96,7 +96,8 @@ def two_layer_predict_labels(
 
 @final
 class SparseRows:
-    """The non-zero entries of a float32/float64 matrix (n, d), compressed once (CSR)."""
+    """The non-zero entries of a float32/float64 matrix (n, d), compressed once (CSR;
+    4 bytes per entry when it has at most 256 distinct non-zero values)."""
 
     def __new__(cls, x: NDArray[np.float32] | NDArray[np.float64]) -> SparseRows: ...
     @property
@@ -105,6 +106,8 @@ class SparseRows:
     def dtype(self) -> str: ...
     @property
     def nnz(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
 
 @final
 class MultiLayerTrainer:

@@ -348,6 +348,15 @@ impl<T: Float> SparseRows<T> {
         }
     }
 
+    /// Bytes held: row starts, entries and the value table.
+    pub fn nbytes(&self) -> usize {
+        let entries = match &self.store {
+            Store::Coded { entries, .. } => 4 * entries.len() + CODES * std::mem::size_of::<T>(),
+            Store::Plain { entries } => std::mem::size_of_val(&entries[..]),
+        };
+        std::mem::size_of_val(&self.ptr[..]) + entries
+    }
+
     /// Whether entries are stored as 4-byte codes (column and value code).
     pub fn is_coded(&self) -> bool {
         matches!(self.store, Store::Coded { .. })
