@@ -131,6 +131,31 @@ def test_hundred_steps_equal_the_composed_path(mnist_small, name, activation):
         np.testing.assert_allclose(arr, book_state[o], rtol=1e-9, atol=1e-12, err_msg=str(o))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("hidden", [33, 70, 130])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_other_hidden_sizes_equal_the_composed_path(rng, hidden, name, dtype):
+    """Uneven parts (33 = 17 + 16) and parts of several register blocks (70, 130)."""
+    x = np.round(rng.random((300, 60)) * 255 * (rng.random((300, 60)) < 0.3)) / 255
+    t = rng.integers(0, 10, size=300)
+    params = init(rng, 60, hidden, 10, std=0.3)
+    want = {k: v.copy() for k, v in params.items()}
+    batches = rng.integers(0, 300, size=(20, 50))
+    book_state: dict = {}
+    for it, b in enumerate(batches, start=1):
+        grads = ref.two_layer_backprop(want, x[b], t[b], "sigmoid")
+        book_update(name, HYPER[name], want, grads, book_state, it)
+    xd = x.astype(dtype)
+    atol = 1e-10 if dtype == np.float64 else 1e-5
+    for rows in (xd, _core.SparseRows(xd)):
+        got = {k: v.astype(dtype) for k, v in params.items()}
+        _core.TwoLayerTrainer(
+            60, hidden, 10, optimizer=name, dtype=np.dtype(dtype).name, **HYPER[name]
+        ).run([got[k] for k in KEYS], state_arrays(name, got), rows, t, batches)
+        for key in KEYS:
+            np.testing.assert_allclose(got[key], want[key], rtol=0, atol=atol, err_msg=key)
+
+
 def test_one_hot_targets_and_float32(rng):
     x = rng.random((300, 20))
     x[x < 0.6] = 0.0
