@@ -219,9 +219,10 @@ impl<T: Float> Part<T> {
     }
 
     /// Phase 2 of a step: softmax and cross-entropy from every part's logits, the
-    /// gradients of this part's units, the updates of b1, W2, b2 and W1 (column by
-    /// batch row), and the next batch's pre-activations when `next` holds it. Returns
-    /// the batch's summed loss.
+    /// gradients of this part's units, the updates of b1, W2, b2 and W1 (W1 batch row by
+    /// batch row), and the next batch's pre-activations when `next` holds it (row q
+    /// also starts loading row `after[q]`, of the batch after). Returns the batch's
+    /// summed loss.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
