@@ -6,7 +6,7 @@
 //! per entry instead of 8 (f32) or 12 (f64): the batch rows a training step reads from
 //! memory at random arrive two to three times sooner. Matrices with more distinct
 //! values (or 2²⁴ columns or more) keep (column, value) pairs. Kernels are written once
-//! against [`Source`] and run on either layout ([`with_source!`]).
+//! against [`Source`] and run on either layout (`with_source!`).
 
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
@@ -93,7 +93,7 @@ pub struct Plain<'a, T> {
     entries: &'a [(u32, T)],
 }
 
-/// Either layout; see [`with_source!`].
+/// Either layout; kernels take it apart with `with_source!`.
 #[derive(Debug, Clone, Copy)]
 pub enum AnySource<'a, T> {
     Coded(Coded<'a, T>),

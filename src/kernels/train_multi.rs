@@ -3,9 +3,9 @@
 //! cross-entropy, optional L2 weight decay) without dropout or batch norm.
 //!
 //! One call runs many steps, each the batch gather, forward, backprop and optimizer
-//! update in place, with the buffers reused. The first layer works as in
-//! [`super::train`]: on the non-zero inputs only (rows compressed once), W1 padded to
-//! whole register blocks, dW1 and the W1 update column by column. The layers after it
+//! update in place, with the buffers reused. The first layer works on the non-zero
+//! inputs only (rows compressed once, [`super::sparse`]), W1 padded to whole register
+//! blocks, dW1 and the W1 update column by column. The layers after it
 //! are dense products through the GEMM. With two threads each takes half of the inputs
 //! (rows of W1) in the first layer's forward pass and update, and one sorts the batch's
 //! inputs by column while the other runs the dense layers.
@@ -49,7 +49,7 @@ type Slices<'s, T> = Vec<[&'s mut [T]; 2]>;
 
 /// The fused trainer of a net of widths `sizes` = [d, h1, …, k] (at least one hidden
 /// layer; the book's `TwoLayerNet` shape has a faster two-thread path in
-/// [`super::train::Trainer`]).
+/// [`super::two_layer::Trainer`]).
 #[derive(Debug)]
 pub struct MultiTrainer<T> {
     sizes: Vec<usize>,
