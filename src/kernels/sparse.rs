@@ -362,7 +362,7 @@ impl<T: Float> SparseRows<T> {
         matches!(self.store, Store::Coded { .. })
     }
 
-    /// The rows for the kernels; see [`with_source!`].
+    /// The rows for the kernels (taken apart with `with_source!`).
     #[inline(always)]
     pub fn source(&self) -> AnySource<'_, T> {
         match &self.store {
