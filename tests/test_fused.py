@@ -363,18 +363,23 @@ x = rng.integers(0, 256, (400, 784)) * (rng.random((400, 784)) < 0.2) / 255.0
 t = rng.integers(0, 10, 400)
 batches = rng.integers(0, 400, (40, 100))
 for dtype in (np.float32, np.float64):
-    for opt in (fg.SGD(lr=0.1), fg.Adam(lr=0.001)):
-        net = fg.TwoLayerNet(784, 50, 10, seed=0, dtype=dtype)
-        losses = FusedTrainer(net, opt).run_epoch(x.astype(dtype), t, batches)
-        digest = hashlib.sha256(losses.tobytes())
-        for key in ("W1", "b1", "W2", "b2"):
-            digest.update(np.ascontiguousarray(net.params[key]).tobytes())
-        print(np.dtype(dtype).name, type(opt).__name__, digest.hexdigest())
+    for make_opt in (lambda: fg.SGD(lr=0.1), lambda: fg.Adam(lr=0.001)):
+        for net in (
+            fg.TwoLayerNet(784, 50, 10, seed=0, dtype=dtype),
+            fg.MultiLayerNet(784, [60, 40], 10, activation="relu", seed=0, dtype=dtype),
+        ):
+            opt = make_opt()
+            losses = FusedTrainer(net, opt).run_epoch(x.astype(dtype), t, batches)
+            digest = hashlib.sha256(losses.tobytes())
+            for key in sorted(net.params):
+                digest.update(np.ascontiguousarray(net.params[key]).tobytes())
+            print(type(net).__name__, np.dtype(dtype).name, type(opt).__name__, digest.hexdigest())
 """
 
 
 def test_results_do_not_depend_on_the_number_of_threads():
-    """The hidden layer is split the same way whatever the pool size: bit for bit."""
+    """The first hidden layer is split the same way whatever the pool size: bit for bit,
+    for the two-layer and the multi-layer trainer."""
     outs = []
     for threads in ("1", "2"):
         env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
@@ -387,5 +392,5 @@ def test_results_do_not_depend_on_the_number_of_threads():
         )
         assert run.returncode == 0, run.stderr
         outs.append(run.stdout)
-    assert len(outs[0].splitlines()) == 4
+    assert len(outs[0].splitlines()) == 8
     assert outs[0] == outs[1]

@@ -56,7 +56,8 @@ def test_hundred_steps_equal_the_layer_by_layer_path(sample, name, activation):
     atol = 1e-12 if name in ("sgd", "momentum", "nesterov") else 1e-9
     for key, value in want.params.items():
         np.testing.assert_allclose(net.params[key], value, rtol=1e-10, atol=atol, err_msg=key)
-    np.testing.assert_allclose(losses, want_losses, rtol=1e-11, atol=0)
+    # The losses follow the parameters: as close as they are.
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-11 if atol < 1e-9 else 1e-9, atol=0)
     assert want_losses[-10:].mean() < want_losses[:10].mean()  # it trained
     for slot in ("v", "h", "m"):  # the optimizer's state, as the book's dicts hold it
         if getattr(want_opt, slot, None) is not None:

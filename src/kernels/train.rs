@@ -242,29 +242,19 @@ fn axpy_block<T: Lanes>(acc: T::Block, v: T, w: &[T], fma: bool) -> T::Block {
 /// Rows ahead whose inputs are prefetched in [`forward_rows`].
 const PREFETCH_ROWS: usize = 4;
 
-/// Hidden pre-activations of the batch rows `rows` of `sp` from their non-zero entries
-/// in columns lo..hi: a[q, ..] = b + Σ_{lo ≤ i < hi} x[rows[q], i]·W1[i, ..]. a: (n, hp);
-/// w1: rows lo..hi of W1 (d, hp); b (hp); hp a whole number of blocks. Two interleaved sums per block hide
-/// the add latency. Row q also prefetches row `ahead[q]` (the next batch: rows scattered
-/// over a large matrix then arrive from memory long before they are needed). Unless
-/// `cols` is None, it also counts the entries per column for [`BatchColumns::fill`].
+/// Hidden pre-activations of the rows `rows` of `sp` from their non-zero entries:
+/// a[q, ..] = b + Σ_i x[rows[q], i]·W1[i, ..]. a: (n, hp); W1 (d, hp); b (hp); hp a whole
+/// number of blocks. Two interleaved sums per block hide the add latency; the rows a few
+/// ahead are prefetched.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn forward_rows<T: Lanes, S: Source<T>>(
     a: &mut [T],
     sp: S,
     rows: &[usize],
-    ahead: &[usize],
     w1: &[T],
     b: &[T],
-    lo: usize,
-    hi: usize,
-    mut cols: Option<&mut BatchColumns<T>>,
 ) {
     let (hp, fma) = (b.len(), has_fma!());
-    if let Some(c) = cols.as_deref_mut() {
-        c.start(lo, hi);
-    }
     for &r in rows.iter().take(PREFETCH_ROWS) {
         sp.prefetch_row(r);
     }
@@ -272,18 +262,8 @@ pub(super) fn forward_rows<T: Lanes, S: Source<T>>(
         if let Some(&next) = rows.get(q + PREFETCH_ROWS) {
             sp.prefetch_row(next);
         }
-        if let Some(&next) = ahead.get(q) {
-            sp.prefetch_row(next);
-        }
-        let ([start, _], es) = (sp.span(r), sp.row(r));
-        // Columns ascend: the range is one span of the row.
-        let s = es.partition_point(|&e| S::col(e) < lo);
-        let e = s + es[s..].partition_point(|&e| S::col(e) < hi);
-        let es = &es[s..e];
-        if let Some(c) = cols.as_deref_mut() {
-            c.count::<S>(es, [start + s, start + e]);
-        }
-        let at = |e: S::Entry| (S::col(e) - lo) * hp;
+        let es = sp.row(r);
+        let at = |e: S::Entry| S::col(e) * hp;
         for c0 in (0..hp).step_by(T::WIDTH) {
             let mut acc0 = load::<T>(&b[c0..]);
             let mut acc1 = T::ZERO_BLOCK;
@@ -385,105 +365,6 @@ pub(super) fn act_grad<T: Float>(
     }
 }
 
-/// The batch's non-zero inputs in columns lo..hi, by column: column lo + c holds
-/// `entries[ptr[c]..ptr[c + 1]]`, pairs (batch position, value), positions ascending.
-/// Counted while the forward pass reads the rows ([`forward_rows`]), filled before the
-/// backward pass; the same buffers every step.
-#[derive(Debug, Default)]
-pub(super) struct BatchColumns<T> {
-    lo: usize,
-    /// Entries per column (at c + 1) after counting; column starts after filling.
-    ptr: Vec<usize>,
-    /// Where each batch row's entries in lo..hi lie in the rows' `idx`/`val`.
-    spans: Vec<[usize; 2]>,
-    entries: Vec<(u32, T)>,
-}
-
-impl<T: Float> BatchColumns<T> {
-    /// Starts counting the entries of columns lo..hi.
-    fn start(&mut self, lo: usize, hi: usize) {
-        self.lo = lo;
-        self.ptr.clear();
-        self.ptr.resize(hi - lo + 1, 0);
-        self.spans.clear();
-    }
-
-    /// Counts one row's entries in lo..hi, found at `span` of all entries.
-    #[inline(always)]
-    fn count<S: Source<T>>(&mut self, entries: &[S::Entry], span: [usize; 2]) {
-        let counts = &mut self.ptr[1..];
-        for &e in entries {
-            counts[S::col(e) - self.lo] += 1;
-        }
-        self.spans.push(span);
-    }
-
-    /// Sorts the counted entries of the rows of `sp` by column (stable: each column
-    /// lists its rows in batch order).
-    pub(super) fn fill<S: Source<T>>(&mut self, sp: S) {
-        let (lo, cols) = (self.lo, self.ptr.len() - 1);
-        let ptr = &mut self.ptr;
-        for c in 1..ptr.len() {
-            ptr[c] += ptr[c - 1];
-        }
-        self.entries.resize(ptr[cols], (0, T::zero()));
-        // ptr[c] walks forward as column c fills, ending at the start of column c + 1;
-        // shifted back by one slot afterwards.
-        for (q, &[s, e]) in self.spans.iter().enumerate() {
-            scatter(ptr, &mut self.entries, sp, sp.slice([s, e]), lo, q as u32);
-        }
-        ptr.copy_within(..cols, 1);
-        ptr[0] = 0;
-    }
-}
-
-/// One batch row's entries (columns offset by `lo`) into their columns' next slots:
-/// entries[cur[c]] = (q, v), cur[c] += 1.
-#[inline(always)]
-fn scatter<T: Float, S: Source<T>>(
-    cur: &mut [usize],
-    entries: &mut [(u32, T)],
-    sp: S,
-    row: &[S::Entry],
-    lo: usize,
-    q: u32,
-) {
-    for &e in row {
-        let c = S::col(e) - lo;
-        let at = cur[c];
-        cur[c] = at + 1;
-        entries[at] = (q, sp.value(e));
-    }
-}
-
-/// g (rows lo..hi of a (d, hp) matrix) += scale·xᵀ·da1 over the batch's non-zero inputs
-/// in those columns: g[c, ..] += (scale·x[q, lo + c])·da1[q, ..], q ascending. With g = W1
-/// and scale = −lr this is SGD's update W1 ← W1 − lr·dW1 without forming dW1. Column by
-/// column, each row of g is read and written once and summed in registers; the rows of
-/// da1 it reads stay in the L1 cache.
-#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub(super) fn input_grad<T: Lanes>(g: &mut [T], da1: &[T], cols: &BatchColumns<T>, scale: T) {
-    let hp = g.len() / (cols.ptr.len() - 1).max(1);
-    for (c, gc) in g.chunks_exact_mut(hp).enumerate() {
-        let span = cols.ptr[c]..cols.ptr[c + 1];
-        if span.is_empty() {
-            continue;
-        }
-        let entries = &cols.entries[span];
-        for c0 in (0..hp).step_by(T::WIDTH) {
-            let mut acc = load::<T>(&gc[c0..]);
-            for &(q, v) in entries {
-                let sv = scale * v;
-                let at = q as usize * hp + c0;
-                for (o, &b) in acc.as_mut().iter_mut().zip(&da1[at..at + T::WIDTH]) {
-                    *o = *o + sv * b;
-                }
-            }
-            gc[c0..c0 + T::WIDTH].copy_from_slice(acc.as_ref());
-        }
-    }
-}
-
 /// Logits y (n, k) → dy = (softmax(y) − t)/n in place (max-subtracted, so exp cannot
 /// overflow), gb = Σ_rows dy; returns the batch's summed cross-entropy −Σ t·log(y + δ)
 /// (δ keeps the log finite). Row q's target is row `batch[q]` of t.
@@ -564,19 +445,6 @@ pub(super) fn pad_rows<T: Float>(dst: &mut Aligned<T>, src: &[T], h: usize, hp: 
     for (d, s) in dst.chunks_exact_mut(hp).zip(src.chunks_exact(h)) {
         d[..h].copy_from_slice(s);
     }
-}
-
-/// dst (rows, h) ← src (rows, hp) without the padding.
-pub(super) fn unpad_rows<T: Float>(dst: &mut [T], src: &[T], h: usize, hp: usize) {
-    for (d, s) in dst.chunks_exact_mut(h).zip(src.chunks_exact(hp)) {
-        d.copy_from_slice(&s[..h]);
-    }
-}
-
-/// Splits `s` after `at` elements (all of it when shorter).
-pub(super) fn split<T>(s: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
-    let at = at.min(s.len());
-    s.split_at_mut(at)
 }
 
 /// Errors unless x (n, d) has as many columns as W1 (d, h) has rows.
@@ -684,7 +552,7 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
     } else if let Rows::Dense(x) = x {
         net.check(OP, &x)?;
     }
-    let (d, h, k) = net.sizes();
+    let (_, h, k) = net.sizes();
     let hp = padded::<T>(h);
     let mut w1p = Aligned::default();
     pad_rows(&mut w1p, &net.w1.iter().copied().collect::<Vec<T>>(), h, hp);
@@ -711,17 +579,7 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         z.resize(n * hp, T::zero());
         l.resize(n * k, T::zero());
         let rows = &ws.rows;
-        with_source!(sp, |src| forward_rows(
-            a,
-            src,
-            rows,
-            &[],
-            &w1p,
-            &b1p,
-            0,
-            d,
-            None
-        ));
+        with_source!(sp, |src| forward_rows(a, src, rows, &w1p, &b1p));
         activate(a, &[], z, act);
         logits(l, z, &w2k, &b2, k);
         argmax_rows(l, k, out);
@@ -795,8 +653,5 @@ mod tests {
         let mut p = Aligned::default();
         pad_rows(&mut p, &src, 3, 4);
         assert_eq!(&p[..], [1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0]);
-        let mut back = [0.0; 6];
-        unpad_rows(&mut back, &p, 3, 4);
-        assert_eq!(back, src);
     }
 }

@@ -4,24 +4,23 @@
 //!
 //! One call runs many steps, each the batch gather, forward, backprop and optimizer
 //! update in place, with the buffers reused. The first layer works on the non-zero
-//! inputs only (rows compressed once, [`super::sparse`]), W1 padded to whole register
-//! blocks, dW1 and the W1 update column by column. The layers after it
-//! are dense products through the GEMM. With two threads each takes half of the inputs
-//! (rows of W1) in the first layer's forward pass and update, and one sorts the batch's
-//! inputs by column while the other runs the dense layers.
+//! inputs only (rows compressed once, [`super::sparse`]) and is split between two
+//! threads by hidden units as in [`super::two_layer`]; the layers after it are dense
+//! products through the GEMM, computed in full by both threads from the same numbers.
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};
 
 use super::aligned::Aligned;
 use super::matmul::gemm_into;
 use super::numgrad::Activation;
-use super::parallel::{self, join_spinning};
-use super::sparse::with_source;
+use super::parallel;
+use super::sparse::{gather, with_source, Rows, Source, SparseRows};
 use super::train::{
-    act_grad, activate, apply, argmax_rows, check_batches, check_width, forward_rows, gather,
-    hit_rate, input_grad, pad_rows, padded, predict_blocks, softmax_cross_entropy_grad, split,
-    unpad_rows, BatchColumns, Lanes, Optimizer, Rows, SparseRows, EVAL_ROWS,
+    act_grad, activate as activate_rows, apply, argmax_rows, check_batches, check_width,
+    forward_rows as forward_padded, hit_rate, pad_rows, padded, predict_blocks,
+    softmax_cross_entropy_grad, Lanes, Optimizer, EVAL_ROWS,
 };
+use super::two_layer::{activate, add_input_grad, each, forward_rows, source, w1_columns, BLOCK};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
 
@@ -48,43 +47,464 @@ impl<T: Float> LayerMut<'_, T> {
 type Slices<'s, T> = Vec<[&'s mut [T]; 2]>;
 
 /// The fused trainer of a net of widths `sizes` = [d, h1, …, k] (at least one hidden
-/// layer; the book's `TwoLayerNet` shape has a faster two-thread path in
-/// [`super::two_layer::Trainer`]).
+/// layer).
+///
+/// As the two-layer trainer ([`super::two_layer`]), it splits the first hidden layer
+/// into two parts that two threads own for a whole run: each keeps its units' columns
+/// of W1, their b1 and their rows of W2 (with optimizer state) and runs the input layer
+/// for them. The threads meet twice per step: to add up the second layer's
+/// pre-activations (z1·W2 = Σ_parts z1_p·W2_p, in part order), and at the end of the
+/// step. Everything after that — b2, the later layers, the softmax — each part computes
+/// in full from the same numbers (dense products through the GEMM), so each holds the
+/// same copy of those layers, and the results do not depend on the number of threads.
 #[derive(Debug)]
 pub struct MultiTrainer<T> {
     sizes: Vec<usize>,
-    /// h1 rounded up to whole register blocks: the row length of W1's padded copy.
-    hp: usize,
     activation: Activation,
     optimizer: Optimizer,
     /// λ of the L2 weight decay: the loss adds ½·λ·Σ‖W‖², each dW adds λ·W.
     decay: f64,
-    w1p: Aligned<T>,
-    gw1p: Aligned<T>,
-    state_w1p: [Aligned<T>; 2],
-    b1p: Vec<T>,
-    /// The second thread's partial first-layer sums (n, hp), and its zero bias.
-    a0b: Aligned<T>,
-    zero_b: Vec<T>,
-    /// Per hidden layer j: pre-activations, activations and dL/d(pre-activation),
-    /// (n, hp) for j = 0 and (n, sizes[j + 1]) after it.
+    parts: Vec<MultiPart<T>>,
+    shared: Vec<MultiShared<T>>,
+    /// A dense x's rows of this batch and the next, compressed.
+    scratch: [SparseRows<T>; 2],
+}
+
+/// What a part writes in the first phase of a step and every part reads in the second.
+#[derive(Debug, Default)]
+struct MultiShared<T> {
+    /// z1_p·W2_p: (n, sizes[2]).
+    a2: Aligned<T>,
+    /// ½·λ·(‖W1_p‖² + ‖W2_p‖²) at the start of the step.
+    penalty: f64,
+}
+
+/// One layer's weights and bias, or their gradients or one optimizer state set.
+#[derive(Debug, Clone, Default)]
+struct Dense<T> {
+    w: Aligned<T>,
+    b: Aligned<T>,
+}
+
+/// One part: units lo..hi of the first hidden layer (padded to wp) with their W1
+/// columns, b1 and W2 rows, and its own copy of everything after.
+#[derive(Debug)]
+struct MultiPart<T> {
+    lo: usize,
+    hi: usize,
+    wp: usize,
+    /// W1[:, lo..hi] (d × wp, in column blocks as [`super::two_layer`]), its gradient
+    /// (not needed by plain SGD) and state.
+    w1: Aligned<T>,
+    gw1: Aligned<T>,
+    sw1: [Aligned<T>; 2],
+    /// b1[lo..hi] (wp).
+    b1: Aligned<T>,
+    gb1: Aligned<T>,
+    sb1: [Aligned<T>; 2],
+    /// W2[lo..hi, :] (hi − lo, sizes[2]).
+    w2: Aligned<T>,
+    gw2: Aligned<T>,
+    sw2: [Aligned<T>; 2],
+    /// Per layer l ≥ 1: its bias, and for l ≥ 2 its weights (empty for l = 1), with
+    /// gradients and state.
+    rest: Vec<Dense<T>>,
+    grest: Vec<Dense<T>>,
+    srest: [Vec<Dense<T>>; 2],
+    /// First hidden layer: pre-activations, activations, gradient (n × wp).
+    a1: Aligned<T>,
+    z1: Aligned<T>,
+    da1: Aligned<T>,
+    /// Per later hidden layer l (1 ≤ l < layers − 1): pre-activations, activations,
+    /// gradient (n × sizes[l + 1]); index 0 unused.
     a: Vec<Aligned<T>>,
     z: Vec<Aligned<T>>,
     dz: Vec<Aligned<T>>,
-    /// Logits, then dL/dlogits (n, k).
-    y: Vec<T>,
-    /// Per weight layer l ≥ 1: dW (sizes[l], sizes[l + 1]); per layer: db (hp for l = 0).
-    gw: Vec<Vec<T>>,
-    gb: Vec<Vec<T>>,
-    /// The batch's inputs by column, for each thread's half of them.
-    cols: [BatchColumns<T>; 2],
-    /// A dense x's batch rows, compressed each step.
-    scratch: SparseRows<T>,
+    /// Logits, then dL/dlogits (n × k).
+    y: Aligned<T>,
+}
+
+/// Σ v² in f64.
+fn squares<T: Float>(w: &[T]) -> f64 {
+    w.iter().fold(0.0_f64, |s, &v| s + (v * v).to_f64())
+}
+
+/// c (n, m) ← a·b or c + a·b, with a's rows `stride` apart.
+fn product<T: Float>(
+    c: &mut [T],
+    a: &[T],
+    b: &[T],
+    (n, k, m): (usize, usize, usize),
+    stride: usize,
+    accumulate: bool,
+) {
+    let views = (
+        ArrayView2::from_shape((n, k).strides((stride, 1)), a),
+        ArrayView2::from_shape((k, m), b),
+        ArrayViewMut2::from_shape((n, m), c),
+    );
+    if let (Ok(a), Ok(b), Ok(c)) = views {
+        gemm_into(a, b, c, accumulate);
+    }
+}
+
+/// g (k, m) ← aᵀ·d for a (n, k) with rows `stride` apart and d (n, m).
+fn product_tn<T: Float>(
+    g: &mut [T],
+    a: &[T],
+    d: &[T],
+    (n, k, m): (usize, usize, usize),
+    stride: usize,
+) {
+    let views = (
+        ArrayView2::from_shape((n, k).strides((stride, 1)), a),
+        ArrayView2::from_shape((n, m), d),
+        ArrayViewMut2::from_shape((k, m), g),
+    );
+    if let (Ok(a), Ok(d), Ok(g)) = views {
+        gemm_into(a.t(), d, g, false);
+    }
+}
+
+/// c (n, k) with rows `stride` apart ← d·wᵀ for d (n, m) and w (k, m).
+fn product_nt<T: Float>(
+    c: &mut [T],
+    d: &[T],
+    w: &[T],
+    (n, k, m): (usize, usize, usize),
+    stride: usize,
+) {
+    let views = (
+        ArrayView2::from_shape((n, m), d),
+        ArrayView2::from_shape((k, m), w),
+        ArrayViewMut2::from_shape((n, k).strides((stride, 1)), c),
+    );
+    if let (Ok(d), Ok(w), Ok(c)) = views {
+        gemm_into(d, w.t(), c, false);
+    }
+}
+
+/// g += λ·w.
+fn add_decay<T: Float>(g: &mut [T], w: &[T], decay: f64) {
+    let lambda = T::lit(decay);
+    for (g, &w) in g.iter_mut().zip(w) {
+        *g = *g + lambda * w;
+    }
+}
+
+impl<T: Float> MultiPart<T> {
+    /// The part of units lo..hi of a net of `sizes`; None when the memory cannot be had.
+    fn new(sizes: &[usize], lo: usize, hi: usize, opt: Optimizer, decay: f64) -> Option<Self> {
+        let (d, s2) = (sizes[0], sizes[2]);
+        let wp = (hi - lo).div_ceil(BLOCK) * BLOCK;
+        let slots = opt.state_slots();
+        let z = |len: Option<usize>, used: bool| {
+            Aligned::try_filled(if used { len? } else { 0 }, T::zero())
+        };
+        let (dw, w2) = (d.checked_mul(wp), (hi - lo).checked_mul(s2));
+        let layers = sizes.len() - 1;
+        let dense = |used: bool| -> Option<Vec<Dense<T>>> {
+            (0..layers)
+                .map(|l| {
+                    let w = if l >= 2 {
+                        sizes[l].checked_mul(sizes[l + 1])
+                    } else {
+                        Some(0)
+                    };
+                    let b = if l >= 1 { sizes[l + 1] } else { 0 };
+                    Some(Dense {
+                        w: z(w, used)?,
+                        b: z(Some(b), used)?,
+                    })
+                })
+                .collect()
+        };
+        let plain_sgd = matches!(opt, Optimizer::Sgd { .. }) && decay == 0.0;
+        let hidden = || vec![Aligned::default(); layers - 1];
+        Some(MultiPart {
+            lo,
+            hi,
+            wp,
+            w1: z(dw, true)?,
+            gw1: z(dw, !plain_sgd)?,
+            sw1: [z(dw, slots > 0)?, z(dw, slots > 1)?],
+            b1: z(Some(wp), true)?,
+            gb1: z(Some(wp), true)?,
+            sb1: [z(Some(wp), slots > 0)?, z(Some(wp), slots > 1)?],
+            w2: z(w2, true)?,
+            gw2: z(w2, true)?,
+            sw2: [z(w2, slots > 0)?, z(w2, slots > 1)?],
+            rest: dense(true)?,
+            grest: dense(true)?,
+            srest: [dense(slots > 0)?, dense(slots > 1)?],
+            a1: Aligned::default(),
+            z1: Aligned::default(),
+            da1: Aligned::default(),
+            a: hidden(),
+            z: hidden(),
+            dz: hidden(),
+            y: Aligned::default(),
+        })
+    }
+
+    /// Copies one set of the run's layers (parameters or a state set) into this part's
+    /// arrays (`to_part`) or back (`write`: whether this part writes the layers it
+    /// shares with the others).
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        layers: &mut [[&mut [T]; 2]],
+        w1: &mut [T],
+        b1: &mut [T],
+        w2: &mut [T],
+        rest: &mut [Dense<T>],
+        (lo, hi): (usize, usize),
+        to_part: bool,
+        write: bool,
+    ) {
+        let h1 = layers[0][1].len();
+        let s2 = layers[1][0].len() / h1.max(1);
+        let w = hi - lo;
+        {
+            let [lw1, lb1] = &mut layers[0];
+            w1_columns(lw1, w1, h1, lo, hi, to_part);
+            if to_part {
+                b1[..w].copy_from_slice(&lb1[lo..hi]);
+            } else {
+                lb1[lo..hi].copy_from_slice(&b1[..w]);
+            }
+        }
+        {
+            let rows = &mut layers[1][0][lo * s2..hi * s2];
+            if to_part {
+                w2.copy_from_slice(rows);
+            } else {
+                rows.copy_from_slice(w2);
+            }
+        }
+        for (l, (layer, own)) in layers.iter_mut().zip(rest.iter_mut()).enumerate().skip(1) {
+            let [lw, lb] = layer;
+            if to_part {
+                own.b.copy_from_slice(lb);
+                if l >= 2 {
+                    own.w.copy_from_slice(lw);
+                }
+            } else if write {
+                lb.copy_from_slice(&own.b);
+                if l >= 2 {
+                    lw.copy_from_slice(&own.w);
+                }
+            }
+        }
+    }
+
+    /// Copies the run's parameters and state sets into this part (`to_part`), or back.
+    fn exchange(
+        &mut self,
+        p: &mut Slices<'_, T>,
+        st: &mut [Slices<'_, T>],
+        to_part: bool,
+        write: bool,
+    ) {
+        let span = (self.lo, self.hi);
+        let (w1, b1, w2) = (&mut self.w1, &mut self.b1, &mut self.w2);
+        Self::copy(p, w1, b1, w2, &mut self.rest, span, to_part, write);
+        for (s, set) in st.iter_mut().enumerate() {
+            let (sw1, sb1) = (&mut self.sw1[s], &mut self.sb1[s]);
+            let (sw2, srest) = (&mut self.sw2[s], &mut self.srest[s]);
+            Self::copy(set, sw1, sb1, sw2, srest, span, to_part, write);
+        }
+    }
+
+    /// Phase 1 of a step: a1 += b1, z1 = act(a1), this part's share of the second
+    /// layer's pre-activations z1_p·W2_p (n, sizes[2]), and of the weight penalty.
+    fn forward(
+        &mut self,
+        sh: &mut MultiShared<T>,
+        sizes: &[usize],
+        n: usize,
+        act: Activation,
+        decay: f64,
+    ) {
+        let (wp, w, s2) = (self.wp, self.hi - self.lo, sizes[2]);
+        self.z1.resize(n * wp, T::zero());
+        activate(&mut self.a1, &self.b1, &mut self.z1, w, act);
+        sh.a2.resize(n * s2, T::zero());
+        product(&mut sh.a2, &self.z1, &self.w2, (n, w, s2), wp, false);
+        sh.penalty = if decay > 0.0 {
+            0.5 * decay * (squares(&self.w1) + squares(&self.w2))
+        } else {
+            0.0
+        };
+    }
+
+    /// Phase 2 of a step: the layers after the first (in full) from every part's share,
+    /// the loss, the gradients, the updates, and the next batch's first-layer
+    /// pre-activations when `next` holds it (row q also starts loading row `after[q]`).
+    /// Returns the batch's mean loss (cross-entropy plus the weight penalty).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &mut self,
+        shares: &[&MultiShared<T>],
+        sizes: &[usize],
+        cur: (&SparseRows<T>, &[usize]),
+        next: Option<(&SparseRows<T>, &[usize])>,
+        after: &[i64],
+        batch: &[usize],
+        t: Targets<'_, T>,
+        (act, opt, decay): (Activation, Optimizer, f64),
+        iter: u64,
+    ) -> f64 {
+        let (n, layers, k) = (batch.len(), sizes.len() - 1, sizes[sizes.len() - 1]);
+        let (wp, w) = (self.wp, self.hi - self.lo);
+        let MultiPart {
+            a,
+            z,
+            dz,
+            y,
+            rest,
+            grest,
+            srest,
+            ..
+        } = self;
+        y.resize(n * k, T::zero());
+        for l in 1..layers - 1 {
+            let len = n * sizes[l + 1];
+            a[l].resize(len, T::zero());
+            z[l].resize(len, T::zero());
+            dz[l].resize(len, T::zero());
+        }
+        // Layer 1's output: Σ_p z1_p·W2_p (in part order) + b2.
+        {
+            let out: &mut [T] = if layers == 2 { y } else { &mut a[1] };
+            let s2 = sizes[2];
+            for (q, row) in out.chunks_exact_mut(s2).enumerate() {
+                for (c, (o, &b)) in row.iter_mut().zip(rest[1].b.iter()).enumerate() {
+                    let sum = shares.iter().fold(T::zero(), |s, sh| s + sh.a2[q * s2 + c]);
+                    *o = sum + b;
+                }
+            }
+        }
+        // The later layers.
+        for l in 2..layers {
+            let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
+            activate_plain(&mut a[l - 1], &mut z[l - 1], act);
+            let (zl, out): (&[T], &mut [T]) = if l + 1 == layers {
+                (&z[l - 1], &mut y[..])
+            } else {
+                (&z[l - 1], &mut a[l])
+            };
+            for row in out.chunks_exact_mut(fan_out) {
+                row.copy_from_slice(&rest[l].b);
+            }
+            product(out, zl, &rest[l].w, (n, fan_in, fan_out), fan_in, true);
+        }
+        let mut penalty = shares.iter().map(|sh| sh.penalty).sum::<f64>();
+        if decay > 0.0 {
+            penalty += 0.5 * decay * rest.iter().skip(2).map(|d| squares(&d.w)).sum::<f64>();
+        }
+        let loss = softmax_cross_entropy_grad(y, k, batch, t, &mut grest[layers - 1].b);
+        // Backward through the later layers: dW_l = z_(l-1)ᵀ·dout, dz_(l-1) =
+        // (dout·W_lᵀ) ⊙ act'(a_(l-1)), db_(l-1) = Σ dz_(l-1).
+        for l in (2..layers).rev() {
+            let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
+            let (below, above) = dz.split_at_mut(l);
+            let dout: &[T] = if l + 1 == layers { &y[..] } else { &above[0] };
+            product_tn(
+                &mut grest[l].w,
+                &z[l - 1],
+                dout,
+                (n, fan_in, fan_out),
+                fan_in,
+            );
+            if decay > 0.0 {
+                add_decay(&mut grest[l].w, &rest[l].w, decay);
+            }
+            product_nt(
+                &mut below[l - 1],
+                dout,
+                &rest[l].w,
+                (n, fan_in, fan_out),
+                fan_in,
+            );
+            let (gl, _) = grest.split_at_mut(l);
+            act_grad(
+                &mut below[l - 1],
+                &a[l - 1],
+                &z[l - 1],
+                &mut gl[l - 1].b,
+                act,
+            );
+        }
+        // This part's W2 rows and first-layer units.
+        let s2 = sizes[2];
+        let dout: &[T] = if layers == 2 { &y[..] } else { &dz[1] };
+        product_tn(&mut self.gw2, &self.z1, dout, (n, w, s2), wp);
+        if decay > 0.0 {
+            add_decay(&mut self.gw2, &self.w2, decay);
+        }
+        self.da1.resize(n * wp, T::zero());
+        product_nt(&mut self.da1, dout, &self.w2, (n, w, s2), wp);
+        act_grad(&mut self.da1, &self.a1, &self.z1, &mut self.gb1, act);
+        // Updates.
+        for (l, ((p, g), [s0, s1])) in rest
+            .iter_mut()
+            .zip(grest.iter())
+            .zip(pairs(srest))
+            .enumerate()
+            .skip(1)
+        {
+            if l >= 2 {
+                apply(opt, &mut p.w, &g.w, &mut s0.w, &mut s1.w, iter);
+            }
+            apply(opt, &mut p.b, &g.b, &mut s0.b, &mut s1.b, iter);
+        }
+        let [s0, s1] = &mut self.sw2;
+        apply(opt, &mut self.w2, &self.gw2, s0, s1, iter);
+        let [s0, s1] = &mut self.sb1;
+        apply(opt, &mut self.b1, &self.gb1, s0, s1, iter);
+        let (sp, rows) = cur;
+        match opt {
+            Optimizer::Sgd { lr } if decay == 0.0 => {
+                let (w1, da1) = (&mut self.w1, &self.da1);
+                with_source!(sp, |src| add_input_grad(w1, da1, src, rows, T::lit(-lr)));
+            }
+            _ => {
+                self.gw1.fill(T::zero());
+                let (gw1, da1) = (&mut self.gw1, &self.da1);
+                with_source!(sp, |src| add_input_grad(gw1, da1, src, rows, T::one()));
+                if decay > 0.0 {
+                    add_decay(&mut self.gw1, &self.w1, decay);
+                }
+                let [s0, s1] = &mut self.sw1;
+                apply(opt, &mut self.w1, &self.gw1, s0, s1, iter);
+            }
+        }
+        if let Some((sp, rows)) = next {
+            self.a1.resize(rows.len() * wp, T::zero());
+            let (a1, w1) = (&mut self.a1, &self.w1);
+            with_source!(sp, |src| forward_rows(a1, w1, src, rows, after));
+        }
+        loss / n as f64 + penalty
+    }
+}
+
+/// The two state sets' layers side by side.
+fn pairs<T>(sets: &mut [Vec<Dense<T>>; 2]) -> impl Iterator<Item = [&mut Dense<T>; 2]> {
+    let [s0, s1] = sets;
+    let len = s0.len().max(s1.len());
+    let (mut i0, mut i1) = (s0.iter_mut(), s1.iter_mut());
+    (0..len).filter_map(move |_| Some([i0.next()?, i1.next()?]))
+}
+
+/// z = act(a), elementwise.
+fn activate_plain<T: Float>(a: &mut [T], z: &mut [T], act: Activation) {
+    super::train::activate(a, &[], z, act);
 }
 
 impl<T: Lanes> MultiTrainer<T> {
     /// `decay` is the weight decay λ (0 for none). Errors: fewer than three sizes or a
-    /// zero size, bad optimizer rates, λ negative or not finite.
+    /// zero size, bad optimizer rates, λ negative or not finite, a net too large for
+    /// memory.
     pub fn new(
         sizes: &[usize],
         activation: Activation,
@@ -108,38 +528,32 @@ impl<T: Lanes> MultiTrainer<T> {
                 format!("weight_decay must be >= 0, got {decay}"),
             ));
         }
-        let layers = sizes.len() - 1;
-        let hp = padded::<T>(sizes[1]);
-        let mut gb: Vec<Vec<T>> = sizes[1..].iter().map(|&n| vec![T::zero(); n]).collect();
-        gb[0] = vec![T::zero(); hp];
+        let h1 = sizes[1];
+        // Two parts unless one block holds the whole first hidden layer.
+        let bounds: Vec<[usize; 2]> = if h1 > BLOCK {
+            vec![[0, h1.div_ceil(2)], [h1.div_ceil(2), h1]]
+        } else {
+            vec![[0, h1]]
+        };
+        let mut parts = Vec::new();
+        for &[lo, hi] in &bounds {
+            let part = MultiPart::new(sizes, lo, hi, optimizer, decay).ok_or_else(|| {
+                KernelError::Alloc {
+                    op: OP,
+                    shape: format!("{sizes:?}"),
+                    bytes: (sizes[0] as u128) * (h1 as u128) * std::mem::size_of::<T>() as u128,
+                }
+            })?;
+            parts.push(part);
+        }
         Ok(MultiTrainer {
             sizes: sizes.to_vec(),
-            hp,
             activation,
             optimizer,
             decay,
-            w1p: Aligned::default(),
-            gw1p: Aligned::default(),
-            state_w1p: Default::default(),
-            b1p: vec![T::zero(); hp],
-            a0b: Aligned::default(),
-            zero_b: vec![T::zero(); hp],
-            a: vec![Aligned::default(); layers - 1],
-            z: vec![Aligned::default(); layers - 1],
-            dz: vec![Aligned::default(); layers - 1],
-            y: Vec::new(),
-            gw: (0..layers)
-                .map(|l| {
-                    if l == 0 {
-                        Vec::new()
-                    } else {
-                        vec![T::zero(); sizes[l] * sizes[l + 1]]
-                    }
-                })
-                .collect(),
-            gb,
-            cols: Default::default(),
-            scratch: SparseRows::default(),
+            shared: bounds.iter().map(|_| MultiShared::default()).collect(),
+            parts,
+            scratch: Default::default(),
         })
     }
 
@@ -197,10 +611,11 @@ impl<T: Lanes> MultiTrainer<T> {
 
     /// Runs one step per row of `batches` (iters, batch) of row indices into (x, t),
     /// updating `params` and `state` (one list of layers per state slot) in place;
-    /// returns the per-step mean cross-entropies, each before its update. `first_iter`
-    /// is Adam's step count before the first step. About every 50 ms it calls
-    /// `interrupt` and stops with [`KernelError::Interrupted`] when that returns true;
-    /// the steps done so far stay applied.
+    /// returns the per-step mean losses (cross-entropy plus the weight penalty), each
+    /// before its update. `first_iter` is Adam's step count before the first step.
+    /// About every 50 ms it calls `interrupt` and stops with
+    /// [`KernelError::Interrupted`] when that returns true; the steps done so far stay
+    /// applied.
     #[allow(clippy::too_many_arguments)]
     pub fn run<'p>(
         &mut self,
@@ -229,262 +644,103 @@ impl<T: Lanes> MultiTrainer<T> {
                     .collect::<Result<_>>()?,
             );
         }
-        // W1 and its state in padded copies for the run; written back below, also when
-        // the run stops early.
-        let (h1, hp) = (self.sizes[1], self.hp);
-        pad_rows(&mut self.w1p, p[0][0], h1, hp);
-        for (dst, src) in self.state_w1p.iter_mut().zip(&st) {
-            pad_rows(dst, src[0][0], h1, hp);
+        for part in &mut self.parts {
+            part.exchange(&mut p, &mut st, true, false);
         }
-        if !matches!(self.optimizer, Optimizer::Sgd { .. }) || self.decay > 0.0 {
-            self.gw1p.resize(self.w1p.len(), T::zero());
-        }
-        self.b1p[..h1].copy_from_slice(p[0][1]);
-        let mut losses = Vec::with_capacity(batches.nrows());
-        let mut outcome = Ok(());
-        let (mut batch, mut rows) = (Vec::new(), Vec::new());
-        let mut scratch = std::mem::take(&mut self.scratch);
         let total = batches.nrows();
-        let mut next = 0;
-        while next < total {
+        let mut losses = Vec::with_capacity(total);
+        let mut outcome = Ok(());
+        let mut s = 0;
+        while s < total {
             // Steps for about 50 ms inside the pool, then a look at `interrupt` here.
             let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
-            next = parallel::install(|threads| {
-                let mut s = next;
-                while s < total {
-                    batch.clear();
-                    batch.extend(batches.row(s).iter().map(|&i| i as usize));
-                    let sp = gather(x, batch.iter().copied(), &mut scratch, &mut rows);
-                    let iter = first_iter + s as u64 + 1;
-                    losses.push(self.step(&mut p, &mut st, sp, &rows, &batch, t, iter, threads));
-                    s += 1;
-                    if std::time::Instant::now() >= until {
-                        break;
-                    }
-                }
-                s
+            s = parallel::install(|threads| {
+                self.steps(x, t, batches, s, first_iter, until, threads, &mut losses)
             });
-            if next < total && interrupt() {
+            if s < total && interrupt() {
                 outcome = Err(KernelError::Interrupted { op: OP });
                 break;
             }
         }
-        self.scratch = scratch;
-        unpad_rows(p[0][0], &self.w1p, h1, hp);
-        for (dst, src) in st.iter_mut().zip(&self.state_w1p) {
-            unpad_rows(dst[0][0], src, h1, hp);
+        // Every part writes back its units; the first also the layers they all hold.
+        for (i, part) in self.parts.iter_mut().enumerate() {
+            part.exchange(&mut p, &mut st, false, i == 0);
         }
         outcome.map(|()| losses)
     }
 
-    /// One step on the batch rows `rows` of `sp` (targets: rows `batch` of t); returns
-    /// the batch's mean cross-entropy before the update.
+    /// Steps from s until the batches run out or `until` passes (at least one step);
+    /// pushes the mean losses and returns the next step.
     #[allow(clippy::too_many_arguments)]
-    fn step(
+    fn steps(
         &mut self,
-        p: &mut [[&mut [T]; 2]],
-        st: &mut [Slices<'_, T>],
-        sp: &SparseRows<T>,
-        rows: &[usize],
-        batch: &[usize],
+        x: Rows<'_, T>,
         t: Targets<'_, T>,
-        iter: u64,
+        batches: ArrayView2<'_, i64>,
+        mut s: usize,
+        first_iter: u64,
+        until: std::time::Instant,
         threads: usize,
-    ) -> f64 {
-        let n = batch.len();
-        let (act, opt, hp, decay) = (self.activation, self.optimizer, self.hp, self.decay);
-        let MultiTrainer {
-            sizes,
-            w1p,
-            gw1p,
-            state_w1p,
-            b1p,
-            a0b,
-            zero_b,
-            a,
-            z,
-            dz,
-            y,
-            gw,
-            gb,
-            cols,
-            ..
-        } = self;
-        let (layers, k) = (sizes.len() - 1, sizes[sizes.len() - 1]);
-        // Row length of hidden layer j's buffers.
-        let stride = |j: usize| if j == 0 { hp } else { sizes[j + 1] };
-        for j in 0..layers - 1 {
-            let len = n * stride(j);
-            a[j].resize(len, T::zero());
-            z[j].resize(len, T::zero());
-            dz[j].resize(len, T::zero());
+        losses: &mut Vec<f64>,
+    ) -> usize {
+        let hyper = (self.activation, self.optimizer, self.decay);
+        let (act, decay) = (self.activation, self.decay);
+        let (total, n) = (batches.nrows(), batches.ncols());
+        let count = self.parts.len();
+        let two = threads > 1 && count == 2;
+        let sizes = &self.sizes[..];
+        let (parts, shared) = (&mut self.parts[..], &mut self.shared[..]);
+        let scratch = &mut self.scratch;
+        let mut rows = [Vec::with_capacity(n), Vec::with_capacity(n)];
+        let batch_rows = |b: usize| batches.row(b).into_iter().map(|&i| i as usize);
+        // This batch's rows, then its first-layer pre-activations.
+        gather(x, batch_rows(s), &mut scratch[s % 2], &mut rows[s % 2]);
+        {
+            let sp = source(x, scratch, s % 2);
+            let rows = &rows[s % 2][..];
+            each(two, parts, &mut [(), ()], |_, part, _| {
+                part.a1.resize(n * part.wp, T::zero());
+                let (a1, w1) = (&mut part.a1, &part.w1);
+                with_source!(sp, |src| forward_rows(a1, w1, src, rows, &[]));
+            });
         }
-        y.resize(n * k, T::zero());
-        // Forward: the first layer from the non-zero inputs (two threads: half of the
-        // inputs each), then the dense layers.
-        let d = sizes[0];
-        let (two, m) = (threads > 1 && d > 1, d / 2);
-        if two {
-            a0b.resize(n * hp, T::zero());
-            let (w0, w1) = w1p.split_at(m * hp);
-            let (ah, bh) = (&mut a[0][..], &mut a0b[..]);
-            let [c0, c1] = &mut *cols;
-            let (b1, zb) = (&b1p[..], &zero_b[..]);
-            with_source!(sp, |src| join_spinning(
-                || forward_rows(ah, src, rows, &[], w0, b1, 0, m, Some(c0)),
-                || forward_rows(bh, src, rows, &[], w1, zb, m, d, Some(c1)),
-            ));
-            activate(&mut a[0], a0b, &mut z[0], act);
-        } else {
-            let (a0, c0) = (&mut a[0], Some(&mut cols[0]));
-            with_source!(sp, |src| forward_rows(
-                a0,
-                src,
-                rows,
-                &[],
-                w1p,
-                b1p,
-                0,
-                d,
-                c0
-            ));
-            activate(&mut a[0], &[], &mut z[0], act);
-        }
-        let mut middle = || {
-            // ½·λ·Σ‖W‖² at the parameters this step starts from (W1's padding is zero).
-            let penalty = if decay > 0.0 {
-                let sq = |w: &[T]| w.iter().fold(0.0_f64, |s, &v| s + (v * v).to_f64());
-                let total = sq(w1p) + p[1..].iter().map(|l| sq(l[0])).sum::<f64>();
-                0.5 * decay * total
-            } else {
-                0.0
-            };
-            for l in 1..layers {
-                let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
-                let out: &mut [T] = if l + 1 == layers {
-                    &mut y[..]
-                } else {
-                    &mut a[l]
-                };
-                for row in out.chunks_exact_mut(fan_out) {
-                    row.copy_from_slice(p[l][1]);
-                }
-                let views = (
-                    ArrayView2::from_shape((n, fan_in).strides((stride(l - 1), 1)), &z[l - 1][..]),
-                    ArrayView2::from_shape((fan_in, fan_out), &p[l][0][..]),
-                    ArrayViewMut2::from_shape((n, fan_out), &mut out[..]),
-                );
-                if let (Ok(zv), Ok(wv), Ok(ov)) = views {
-                    gemm_into(zv, wv, ov, true);
-                }
-                if l + 1 < layers {
-                    activate(&mut a[l], &[], &mut z[l], act);
-                }
+        let mut batch = Vec::with_capacity(n);
+        loop {
+            let go_on = s + 1 < total && std::time::Instant::now() < until;
+            let (cur, nxt) = (s % 2, (s + 1) % 2);
+            if go_on {
+                gather(x, batch_rows(s + 1), &mut scratch[nxt], &mut rows[nxt]);
             }
-            let loss = softmax_cross_entropy_grad(y, k, batch, t, &mut gb[layers - 1]);
-            // Backward: dW_l = z_(l-1)ᵀ·dout, dz_(l-1) = (dout·W_lᵀ) ⊙ act'(a_(l-1)).
-            for l in (1..layers).rev() {
-                let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
-                let (below, above) = dz.split_at_mut(l);
-                let dout: &[T] = if l + 1 == layers { &y[..] } else { &above[0] };
-                let views = (
-                    ArrayView2::from_shape((n, fan_in).strides((stride(l - 1), 1)), &z[l - 1][..]),
-                    ArrayView2::from_shape((n, fan_out), dout),
-                    ArrayView2::from_shape((fan_in, fan_out), &p[l][0][..]),
-                    ArrayViewMut2::from_shape((fan_in, fan_out), &mut gw[l][..]),
-                    ArrayViewMut2::from_shape(
-                        (n, fan_in).strides((stride(l - 1), 1)),
-                        &mut below[l - 1][..],
-                    ),
-                );
-                if let (Ok(zv), Ok(dv), Ok(wv), Ok(gv), Ok(dzv)) = views {
-                    gemm_into(zv.t(), dv, gv, false);
-                    gemm_into(dv, wv.t(), dzv, false);
-                }
-                if decay > 0.0 {
-                    let lambda = T::lit(decay);
-                    for (g, &w) in gw[l].iter_mut().zip(p[l][0].iter()) {
-                        *g = *g + lambda * w;
+            batch.clear();
+            batch.extend(batch_rows(s));
+            let this = (source(x, scratch, cur), &rows[cur][..]);
+            let next = go_on.then(|| (source(x, scratch, nxt), &rows[nxt][..]));
+            let after: &[i64] = match x {
+                Rows::Sparse(_) if s + 2 < total => batches.row(s + 2).to_slice().unwrap_or(&[]),
+                _ => &[],
+            };
+            // Phase 1: the first layer's activations and shares of the second layer.
+            each(two, parts, shared, |_, part, sh| {
+                if let Some((sp, _)) = next {
+                    for &r in after {
+                        with_source!(sp, |src| src.prefetch_span(r as usize));
                     }
                 }
-                act_grad(&mut below[l - 1], &a[l - 1], &z[l - 1], &mut gb[l - 1], act);
+                part.forward(sh, sizes, n, act, decay);
+            });
+            // Phase 2: the rest of the step and the next batch's first layer.
+            let shares: Vec<&MultiShared<T>> = shared.iter().collect();
+            let iter = first_iter + s as u64 + 1;
+            let loss = each(two, parts, &mut [(), ()], |_, part, _| {
+                part.backward(&shares, sizes, this, next, after, &batch, t, hyper, iter)
+            });
+            losses.push(loss);
+            s += 1;
+            if !go_on {
+                return s;
             }
-            // Updates, layer by layer; W1 column by column (SGD: without forming dW1).
-            let h1 = sizes[1];
-            for (l, layer) in p.iter_mut().enumerate() {
-                let [w, b] = layer;
-                if l > 0 {
-                    let (s0, s1) = state_of(st, l, 0);
-                    apply(opt, w, &gw[l], s0, s1, iter);
-                }
-                let (s0, s1) = state_of(st, l, 1);
-                apply(opt, b, &gb[l][..b.len()], s0, s1, iter);
-            }
-            b1p[..h1].copy_from_slice(p[0][1]);
-            (loss, penalty)
-        };
-        // The other thread sorts the batch's inputs by column meanwhile.
-        let (loss, penalty) = if two {
-            join_spinning(middle, || {
-                for c in cols.iter_mut() {
-                    with_source!(sp, |src| c.fill(src));
-                }
-            })
-            .0
-        } else {
-            with_source!(sp, |src| cols[0].fill(src));
-            middle()
-        };
-        // dW1 = xᵀ·dz1 and the update of W1 (SGD: without forming dW1), by halves of the
-        // inputs with two threads.
-        let dz0 = &dz[0][..];
-        let part =
-            |w: &mut [T], g: &mut [T], s0: &mut [T], s1: &mut [T], c: &BatchColumns<T>| match opt {
-                Optimizer::Sgd { lr } if decay == 0.0 => input_grad(w, dz0, c, T::lit(-lr)),
-                _ => {
-                    g.fill(T::zero());
-                    input_grad(g, dz0, c, T::one());
-                    if decay > 0.0 {
-                        let lambda = T::lit(decay);
-                        for (g, &w) in g.iter_mut().zip(w.iter()) {
-                            *g = *g + lambda * w;
-                        }
-                    }
-                    apply(opt, w, g, s0, s1, iter);
-                }
-            };
-        let [s0, s1] = state_w1p;
-        if two {
-            let (w0, w1) = w1p.split_at_mut(m * hp);
-            let (g0, g1) = split(gw1p, m * hp);
-            let (s00, s01) = split(s0, m * hp);
-            let (s10, s11) = split(s1, m * hp);
-            let [c0, c1] = &*cols;
-            join_spinning(|| part(w0, g0, s00, s10, c0), || part(w1, g1, s01, s11, c1));
-        } else {
-            part(w1p, gw1p, s0, s1, &cols[0]);
         }
-        loss / n as f64 + penalty
     }
-}
-
-/// State arrays 0 and 1 (empty when the optimizer has fewer) of layer l's weights
-/// (`which` = 0) or bias (1).
-fn state_of<'a, T>(
-    st: &'a mut [Slices<'_, T>],
-    l: usize,
-    which: usize,
-) -> (&'a mut [T], &'a mut [T]) {
-    let (first, rest) = st.split_at_mut(st.len().min(1));
-    let s0: &mut [T] = match first.first_mut() {
-        Some(set) => &mut *set[l][which],
-        None => &mut [],
-    };
-    let s1: &mut [T] = match rest.first_mut() {
-        Some(set) => &mut *set[l][which],
-        None => &mut [],
-    };
-    (s0, s1)
 }
 
 /// A fully connected net's layers (W (fan_in, fan_out), b (fan_out)) for prediction.
@@ -528,7 +784,7 @@ pub fn predict_multi<T: Lanes>(
         sizes.push(want[1]);
     }
     check_width(OP, [x.nrows(), x.ncols()], [sizes[0], sizes[1]])?;
-    let (d, h1, k) = (sizes[0], sizes[1], sizes[sizes.len() - 1]);
+    let (h1, k) = (sizes[1], sizes[sizes.len() - 1]);
     let hp = padded::<T>(h1);
     let mut w1p = Aligned::default();
     pad_rows(
@@ -550,18 +806,8 @@ pub fn predict_multi<T: Lanes>(
         a0.resize(n * hp, T::zero());
         z0.resize(n * hp, T::zero());
         let rows = &ws.rows;
-        with_source!(sp, |src| forward_rows(
-            a0,
-            src,
-            rows,
-            &[],
-            &w1p,
-            &b1p,
-            0,
-            d,
-            None
-        ));
-        activate(a0, &[], z0, activation);
+        with_source!(sp, |src| forward_padded(a0, src, rows, &w1p, &b1p));
+        activate_rows(a0, &[], z0, activation);
         let (mut prev, mut stride): (&[T], usize) = (z0, hp);
         for (l, pair) in (1..layers.len()).zip(rest.chunks_exact_mut(2)) {
             let [a, z] = pair else { return };
@@ -581,7 +827,7 @@ pub fn predict_multi<T: Lanes>(
             }
             if l + 1 < layers.len() {
                 z.resize(a.len(), T::zero());
-                activate(a, &[], z, activation);
+                activate_rows(a, &[], z, activation);
                 prev = z;
             } else {
                 prev = a;

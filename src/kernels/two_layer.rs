@@ -38,7 +38,7 @@ use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
 
 /// Hidden units per register block: 32 (f32: two 512-bit vectors; f64: four).
-const BLOCK: usize = 32;
+pub(super) const BLOCK: usize = 32;
 
 /// Output units per padded logit row (one f32 vector, two f64).
 const OUT_BLOCK: usize = 16;
@@ -133,23 +133,7 @@ impl<T: Float> Part<T> {
         let (h, w) = (b1.len(), hi - lo);
         let wp = pb1.len();
         let kp = pw2.len() / wp.max(1);
-        // W1's part is stored in column blocks of B units ([`w1_block`]): unit l of
-        // input i at (l / B)·d·B + i·B + l % B.
-        let (bw, d) = (w1_block::<T>(), w1.len() / h.max(1));
-        let at = |i: usize, l: usize| (l / bw) * d * bw + i * bw + l % bw;
-        if to_part {
-            for (i, src) in w1.chunks_exact(h.max(1)).enumerate() {
-                for (l, &v) in src[lo..hi].iter().enumerate() {
-                    pw1[at(i, l)] = v;
-                }
-            }
-        } else {
-            for (i, dst) in w1.chunks_exact_mut(h.max(1)).enumerate() {
-                for (l, v) in dst[lo..hi].iter_mut().enumerate() {
-                    *v = pw1[at(i, l)];
-                }
-            }
-        }
+        w1_columns(w1, pw1, h, lo, hi, to_part);
         let w2rows = w2[lo * k..hi * k]
             .chunks_exact_mut(k)
             .zip(pw2.chunks_exact_mut(kp));
@@ -311,7 +295,7 @@ fn transpose<T: Float>(dst: &mut [T], w2: &[T], k: usize) {
 /// a += b (per row), z = act(a) for the w real units of each wp-wide row, 0 on the
 /// padding (so the padded units add nothing to W2's gradient).
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn activate<T: Float>(a: &mut [T], b: &[T], z: &mut [T], w: usize, act: Activation) {
+pub(super) fn activate<T: Float>(a: &mut [T], b: &[T], z: &mut [T], w: usize, act: Activation) {
     let wp = b.len();
     for (a, z) in a.chunks_exact_mut(wp).zip(z.chunks_exact_mut(wp)) {
         for (a, &b) in a.iter_mut().zip(b) {
@@ -453,6 +437,33 @@ fn w1_block<T>() -> usize {
     }
 }
 
+/// Columns lo..hi of W1 (d, h) into a part's W1 (`to_part`), stored in column blocks of
+/// B units ([`w1_block`]): unit l of input i at (l / B)·d·B + i·B + l % B; or back.
+pub(super) fn w1_columns<T: Float>(
+    w1: &mut [T],
+    part: &mut [T],
+    h: usize,
+    lo: usize,
+    hi: usize,
+    to_part: bool,
+) {
+    let (bw, d) = (w1_block::<T>(), w1.len() / h.max(1));
+    let at = |i: usize, l: usize| (l / bw) * d * bw + i * bw + l % bw;
+    if to_part {
+        for (i, src) in w1.chunks_exact(h.max(1)).enumerate() {
+            for (l, &v) in src[lo..hi].iter().enumerate() {
+                part[at(i, l)] = v;
+            }
+        }
+    } else {
+        for (i, dst) in w1.chunks_exact_mut(h.max(1)).enumerate() {
+            for (l, v) in dst[lo..hi].iter_mut().enumerate() {
+                *v = part[at(i, l)];
+            }
+        }
+    }
+}
+
 /// acc + v·s[at..at + B]. The sums pass by value: kept in registers, where sums updated
 /// through a reference can stay in memory.
 #[inline(always)]
@@ -468,7 +479,7 @@ fn axpy<T: Float, const B: usize>(acc: [T; B], v: T, s: &[T], at: usize, fma: bo
 /// entries: each block of units of a row summed in registers (four interleaved sums).
 /// W1: d × wp in column blocks of B ([`w1_block`]). Row q also starts loading row
 /// `ahead[q]` of sp (a later batch's) into cache.
-fn forward_rows<T: Float, S: Source<T>>(
+pub(super) fn forward_rows<T: Float, S: Source<T>>(
     a1: &mut [T],
     w1: &[T],
     sp: S,
@@ -529,7 +540,13 @@ fn forward_blocks<T: Float, S: Source<T>, const B: usize>(
 /// g[i, :] += (scale·x[r, i])·da1[r, :] for each non-zero x[r, i]. g: d × wp in column
 /// blocks as W1; da1 (n, wp). With g = W1 and scale = −lr this is SGD's update without
 /// forming dW1.
-fn add_input_grad<T: Float, S: Source<T>>(g: &mut [T], da1: &[T], sp: S, rows: &[usize], scale: T) {
+pub(super) fn add_input_grad<T: Float, S: Source<T>>(
+    g: &mut [T],
+    da1: &[T],
+    sp: S,
+    rows: &[usize],
+    scale: T,
+) {
     if w1_block::<T>() == 16 {
         input_grad_blocks::<T, S, 16>(g, da1, sp, rows, scale);
     } else {
@@ -809,7 +826,7 @@ impl<T: Float> Trainer<T> {
 
 /// The compressed rows that a batch's row indices refer to: x's own, or the slot's
 /// copy of a dense x's rows.
-fn source<'s, 'x: 's, T>(
+pub(super) fn source<'s, 'x: 's, T>(
     x: Rows<'x, T>,
     scratch: &'s [SparseRows<T>; 2],
     slot: usize,
@@ -822,7 +839,7 @@ fn source<'s, 'x: 's, T>(
 
 /// f(i, xs[i], ys[i]) for each part i, on two threads when `two` (and there are two);
 /// returns part 0's result.
-fn each<X: Send, Y: Send, R: Send + Default>(
+pub(super) fn each<X: Send, Y: Send, R: Send + Default>(
     two: bool,
     xs: &mut [X],
     ys: &mut [Y],
