@@ -62,20 +62,33 @@ impl<T: Float> Default for SparseRows<T> {
 pub trait Source<T>: Copy + Send + Sync {
     /// One stored entry.
     type Entry: Copy + Send + Sync;
-    /// Row r's entries, columns ascending.
-    fn row(&self, r: usize) -> &[Self::Entry];
-    /// Where row r's entries lie among all entries.
-    fn span(&self, r: usize) -> [usize; 2];
-    /// The entries at `span`.
-    fn slice(&self, span: [usize; 2]) -> &[Self::Entry];
+    /// Where each row's entries start, and the end of the last.
+    fn starts(&self) -> &[usize];
+    /// Every row's entries, row after row.
+    fn entries(&self) -> &[Self::Entry];
     /// An entry's column.
     fn col(e: Self::Entry) -> usize;
     /// An entry's value.
     fn value(&self, e: Self::Entry) -> T;
+
+    /// Row r's entries, columns ascending.
+    #[inline(always)]
+    fn row(&self, r: usize) -> &[Self::Entry] {
+        let ptr = self.starts();
+        &self.entries()[ptr[r]..ptr[r + 1]]
+    }
+
     /// Starts loading row r into cache (the rows of a batch are scattered in memory).
-    fn prefetch_row(&self, r: usize);
+    #[inline(always)]
+    fn prefetch_row(&self, r: usize) {
+        prefetch(self.row(r));
+    }
+
     /// Starts loading where row r starts and ends (its data comes later).
-    fn prefetch_span(&self, r: usize);
+    #[inline(always)]
+    fn prefetch_span(&self, r: usize) {
+        prefetch(&self.starts()[r..r + 2]);
+    }
 }
 
 /// The coded layout.
@@ -116,18 +129,13 @@ impl<T: Float> Source<T> for Coded<'_, T> {
     type Entry = u32;
 
     #[inline(always)]
-    fn row(&self, r: usize) -> &[u32] {
-        &self.entries[self.ptr[r]..self.ptr[r + 1]]
+    fn starts(&self) -> &[usize] {
+        self.ptr
     }
 
     #[inline(always)]
-    fn span(&self, r: usize) -> [usize; 2] {
-        [self.ptr[r], self.ptr[r + 1]]
-    }
-
-    #[inline(always)]
-    fn slice(&self, [s, e]: [usize; 2]) -> &[u32] {
-        &self.entries[s..e]
+    fn entries(&self) -> &[u32] {
+        self.entries
     }
 
     #[inline(always)]
@@ -139,34 +147,19 @@ impl<T: Float> Source<T> for Coded<'_, T> {
     fn value(&self, e: u32) -> T {
         self.table[(e & 0xff) as usize]
     }
-
-    #[inline(always)]
-    fn prefetch_row(&self, r: usize) {
-        prefetch(self.row(r));
-    }
-
-    #[inline(always)]
-    fn prefetch_span(&self, r: usize) {
-        prefetch(&self.ptr[r..r + 2]);
-    }
 }
 
 impl<T: Float> Source<T> for Plain<'_, T> {
     type Entry = (u32, T);
 
     #[inline(always)]
-    fn row(&self, r: usize) -> &[(u32, T)] {
-        &self.entries[self.ptr[r]..self.ptr[r + 1]]
+    fn starts(&self) -> &[usize] {
+        self.ptr
     }
 
     #[inline(always)]
-    fn span(&self, r: usize) -> [usize; 2] {
-        [self.ptr[r], self.ptr[r + 1]]
-    }
-
-    #[inline(always)]
-    fn slice(&self, [s, e]: [usize; 2]) -> &[(u32, T)] {
-        &self.entries[s..e]
+    fn entries(&self) -> &[(u32, T)] {
+        self.entries
     }
 
     #[inline(always)]
@@ -177,16 +170,6 @@ impl<T: Float> Source<T> for Plain<'_, T> {
     #[inline(always)]
     fn value(&self, e: (u32, T)) -> T {
         e.1
-    }
-
-    #[inline(always)]
-    fn prefetch_row(&self, r: usize) {
-        prefetch(self.row(r));
-    }
-
-    #[inline(always)]
-    fn prefetch_span(&self, r: usize) {
-        prefetch(&self.ptr[r..r + 2]);
     }
 }
 

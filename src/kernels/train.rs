@@ -287,12 +287,9 @@ pub(super) fn forward_rows<T: Lanes, S: Source<T>>(
     }
 }
 
-/// a += part (when given), then z = act(a) (sigmoid through the vectorisable `exp_v`).
+/// z = act(a), elementwise (sigmoid through the vectorisable `exp_v`).
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub(super) fn activate<T: Float>(a: &mut [T], part: &[T], z: &mut [T], act: Activation) {
-    for (a, &p) in a.iter_mut().zip(part) {
-        *a = *a + p;
-    }
+pub(super) fn activate<T: Float>(a: &[T], z: &mut [T], act: Activation) {
     match act {
         Activation::Sigmoid => {
             for (z, &a) in z.iter_mut().zip(a.iter()) {
@@ -580,7 +577,7 @@ pub fn predict_rows<T: Lanes>(net: &TwoLayerNet<'_, T>, x: Rows<'_, T>) -> Resul
         l.resize(n * k, T::zero());
         let rows = &ws.rows;
         with_source!(sp, |src| forward_rows(a, src, rows, &w1p, &b1p));
-        activate(a, &[], z, act);
+        activate(a, z, act);
         logits(l, z, &w2k, &b2, k);
         argmax_rows(l, k, out);
     }))

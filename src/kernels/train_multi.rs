@@ -13,14 +13,12 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder
 use super::aligned::Aligned;
 use super::matmul::gemm_into;
 use super::numgrad::Activation;
-use super::parallel;
-use super::sparse::{gather, with_source, Rows, Source, SparseRows};
+use super::sparse::{gather, with_source, Rows};
+use super::split::{add_decay, squares, zeros, Parts, SplitPart, Units};
 use super::train::{
-    act_grad, activate as activate_rows, apply, argmax_rows, check_batches, check_width,
-    forward_rows as forward_padded, hit_rate, pad_rows, padded, predict_blocks,
-    softmax_cross_entropy_grad, Lanes, Optimizer, EVAL_ROWS,
+    act_grad, activate, apply, argmax_rows, check_batches, check_width, forward_rows, hit_rate,
+    pad_rows, padded, predict_blocks, softmax_cross_entropy_grad, Lanes, Optimizer, EVAL_ROWS,
 };
-use super::two_layer::{activate, add_input_grad, each, forward_rows, source, w1_columns, BLOCK};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
 
@@ -58,19 +56,13 @@ type Slices<'s, T> = Vec<[&'s mut [T]; 2]>;
 /// in full from the same numbers (dense products through the GEMM), so each holds the
 /// same copy of those layers, and the results do not depend on the number of threads.
 #[derive(Debug)]
-pub struct MultiTrainer<T> {
+pub struct MultiTrainer<T: Float> {
     sizes: Vec<usize>,
-    activation: Activation,
     optimizer: Optimizer,
-    /// λ of the L2 weight decay: the loss adds ½·λ·Σ‖W‖², each dW adds λ·W.
-    decay: f64,
-    parts: Vec<MultiPart<T>>,
-    shared: Vec<MultiShared<T>>,
-    /// A dense x's rows of this batch and the next, compressed.
-    scratch: [SparseRows<T>; 2],
+    split: Parts<T, MultiPart<T>>,
 }
 
-/// What a part writes in the first phase of a step and every part reads in the second.
+/// What a part writes in phase 1 and every part reads in phase 2.
 #[derive(Debug, Default)]
 struct MultiShared<T> {
     /// z1_p·W2_p: (n, sizes[2]).
@@ -86,22 +78,12 @@ struct Dense<T> {
     b: Aligned<T>,
 }
 
-/// One part: units lo..hi of the first hidden layer (padded to wp) with their W1
-/// columns, b1 and W2 rows, and its own copy of everything after.
+/// One part: its units of the first hidden layer, their rows of W2, and its own copy
+/// of everything after.
 #[derive(Debug)]
 struct MultiPart<T> {
-    lo: usize,
-    hi: usize,
-    wp: usize,
-    /// W1[:, lo..hi] (d × wp, in column blocks as [`super::two_layer`]), its gradient
-    /// (not needed by plain SGD) and state.
-    w1: Aligned<T>,
-    gw1: Aligned<T>,
-    sw1: [Aligned<T>; 2],
-    /// b1[lo..hi] (wp).
-    b1: Aligned<T>,
-    gb1: Aligned<T>,
-    sb1: [Aligned<T>; 2],
+    units: Units<T>,
+    sizes: Vec<usize>,
     /// W2[lo..hi, :] (hi − lo, sizes[2]).
     w2: Aligned<T>,
     gw2: Aligned<T>,
@@ -111,10 +93,6 @@ struct MultiPart<T> {
     rest: Vec<Dense<T>>,
     grest: Vec<Dense<T>>,
     srest: [Vec<Dense<T>>; 2],
-    /// First hidden layer: pre-activations, activations, gradient (n × wp).
-    a1: Aligned<T>,
-    z1: Aligned<T>,
-    da1: Aligned<T>,
     /// Per later hidden layer l (1 ≤ l < layers − 1): pre-activations, activations,
     /// gradient (n × sizes[l + 1]); index 0 unused.
     a: Vec<Aligned<T>>,
@@ -122,11 +100,6 @@ struct MultiPart<T> {
     dz: Vec<Aligned<T>>,
     /// Logits, then dL/dlogits (n × k).
     y: Aligned<T>,
-}
-
-/// Σ v² in f64.
-fn squares<T: Float>(w: &[T]) -> f64 {
-    w.iter().fold(0.0_f64, |s, &v| s + (v * v).to_f64())
 }
 
 /// c (n, m) ← a·b or c + a·b, with a's rows `stride` apart.
@@ -184,24 +157,19 @@ fn product_nt<T: Float>(
     }
 }
 
-/// g += λ·w.
-fn add_decay<T: Float>(g: &mut [T], w: &[T], decay: f64) {
-    let lambda = T::lit(decay);
-    for (g, &w) in g.iter_mut().zip(w) {
-        *g = *g + lambda * w;
-    }
-}
-
 impl<T: Float> MultiPart<T> {
     /// The part of units lo..hi of a net of `sizes`; None when the memory cannot be had.
-    fn new(sizes: &[usize], lo: usize, hi: usize, opt: Optimizer, decay: f64) -> Option<Self> {
-        let (d, s2) = (sizes[0], sizes[2]);
-        let wp = (hi - lo).div_ceil(BLOCK) * BLOCK;
+    fn new(
+        sizes: &[usize],
+        span: (usize, usize),
+        act: Activation,
+        opt: Optimizer,
+        decay: f64,
+    ) -> Option<Self> {
+        let units = Units::new(sizes[0], span, act, opt, decay)?;
         let slots = opt.state_slots();
-        let z = |len: Option<usize>, used: bool| {
-            Aligned::try_filled(if used { len? } else { 0 }, T::zero())
-        };
-        let (dw, w2) = (d.checked_mul(wp), (hi - lo).checked_mul(s2));
+        let z = zeros::<T>;
+        let w2 = units.width().checked_mul(sizes[2]);
         let layers = sizes.len() - 1;
         let dense = |used: bool| -> Option<Vec<Dense<T>>> {
             (0..layers)
@@ -219,27 +187,16 @@ impl<T: Float> MultiPart<T> {
                 })
                 .collect()
         };
-        let plain_sgd = matches!(opt, Optimizer::Sgd { .. }) && decay == 0.0;
         let hidden = || vec![Aligned::default(); layers - 1];
         Some(MultiPart {
-            lo,
-            hi,
-            wp,
-            w1: z(dw, true)?,
-            gw1: z(dw, !plain_sgd)?,
-            sw1: [z(dw, slots > 0)?, z(dw, slots > 1)?],
-            b1: z(Some(wp), true)?,
-            gb1: z(Some(wp), true)?,
-            sb1: [z(Some(wp), slots > 0)?, z(Some(wp), slots > 1)?],
+            units,
+            sizes: sizes.to_vec(),
             w2: z(w2, true)?,
             gw2: z(w2, true)?,
             sw2: [z(w2, slots > 0)?, z(w2, slots > 1)?],
             rest: dense(true)?,
             grest: dense(true)?,
             srest: [dense(slots > 0)?, dense(slots > 1)?],
-            a1: Aligned::default(),
-            z1: Aligned::default(),
-            da1: Aligned::default(),
             a: hidden(),
             z: hidden(),
             dz: hidden(),
@@ -247,39 +204,31 @@ impl<T: Float> MultiPart<T> {
         })
     }
 
-    /// Copies one set of the run's layers (parameters or a state set) into this part's
-    /// arrays (`to_part`) or back (`write`: whether this part writes the layers it
-    /// shares with the others).
-    #[allow(clippy::too_many_arguments)]
+    /// Copies the run's parameters (`set` None) or state set `set` into this part
+    /// (`to_part`), or back (`write`: whether this part writes the layers every part
+    /// holds).
     fn copy(
+        &mut self,
+        set: Option<usize>,
         layers: &mut [[&mut [T]; 2]],
-        w1: &mut [T],
-        b1: &mut [T],
-        w2: &mut [T],
-        rest: &mut [Dense<T>],
-        (lo, hi): (usize, usize),
         to_part: bool,
         write: bool,
     ) {
-        let h1 = layers[0][1].len();
-        let s2 = layers[1][0].len() / h1.max(1);
-        let w = hi - lo;
+        let (lo, hi) = (self.units.lo, self.units.hi);
         {
-            let [lw1, lb1] = &mut layers[0];
-            w1_columns(lw1, w1, h1, lo, hi, to_part);
-            if to_part {
-                b1[..w].copy_from_slice(&lb1[lo..hi]);
-            } else {
-                lb1[lo..hi].copy_from_slice(&b1[..w]);
-            }
+            let [w1, b1] = &mut layers[0];
+            self.units.copy(set, w1, b1, to_part);
         }
-        {
-            let rows = &mut layers[1][0][lo * s2..hi * s2];
-            if to_part {
-                w2.copy_from_slice(rows);
-            } else {
-                rows.copy_from_slice(w2);
-            }
+        let (w2, rest) = match set {
+            None => (&mut self.w2, &mut self.rest),
+            Some(s) => (&mut self.sw2[s], &mut self.srest[s]),
+        };
+        let s2 = self.sizes[2];
+        let rows = &mut layers[1][0][lo * s2..hi * s2];
+        if to_part {
+            w2.copy_from_slice(rows);
+        } else {
+            rows.copy_from_slice(w2);
         }
         for (l, (layer, own)) in layers.iter_mut().zip(rest.iter_mut()).enumerate().skip(1) {
             let [lw, lb] = layer;
@@ -305,58 +254,51 @@ impl<T: Float> MultiPart<T> {
         to_part: bool,
         write: bool,
     ) {
-        let span = (self.lo, self.hi);
-        let (w1, b1, w2) = (&mut self.w1, &mut self.b1, &mut self.w2);
-        Self::copy(p, w1, b1, w2, &mut self.rest, span, to_part, write);
+        self.copy(None, p, to_part, write);
         for (s, set) in st.iter_mut().enumerate() {
-            let (sw1, sb1) = (&mut self.sw1[s], &mut self.sb1[s]);
-            let (sw2, srest) = (&mut self.sw2[s], &mut self.srest[s]);
-            Self::copy(set, sw1, sb1, sw2, srest, span, to_part, write);
+            self.copy(Some(s), set, to_part, write);
         }
     }
+}
 
-    /// Phase 1 of a step: a1 += b1, z1 = act(a1), this part's share of the second
-    /// layer's pre-activations z1_p·W2_p (n, sizes[2]), and of the weight penalty.
-    fn forward(
-        &mut self,
-        sh: &mut MultiShared<T>,
-        sizes: &[usize],
-        n: usize,
-        act: Activation,
-        decay: f64,
-    ) {
-        let (wp, w, s2) = (self.wp, self.hi - self.lo, sizes[2]);
-        self.z1.resize(n * wp, T::zero());
-        activate(&mut self.a1, &self.b1, &mut self.z1, w, act);
+impl<T: Float> SplitPart<T> for MultiPart<T> {
+    type Shared = MultiShared<T>;
+
+    fn units(&mut self) -> &mut Units<T> {
+        &mut self.units
+    }
+
+    /// This part's share of the second layer's pre-activations z1_p·W2_p (n,
+    /// sizes[2]) and of the weight penalty.
+    fn share(&mut self, sh: &mut MultiShared<T>, n: usize) {
+        let (u, s2) = (&self.units, self.sizes[2]);
         sh.a2.resize(n * s2, T::zero());
-        product(&mut sh.a2, &self.z1, &self.w2, (n, w, s2), wp, false);
-        sh.penalty = if decay > 0.0 {
-            0.5 * decay * (squares(&self.w1) + squares(&self.w2))
+        product(&mut sh.a2, &u.z1, &self.w2, (n, u.width(), s2), u.wp, false);
+        sh.penalty = if self.decay() > 0.0 {
+            u.penalty() + 0.5 * self.decay() * squares(&self.w2)
         } else {
             0.0
         };
     }
 
-    /// Phase 2 of a step: the layers after the first (in full) from every part's share,
-    /// the loss, the gradients, the updates, and the next batch's first-layer
-    /// pre-activations when `next` holds it (row q also starts loading row `after[q]`).
-    /// Returns the batch's mean loss (cross-entropy plus the weight penalty).
-    #[allow(clippy::too_many_arguments)]
+    /// The layers after the first (in full) from every part's share, the loss
+    /// (cross-entropy plus the weight penalty), their gradients and updates, dW2_p and
+    /// dz1_p.
     fn backward(
         &mut self,
         shares: &[&MultiShared<T>],
-        sizes: &[usize],
-        cur: (&SparseRows<T>, &[usize]),
-        next: Option<(&SparseRows<T>, &[usize])>,
-        after: &[i64],
         batch: &[usize],
         t: Targets<'_, T>,
-        (act, opt, decay): (Activation, Optimizer, f64),
         iter: u64,
     ) -> f64 {
+        let (act, opt, decay) = (self.units.act, self.units.opt, self.decay());
+        let sizes = &self.sizes[..];
         let (n, layers, k) = (batch.len(), sizes.len() - 1, sizes[sizes.len() - 1]);
-        let (wp, w) = (self.wp, self.hi - self.lo);
         let MultiPart {
+            units,
+            w2,
+            gw2,
+            sw2,
             a,
             z,
             dz,
@@ -366,6 +308,7 @@ impl<T: Float> MultiPart<T> {
             srest,
             ..
         } = self;
+        let (wp, w) = (units.wp, units.width());
         y.resize(n * k, T::zero());
         for l in 1..layers - 1 {
             let len = n * sizes[l + 1];
@@ -387,16 +330,19 @@ impl<T: Float> MultiPart<T> {
         // The later layers.
         for l in 2..layers {
             let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
-            activate_plain(&mut a[l - 1], &mut z[l - 1], act);
-            let (zl, out): (&[T], &mut [T]) = if l + 1 == layers {
-                (&z[l - 1], &mut y[..])
-            } else {
-                (&z[l - 1], &mut a[l])
-            };
+            activate(&a[l - 1], &mut z[l - 1], act);
+            let out: &mut [T] = if l + 1 == layers { y } else { &mut a[l] };
             for row in out.chunks_exact_mut(fan_out) {
                 row.copy_from_slice(&rest[l].b);
             }
-            product(out, zl, &rest[l].w, (n, fan_in, fan_out), fan_in, true);
+            product(
+                out,
+                &z[l - 1],
+                &rest[l].w,
+                (n, fan_in, fan_out),
+                fan_in,
+                true,
+            );
         }
         let mut penalty = shares.iter().map(|sh| sh.penalty).sum::<f64>();
         if decay > 0.0 {
@@ -408,7 +354,7 @@ impl<T: Float> MultiPart<T> {
         for l in (2..layers).rev() {
             let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
             let (below, above) = dz.split_at_mut(l);
-            let dout: &[T] = if l + 1 == layers { &y[..] } else { &above[0] };
+            let dout: &[T] = if l + 1 == layers { y } else { &above[0] };
             product_tn(
                 &mut grest[l].w,
                 &z[l - 1],
@@ -426,26 +372,24 @@ impl<T: Float> MultiPart<T> {
                 (n, fan_in, fan_out),
                 fan_in,
             );
-            let (gl, _) = grest.split_at_mut(l);
             act_grad(
                 &mut below[l - 1],
                 &a[l - 1],
                 &z[l - 1],
-                &mut gl[l - 1].b,
+                &mut grest[l - 1].b,
                 act,
             );
         }
-        // This part's W2 rows and first-layer units.
+        // This part's W2 rows and dL/dz1 of its units.
         let s2 = sizes[2];
-        let dout: &[T] = if layers == 2 { &y[..] } else { &dz[1] };
-        product_tn(&mut self.gw2, &self.z1, dout, (n, w, s2), wp);
+        let dout: &[T] = if layers == 2 { y } else { &dz[1] };
+        product_tn(gw2, &units.z1, dout, (n, w, s2), wp);
         if decay > 0.0 {
-            add_decay(&mut self.gw2, &self.w2, decay);
+            add_decay(gw2, w2, decay);
         }
-        self.da1.resize(n * wp, T::zero());
-        product_nt(&mut self.da1, dout, &self.w2, (n, w, s2), wp);
-        act_grad(&mut self.da1, &self.a1, &self.z1, &mut self.gb1, act);
-        // Updates.
+        units.da1.resize(n * wp, T::zero());
+        product_nt(&mut units.da1, dout, w2, (n, w, s2), wp);
+        // Updates of every layer but the first.
         for (l, ((p, g), [s0, s1])) in rest
             .iter_mut()
             .zip(grest.iter())
@@ -458,33 +402,16 @@ impl<T: Float> MultiPart<T> {
             }
             apply(opt, &mut p.b, &g.b, &mut s0.b, &mut s1.b, iter);
         }
-        let [s0, s1] = &mut self.sw2;
-        apply(opt, &mut self.w2, &self.gw2, s0, s1, iter);
-        let [s0, s1] = &mut self.sb1;
-        apply(opt, &mut self.b1, &self.gb1, s0, s1, iter);
-        let (sp, rows) = cur;
-        match opt {
-            Optimizer::Sgd { lr } if decay == 0.0 => {
-                let (w1, da1) = (&mut self.w1, &self.da1);
-                with_source!(sp, |src| add_input_grad(w1, da1, src, rows, T::lit(-lr)));
-            }
-            _ => {
-                self.gw1.fill(T::zero());
-                let (gw1, da1) = (&mut self.gw1, &self.da1);
-                with_source!(sp, |src| add_input_grad(gw1, da1, src, rows, T::one()));
-                if decay > 0.0 {
-                    add_decay(&mut self.gw1, &self.w1, decay);
-                }
-                let [s0, s1] = &mut self.sw1;
-                apply(opt, &mut self.w1, &self.gw1, s0, s1, iter);
-            }
-        }
-        if let Some((sp, rows)) = next {
-            self.a1.resize(rows.len() * wp, T::zero());
-            let (a1, w1) = (&mut self.a1, &self.w1);
-            with_source!(sp, |src| forward_rows(a1, w1, src, rows, after));
-        }
+        let [s0, s1] = sw2;
+        apply(opt, w2, gw2, s0, s1, iter);
         loss / n as f64 + penalty
+    }
+}
+
+impl<T: Float> MultiPart<T> {
+    /// λ of the weight decay.
+    fn decay(&self) -> f64 {
+        self.units.decay
     }
 }
 
@@ -494,11 +421,6 @@ fn pairs<T>(sets: &mut [Vec<Dense<T>>; 2]) -> impl Iterator<Item = [&mut Dense<T
     let len = s0.len().max(s1.len());
     let (mut i0, mut i1) = (s0.iter_mut(), s1.iter_mut());
     (0..len).filter_map(move |_| Some([i0.next()?, i1.next()?]))
-}
-
-/// z = act(a), elementwise.
-fn activate_plain<T: Float>(a: &mut [T], z: &mut [T], act: Activation) {
-    super::train::activate(a, &[], z, act);
 }
 
 impl<T: Lanes> MultiTrainer<T> {
@@ -528,32 +450,13 @@ impl<T: Lanes> MultiTrainer<T> {
                 format!("weight_decay must be >= 0, got {decay}"),
             ));
         }
-        let h1 = sizes[1];
-        // Two parts unless one block holds the whole first hidden layer.
-        let bounds: Vec<[usize; 2]> = if h1 > BLOCK {
-            vec![[0, h1.div_ceil(2)], [h1.div_ceil(2), h1]]
-        } else {
-            vec![[0, h1]]
-        };
-        let mut parts = Vec::new();
-        for &[lo, hi] in &bounds {
-            let part = MultiPart::new(sizes, lo, hi, optimizer, decay).ok_or_else(|| {
-                KernelError::Alloc {
-                    op: OP,
-                    shape: format!("{sizes:?}"),
-                    bytes: (sizes[0] as u128) * (h1 as u128) * std::mem::size_of::<T>() as u128,
-                }
-            })?;
-            parts.push(part);
-        }
+        let split = Parts::new(OP, sizes[0], sizes[1], |span| {
+            MultiPart::new(sizes, span, activation, optimizer, decay)
+        })?;
         Ok(MultiTrainer {
             sizes: sizes.to_vec(),
-            activation,
             optimizer,
-            decay,
-            shared: bounds.iter().map(|_| MultiShared::default()).collect(),
-            parts,
-            scratch: Default::default(),
+            split,
         })
     }
 
@@ -644,102 +547,15 @@ impl<T: Lanes> MultiTrainer<T> {
                     .collect::<Result<_>>()?,
             );
         }
-        for part in &mut self.parts {
+        for part in &mut self.split.parts {
             part.exchange(&mut p, &mut st, true, false);
         }
-        let total = batches.nrows();
-        let mut losses = Vec::with_capacity(total);
-        let mut outcome = Ok(());
-        let mut s = 0;
-        while s < total {
-            // Steps for about 50 ms inside the pool, then a look at `interrupt` here.
-            let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
-            s = parallel::install(|threads| {
-                self.steps(x, t, batches, s, first_iter, until, threads, &mut losses)
-            });
-            if s < total && interrupt() {
-                outcome = Err(KernelError::Interrupted { op: OP });
-                break;
-            }
-        }
+        let losses = self.split.run(OP, x, t, batches, first_iter, interrupt);
         // Every part writes back its units; the first also the layers they all hold.
-        for (i, part) in self.parts.iter_mut().enumerate() {
+        for (i, part) in self.split.parts.iter_mut().enumerate() {
             part.exchange(&mut p, &mut st, false, i == 0);
         }
-        outcome.map(|()| losses)
-    }
-
-    /// Steps from s until the batches run out or `until` passes (at least one step);
-    /// pushes the mean losses and returns the next step.
-    #[allow(clippy::too_many_arguments)]
-    fn steps(
-        &mut self,
-        x: Rows<'_, T>,
-        t: Targets<'_, T>,
-        batches: ArrayView2<'_, i64>,
-        mut s: usize,
-        first_iter: u64,
-        until: std::time::Instant,
-        threads: usize,
-        losses: &mut Vec<f64>,
-    ) -> usize {
-        let hyper = (self.activation, self.optimizer, self.decay);
-        let (act, decay) = (self.activation, self.decay);
-        let (total, n) = (batches.nrows(), batches.ncols());
-        let count = self.parts.len();
-        let two = threads > 1 && count == 2;
-        let sizes = &self.sizes[..];
-        let (parts, shared) = (&mut self.parts[..], &mut self.shared[..]);
-        let scratch = &mut self.scratch;
-        let mut rows = [Vec::with_capacity(n), Vec::with_capacity(n)];
-        let batch_rows = |b: usize| batches.row(b).into_iter().map(|&i| i as usize);
-        // This batch's rows, then its first-layer pre-activations.
-        gather(x, batch_rows(s), &mut scratch[s % 2], &mut rows[s % 2]);
-        {
-            let sp = source(x, scratch, s % 2);
-            let rows = &rows[s % 2][..];
-            each(two, parts, &mut [(), ()], |_, part, _| {
-                part.a1.resize(n * part.wp, T::zero());
-                let (a1, w1) = (&mut part.a1, &part.w1);
-                with_source!(sp, |src| forward_rows(a1, w1, src, rows, &[]));
-            });
-        }
-        let mut batch = Vec::with_capacity(n);
-        loop {
-            let go_on = s + 1 < total && std::time::Instant::now() < until;
-            let (cur, nxt) = (s % 2, (s + 1) % 2);
-            if go_on {
-                gather(x, batch_rows(s + 1), &mut scratch[nxt], &mut rows[nxt]);
-            }
-            batch.clear();
-            batch.extend(batch_rows(s));
-            let this = (source(x, scratch, cur), &rows[cur][..]);
-            let next = go_on.then(|| (source(x, scratch, nxt), &rows[nxt][..]));
-            let after: &[i64] = match x {
-                Rows::Sparse(_) if s + 2 < total => batches.row(s + 2).to_slice().unwrap_or(&[]),
-                _ => &[],
-            };
-            // Phase 1: the first layer's activations and shares of the second layer.
-            each(two, parts, shared, |_, part, sh| {
-                if let Some((sp, _)) = next {
-                    for &r in after {
-                        with_source!(sp, |src| src.prefetch_span(r as usize));
-                    }
-                }
-                part.forward(sh, sizes, n, act, decay);
-            });
-            // Phase 2: the rest of the step and the next batch's first layer.
-            let shares: Vec<&MultiShared<T>> = shared.iter().collect();
-            let iter = first_iter + s as u64 + 1;
-            let loss = each(two, parts, &mut [(), ()], |_, part, _| {
-                part.backward(&shares, sizes, this, next, after, &batch, t, hyper, iter)
-            });
-            losses.push(loss);
-            s += 1;
-            if !go_on {
-                return s;
-            }
-        }
+        losses
     }
 }
 
@@ -806,8 +622,8 @@ pub fn predict_multi<T: Lanes>(
         a0.resize(n * hp, T::zero());
         z0.resize(n * hp, T::zero());
         let rows = &ws.rows;
-        with_source!(sp, |src| forward_padded(a0, src, rows, &w1p, &b1p));
-        activate_rows(a0, &[], z0, activation);
+        with_source!(sp, |src| forward_rows(a0, src, rows, &w1p, &b1p));
+        activate(a0, z0, activation);
         let (mut prev, mut stride): (&[T], usize) = (z0, hp);
         for (l, pair) in (1..layers.len()).zip(rest.chunks_exact_mut(2)) {
             let [a, z] = pair else { return };
@@ -827,7 +643,7 @@ pub fn predict_multi<T: Lanes>(
             }
             if l + 1 < layers.len() {
                 z.resize(a.len(), T::zero());
-                activate_rows(a, &[], z, activation);
+                activate(a, z, activation);
                 prev = z;
             } else {
                 prev = a;
