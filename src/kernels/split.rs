@@ -50,15 +50,10 @@ pub(super) struct Units<T> {
     pub(super) opt: Optimizer,
     /// λ of the L2 weight decay (0 for none): the loss adds ½·λ·Σ‖W‖², each dW λ·W.
     pub(super) decay: f64,
-    /// W1[:, lo..hi] (d × wp in column blocks, [`w1_block`]), its gradient (not for
-    /// plain SGD) and state.
-    pub(super) w1: Aligned<T>,
-    gw1: Aligned<T>,
-    sw1: [Aligned<T>; 2],
-    /// b1[lo..hi] (wp).
-    b1: Aligned<T>,
-    gb1: Aligned<T>,
-    sb1: [Aligned<T>; 2],
+    /// W1[:, lo..hi] (d × wp in column blocks, [`w1_block`]; no gradient array for
+    /// plain SGD) and b1[lo..hi] (wp).
+    pub(super) w1: Param<T>,
+    b1: Param<T>,
     /// Pre-activations, activations and dL/dz1, then dL/da1: (n, wp).
     pub(super) a1: Aligned<T>,
     pub(super) z1: Aligned<T>,
@@ -75,9 +70,6 @@ impl<T: Float> Units<T> {
         decay: f64,
     ) -> Option<Self> {
         let wp = (hi - lo).div_ceil(BLOCK) * BLOCK;
-        let slots = opt.state_slots();
-        let z = zeros::<T>;
-        let dw = d.checked_mul(wp);
         let plain_sgd = matches!(opt, Optimizer::Sgd { .. }) && decay == 0.0;
         Some(Units {
             lo,
@@ -86,12 +78,8 @@ impl<T: Float> Units<T> {
             act,
             opt,
             decay,
-            w1: z(dw, true)?,
-            gw1: z(dw, !plain_sgd)?,
-            sw1: [z(dw, slots > 0)?, z(dw, slots > 1)?],
-            b1: z(Some(wp), true)?,
-            gb1: z(Some(wp), true)?,
-            sb1: [z(Some(wp), slots > 0)?, z(Some(wp), slots > 1)?],
+            w1: Param::new(d.checked_mul(wp), opt, !plain_sgd)?,
+            b1: Param::new(Some(wp), opt, true)?,
             a1: Aligned::default(),
             z1: Aligned::default(),
             da1: Aligned::default(),
@@ -106,12 +94,9 @@ impl<T: Float> Units<T> {
     /// Columns lo..hi of W1 (d, h) and entries of b1 (h) into the units' parameters
     /// (`set` None) or state set `set` (`to_part`), or back.
     pub(super) fn copy(&mut self, set: Option<usize>, w1: &mut [T], b1: &mut [T], to_part: bool) {
-        let (pw1, pb1) = match set {
-            None => (&mut self.w1, &mut self.b1),
-            Some(s) => (&mut self.sw1[s], &mut self.sb1[s]),
-        };
         let (lo, hi) = (self.lo, self.hi);
-        w1_columns(w1, pw1, b1.len(), lo, hi, to_part);
+        w1_columns(w1, self.w1.set(set), b1.len(), lo, hi, to_part);
+        let pb1 = self.b1.set(set);
         if to_part {
             pb1[..hi - lo].copy_from_slice(&b1[lo..hi]);
         } else {
@@ -123,7 +108,7 @@ impl<T: Float> Units<T> {
     /// `after[q]` (of a later batch) into cache.
     pub(super) fn forward(&mut self, (sp, rows): Batch<'_, T>, after: &[i64]) {
         self.a1.resize(rows.len() * self.wp, T::zero());
-        let (a1, w1) = (&mut self.a1, &self.w1);
+        let (a1, w1) = (&mut self.a1, &self.w1.v);
         with_source!(sp, |src| forward_rows(a1, w1, src, rows, after));
     }
 
@@ -133,7 +118,7 @@ impl<T: Float> Units<T> {
         let (wp, w) = (self.wp, self.width());
         self.z1.resize(n * wp, T::zero());
         for a in self.a1.chunks_exact_mut(wp) {
-            for (a, &b) in a.iter_mut().zip(self.b1.iter()) {
+            for (a, &b) in a.iter_mut().zip(self.b1.v.iter()) {
                 *a = *a + b;
             }
         }
@@ -148,50 +133,103 @@ impl<T: Float> Units<T> {
     /// into W1 without forming dW1; else dW1 (+ λ·W1), then the rule).
     pub(super) fn update(&mut self, (sp, rows): Batch<'_, T>, iter: u64) {
         let opt = self.opt;
-        act_grad(&mut self.da1, &self.a1, &self.z1, &mut self.gb1, self.act);
-        let [s0, s1] = &mut self.sb1;
-        apply(opt, &mut self.b1, &self.gb1, s0, s1, iter);
+        act_grad(&mut self.da1, &self.a1, &self.z1, &mut self.b1.g, self.act);
+        self.b1.step(opt, iter);
+        let (w1, da1) = (&mut self.w1, &self.da1);
         match opt {
             Optimizer::Sgd { lr } if self.decay == 0.0 => {
-                let (w1, da1) = (&mut self.w1, &self.da1);
-                with_source!(sp, |src| add_input_grad(w1, da1, src, rows, T::lit(-lr)));
+                with_source!(sp, |src| add_input_grad(
+                    &mut w1.v,
+                    da1,
+                    src,
+                    rows,
+                    T::lit(-lr)
+                ));
             }
             _ => {
-                self.gw1.fill(T::zero());
-                let (gw1, da1) = (&mut self.gw1, &self.da1);
-                with_source!(sp, |src| add_input_grad(gw1, da1, src, rows, T::one()));
-                if self.decay > 0.0 {
-                    add_decay(&mut self.gw1, &self.w1, self.decay);
-                }
-                let [s0, s1] = &mut self.sw1;
-                apply(opt, &mut self.w1, &self.gw1, s0, s1, iter);
+                w1.g.fill(T::zero());
+                with_source!(sp, |src| add_input_grad(
+                    &mut w1.g,
+                    da1,
+                    src,
+                    rows,
+                    T::one()
+                ));
+                w1.decay(self.decay);
+                w1.step(opt, iter);
             }
         }
     }
 
     /// ½·λ·‖W1 part‖² (the padding is zero).
     pub(super) fn penalty(&self) -> f64 {
-        0.5 * self.decay * squares(&self.w1)
+        self.w1.penalty(self.decay)
+    }
+}
+
+/// A parameter's values, their gradient and the optimizer's state sets.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Param<T> {
+    pub(super) v: Aligned<T>,
+    pub(super) g: Aligned<T>,
+    s: [Aligned<T>; 2],
+}
+
+impl<T: Float> Param<T> {
+    /// `len` zero values, their gradient (if `grad`) and the state `opt` keeps; None
+    /// when `len` overflowed (None) or the memory cannot be had.
+    pub(super) fn new(len: Option<usize>, opt: Optimizer, grad: bool) -> Option<Self> {
+        let slots = opt.state_slots();
+        Some(Param {
+            v: zeros(len, true)?,
+            g: zeros(len, grad)?,
+            s: [zeros(len, slots > 0)?, zeros(len, slots > 1)?],
+        })
+    }
+
+    /// The values (`set` None) or state set `set`.
+    pub(super) fn set(&mut self, set: Option<usize>) -> &mut Aligned<T> {
+        match set {
+            None => &mut self.v,
+            Some(s) => &mut self.s[s],
+        }
+    }
+
+    /// The rule's update of the values from the gradient (`iter`: Adam's t).
+    pub(super) fn step(&mut self, opt: Optimizer, iter: u64) {
+        let [s0, s1] = &mut self.s;
+        apply(opt, &mut self.v, &self.g, s0, s1, iter);
+    }
+
+    /// g += λ·v (L2 weight decay; nothing for λ = 0).
+    pub(super) fn decay(&mut self, decay: f64) {
+        if decay > 0.0 {
+            let lambda = T::lit(decay);
+            for (g, &v) in self.g.iter_mut().zip(self.v.iter()) {
+                *g = *g + lambda * v;
+            }
+        }
+    }
+
+    /// ½·λ·‖v‖².
+    pub(super) fn penalty(&self, decay: f64) -> f64 {
+        if decay > 0.0 {
+            0.5 * decay * squares(&self.v)
+        } else {
+            0.0
+        }
     }
 }
 
 /// `len` zeros if `used`, else none; None when `len` overflowed (None) or the memory
 /// cannot be had.
-pub(super) fn zeros<T: Float>(len: Option<usize>, used: bool) -> Option<Aligned<T>> {
+fn zeros<T: Float>(len: Option<usize>, used: bool) -> Option<Aligned<T>> {
     Aligned::try_filled(if used { len? } else { 0 }, T::zero())
 }
 
 /// Σ v² in f64.
-pub(super) fn squares<T: Float>(w: &[T]) -> f64 {
+fn squares<T: Float>(w: &[T]) -> f64 {
     w.iter().fold(0.0_f64, |s, &v| s + (v * v).to_f64())
-}
-
-/// g += λ·w.
-pub(super) fn add_decay<T: Float>(g: &mut [T], w: &[T], decay: f64) {
-    let lambda = T::lit(decay);
-    for (g, &w) in g.iter_mut().zip(w) {
-        *g = *g + lambda * w;
-    }
 }
 
 /// One part of a trainer whose first hidden layer is split by units.

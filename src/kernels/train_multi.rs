@@ -14,10 +14,10 @@ use super::aligned::Aligned;
 use super::matmul::gemm_into;
 use super::numgrad::Activation;
 use super::sparse::{gather, with_source, Rows};
-use super::split::{add_decay, squares, zeros, Parts, SplitPart, Units};
+use super::split::{Param, Parts, SplitPart, Units};
 use super::train::{
-    act_grad, activate, apply, argmax_rows, check_batches, check_width, forward_rows, hit_rate,
-    pad_rows, padded, predict_blocks, softmax_cross_entropy_grad, Lanes, Optimizer, EVAL_ROWS,
+    act_grad, activate, argmax_rows, check_batches, check_width, forward_rows, hit_rate, pad_rows,
+    padded, predict_blocks, softmax_cross_entropy_grad, Lanes, Optimizer, EVAL_ROWS,
 };
 use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
@@ -71,11 +71,11 @@ struct MultiShared<T> {
     penalty: f64,
 }
 
-/// One layer's weights and bias, or their gradients or one optimizer state set.
+/// One layer's weights and bias.
 #[derive(Debug, Clone, Default)]
 struct Dense<T> {
-    w: Aligned<T>,
-    b: Aligned<T>,
+    w: Param<T>,
+    b: Param<T>,
 }
 
 /// One part: its units of the first hidden layer, their rows of W2, and its own copy
@@ -85,14 +85,9 @@ struct MultiPart<T> {
     units: Units<T>,
     sizes: Vec<usize>,
     /// W2[lo..hi, :] (hi − lo, sizes[2]).
-    w2: Aligned<T>,
-    gw2: Aligned<T>,
-    sw2: [Aligned<T>; 2],
-    /// Per layer l ≥ 1: its bias, and for l ≥ 2 its weights (empty for l = 1), with
-    /// gradients and state.
+    w2: Param<T>,
+    /// Per layer l ≥ 1: its bias, and for l ≥ 2 its weights (empty for l = 1).
     rest: Vec<Dense<T>>,
-    grest: Vec<Dense<T>>,
-    srest: [Vec<Dense<T>>; 2],
     /// Per later hidden layer l (1 ≤ l < layers − 1): pre-activations, activations,
     /// gradient (n × sizes[l + 1]); index 0 unused.
     a: Vec<Aligned<T>>,
@@ -167,36 +162,27 @@ impl<T: Float> MultiPart<T> {
         decay: f64,
     ) -> Option<Self> {
         let units = Units::new(sizes[0], span, act, opt, decay)?;
-        let slots = opt.state_slots();
-        let z = zeros::<T>;
-        let w2 = units.width().checked_mul(sizes[2]);
         let layers = sizes.len() - 1;
-        let dense = |used: bool| -> Option<Vec<Dense<T>>> {
-            (0..layers)
-                .map(|l| {
-                    let w = if l >= 2 {
-                        sizes[l].checked_mul(sizes[l + 1])
-                    } else {
-                        Some(0)
-                    };
-                    let b = if l >= 1 { sizes[l + 1] } else { 0 };
-                    Some(Dense {
-                        w: z(w, used)?,
-                        b: z(Some(b), used)?,
-                    })
+        let rest = (0..layers)
+            .map(|l| {
+                let w = if l >= 2 {
+                    sizes[l].checked_mul(sizes[l + 1])
+                } else {
+                    Some(0)
+                };
+                let b = if l >= 1 { sizes[l + 1] } else { 0 };
+                Some(Dense {
+                    w: Param::new(w, opt, true)?,
+                    b: Param::new(Some(b), opt, true)?,
                 })
-                .collect()
-        };
+            })
+            .collect::<Option<_>>()?;
         let hidden = || vec![Aligned::default(); layers - 1];
         Some(MultiPart {
+            w2: Param::new(units.width().checked_mul(sizes[2]), opt, true)?,
             units,
             sizes: sizes.to_vec(),
-            w2: z(w2, true)?,
-            gw2: z(w2, true)?,
-            sw2: [z(w2, slots > 0)?, z(w2, slots > 1)?],
-            rest: dense(true)?,
-            grest: dense(true)?,
-            srest: [dense(slots > 0)?, dense(slots > 1)?],
+            rest,
             a: hidden(),
             z: hidden(),
             dz: hidden(),
@@ -219,10 +205,7 @@ impl<T: Float> MultiPart<T> {
             let [w1, b1] = &mut layers[0];
             self.units.copy(set, w1, b1, to_part);
         }
-        let (w2, rest) = match set {
-            None => (&mut self.w2, &mut self.rest),
-            Some(s) => (&mut self.sw2[s], &mut self.srest[s]),
-        };
+        let w2 = self.w2.set(set);
         let s2 = self.sizes[2];
         let rows = &mut layers[1][0][lo * s2..hi * s2];
         if to_part {
@@ -230,17 +213,23 @@ impl<T: Float> MultiPart<T> {
         } else {
             rows.copy_from_slice(w2);
         }
-        for (l, (layer, own)) in layers.iter_mut().zip(rest.iter_mut()).enumerate().skip(1) {
+        for (l, (layer, own)) in layers
+            .iter_mut()
+            .zip(self.rest.iter_mut())
+            .enumerate()
+            .skip(1)
+        {
             let [lw, lb] = layer;
+            let (ow, ob) = (own.w.set(set), own.b.set(set));
             if to_part {
-                own.b.copy_from_slice(lb);
+                ob.copy_from_slice(lb);
                 if l >= 2 {
-                    own.w.copy_from_slice(lw);
+                    ow.copy_from_slice(lw);
                 }
             } else if write {
-                lb.copy_from_slice(&own.b);
+                lb.copy_from_slice(ob);
                 if l >= 2 {
-                    lw.copy_from_slice(&own.w);
+                    lw.copy_from_slice(ow);
                 }
             }
         }
@@ -273,12 +262,15 @@ impl<T: Float> SplitPart<T> for MultiPart<T> {
     fn share(&mut self, sh: &mut MultiShared<T>, n: usize) {
         let (u, s2) = (&self.units, self.sizes[2]);
         sh.a2.resize(n * s2, T::zero());
-        product(&mut sh.a2, &u.z1, &self.w2, (n, u.width(), s2), u.wp, false);
-        sh.penalty = if self.decay() > 0.0 {
-            u.penalty() + 0.5 * self.decay() * squares(&self.w2)
-        } else {
-            0.0
-        };
+        product(
+            &mut sh.a2,
+            &u.z1,
+            &self.w2.v,
+            (n, u.width(), s2),
+            u.wp,
+            false,
+        );
+        sh.penalty = u.penalty() + self.w2.penalty(u.decay);
     }
 
     /// The layers after the first (in full) from every part's share, the loss
@@ -291,21 +283,17 @@ impl<T: Float> SplitPart<T> for MultiPart<T> {
         t: Targets<'_, T>,
         iter: u64,
     ) -> f64 {
-        let (act, opt, decay) = (self.units.act, self.units.opt, self.decay());
+        let (act, opt, decay) = (self.units.act, self.units.opt, self.units.decay);
         let sizes = &self.sizes[..];
         let (n, layers, k) = (batch.len(), sizes.len() - 1, sizes[sizes.len() - 1]);
         let MultiPart {
             units,
             w2,
-            gw2,
-            sw2,
             a,
             z,
             dz,
             y,
             rest,
-            grest,
-            srest,
             ..
         } = self;
         let (wp, w) = (units.wp, units.width());
@@ -321,7 +309,7 @@ impl<T: Float> SplitPart<T> for MultiPart<T> {
             let out: &mut [T] = if layers == 2 { y } else { &mut a[1] };
             let s2 = sizes[2];
             for (q, row) in out.chunks_exact_mut(s2).enumerate() {
-                for (c, (o, &b)) in row.iter_mut().zip(rest[1].b.iter()).enumerate() {
+                for (c, (o, &b)) in row.iter_mut().zip(rest[1].b.v.iter()).enumerate() {
                     let sum = shares.iter().fold(T::zero(), |s, sh| s + sh.a2[q * s2 + c]);
                     *o = sum + b;
                 }
@@ -333,94 +321,50 @@ impl<T: Float> SplitPart<T> for MultiPart<T> {
             activate(&a[l - 1], &mut z[l - 1], act);
             let out: &mut [T] = if l + 1 == layers { y } else { &mut a[l] };
             for row in out.chunks_exact_mut(fan_out) {
-                row.copy_from_slice(&rest[l].b);
+                row.copy_from_slice(&rest[l].b.v);
             }
-            product(
-                out,
-                &z[l - 1],
-                &rest[l].w,
-                (n, fan_in, fan_out),
-                fan_in,
-                true,
-            );
+            let dims = (n, fan_in, fan_out);
+            product(out, &z[l - 1], &rest[l].w.v, dims, fan_in, true);
         }
-        let mut penalty = shares.iter().map(|sh| sh.penalty).sum::<f64>();
-        if decay > 0.0 {
-            penalty += 0.5 * decay * rest.iter().skip(2).map(|d| squares(&d.w)).sum::<f64>();
-        }
-        let loss = softmax_cross_entropy_grad(y, k, batch, t, &mut grest[layers - 1].b);
-        // Backward through the later layers: dW_l = z_(l-1)ᵀ·dout, dz_(l-1) =
-        // (dout·W_lᵀ) ⊙ act'(a_(l-1)), db_(l-1) = Σ dz_(l-1).
+        let penalty = shares.iter().map(|sh| sh.penalty).sum::<f64>()
+            + rest.iter().skip(2).map(|d| d.w.penalty(decay)).sum::<f64>();
+        let loss = softmax_cross_entropy_grad(y, k, batch, t, &mut rest[layers - 1].b.g);
+        // Backward through the later layers: dW_l = z_(l-1)ᵀ·dout (+ λ·W_l),
+        // dz_(l-1) = (dout·W_lᵀ) ⊙ act'(a_(l-1)), db_(l-1) = Σ dz_(l-1).
         for l in (2..layers).rev() {
-            let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
+            let dims = (n, sizes[l], sizes[l + 1]);
             let (below, above) = dz.split_at_mut(l);
             let dout: &[T] = if l + 1 == layers { y } else { &above[0] };
-            product_tn(
-                &mut grest[l].w,
-                &z[l - 1],
-                dout,
-                (n, fan_in, fan_out),
-                fan_in,
-            );
-            if decay > 0.0 {
-                add_decay(&mut grest[l].w, &rest[l].w, decay);
-            }
-            product_nt(
-                &mut below[l - 1],
-                dout,
-                &rest[l].w,
-                (n, fan_in, fan_out),
-                fan_in,
-            );
+            let (lower, upper) = rest.split_at_mut(l);
+            let layer = &mut upper[0];
+            product_tn(&mut layer.w.g, &z[l - 1], dout, dims, dims.1);
+            layer.w.decay(decay);
+            product_nt(&mut below[l - 1], dout, &layer.w.v, dims, dims.1);
             act_grad(
                 &mut below[l - 1],
                 &a[l - 1],
                 &z[l - 1],
-                &mut grest[l - 1].b,
+                &mut lower[l - 1].b.g,
                 act,
             );
         }
         // This part's W2 rows and dL/dz1 of its units.
-        let s2 = sizes[2];
+        let dims = (n, w, sizes[2]);
         let dout: &[T] = if layers == 2 { y } else { &dz[1] };
-        product_tn(gw2, &units.z1, dout, (n, w, s2), wp);
-        if decay > 0.0 {
-            add_decay(gw2, w2, decay);
-        }
+        product_tn(&mut w2.g, &units.z1, dout, dims, wp);
+        w2.decay(decay);
         units.da1.resize(n * wp, T::zero());
-        product_nt(&mut units.da1, dout, w2, (n, w, s2), wp);
+        product_nt(&mut units.da1, dout, &w2.v, dims, wp);
         // Updates of every layer but the first.
-        for (l, ((p, g), [s0, s1])) in rest
-            .iter_mut()
-            .zip(grest.iter())
-            .zip(pairs(srest))
-            .enumerate()
-            .skip(1)
-        {
+        for (l, layer) in rest.iter_mut().enumerate().skip(1) {
             if l >= 2 {
-                apply(opt, &mut p.w, &g.w, &mut s0.w, &mut s1.w, iter);
+                layer.w.step(opt, iter);
             }
-            apply(opt, &mut p.b, &g.b, &mut s0.b, &mut s1.b, iter);
+            layer.b.step(opt, iter);
         }
-        let [s0, s1] = sw2;
-        apply(opt, w2, gw2, s0, s1, iter);
+        w2.step(opt, iter);
         loss / n as f64 + penalty
     }
-}
-
-impl<T: Float> MultiPart<T> {
-    /// λ of the weight decay.
-    fn decay(&self) -> f64 {
-        self.units.decay
-    }
-}
-
-/// The two state sets' layers side by side.
-fn pairs<T>(sets: &mut [Vec<Dense<T>>; 2]) -> impl Iterator<Item = [&mut Dense<T>; 2]> {
-    let [s0, s1] = sets;
-    let len = s0.len().max(s1.len());
-    let (mut i0, mut i1) = (s0.iter_mut(), s1.iter_mut());
-    (0..len).filter_map(move |_| Some([i0.next()?, i1.next()?]))
 }
 
 impl<T: Lanes> MultiTrainer<T> {

@@ -17,8 +17,8 @@ use super::aligned::Aligned;
 use super::math::{has_fma, madd};
 use super::numgrad::Activation;
 use super::sparse::Rows;
-use super::split::{zeros, Parts, SplitPart, Units, BLOCK};
-use super::train::{apply, check_batches, softmax_cross_entropy_grad, Optimizer, ParamsMut};
+use super::split::{Param, Parts, SplitPart, Units, BLOCK};
+use super::train::{check_batches, softmax_cross_entropy_grad, Optimizer, ParamsMut};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, KernelError, Result};
 
@@ -37,14 +37,10 @@ struct Shared<T> {
 struct Part<T> {
     units: Units<T>,
     /// W2[lo..hi, :] (wp, kp) and its transpose (k, wp).
-    w2: Aligned<T>,
+    w2: Param<T>,
     w2t: Aligned<T>,
-    gw2: Aligned<T>,
-    sw2: [Aligned<T>; 2],
     /// b2 (k): every part keeps the same copy.
-    b2: Aligned<T>,
-    gb2: Aligned<T>,
-    sb2: [Aligned<T>; 2],
+    b2: Param<T>,
     /// Logits → softmax − t (n, k), the same padded (n, kp).
     y: Aligned<T>,
     dy: Aligned<T>,
@@ -64,18 +60,11 @@ impl<T: Float> Part<T> {
     ) -> Option<Self> {
         let units = Units::new(d, span, act, opt, 0.0)?;
         let (wp, kp) = (units.wp, k.div_ceil(OUT_BLOCK) * OUT_BLOCK);
-        let slots = opt.state_slots();
-        let z = zeros::<T>;
-        let (wk, kw) = (wp.checked_mul(kp), k.checked_mul(wp));
         Some(Part {
             units,
-            w2: z(wk, true)?,
-            w2t: z(kw, true)?,
-            gw2: z(wk, true)?,
-            sw2: [z(wk, slots > 0)?, z(wk, slots > 1)?],
-            b2: z(Some(k), true)?,
-            gb2: z(Some(k), true)?,
-            sb2: [z(Some(k), slots > 0)?, z(Some(k), slots > 1)?],
+            w2: Param::new(wp.checked_mul(kp), opt, true)?,
+            w2t: Aligned::try_filled(k.checked_mul(wp)?, T::zero())?,
+            b2: Param::new(Some(k), opt, true)?,
             y: Aligned::default(),
             dy: Aligned::default(),
         })
@@ -91,10 +80,7 @@ impl<T: Float> Part<T> {
         to_part: bool,
     ) {
         self.units.copy(set, w1, b1, to_part);
-        let (pw2, pb2) = match set {
-            None => (&mut self.w2, &mut self.b2),
-            Some(s) => (&mut self.sw2[s], &mut self.sb2[s]),
-        };
+        let (pw2, pb2) = (self.w2.set(set), self.b2.set(set));
         let (lo, hi) = (self.units.lo, self.units.hi);
         let kp = pw2.len() / self.units.wp;
         let rows = w2[lo * k..hi * k]
@@ -126,7 +112,7 @@ impl<T: Float> Part<T> {
             self.copy(Some(s), set, k, to_part);
         }
         if to_part {
-            transpose(&mut self.w2t, &self.w2, k);
+            transpose(&mut self.w2t, &self.w2.v, k);
         }
     }
 }
@@ -141,9 +127,9 @@ impl<T: Float> SplitPart<T> for Part<T> {
     /// This part's share of the logits z1_p·W2_p (n, kp).
     fn share(&mut self, sh: &mut Shared<T>, n: usize) {
         let (wp, w) = (self.units.wp, self.units.width());
-        let kp = self.w2.len() / wp;
+        let kp = self.w2.v.len() / wp;
         sh.logits.resize(n * kp, T::zero());
-        part_logits(&mut sh.logits, &self.units.z1, &self.w2, w, wp, kp);
+        part_logits(&mut sh.logits, &self.units.z1, &self.w2.v, w, wp, kp);
     }
 
     /// Softmax and cross-entropy from every part's logits, dW2_p, dz1_p, and the
@@ -157,22 +143,22 @@ impl<T: Float> SplitPart<T> for Part<T> {
     ) -> f64 {
         let (n, k, wp, w) = (
             batch.len(),
-            self.b2.len(),
+            self.b2.v.len(),
             self.units.wp,
             self.units.width(),
         );
-        let (kp, opt) = (self.w2.len() / wp, self.units.opt);
+        let (kp, opt) = (self.w2.v.len() / wp, self.units.opt);
         // y = Σ_p z1_p·W2_p + b2, in part order, the same in every part.
         self.y.resize(n * k, T::zero());
         for (q, y) in self.y.chunks_exact_mut(k).enumerate() {
-            for (c, (y, &b)) in y.iter_mut().zip(self.b2.iter()).enumerate() {
+            for (c, (y, &b)) in y.iter_mut().zip(self.b2.v.iter()).enumerate() {
                 let sum = shares
                     .iter()
                     .fold(T::zero(), |s, sh| s + sh.logits[q * kp + c]);
                 *y = sum + b;
             }
         }
-        let loss = softmax_cross_entropy_grad(&mut self.y, k, batch, t, &mut self.gb2);
+        let loss = softmax_cross_entropy_grad(&mut self.y, k, batch, t, &mut self.b2.g);
         self.dy.resize(n * kp, T::zero());
         for (dst, src) in self.dy.chunks_exact_mut(kp).zip(self.y.chunks_exact(k)) {
             dst[..k].copy_from_slice(src);
@@ -181,7 +167,7 @@ impl<T: Float> SplitPart<T> for Part<T> {
         let units = &mut self.units;
         units.da1.resize(n * wp, T::zero());
         small_grads(
-            &mut self.gw2,
+            &mut self.w2.g,
             &mut units.da1,
             &units.z1,
             &self.dy,
@@ -190,11 +176,9 @@ impl<T: Float> SplitPart<T> for Part<T> {
             wp,
             kp,
         );
-        let [s0, s1] = &mut self.sw2;
-        apply(opt, &mut self.w2, &self.gw2, s0, s1, iter);
-        let [s0, s1] = &mut self.sb2;
-        apply(opt, &mut self.b2, &self.gb2, s0, s1, iter);
-        transpose(&mut self.w2t, &self.w2, k);
+        self.w2.step(opt, iter);
+        self.b2.step(opt, iter);
+        transpose(&mut self.w2t, &self.w2.v, k);
         loss / n as f64
     }
 }
