@@ -1,12 +1,9 @@
-//! What the fused trainers ([`super::two_layer`], [`super::train_multi`]) share: the
-//! optimizer rules, the parameter views, the input layer over compressed rows, the
-//! small dense steps (activation, softmax and cross-entropy gradient), and the batched
-//! prediction and accuracy of the two-layer network.
-//!
-//! The input layer is computed from the non-zero entries of each input row only (MNIST
-//! is ~81% zeros): a1[r, :] = b1 + Σ_{i: x[r,i] ≠ 0} x[r, i]·W1[i, :] and
-//! dW1[i, :] = Σ_{r: x[r,i] ≠ 0} x[r, i]·da1[r, :], the same sums as the dense products
-//! without their zero terms. Updates follow the book's `common/optimizer.py` formulas
+//! What the fused trainers ([`super::two_layer`], [`super::train_multi`]) and the
+//! predictions share: the optimizer rules, the parameter views, the small dense steps
+//! (activation, softmax and cross-entropy gradient), and the batched prediction and
+//! accuracy of the two-layer network, whose input layer is computed from the non-zero
+//! entries of each input row only: a1[r, :] = b1 + Σ_{i: x[r,i] ≠ 0} x[r, i]·W1[i, :],
+//! the same sums as the dense product without its zero terms. Updates follow the book's `common/optimizer.py` formulas
 //! operation by operation, scalars computed in f64 and rounded to T as NumPy does.
 
 use multiversion::multiversion;
