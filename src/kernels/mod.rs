@@ -12,7 +12,7 @@ pub mod numgrad;
 pub mod parallel;
 pub mod softmax;
 pub mod sparse;
-pub mod split;
+pub(crate) mod split;
 pub mod train;
 pub mod train_multi;
 pub mod two_layer;

@@ -2,7 +2,7 @@
 //! predictions share: the optimizer rules, the parameter views, the small dense steps
 //! (activation, softmax and cross-entropy gradient), and the batched prediction and
 //! accuracy of the two-layer network, whose input layer is computed from the non-zero
-//! entries of each input row only: a1[r, :] = b1 + Σ_{i: x[r,i] ≠ 0} x[r, i]·W1[i, :],
+//! entries of each input row only: `a1[r, :] = b1 + Σ_{i: x[r,i] ≠ 0} x[r, i]·W1[i, :]`,
 //! the same sums as the dense product without its zero terms. Updates follow the book's `common/optimizer.py` formulas
 //! operation by operation, scalars computed in f64 and rounded to T as NumPy does.
 
