@@ -5,7 +5,7 @@
 //! One call runs many steps, each the batch gather, forward, backprop and optimizer
 //! update in place, with the buffers reused. The first layer works on the non-zero
 //! inputs only (rows compressed once, [`super::sparse`]) and is split between two
-//! threads by hidden units ([`super::split`]); the layers after it are dense
+//! threads by hidden units (`split`); the layers after it are dense
 //! products through the GEMM, computed in full by both threads from the same numbers.
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, ShapeBuilder};

@@ -2,7 +2,7 @@
 //! gather, forward, backprop and the optimizer update in one pass over reused buffers.
 //!
 //! The hidden layer is split into two parts (units 0..⌈h/2⌉ and the rest) that two
-//! threads own for a whole run ([`super::split`]): each keeps its columns of W1 and b1
+//! threads own for a whole run (`split`): each keeps its columns of W1 and b1
 //! and its rows of W2 (and their optimizer state) in its own core's cache and computes
 //! everything of its units. Each part's share of the logits is z1_p·W2_p; both add the
 //! shares up in part order and compute the softmax and b2's update from the same
