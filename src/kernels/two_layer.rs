@@ -389,7 +389,7 @@ impl<T: Float> Trainer<T> {
     /// [`KernelError::Interrupted`] when that returns true; the steps done so far stay
     /// applied.
     ///
-    /// x: (N, d) dense or [`SparseRows`]; t: labels (N,) or one-hot (N, k). Errors:
+    /// x: (N, d) dense or [`super::sparse::SparseRows`]; t: labels (N,) or one-hot (N, k). Errors:
     /// shapes, labels, indices out of [0, N), non-contiguous parameters, wrong number
     /// of state sets.
     #[allow(clippy::too_many_arguments)]
