@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from ferrograd.functions import check_dtype
+
 __all__ = [
     "DATASETS",
     "DatasetError",
@@ -544,13 +546,6 @@ def _sample_specs() -> tuple[IdxFile, ...]:
     return tuple(specs)
 
 
-def _check_dtype(dtype: np.dtype | type) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"load_mnist: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def load_mnist(
     normalize: bool = True,
     flatten: bool = True,
@@ -570,7 +565,7 @@ def load_mnist(
     5,000/1,000 subset). Files are found as the module doc says and downloaded when
     missing and ``download_ok``.
     """
-    dt = _check_dtype(dtype)
+    dt = check_dtype("load_mnist", dtype)
     if dataset == "sample":
         return _load_folder(sample_dir(), _sample_specs(), normalize, flatten, one_hot_label, dt)
     if dataset not in DATASETS:

@@ -12,9 +12,11 @@ from numpy.typing import ArrayLike, NDArray
 from ferrograd import _core
 
 __all__ = [
+    "FLOAT_DTYPES",
     "as_float_array",
     "as_labels",
     "binary_cross_entropy",
+    "check_dtype",
     "cross_entropy_error",
     "identity_function",
     "mean_squared_error",
@@ -29,7 +31,19 @@ __all__ = [
 
 FloatArray = NDArray[np.floating]
 
-_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+"""The dtypes the kernels compute in."""
+
+
+def check_dtype(op: str, dtype: np.dtype | type | str) -> np.dtype:
+    """``dtype`` as np.float32 or np.float64, else ``TypeError`` naming ``op``."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}") from err
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dt}")
+    return dt
 
 
 def as_float_array(
@@ -43,10 +57,8 @@ def as_float_array(
     """
     arr = np.asarray(x)
     if dtype is not None:
-        dtype = np.dtype(dtype)
-        if dtype not in _NATIVE_FLOATS:
-            raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype}")
-    if arr.dtype in _NATIVE_FLOATS and (dtype is None or arr.dtype == dtype):
+        dtype = check_dtype(name, dtype)
+    if arr.dtype in FLOAT_DTYPES and (dtype is None or arr.dtype == dtype):
         return arr
     kind = arr.dtype.kind
     if kind not in "biuf":

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
-from ferrograd.functions import as_float_array, as_labels
+from ferrograd.functions import FLOAT_DTYPES, as_float_array, as_labels
 
 __all__ = [
     "AddLayer",
@@ -161,7 +161,7 @@ class Affine:
     """
 
     def __init__(self, W: NDArray[np.floating], b: NDArray[np.floating]) -> None:
-        if not isinstance(W, np.ndarray) or W.dtype not in (np.float32, np.float64):
+        if not isinstance(W, np.ndarray) or W.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"Affine: W must be a float32 or float64 numpy.ndarray, got "
                 f"{getattr(W, 'dtype', type(W).__name__)}"

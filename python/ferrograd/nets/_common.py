@@ -5,23 +5,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ferrograd.functions import as_float_array
+from ferrograd.functions import as_float_array, check_dtype
 from ferrograd.layers import as_targets
 
+__all__ = ["accuracy", "as_batch", "check_dtype", "check_size"]
+
 FloatArray = NDArray[np.floating]
-
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def check_dtype(op: str, dtype: np.dtype | type) -> np.dtype:
-    """``dtype`` as np.float32 or np.float64, else TypeError."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype!r}") from err
-    if dt not in _DTYPES:
-        raise TypeError(f"{op}: dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def check_size(op: str, name: str, value: object) -> int:
