@@ -37,10 +37,9 @@ from ferrograd.layers import (
     Sigmoid,
     SoftmaxWithLoss,
 )
-from ferrograd.nets import MultiLayerNet, SimpleNet, TwoLayerNet
+from ferrograd.nets import MultiLayerNet, SimpleNet, SoftmaxRegression, TwoLayerNet
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 from ferrograd.perceptron import AND, NAND, OR, XOR
-from ferrograd.softmax_regression import SoftmaxRegression
 from ferrograd.trainer import History, Trainer, load_params, save_params
 
 __all__ = [

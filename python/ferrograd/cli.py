@@ -134,7 +134,7 @@ def build_network(
     """A network by name: "two-layer" (hidden[0]), "multi-layer" (hidden list) or "softmax"."""
     dtype = np.dtype(dtype)
     if net == "softmax":
-        from ferrograd.softmax_regression import SoftmaxRegression
+        from ferrograd.nets import SoftmaxRegression
 
         std = _init_scale(weight_init, input_size)
         return SoftmaxRegression(input_size, output_size, std, seed=seed, dtype=dtype)

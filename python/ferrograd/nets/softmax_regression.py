@@ -1,0 +1,92 @@
+"""Softmax regression: the one-layer 784→10 linear classifier, for comparison with the nets."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ferrograd.functions import cross_entropy_error, softmax
+from ferrograd.gradient import numerical_gradient
+from ferrograd.layers import as_targets
+from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
+
+__all__ = ["SoftmaxRegression"]
+
+FloatArray = NDArray[np.floating]
+
+
+class SoftmaxRegression:
+    """y = softmax(x·W + b) with ``params`` W (d, k) and b (k,), trained on cross-entropy.
+
+    Weights start as ``weight_init_std`` × standard normal draws (seeded), b at 0.
+    Targets ``t`` are integer labels (n,) or one-hot rows (n, k); one-hot rows count as
+    the label of their largest entry.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        output_size: int = 10,
+        weight_init_std: float = 0.01,
+        seed: int | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        op = "SoftmaxRegression"
+        d = check_size(op, "input_size", input_size)
+        k = check_size(op, "output_size", output_size)
+        self.dtype = check_dtype(op, dtype)
+        rng = np.random.default_rng(seed)
+        self.params: dict[str, FloatArray] = {
+            "W": (weight_init_std * rng.standard_normal((d, k))).astype(self.dtype),
+            "b": np.zeros(k, dtype=self.dtype),
+        }
+
+    @property
+    def input_size(self) -> int:
+        return int(self.params["W"].shape[0])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.params["W"].shape[1])
+
+    def _batch(self, op: str, x: ArrayLike) -> FloatArray:
+        return as_batch(f"SoftmaxRegression.{op}", x, self.input_size, self.dtype)
+
+    def _labels(self, op: str, t: ArrayLike, n: int) -> NDArray[np.intp]:
+        target = as_targets(f"SoftmaxRegression.{op}", t, n, self.output_size, self.dtype)
+        return target if target.ndim == 1 else np.argmax(target, axis=1)
+
+    def predict(self, x: ArrayLike) -> FloatArray:
+        """Scores x·W + b (before softmax): (n, d) → (n, k); one sample (d,) gives (1, k)."""
+        x2 = self._batch("predict", x)
+        return x2 @ self.params["W"] + self.params["b"]
+
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Mean cross-entropy of softmax(x·W + b) against t."""
+        x2 = self._batch("loss", x)
+        y = softmax(x2 @ self.params["W"] + self.params["b"])
+        return float(cross_entropy_error(y, self._labels("loss", t, x2.shape[0])))
+
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Fraction of rows whose arg-max score is the label."""
+        x2 = self._batch("accuracy", x)
+        return accuracy("SoftmaxRegression.accuracy", self.predict(x2), t)
+
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
+        """∂L/∂W = xᵀ·(y − t)/n, ∂L/∂b = Σ (y − t)/n."""
+        x2 = self._batch("gradient", x)
+        n = x2.shape[0]
+        labels = self._labels("gradient", t, n)
+        dy = softmax(x2 @ self.params["W"] + self.params["b"])
+        dy[np.arange(n), labels] -= 1  # y − one_hot(t)
+        dy /= n
+        return {"W": x2.T @ dy, "b": dy.sum(axis=0)}
+
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
+        """Central differences (h = 1e-4) of the loss for every parameter, in its dtype."""
+        x2 = self._batch("numerical_gradient", x)
+        labels = self._labels("numerical_gradient", t, x2.shape[0])
+        return {
+            key: numerical_gradient(lambda _w: self.loss(x2, labels), p)
+            for key, p in self.params.items()
+        }
