@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from ferrograd.optimizers import (
@@ -126,6 +128,42 @@ def test_defaults_and_state_names_are_the_books():
         None,
         None,
     )
+
+
+def test_state_names_and_hyperparameters_by_the_books_names():
+    assert SGD.state_names == ()
+    assert Momentum.state_names == Nesterov.state_names == ("v",)
+    assert AdaGrad.state_names == RMSprop.state_names == ("h",)
+    assert Adam.state_names == ("m", "v")
+    assert SGD().hyperparameters() == {"lr": 0.01}
+    assert Momentum().hyperparameters() == {"lr": 0.01, "momentum": 0.9}
+    assert Nesterov().hyperparameters() == {"lr": 0.01, "momentum": 0.9}
+    assert AdaGrad().hyperparameters() == {"lr": 0.01}
+    assert RMSprop().hyperparameters() == {"lr": 0.01, "decay_rate": 0.99}
+    assert Adam().hyperparameters() == {"lr": 0.001, "beta1": 0.9, "beta2": 0.999}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_hyperparameters_are_the_init_arguments_read_at_call_time(name):
+    cls = OPTIMIZERS[name]
+    opt = cls()
+    assert list(opt.hyperparameters()) == list(inspect.signature(cls).parameters)
+    same = get_optimizer(name, **opt.hyperparameters())
+    assert same.hyperparameters() == opt.hyperparameters()
+    opt.lr = 0.5  # e.g. a learning-rate schedule between epochs
+    assert opt.hyperparameters()["lr"] == 0.5
+    assert all(type(v) is float for v in opt.hyperparameters().values())
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_names_are_the_state_dicts_an_update_creates(name):
+    opt = get_optimizer(name)
+    assert all(getattr(opt, s) is None for s in opt.state_names)
+    W = np.ones((2, 3))
+    opt.update({"W": W}, {"W": np.ones((2, 3))})
+    for s in opt.state_names:
+        state = getattr(opt, s)
+        assert list(state) == ["W"] and state["W"].shape == W.shape
 
 
 def test_get_optimizer():

@@ -4,12 +4,15 @@ Each optimizer's ``update(params, grads)`` changes the arrays in ``params`` IN P
 (``params[key] -= ...``): the network's layers hold the same arrays, so rebinding a key
 would silently detach them. State arrays keep the book's names (``v``, ``h``, ``m``,
 ``iter``) and are created on the first update with each parameter's shape and dtype.
+The hyperparameter defaults are the ``__init__`` defaults; code that needs an
+instance's values (the fused trainers) reads ``hyperparameters()``, and the names of its
+state dicts from ``state_names``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +52,14 @@ class Optimizer:
     """Base class: checks that ``params`` and ``grads`` match before any update."""
 
     lr: float
+    state_names: ClassVar[tuple[str, ...]] = ()
+    """Attributes holding the per-parameter state dicts (None before the first update)."""
+    hyperparameter_names: ClassVar[tuple[str, ...]] = ("lr",)
+    """The update rule's hyperparameters, by the book's names (the ``__init__`` arguments)."""
+
+    def hyperparameters(self) -> dict[str, float]:
+        """The rule's hyperparameters as set on this instance now, e.g. ``{"lr": 0.01}``."""
+        return {name: float(getattr(self, name)) for name in self.hyperparameter_names}
 
     def _check(self, params: Params, grads: Grads) -> None:
         name = type(self).__name__
@@ -81,6 +92,9 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent: W ← W − lr·∂L/∂W."""
 
+    state_names = ()
+    hyperparameter_names = ("lr",)
+
     def __init__(self, lr: float = 0.01) -> None:
         self.lr = _check_positive("SGD", "lr", lr)
 
@@ -93,6 +107,9 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     """v ← momentum·v − lr·g;  W ← W + v."""
+
+    state_names = ("v",)
+    hyperparameter_names = ("lr", "momentum")
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr = _check_positive("Momentum", "lr", lr)
@@ -115,6 +132,9 @@ class Nesterov(Optimizer):
     v ← momentum·v − lr·g;  W ← W + momentum²·v − (1 + momentum)·lr·g.
     """
 
+    state_names = ("v",)
+    hyperparameter_names = ("lr", "momentum")
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr = _check_positive("Nesterov", "lr", lr)
         self.momentum = _check_rate("Nesterov", "momentum", momentum)
@@ -135,6 +155,9 @@ class Nesterov(Optimizer):
 class AdaGrad(Optimizer):
     """h ← h + g⊙g;  W ← W − lr·g / (√h + 1e-7)."""
 
+    state_names = ("h",)
+    hyperparameter_names = ("lr",)
+
     def __init__(self, lr: float = 0.01) -> None:
         self.lr = _check_positive("AdaGrad", "lr", lr)
         self.h: dict[str, NDArray[np.floating]] | None = None
@@ -152,6 +175,9 @@ class AdaGrad(Optimizer):
 
 class RMSprop(Optimizer):
     """h ← ρ·h + (1 − ρ)·g⊙g with ρ = decay_rate;  W ← W − lr·g / (√h + 1e-7)."""
+
+    state_names = ("h",)
+    hyperparameter_names = ("lr", "decay_rate")
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         self.lr = _check_positive("RMSprop", "lr", lr)
@@ -175,6 +201,9 @@ class Adam(Optimizer):
     m ← m + (1 − β₁)(g − m);  v ← v + (1 − β₂)(g² − v);
     W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + 1e-7), t = ``iter``.
     """
+
+    state_names = ("m", "v")
+    hyperparameter_names = ("lr", "beta1", "beta2")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         self.lr = _check_positive("Adam", "lr", lr)
