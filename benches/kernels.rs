@@ -6,12 +6,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferrograd::kernels::numgrad::{
-    numerical_gradient_bruteforce, numerical_gradient_fast, Activation, TwoLayerNet,
-};
-use ferrograd::kernels::train::{Optimizer, ParamsMut, Rows, SparseRows};
-use ferrograd::kernels::train_multi::{LayerMut, MultiTrainer};
-use ferrograd::kernels::two_layer::Trainer;
+use ferrograd::kernels::activation::Activation;
+use ferrograd::kernels::fused::{FusedTrainer, LayerMut};
+use ferrograd::kernels::net::TwoLayerNet;
+use ferrograd::kernels::numgrad::{numerical_gradient_bruteforce, numerical_gradient_fast};
+use ferrograd::kernels::optimizer::Optimizer;
+use ferrograd::kernels::sparse::{Rows, SparseRows};
 use ferrograd::kernels::{activation, loss, matmul, softmax, Float, Targets};
 use ndarray::{Array1, Array2};
 
@@ -196,7 +196,7 @@ fn mnist_like<T: Float>(rows: usize, seed: usize) -> Array2<T> {
 type LayerArrays = (Vec<Array2<f32>>, Vec<Array1<f32>>);
 
 /// One epoch of 600 steps of batch 100 on 60,000 MNIST-like rows (compressed once):
-/// the fused two-layer step (784-50-10, sigmoid, SGD) and the multi-layer one
+/// the fused step of 784-50-10 (sigmoid, SGD) and of
 /// (784-100-100-10, ReLU, Adam).
 fn bench_fused_epoch(c: &mut Criterion) {
     let mut group = c.benchmark_group("fused_epoch");
@@ -213,19 +213,23 @@ fn bench_fused_epoch(c: &mut Criterion) {
         filled::<f32>(50, 10, 2) * 0.01,
     );
     let (mut b1, mut b2) = (Array1::zeros(50), Array1::zeros(10));
-    let Ok(mut two) = Trainer::new(784, 50, 10, Activation::Sigmoid, Optimizer::Sgd { lr: 0.1 })
-    else {
+    let sgd = Optimizer::Sgd { lr: 0.1 };
+    let Ok(mut two) = FusedTrainer::new(&[784, 50, 10], Activation::Sigmoid, sgd, 0.0) else {
         return;
     };
     group.throughput(Throughput::Elements(60_000));
     group.bench_function("784-50-10 sigmoid SGD f32", |b| {
         b.iter(|| {
-            let mut p = ParamsMut {
-                w1: w1.view_mut(),
-                b1: b1.view_mut(),
-                w2: w2.view_mut(),
-                b2: b2.view_mut(),
-            };
+            let mut p = [
+                LayerMut {
+                    w: w1.view_mut(),
+                    b: b1.view_mut(),
+                },
+                LayerMut {
+                    w: w2.view_mut(),
+                    b: b2.view_mut(),
+                },
+            ];
             let t = Targets::Labels(labels.view());
             two.run(
                 &mut p,
@@ -249,7 +253,7 @@ fn bench_fused_epoch(c: &mut Criterion) {
         beta1: 0.9,
         beta2: 0.999,
     };
-    let Ok(mut multi) = MultiTrainer::new(&sizes, Activation::Relu, adam, 0.0) else {
+    let Ok(mut multi) = FusedTrainer::new(&sizes, Activation::Relu, adam, 0.0) else {
         return;
     };
     let mut iter = 0;

@@ -2,9 +2,12 @@
 //! book's backprop) followed by the book's optimizer update, step after step.
 
 use ferrograd::error::Result;
-use ferrograd::kernels::numgrad::{Activation, TwoLayerNet};
-use ferrograd::kernels::train::{self, Optimizer, ParamsMut, Rows, SparseRows};
-use ferrograd::kernels::two_layer::Trainer;
+use ferrograd::kernels::activation::Activation;
+use ferrograd::kernels::fused::{FusedTrainer, LayerMut};
+use ferrograd::kernels::net::TwoLayerNet;
+use ferrograd::kernels::optimizer::Optimizer;
+use ferrograd::kernels::predict;
+use ferrograd::kernels::sparse::{Rows, SparseRows};
 use ferrograd::kernels::Targets;
 use ndarray::{Array1, Array2, Axis};
 
@@ -60,13 +63,17 @@ fn zeros_like(p: &Net) -> Net {
     }
 }
 
-fn params_mut(p: &mut Net) -> ParamsMut<'_, f64> {
-    ParamsMut {
-        w1: p.w1.view_mut(),
-        b1: p.b1.view_mut(),
-        w2: p.w2.view_mut(),
-        b2: p.b2.view_mut(),
-    }
+fn params_mut(p: &mut Net) -> Vec<LayerMut<'_, f64>> {
+    vec![
+        LayerMut {
+            w: p.w1.view_mut(),
+            b: p.b1.view_mut(),
+        },
+        LayerMut {
+            w: p.w2.view_mut(),
+            b: p.b2.view_mut(),
+        },
+    ]
 }
 
 /// The composed path: the book's `gradient`, then its SGD or Momentum update.
@@ -155,8 +162,8 @@ fn fused_steps_equal_gradient_then_update() -> Result<()> {
                 for rows in [Rows::Dense(x.view()), Rows::Sparse(&sparse)] {
                     let mut got = init();
                     let mut state = zeros_like(&got);
-                    let mut trainer = Trainer::new(D, H, K, act, opt)?;
-                    let mut sets: Vec<ParamsMut<'_, f64>> = match opt {
+                    let mut trainer = FusedTrainer::new(&[D, H, K], act, opt, 0.0)?;
+                    let mut sets: Vec<Vec<LayerMut<'_, f64>>> = match opt {
                         Optimizer::Sgd { .. } => vec![],
                         _ => vec![params_mut(&mut state)],
                     };
@@ -219,14 +226,27 @@ fn accuracy_from_dense_and_compressed_rows_agree_with_the_forward_pass() -> Resu
     assert_eq!(sparse.nrows(), N);
     assert_eq!(sparse.ncols(), D);
     assert_eq!(sparse.nnz(), x.iter().filter(|&&v| v != 0.0).count());
-    assert_eq!(train::predict_rows(&net, Rows::Dense(x.view()))?, want);
-    assert_eq!(train::predict_rows(&net, Rows::Sparse(&sparse))?, want);
+    let layers = net.layers();
+    let act = net.activation;
+    assert_eq!(
+        predict::predict_labels(&layers, act, Rows::Dense(x.view()))?,
+        want
+    );
+    assert_eq!(
+        predict::predict_labels(&layers, act, Rows::Sparse(&sparse))?,
+        want
+    );
     let hits = want
         .iter()
         .zip(t.iter())
         .filter(|(&p, &l)| p as i64 == l)
         .count();
-    let acc = train::accuracy(&net, Rows::Sparse(&sparse), Targets::Labels(t.view()))?;
+    let acc = predict::accuracy(
+        &layers,
+        act,
+        Rows::Sparse(&sparse),
+        Targets::Labels(t.view()),
+    )?;
     assert_eq!(acc, hits as f64 / N as f64);
     Ok(())
 }

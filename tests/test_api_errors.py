@@ -280,7 +280,10 @@ cases = {
     "matmul": lambda: _core.matmul(big((2**20, 2**20)), big((2**20, 2**20))),
     "TwoLayerNet": lambda: fg.TwoLayerNet(2**40, 2**40, 2),
     "cross_entropy": lambda: F.cross_entropy_error(big((2**31, 2**31)), np.zeros(2, int)),
-    "TwoLayerTrainer": lambda: _core.TwoLayerTrainer(2**36, 2**12, 10, dtype="float32"),
+    "FusedTrainer": lambda: _core.FusedTrainer(
+        [2**36, 2**12, 10], activation="sigmoid", dtype="float32", optimizer="sgd",
+        hyperparameters={"lr": 0.01}, weight_decay=0.0,
+    ),
 }
 for name, case in cases.items():
     try:
@@ -298,14 +301,14 @@ def test_huge_requests_raise_memory_or_value_error_in_a_subprocess():
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert set(lines) == {"sigmoid", "softmax", "relu_grad", "matmul", "TwoLayerNet",
-                          "cross_entropy", "TwoLayerTrainer"}  # fmt: skip
+                          "cross_entropy", "FusedTrainer"}  # fmt: skip
     assert lines["sigmoid"].startswith("MemoryError sigmoid: cannot allocate a (1099511627776,)")
     assert lines["softmax"].startswith("MemoryError softmax: cannot allocate")
     assert lines["relu_grad"].startswith("MemoryError")
     assert lines["matmul"].startswith("MemoryError matmul: cannot allocate a (1048576, 1048576)")
     assert lines["TwoLayerNet"].startswith(("MemoryError", "ValueError"))
     assert lines["cross_entropy"].startswith(("MemoryError", "ValueError"))
-    assert lines["TwoLayerTrainer"].startswith("MemoryError TwoLayerTrainer: cannot allocate")
+    assert lines["FusedTrainer"].startswith("MemoryError FusedTrainer: cannot allocate")
 
 
 # --------------------------------------------------------------------- saved models

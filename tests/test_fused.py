@@ -1,4 +1,4 @@
-"""The fused training step (``_core.TwoLayerTrainer``, ``ferrograd.fused``) against the
+"""The fused training step (``_core.FusedTrainer``, ``ferrograd.fused``) on the two-layer net against the
 composed path: the book's backprop gradient and optimizer update in NumPy."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import reference as ref
 from ferrograd import _core, fused
+from fused_helpers import fused_trainer
 
 KEYS = ("W1", "b1", "W2", "b2")
 HYPER = {
@@ -106,9 +107,7 @@ def test_hundred_steps_equal_the_composed_path(mnist_small, name, activation):
     params = init(rng, 784, 50, 10, std=0.1)
     want = {k: v.copy() for k, v in params.items()}
     batches = rng.integers(0, len(x), size=(100, 100))
-    trainer = _core.TwoLayerTrainer(
-        784, 50, 10, activation=activation, optimizer=name, **HYPER[name]
-    )
+    trainer = fused_trainer([784, 50, 10], activation=activation, optimizer=name, **HYPER[name])
     state = state_arrays(name, params)
     losses = trainer.run([params[k] for k in KEYS], state, x, t, batches)
     book_state: dict = {}
@@ -149,8 +148,8 @@ def test_other_hidden_sizes_equal_the_composed_path(rng, hidden, name, dtype):
     atol = 1e-10 if dtype == np.float64 else 1e-5
     for rows in (xd, _core.SparseRows(xd)):
         got = {k: v.astype(dtype) for k, v in params.items()}
-        _core.TwoLayerTrainer(
-            60, hidden, 10, optimizer=name, dtype=np.dtype(dtype).name, **HYPER[name]
+        fused_trainer(
+            [60, hidden, 10], optimizer=name, dtype=np.dtype(dtype).name, **HYPER[name]
         ).run([got[k] for k in KEYS], state_arrays(name, got), rows, t, batches)
         for key in KEYS:
             np.testing.assert_allclose(got[key], want[key], rtol=0, atol=atol, err_msg=key)
@@ -164,9 +163,9 @@ def test_one_hot_targets_and_float32(rng):
     batches = rng.integers(0, 300, size=(30, 16))
     p_lab = init(rng, 20, 8, 4, std=0.5)
     p_oh = {k: v.copy() for k, v in p_lab.items()}
-    tr = _core.TwoLayerTrainer(20, 8, 4, optimizer="momentum", lr=0.1)
+    tr = fused_trainer([20, 8, 4], optimizer="momentum", lr=0.1)
     a = tr.run([p_lab[k] for k in KEYS], state_arrays("momentum", p_lab), x, labels, batches)
-    tr = _core.TwoLayerTrainer(20, 8, 4, optimizer="momentum", lr=0.1)
+    tr = fused_trainer([20, 8, 4], optimizer="momentum", lr=0.1)
     b = tr.run([p_oh[k] for k in KEYS], state_arrays("momentum", p_oh), x, one_hot, batches)
     np.testing.assert_allclose(a, b, rtol=1e-13)
     for key in KEYS:
@@ -174,7 +173,7 @@ def test_one_hot_targets_and_float32(rng):
 
     p32 = {k: v.astype(np.float32) for k, v in init(rng, 20, 8, 4, std=0.5).items()}
     want = {k: v.copy() for k, v in p32.items()}
-    tr = _core.TwoLayerTrainer(20, 8, 4, dtype="float32", optimizer="adam", lr=0.01)
+    tr = fused_trainer([20, 8, 4], dtype="float32", optimizer="adam", lr=0.01)
     assert tr.dtype == "float32" and tr.state_size == 8
     x32 = x.astype(np.float32)
     tr.run([p32[k] for k in KEYS], state_arrays("adam", p32), x32, labels, batches)
@@ -193,7 +192,7 @@ def test_errors_name_the_problem(rng):
     x = rng.random((10, 6))
     t = rng.integers(0, 3, size=10)
     idx = rng.integers(0, 10, size=(2, 5))
-    tr = _core.TwoLayerTrainer(6, 4, 3)
+    tr = fused_trainer([6, 4, 3])
     with pytest.raises(ValueError, match=r"x has shape \(10, 5\) but W1 has shape \(6, 4\)"):
         tr.run(plist, [], x[:, :5], t, idx)
     with pytest.raises(ValueError, match=r"W2 has shape \(4, 2\) but the network needs \(4, 3\)"):
@@ -209,7 +208,7 @@ def test_errors_name_the_problem(rng):
     with pytest.raises(TypeError, match="batch_indices must be an int64"):
         tr.run(plist, [], x, t, idx.astype(np.int32))
     with pytest.raises(ValueError, match="state must hold 8 arrays"):
-        _core.TwoLayerTrainer(6, 4, 3, optimizer="adam").run(plist, plist, x, t, idx)
+        fused_trainer([6, 4, 3], optimizer="adam").run(plist, plist, x, t, idx)
     frozen = plist[0].copy()
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match=r"params\[0\] \(W1\) must be writeable and must not over"):
@@ -218,19 +217,19 @@ def test_errors_name_the_problem(rng):
         tr.run([plist[0], plist[1], plist[0], plist[3]], [], x, t, idx)
     with pytest.raises(ValueError, match="must not overlap x"):
         sq = rng.random((6, 6))
-        _core.TwoLayerTrainer(6, 6, 3).run(
+        fused_trainer([6, 6, 3]).run(
             [sq, np.zeros(6), np.zeros((6, 3)), np.zeros(3)], [], sq, t[:6], idx % 6
         )
     with pytest.raises(ValueError, match="W1 must be C-contiguous"):
         tr.run([np.asfortranarray(plist[0]), *plist[1:]], [], x, t, idx)
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        _core.TwoLayerTrainer(6, 4, 3, optimizer="lbfgs")
+        fused_trainer([6, 4, 3], optimizer="lbfgs")
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
-        _core.TwoLayerTrainer(6, 4, 3, optimizer="momentum", momentum=1.5)
+        fused_trainer([6, 4, 3], optimizer="momentum", momentum=1.5)
     with pytest.raises(ValueError, match="lr must be a positive number"):
-        _core.TwoLayerTrainer(6, 4, 3, lr=-1.0)
+        fused_trainer([6, 4, 3], lr=-1.0)
     with pytest.raises(TypeError, match="dtype must be 'float32' or 'float64'"):
-        _core.TwoLayerTrainer(6, 4, 3, dtype="float16")
+        fused_trainer([6, 4, 3], dtype="float16")
     assert np.all(plist[0] == params["W1"])  # failed calls changed nothing
 
 
@@ -243,13 +242,13 @@ def test_accuracy_and_predict_labels(rng):
         logits = act(x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
         want = np.argmax(logits, axis=1)
         args = [params[k] for k in KEYS]
-        got = _core.two_layer_predict_labels(*args, x, activation=activation)
+        got = _core.predict_labels(args, x, activation=activation)
         np.testing.assert_array_equal(got, want)
-        acc = _core.two_layer_accuracy(*args, x, t, activation=activation)
+        acc = _core.accuracy(args, x, t, activation=activation)
         assert acc == np.mean(want == t)
-        assert _core.two_layer_accuracy(*args, x, np.eye(5)[t], activation=activation) == acc
+        assert _core.accuracy(args, x, np.eye(5)[t], activation=activation) == acc
     with pytest.raises(ValueError, match="need one label per row"):
-        _core.two_layer_accuracy(*args, x, t[:5])
+        _core.accuracy(args, x, t[:5], activation="sigmoid")
 
 
 class Net(SimpleNamespace):
@@ -309,23 +308,23 @@ def test_sparse_rows_give_the_dense_results(rng, values):
         dense = init(rng, 15, 9, 4, std=0.5)
         comp = {k: v.copy() for k, v in dense.items()}
         hp = {"lr": 0.1} if name == "sgd" else {"lr": 0.01}
-        a = _core.TwoLayerTrainer(15, 9, 4, optimizer=name, **hp).run(
+        a = fused_trainer([15, 9, 4], optimizer=name, **hp).run(
             [dense[k] for k in KEYS], state_arrays(name, dense), x, t, batches
         )
-        b = _core.TwoLayerTrainer(15, 9, 4, optimizer=name, **hp).run(
+        b = fused_trainer([15, 9, 4], optimizer=name, **hp).run(
             [comp[k] for k in KEYS], state_arrays(name, comp), sp, t, batches
         )
         np.testing.assert_array_equal(a, b)
         for key in KEYS:
             np.testing.assert_array_equal(dense[key], comp[key], err_msg=key)
     args = [dense[k] for k in KEYS]
-    want = _core.two_layer_predict_labels(*args, x)
-    np.testing.assert_array_equal(_core.two_layer_predict_labels(*args, sp), want)
-    assert _core.two_layer_accuracy(*args, sp, t) == np.mean(want == t)
+    want = _core.predict_labels(args, x, activation="sigmoid")
+    np.testing.assert_array_equal(_core.predict_labels(args, sp, activation="sigmoid"), want)
+    assert _core.accuracy(args, sp, t, activation="sigmoid") == np.mean(want == t)
     with pytest.raises(TypeError, match="x has dtype float32 but the other arguments are float64"):
-        _core.two_layer_accuracy(*args, _core.SparseRows(x.astype(np.float32)), t)
+        _core.accuracy(args, _core.SparseRows(x.astype(np.float32)), t, activation="sigmoid")
     with pytest.raises(ValueError, match=r"x has shape \(120, 15\) but W1 has shape \(14, 9\)"):
-        _core.TwoLayerTrainer(14, 9, 4).run(
+        fused_trainer([14, 9, 4]).run(
             [np.zeros((14, 9)), np.zeros(9), np.zeros((9, 4)), np.zeros(4)], [], sp, t, batches
         )
     with pytest.raises(ValueError, match="SparseRows: x must be 2-D"):

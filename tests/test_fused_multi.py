@@ -1,4 +1,4 @@
-"""The fused multi-layer training step (``_core.MultiLayerTrainer``, used by
+"""The fused multi-layer training step (``_core.FusedTrainer``, used by
 ``ferrograd.fused`` for nets with two or more hidden layers) against MultiLayerNet's
 layer-by-layer backprop and the book's optimizers."""
 
@@ -12,6 +12,7 @@ from ferrograd import _core, fused
 from ferrograd.datasets import load_mnist_sample
 from ferrograd.nets import MultiLayerNet
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from fused_helpers import fused_trainer
 
 OPTIMIZERS = {
     "sgd": SGD(lr=0.1),
@@ -48,7 +49,7 @@ def test_hundred_steps_equal_the_layer_by_layer_path(sample, name, activation):
     opt, want_opt = copy.deepcopy(OPTIMIZERS[name]), copy.deepcopy(OPTIMIZERS[name])
     assert fused.supports(net, opt)
     trainer = fused.FusedTrainer(net, opt)
-    assert isinstance(trainer._core, _core.MultiLayerTrainer)
+    assert isinstance(trainer._core, _core.FusedTrainer)
     losses = trainer.run_epoch(x, t, batches)
     want_losses = layer_by_layer(want, want_opt, x, t, batches)
     # Only the summation order differs (the first layer's sums run over non-zero
@@ -79,7 +80,7 @@ def test_weight_decay_equals_the_layer_by_layer_path(sample, name, hidden):
     want = copy.deepcopy(net)
     opt, want_opt = copy.deepcopy(OPTIMIZERS[name]), copy.deepcopy(OPTIMIZERS[name])
     trainer = fused.FusedTrainer(net, opt)
-    assert isinstance(trainer._core, _core.MultiLayerTrainer)
+    assert isinstance(trainer._core, _core.FusedTrainer)
     losses = trainer.run_epoch(x, t, batches)
     want_losses = layer_by_layer(want, want_opt, x, t, batches)
     np.testing.assert_allclose(losses, want_losses, rtol=1e-11, atol=0)
@@ -101,7 +102,7 @@ def test_float32_one_hot_and_compressed_rows(sample):
     results = []
     for xs, ts in ((x, t), (_core.SparseRows(x), t), (x, one_hot)):
         net = MultiLayerNet(784, [32, 16], 10, seed=2)
-        tr = _core.MultiLayerTrainer([784, 32, 16, 10], optimizer="adam", lr=0.001)
+        tr = fused_trainer([784, 32, 16, 10], activation="relu", optimizer="adam", lr=0.001)
         assert tr.state_size == 12 and tr.dtype == "float64" and tr.optimizer == "adam"
         params = [net.params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3")]
         state = [np.zeros_like(p) for _ in range(2) for p in params]
@@ -131,21 +132,21 @@ def test_accuracy_matches_the_network(sample, dtype):
     assert 0.5 < want < 1.0
     assert trainer.accuracy(x, t) == want  # compressed rows, labels
     params = [net.params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4")]
-    assert _core.multi_layer_accuracy(params, x, np.eye(10, dtype=dtype)[t]) == want
+    assert _core.accuracy(params, x, np.eye(10, dtype=dtype)[t], activation="relu") == want
     # Row by row it is the network's own argmax, also on a few rows.
     pred = np.argmax(net.predict(x[:7]), axis=1)
-    assert _core.multi_layer_accuracy(params, x[:7], pred) == 1.0
+    assert _core.accuracy(params, x[:7], pred, activation="relu") == 1.0
     with pytest.raises(ValueError, match="an even number, at least 4"):
-        _core.multi_layer_accuracy(params[:3], x, t)
+        _core.accuracy(params[:3], x, t, activation="relu")
     with pytest.raises(ValueError, match=r"W2 has shape \(30, 20\) and b2 \(16,\)"):
-        _core.multi_layer_accuracy([*params[:3], params[5], *params[4:]], x, t)
+        _core.accuracy([*params[:3], params[5], *params[4:]], x, t, activation="relu")
     with pytest.raises(ValueError, match=r"x has shape \(2000, 700\) but W1 has shape"):
-        _core.multi_layer_accuracy(params, x[:, :700], t)
+        _core.accuracy(params, x[:, :700], t, activation="relu")
     with pytest.raises(TypeError, match=r"b3 has dtype .* but the other arguments are"):
         other = np.float32 if dtype == np.float64 else np.float64
-        _core.multi_layer_accuracy([*params[:5], params[5].astype(other), *params[6:]], x, t)
+        _core.accuracy([*params[:5], params[5].astype(other), *params[6:]], x, t, activation="relu")
     with pytest.raises(ValueError, match="label 10"):
-        _core.multi_layer_accuracy(params, x[:3], np.array([1, 10, 2]))
+        _core.accuracy(params, x[:3], np.array([1, 10, 2]), activation="relu")
 
 
 def test_errors_name_the_problem(rng):
@@ -155,7 +156,7 @@ def test_errors_name_the_problem(rng):
     before = [p.copy() for p in plist]
     x, t = rng.random((10, 6)), rng.integers(0, 3, size=10)
     idx = rng.integers(0, 10, size=(2, 5))
-    tr = _core.MultiLayerTrainer([6, 5, 4, 3])
+    tr = fused_trainer([6, 5, 4, 3], activation="relu")
     with pytest.raises(ValueError, match=r"params must hold 6 arrays \(W1, b1, W2, ...\), got 4"):
         tr.run(plist[:4], [], x, t, idx)
     with pytest.raises(ValueError, match=r"W2 has shape \(5, 3\) but the network needs \(5, 4\)"):
@@ -170,7 +171,9 @@ def test_errors_name_the_problem(rng):
         tr.run(plist, [], x, t, np.array([[0, 10, 2]]))
     with pytest.raises(ValueError, match="state must hold 12 arrays"):
         state = [np.zeros_like(p) for p in plist]
-        _core.MultiLayerTrainer([6, 5, 4, 3], optimizer="adam").run(plist, state, x, t, idx)
+        fused_trainer([6, 5, 4, 3], activation="relu", optimizer="adam").run(
+            plist, state, x, t, idx
+        )
     with pytest.raises(ValueError, match="label 3 at index 0 is out of range for 3 classes"):
         tr.run(plist, [], x, np.full(10, 3), idx)
     with pytest.raises(ValueError, match=r"params\[2\] \(W2\) must be writeable and must not"):
@@ -178,17 +181,17 @@ def test_errors_name_the_problem(rng):
     with pytest.raises(ValueError, match="W1 must be C-contiguous"):
         tr.run([np.asfortranarray(plist[0]), *plist[1:]], [], x, t, idx)
     with pytest.raises(ValueError, match="at least one hidden layer"):
-        _core.MultiLayerTrainer([6, 3])
+        fused_trainer([6, 3], activation="relu")
     with pytest.raises(ValueError, match="all positive"):
-        _core.MultiLayerTrainer([6, 0, 3])
-    with pytest.raises(ValueError, match="MultiLayerTrainer: optimizer must be one of"):
-        _core.MultiLayerTrainer([6, 5, 3], optimizer="lbfgs")
+        fused_trainer([6, 0, 3], activation="relu")
+    with pytest.raises(ValueError, match="FusedTrainer: optimizer must be one of"):
+        fused_trainer([6, 5, 3], activation="relu", optimizer="lbfgs")
     with pytest.raises(ValueError, match="lr must be a positive number"):
-        _core.MultiLayerTrainer([6, 5, 3], lr=0.0)
+        fused_trainer([6, 5, 3], activation="relu", lr=0.0)
     with pytest.raises(TypeError, match="dtype must be 'float32' or 'float64'"):
-        _core.MultiLayerTrainer([6, 5, 3], dtype="int8")
+        fused_trainer([6, 5, 3], activation="relu", dtype="int8")
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
-        _core.MultiLayerTrainer([6, 5, 3], weight_decay=-0.1)
+        fused_trainer([6, 5, 3], activation="relu", weight_decay=-0.1)
     assert all(np.array_equal(p, b) for p, b in zip(plist, before, strict=True))  # untouched
     tr.run(plist, [], x, t, idx)
     assert not np.array_equal(plist[0], before[0])  # a valid call does train

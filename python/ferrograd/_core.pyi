@@ -1,6 +1,6 @@
 """Native kernels of ferrograd (Rust). float32 or float64 arrays in, new arrays out."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, final
 
 import numpy as np
@@ -34,17 +34,17 @@ def two_layer_predict(
     b2: NDArray[_F],
     x: NDArray[_F],
     *,
-    activation: _Activation = "sigmoid",
+    activation: _Activation,
 ) -> NDArray[_F]: ...
 def two_layer_loss(
     w1: NDArray[_F],
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F] | SparseRows,
+    x: NDArray[_F],
     t: _Targets,
     *,
-    activation: _Activation = "sigmoid",
+    activation: _Activation,
 ) -> float: ...
 def two_layer_gradient(
     w1: NDArray[_F],
@@ -54,7 +54,7 @@ def two_layer_gradient(
     x: NDArray[_F],
     t: _Targets,
     *,
-    activation: _Activation = "sigmoid",
+    activation: _Activation,
 ) -> tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F]]: ...
 def numerical_gradient(
     w1: NDArray[np.float64],
@@ -64,34 +64,21 @@ def numerical_gradient(
     x: NDArray[np.float64],
     t: _Targets,
     *,
-    activation: _Activation = "sigmoid",
-    method: Literal["fast", "bruteforce"] = "fast",
+    activation: _Activation,
+    method: Literal["fast", "bruteforce"],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]: ...
-def multi_layer_accuracy(
+def accuracy(
     params: Sequence[NDArray[Any]],
     x: NDArray[Any] | SparseRows,
-    t: NDArray[Any],
-    *,
-    activation: _Activation = "relu",
-) -> float: ...
-def two_layer_accuracy(
-    w1: NDArray[_F],
-    b1: NDArray[_F],
-    w2: NDArray[_F],
-    b2: NDArray[_F],
-    x: NDArray[_F] | SparseRows,
     t: _Targets,
     *,
-    activation: _Activation = "sigmoid",
+    activation: _Activation,
 ) -> float: ...
-def two_layer_predict_labels(
-    w1: NDArray[_F],
-    b1: NDArray[_F],
-    w2: NDArray[_F],
-    b2: NDArray[_F],
-    x: NDArray[_F] | SparseRows,
+def predict_labels(
+    params: Sequence[NDArray[Any]],
+    x: NDArray[Any] | SparseRows,
     *,
-    activation: _Activation = "sigmoid",
+    activation: _Activation,
 ) -> NDArray[np.int64]: ...
 
 @final
@@ -110,59 +97,20 @@ class SparseRows:
     def nbytes(self) -> int: ...
 
 @final
-class MultiLayerTrainer:
-    """Fused training of a fully connected net (weight decay too): gather, forward, backward, update."""
+class FusedTrainer:
+    """Fused training of a fully connected net (the two-layer net, MultiLayerNet with
+    weight decay): gather, forward, backward and update in one call per run of steps."""
 
     def __new__(
         cls,
         sizes: Sequence[int],
         *,
-        activation: _Activation = "relu",
-        dtype: Literal["float32", "float64"] = "float64",
-        optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] = "sgd",
-        lr: float | None = None,
-        momentum: float = 0.9,
-        decay_rate: float = 0.99,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        weight_decay: float = 0.0,
-    ) -> MultiLayerTrainer: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def optimizer(self) -> str: ...
-    @property
-    def state_size(self) -> int: ...
-    def run(
-        self,
-        params: Sequence[NDArray[Any]],
-        state: Sequence[NDArray[Any]],
-        x: NDArray[Any] | SparseRows,
-        t: NDArray[Any],
-        batch_indices: NDArray[np.int64],
-        *,
-        iter: int = 0,
-    ) -> NDArray[np.float64]: ...
-
-@final
-class TwoLayerTrainer:
-    """Fused training of the two-layer net: gather, forward, backward, update in one call."""
-
-    def __new__(
-        cls,
-        input_size: int,
-        hidden_size: int,
-        output_size: int,
-        *,
-        activation: _Activation = "sigmoid",
-        dtype: Literal["float32", "float64"] = "float64",
-        optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] = "sgd",
-        lr: float | None = None,
-        momentum: float = 0.9,
-        decay_rate: float = 0.99,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-    ) -> TwoLayerTrainer: ...
+        activation: _Activation,
+        dtype: Literal["float32", "float64"],
+        optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+        hyperparameters: Mapping[str, float],
+        weight_decay: float,
+    ) -> FusedTrainer: ...
     @property
     def dtype(self) -> str: ...
     @property

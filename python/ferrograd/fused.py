@@ -2,9 +2,8 @@
 
 ``FusedTrainer(network, optimizer).run_epoch(x, t, batch_index_matrix)`` does, for each
 row of batch indices, the batch gather, forward, backprop and the optimizer update in
-place on ``network.params`` (the same arrays, never rebound), with the GIL released:
-``_core.TwoLayerTrainer`` for one hidden layer, ``_core.MultiLayerTrainer`` for more
-or with weight decay.
+place on ``network.params`` (the same arrays, never rebound), with the GIL released, in
+``_core.FusedTrainer``: the two-layer net and MultiLayerNet alike.
 The optimizer's state (``v``, ``h``, ``m``, ``iter``) lives in the optimizer object as
 in the book, created on first use, so fused and unfused steps can be mixed freely.
 
@@ -23,29 +22,21 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
+from ferrograd.optimizers import OPTIMIZERS, Optimizer
 
 __all__ = ["FusedTrainer", "supports"]
 
 # Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
 EXTRAS = ("use_dropout", "use_batchnorm")
 
-KEYS = ("W1", "b1", "W2", "b2")
-# Optimizer class name in ferrograd.optimizers -> (kernel name, state dict names).
-OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "SGD": ("sgd", ()),
-    "Momentum": ("momentum", ("v",)),
-    "Nesterov": ("nesterov", ("v",)),
-    "AdaGrad": ("adagrad", ("h",)),
-    "RMSprop": ("rmsprop", ("h",)),
-    "Adam": ("adam", ("m", "v")),
-}
+# Optimizer class -> the kernel's name for its rule.
+_RULES: dict[type[Optimizer], str] = {cls: name for name, cls in OPTIMIZERS.items()}
 
 
-def _optimizer_kind(optimizer: object) -> tuple[str, tuple[str, ...]] | None:
-    cls = type(optimizer)
-    if cls.__module__ != "ferrograd.optimizers":
-        return None  # a subclass or another library may update differently
-    return OPTIMIZERS.get(cls.__name__)
+def _rule(optimizer: object) -> str | None:
+    """The kernel's name for the optimizer's update rule; None for a subclass or an
+    optimizer of another library, which may update differently."""
+    return _RULES.get(type(optimizer))  # type: ignore[arg-type]
 
 
 def _keys(params: object) -> tuple[str, ...] | None:
@@ -65,7 +56,7 @@ def supports(network: Any, optimizer: object) -> bool:
     """
     params = getattr(network, "params", None)
     keys = _keys(params)
-    if keys is None or _optimizer_kind(optimizer) is None:
+    if keys is None or _rule(optimizer) is None:
         return False
     if any(getattr(network, name, 0) for name in EXTRAS):
         return False
@@ -91,8 +82,7 @@ def supports(network: Any, optimizer: object) -> bool:
 
 
 class FusedTrainer:
-    """Trains ``network`` with ``optimizer`` through ``_core.TwoLayerTrainer`` (one
-    hidden layer) or ``_core.MultiLayerTrainer`` (more, or with weight decay)."""
+    """Trains ``network`` with ``optimizer`` through ``_core.FusedTrainer``."""
 
     def __init__(self, network: Any, optimizer: Any) -> None:
         if not supports(network, optimizer):
@@ -103,12 +93,14 @@ class FusedTrainer:
                 f"ferrograd.optimizers, got {type(network).__name__} and "
                 f"{type(optimizer).__name__}"
             )
-        kind = _optimizer_kind(optimizer)
-        assert kind is not None
+        rule = _rule(optimizer)
+        assert rule is not None and isinstance(optimizer, Optimizer)
         self.network = network
         self.optimizer = optimizer
-        self._name, self._state_names = kind
-        self._keys = _keys(network.params) or KEYS
+        self._state_names = type(optimizer).state_names
+        keys = _keys(network.params)
+        assert keys is not None
+        self._keys = keys
         weights = [network.params[k] for k in self._keys[::2]]
         w1 = weights[0]
         self.dtype = w1.dtype
@@ -118,25 +110,14 @@ class FusedTrainer:
         # last one evaluated). Holding x keeps its id from being reused.
         self._train_rows: tuple[object, _core.SparseRows] | None = None
         self._other_rows: tuple[object, _core.SparseRows] | None = None
-        options: dict[str, Any] = {
-            "activation": self.activation,
-            "dtype": str(self.dtype),
-            "optimizer": self._name,
-            "lr": float(optimizer.lr),
-            "momentum": float(getattr(optimizer, "momentum", 0.9)),
-            "decay_rate": float(getattr(optimizer, "decay_rate", 0.99)),
-            "beta1": float(getattr(optimizer, "beta1", 0.9)),
-            "beta2": float(getattr(optimizer, "beta2", 0.999)),
-        }
-        self._core: _core.TwoLayerTrainer | _core.MultiLayerTrainer
-        decay = float(getattr(network, "weight_decay_lambda", 0.0))
-        if len(weights) == 2 and decay == 0:
-            self._core = _core.TwoLayerTrainer(
-                w1.shape[0], w1.shape[1], weights[1].shape[1], **options
-            )
-        else:
-            sizes = [w1.shape[0], *(w.shape[1] for w in weights)]
-            self._core = _core.MultiLayerTrainer(sizes, weight_decay=decay, **options)
+        self._core = _core.FusedTrainer(
+            [w1.shape[0], *(w.shape[1] for w in weights)],
+            activation=self.activation,
+            dtype=str(self.dtype),
+            optimizer=rule,
+            hyperparameters=optimizer.hyperparameters(),
+            weight_decay=float(getattr(network, "weight_decay_lambda", 0.0)),
+        )
 
     def _state(self) -> list[NDArray[np.floating]]:
         """The optimizer's state arrays in kernel order, created as the book does."""
@@ -192,18 +173,8 @@ class FusedTrainer:
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
         """Fraction of rows of x whose argmax prediction equals t (labels or one-hot)."""
         p = self.network.params
-        if len(self._keys) > len(KEYS):
-            return _core.multi_layer_accuracy(
-                [p[k] for k in self._keys],
-                self._rows(x, train=False),
-                self._targets(t),
-                activation=cast(Any, self.activation),
-            )
-        return _core.two_layer_accuracy(
-            p["W1"],
-            p["b1"],
-            p["W2"],
-            p["b2"],
+        return _core.accuracy(
+            [p[k] for k in self._keys],
             self._rows(x, train=False),
             self._targets(t),
             activation=cast(Any, self.activation),

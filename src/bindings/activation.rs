@@ -1,10 +1,23 @@
-//! Elementwise activations for Python.
+//! Elementwise activations for Python, and the hidden-layer activation by name.
 
 use numpy::{Element, IntoPyArray, PyReadonlyArrayDyn};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::convert::{dispatch, float_array, run, same_dtype};
+use crate::kernels::activation::Activation;
 use crate::kernels::{activation as k, Float};
+
+/// The hidden-layer activation named `name` ('sigmoid' or 'relu').
+pub fn parse_activation(op: &str, name: &str) -> PyResult<Activation> {
+    match name {
+        "sigmoid" => Ok(Activation::Sigmoid),
+        "relu" => Ok(Activation::Relu),
+        other => Err(PyValueError::new_err(format!(
+            "{op}: activation must be 'sigmoid' or 'relu', got {other:?}"
+        ))),
+    }
+}
 
 fn unary<'py, T: Float + Element>(
     py: Python<'py>,

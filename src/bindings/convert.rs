@@ -204,3 +204,36 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// Polls Python's signal handlers from inside a detached kernel (between its chunks of
+/// work, on the calling thread) and keeps the exception a handler raised.
+#[derive(Default)]
+pub struct SignalCheck {
+    err: std::sync::Mutex<Option<PyErr>>,
+}
+
+impl SignalCheck {
+    /// True once a handler raised (Ctrl-C: KeyboardInterrupt); the kernel then stops.
+    pub fn interrupted(&self) -> bool {
+        match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                if let Ok(mut slot) = self.err.lock() {
+                    *slot = Some(e);
+                }
+                true
+            }
+        }
+    }
+
+    /// The kernel's result, with an interruption replaced by the handler's exception.
+    pub fn result<T>(&self, r: Result<T, KernelError>) -> PyResult<T> {
+        match r {
+            Err(KernelError::Interrupted { .. }) => {
+                let saved = self.err.lock().ok().and_then(|mut slot| slot.take());
+                Err(saved.unwrap_or_else(|| PyKeyboardInterrupt::new_err("interrupted")))
+            }
+            other => Ok(other?),
+        }
+    }
+}

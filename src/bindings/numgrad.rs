@@ -1,161 +1,22 @@
-//! The two-layer network's loss, backprop gradient and numerical gradient for Python.
+//! The book's numerical gradient of the two-layer net for Python.
 
-use ndarray::{Ix1, Ix2};
-use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets, FloatArray};
-use crate::error::KernelError;
-use crate::kernels::numgrad::{self as k, Activation, Gradients, TwoLayerNet};
-use crate::kernels::Float;
-
-/// The four gradient arrays as Python returns them: (dW1, db1, dW2, db2).
-pub type GradTuple<'py, T> = (
-    Bound<'py, PyArray2<T>>,
-    Bound<'py, PyArray1<T>>,
-    Bound<'py, PyArray2<T>>,
-    Bound<'py, PyArray1<T>>,
-);
-
-pub fn grads_to_py<'py, T: Float + Element>(py: Python<'py>, g: Gradients<T>) -> GradTuple<'py, T> {
-    (
-        g.w1.into_pyarray(py),
-        g.b1.into_pyarray(py),
-        g.w2.into_pyarray(py),
-        g.b2.into_pyarray(py),
-    )
-}
-
-pub fn activation(op: &str, name: &str) -> PyResult<Activation> {
-    match name {
-        "sigmoid" => Ok(Activation::Sigmoid),
-        "relu" => Ok(Activation::Relu),
-        other => Err(PyValueError::new_err(format!(
-            "{op}: activation must be 'sigmoid' or 'relu', got {other:?}"
-        ))),
-    }
-}
-
-/// Typed, borrowed parameters W1, b1, W2, b2 of one dtype.
-pub struct Params<'py, T: Element> {
-    pub w1: PyReadonlyArrayDyn<'py, T>,
-    pub b1: PyReadonlyArrayDyn<'py, T>,
-    pub w2: PyReadonlyArrayDyn<'py, T>,
-    pub b2: PyReadonlyArrayDyn<'py, T>,
-}
-
-impl<'py, T: Float + Element> Params<'py, T> {
-    pub fn borrow(
-        op: &str,
-        w1: PyReadonlyArrayDyn<'py, T>,
-        rest: [&Bound<'py, PyAny>; 3],
-    ) -> PyResult<Self> {
-        Ok(Params {
-            w1,
-            b1: same_dtype::<T>(op, "b1", rest[0])?,
-            w2: same_dtype::<T>(op, "W2", rest[1])?,
-            b2: same_dtype::<T>(op, "b2", rest[2])?,
-        })
-    }
-
-    pub fn net(&self, op: &str, activation: Activation) -> PyResult<TwoLayerNet<'_, T>> {
-        Ok(TwoLayerNet {
-            w1: dims::<T, Ix2>(op, "W1", self.w1.as_array())?,
-            b1: dims::<T, Ix1>(op, "b1", self.b1.as_array())?,
-            w2: dims::<T, Ix2>(op, "W2", self.w2.as_array())?,
-            b2: dims::<T, Ix1>(op, "b2", self.b2.as_array())?,
-            activation,
-        })
-    }
-}
-
-/// Softmax output of the two-layer net for a batch x (n, d) or one sample (d,).
-#[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, *, activation = "sigmoid"))]
-pub fn two_layer_predict<'py>(
-    py: Python<'py>,
-    w1: &Bound<'py, PyAny>,
-    b1: &Bound<'py, PyAny>,
-    w2: &Bound<'py, PyAny>,
-    b2: &Bound<'py, PyAny>,
-    x: &Bound<'py, PyAny>,
-    activation: &str,
-) -> PyResult<Bound<'py, PyAny>> {
-    const OP: &str = "predict";
-    let act = self::activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => {
-        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-        let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
-        let y = run(py, x.len() * net.w1.ncols(), || net.predict(x))?;
-        Ok(y.into_pyarray(py).into_any())
-    })
-}
-
-/// Mean cross-entropy loss of the two-layer net on (x, t).
-#[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid"))]
-pub fn two_layer_loss<'py>(
-    py: Python<'py>,
-    w1: &Bound<'py, PyAny>,
-    b1: &Bound<'py, PyAny>,
-    w2: &Bound<'py, PyAny>,
-    b2: &Bound<'py, PyAny>,
-    x: &Bound<'py, PyAny>,
-    t: &Bound<'py, PyAny>,
-    activation: &str,
-) -> PyResult<f64> {
-    const OP: &str = "loss";
-    let act = self::activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => {
-        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-        let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
-        let ts = targets(OP, t)?;
-        let t = ts.view(OP)?;
-        Ok(run(py, x.len() * net.w1.ncols(), || net.loss(x, t))?.to_f64())
-    })
-}
-
-/// Backprop gradient (dW1, db1, dW2, db2) of the two-layer net's mean loss.
-#[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid"))]
-pub fn two_layer_gradient<'py>(
-    py: Python<'py>,
-    w1: &Bound<'py, PyAny>,
-    b1: &Bound<'py, PyAny>,
-    w2: &Bound<'py, PyAny>,
-    b2: &Bound<'py, PyAny>,
-    x: &Bound<'py, PyAny>,
-    t: &Bound<'py, PyAny>,
-    activation: &str,
-) -> PyResult<Bound<'py, PyAny>> {
-    const OP: &str = "gradient";
-    let act = self::activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => {
-        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-        let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
-        let ts = targets(OP, t)?;
-        let t = ts.view(OP)?;
-        let g = run(py, x.len() * net.w1.ncols(), || net.gradient(x, t))?;
-        Ok(grads_to_py(py, g).into_pyobject(py)?.into_any())
-    })
-}
+use super::activation::parse_activation;
+use super::convert::{batch, float_array, same_dtype, targets, FloatArray, SignalCheck};
+use super::net::{grads_to_py, GradTuple, Params};
+use crate::kernels::numgrad as k;
 
 /// The book's numerical gradient (central difference, h = 1e-4, δ = 1e-7 in the loss)
 /// of the two-layer net's mean loss w.r.t. W1, b1, W2, b2. float64 only. Returns
 /// (dW1, db1, dW2, db2).
 ///
-/// ``method="fast"`` (default) evaluates the same perturbed points but re-evaluates only
+/// ``method="fast"`` evaluates the same perturbed points but re-evaluates only
 /// the rows and units each probe moves; ``method="bruteforce"`` recomputes the whole
 /// forward pass for every probe (the definition, for checking). Ctrl-C stops both.
 #[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid", method = "fast"))]
+#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation, method))]
 pub fn numerical_gradient<'py>(
     py: Python<'py>,
     w1: &Bound<'py, PyAny>,
@@ -168,7 +29,7 @@ pub fn numerical_gradient<'py>(
     method: &str,
 ) -> PyResult<GradTuple<'py, f64>> {
     const OP: &str = "numerical_gradient";
-    let act = self::activation(OP, activation)?;
+    let act = parse_activation(OP, activation)?;
     let fast = match method {
         "fast" => true,
         "bruteforce" => false,
@@ -203,37 +64,4 @@ pub fn numerical_gradient<'py>(
         }
     });
     Ok(grads_to_py(py, signal.result(g)?))
-}
-
-/// Polls Python's signal handlers from inside a detached kernel (between its chunks of
-/// work, on the calling thread) and keeps the exception a handler raised.
-#[derive(Default)]
-pub struct SignalCheck {
-    err: std::sync::Mutex<Option<PyErr>>,
-}
-
-impl SignalCheck {
-    /// True once a handler raised (Ctrl-C: KeyboardInterrupt); the kernel then stops.
-    pub fn interrupted(&self) -> bool {
-        match Python::attach(|py| py.check_signals()) {
-            Ok(()) => false,
-            Err(e) => {
-                if let Ok(mut slot) = self.err.lock() {
-                    *slot = Some(e);
-                }
-                true
-            }
-        }
-    }
-
-    /// The kernel's result, with an interruption replaced by the handler's exception.
-    pub fn result<T>(&self, r: Result<T, KernelError>) -> PyResult<T> {
-        match r {
-            Err(KernelError::Interrupted { .. }) => {
-                let saved = self.err.lock().ok().and_then(|mut slot| slot.take());
-                Err(saved.unwrap_or_else(|| PyKeyboardInterrupt::new_err("interrupted")))
-            }
-            other => Ok(other?),
-        }
-    }
 }

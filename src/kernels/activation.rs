@@ -1,5 +1,8 @@
-//! Elementwise activations and their gradients, for arrays of any shape and strides.
+//! The activation functions of the book's chapter 3 (sigmoid, ReLU) and their
+//! gradients: elementwise over arrays of any shape and strides, and the hidden-layer
+//! [`Activation`] the networks use, with its forward and backward over row-major slices.
 
+use multiversion::multiversion;
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::{math, parallel, Float};
@@ -172,6 +175,89 @@ pub fn relu_backward<T: Float>(x: ArrayViewD<'_, T>, dout: ArrayViewD<'_, T>) ->
             d
         }
     })
+}
+
+/// The activation after every hidden layer of a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The book's chapter 4 network.
+    Sigmoid,
+    /// The book's chapter 5 network.
+    Relu,
+}
+
+impl Activation {
+    /// act(a) for one pre-activation.
+    #[inline(always)]
+    pub fn apply<T: Float>(self, a: T) -> T {
+        match self {
+            Activation::Sigmoid => sigmoid_scalar(a),
+            Activation::Relu => {
+                if a < T::zero() {
+                    T::zero()
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    /// d act / d a, given the pre-activation `a` and the activation `z`.
+    #[inline(always)]
+    pub fn derivative<T: Float>(self, a: T, z: T) -> T {
+        match self {
+            Activation::Sigmoid => (T::one() - z) * z,
+            Activation::Relu => {
+                if a > T::zero() {
+                    T::one()
+                } else {
+                    T::zero()
+                }
+            }
+        }
+    }
+}
+
+/// z = act(a), elementwise over slices (sigmoid through the vectorisable `exp_v`).
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub(crate) fn activate<T: Float>(act: Activation, a: &[T], z: &mut [T]) {
+    match act {
+        Activation::Sigmoid => {
+            for (z, &a) in z.iter_mut().zip(a.iter()) {
+                *z = sigmoid_scalar(a);
+            }
+        }
+        Activation::Relu => {
+            for (z, &a) in z.iter_mut().zip(a.iter()) {
+                *z = if a > T::zero() { a } else { T::zero() };
+            }
+        }
+    }
+}
+
+/// The activation layer's backward over rows of width w = db.len():
+/// dz (n, w) ← dz ⊙ act'(a) (dz holding dL/dz on entry, dL/da on exit), and the next
+/// bias's gradient db = Σ_rows dL/da.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub(crate) fn activation_backward<T: Float>(
+    act: Activation,
+    dz: &mut [T],
+    a: &[T],
+    z: &[T],
+    db: &mut [T],
+) {
+    let w = db.len();
+    db.fill(T::zero());
+    for ((d, a), z) in dz
+        .chunks_exact_mut(w)
+        .zip(a.chunks_exact(w))
+        .zip(z.chunks_exact(w))
+    {
+        for (((g, &a), &z), b) in d.iter_mut().zip(a).zip(z).zip(db.iter_mut()) {
+            *g = *g * act.derivative(a, z);
+            *b = *b + *g;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Loss functions with the book's semantics, and the softmax-with-loss gradient.
+//! Loss functions with the book's semantics, and the softmax-with-loss gradient
+//! (the book's `SoftmaxWithLoss` layer), on arrays and on the fused step's rows.
 
+use multiversion::multiversion;
 use ndarray::{Array2, ArrayView2, ArrayViewD, Zip};
 
 use super::{Float, Targets};
@@ -84,6 +86,68 @@ pub fn softmax_cross_entropy_backward<T: Float>(
             dx
         }
     })
+}
+
+/// The `SoftmaxWithLoss` layer's forward and backward on a batch of logit rows:
+/// y (n, k) ← dy = (softmax(y) − t)/n in place (max-subtracted, so exp cannot
+/// overflow), db = Σ_rows dy; returns the batch's summed cross-entropy
+/// −Σ t·log(softmax(y) + δ) (δ keeps the log finite). Row q's target is row `batch[q]`
+/// of t, already checked.
+pub(crate) fn softmax_with_loss_rows<T: Float>(
+    y: &mut [T],
+    k: usize,
+    batch: &[usize],
+    t: Targets<'_, T>,
+    db: &mut [T],
+) -> f64 {
+    let n = batch.len();
+    for y in y.chunks_exact_mut(k) {
+        let max = y
+            .iter()
+            .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        for v in y.iter_mut() {
+            *v = *v - max;
+        }
+    }
+    exp_in_place(y);
+    let delta = T::lit(CROSS_ENTROPY_DELTA);
+    let inv_n = T::one() / T::lit(n as f64);
+    let mut loss = 0.0_f64;
+    db.fill(T::zero());
+    for (y, &row) in y.chunks_exact_mut(k).zip(batch) {
+        let sum = y.iter().fold(T::zero(), |s, &v| s + v);
+        for v in y.iter_mut() {
+            *v = *v / sum;
+        }
+        match t {
+            Targets::Labels(labels) => {
+                let c = labels[row] as usize;
+                loss -= (y[c] + delta).ln().to_f64();
+                y[c] = y[c] - T::one();
+            }
+            Targets::OneHot(oh) => {
+                for (v, &tv) in y.iter_mut().zip(oh.row(row)) {
+                    if tv != T::zero() {
+                        loss -= (tv * (*v + delta).ln()).to_f64();
+                    }
+                    *v = *v - tv;
+                }
+            }
+        }
+        for (v, g) in y.iter_mut().zip(db.iter_mut()) {
+            *v = *v * inv_n;
+            *g = *g + *v;
+        }
+    }
+    loss
+}
+
+/// e^v in place, vectorised.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn exp_in_place<T: Float>(v: &mut [T]) {
+    for v in v.iter_mut() {
+        *v = v.exp_v();
+    }
 }
 
 #[cfg(test)]

@@ -5,17 +5,18 @@
 
 pub mod activation;
 pub mod aligned;
+pub mod fused;
+pub mod input_layer;
 pub mod loss;
 pub mod math;
 pub mod matmul;
+pub mod net;
 pub mod numgrad;
+pub mod optimizer;
 pub mod parallel;
+pub mod predict;
 pub mod softmax;
 pub mod sparse;
-pub(crate) mod split;
-pub mod train;
-pub mod train_multi;
-pub mod two_layer;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;

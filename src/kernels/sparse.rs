@@ -6,7 +6,7 @@
 //! per entry instead of 8 (f32) or 12 (f64): the batch rows a training step reads from
 //! memory at random arrive two to three times sooner. Matrices with more distinct
 //! values (or 2²⁴ columns or more) keep (column, value) pairs. Kernels are written once
-//! against [`Source`] and run on either layout (`with_source!`).
+//! against [`RowEntries`] and run on either layout (`with_layout!`).
 
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
@@ -32,18 +32,18 @@ const CODED_COLS: usize = 1 << 24;
 pub struct SparseRows<T> {
     cols: usize,
     ptr: Vec<usize>,
-    store: Store<T>,
+    storage: Storage<T>,
 }
 
 #[derive(Debug, Clone)]
-enum Store<T> {
+enum Storage<T> {
     /// `column << 8 | code` per entry; the value is `table[code]`.
     Coded {
         entries: Vec<u32>,
         table: Box<[T; CODES]>,
     },
     /// (column, value) per entry.
-    Plain { entries: Vec<(u32, T)> },
+    Pairs { entries: Vec<(u32, T)> },
 }
 
 impl<T: Float> Default for SparseRows<T> {
@@ -51,7 +51,7 @@ impl<T: Float> Default for SparseRows<T> {
         SparseRows {
             cols: 0,
             ptr: vec![0],
-            store: Store::Plain {
+            storage: Storage::Pairs {
                 entries: Vec::new(),
             },
         }
@@ -59,7 +59,7 @@ impl<T: Float> Default for SparseRows<T> {
 }
 
 /// Read access to compressed rows, for kernels generic over the layout.
-pub trait Source<T>: Copy + Send + Sync {
+pub trait RowEntries<T>: Copy + Send + Sync {
     /// One stored entry.
     type Entry: Copy + Send + Sync;
     /// Where each row's entries start, and the end of the last.
@@ -91,41 +91,41 @@ pub trait Source<T>: Copy + Send + Sync {
     }
 }
 
-/// The coded layout.
+/// Rows in the coded layout: a column and a value code per entry.
 #[derive(Debug, Clone, Copy)]
-pub struct Coded<'a, T> {
+pub struct CodedRows<'a, T> {
     ptr: &'a [usize],
     entries: &'a [u32],
     table: &'a [T; CODES],
 }
 
-/// The (column, value) layout.
+/// Rows in the (column, value) pair layout.
 #[derive(Debug, Clone, Copy)]
-pub struct Plain<'a, T> {
+pub struct PairRows<'a, T> {
     ptr: &'a [usize],
     entries: &'a [(u32, T)],
 }
 
-/// Either layout; kernels take it apart with `with_source!`.
+/// Either layout; kernels take it apart with `with_layout!`.
 #[derive(Debug, Clone, Copy)]
-pub enum AnySource<'a, T> {
-    Coded(Coded<'a, T>),
-    Plain(Plain<'a, T>),
+pub enum RowLayout<'a, T> {
+    Coded(CodedRows<'a, T>),
+    Pairs(PairRows<'a, T>),
 }
 
-/// `with_source!(sp, |s| body)`: `body` with `s` bound to the [`Source`] of the
+/// `with_layout!(sp, |s| body)`: `body` with `s` bound to the [`RowEntries`] of the
 /// [`SparseRows`] `sp`, compiled once per layout.
-macro_rules! with_source {
+macro_rules! with_layout {
     ($sp:expr, |$s:ident| $body:expr) => {
-        match $sp.source() {
-            $crate::kernels::sparse::AnySource::Coded($s) => $body,
-            $crate::kernels::sparse::AnySource::Plain($s) => $body,
+        match $sp.layout() {
+            $crate::kernels::sparse::RowLayout::Coded($s) => $body,
+            $crate::kernels::sparse::RowLayout::Pairs($s) => $body,
         }
     };
 }
-pub(crate) use with_source;
+pub(crate) use with_layout;
 
-impl<T: Float> Source<T> for Coded<'_, T> {
+impl<T: Float> RowEntries<T> for CodedRows<'_, T> {
     type Entry = u32;
 
     #[inline(always)]
@@ -149,7 +149,7 @@ impl<T: Float> Source<T> for Coded<'_, T> {
     }
 }
 
-impl<T: Float> Source<T> for Plain<'_, T> {
+impl<T: Float> RowEntries<T> for PairRows<'_, T> {
     type Entry = (u32, T);
 
     #[inline(always)]
@@ -300,7 +300,7 @@ impl<T: Float> SparseRows<T> {
             spans: &spans,
             d,
         };
-        let store = match (d < CODED_COLS).then(|| build.coded()).flatten() {
+        let storage = match (d < CODED_COLS).then(|| build.coded()).flatten() {
             Some(coded) => coded.map_err(|_| fail(4))?,
             None => build
                 .plain()
@@ -309,7 +309,7 @@ impl<T: Float> SparseRows<T> {
         Ok(SparseRows {
             cols: d,
             ptr,
-            store,
+            storage,
         })
     }
 
@@ -325,36 +325,36 @@ impl<T: Float> SparseRows<T> {
 
     /// Number of stored (non-zero) entries.
     pub fn nnz(&self) -> usize {
-        match &self.store {
-            Store::Coded { entries, .. } => entries.len(),
-            Store::Plain { entries } => entries.len(),
+        match &self.storage {
+            Storage::Coded { entries, .. } => entries.len(),
+            Storage::Pairs { entries } => entries.len(),
         }
     }
 
     /// Bytes held: row starts, entries and the value table.
     pub fn nbytes(&self) -> usize {
-        let entries = match &self.store {
-            Store::Coded { entries, .. } => 4 * entries.len() + CODES * std::mem::size_of::<T>(),
-            Store::Plain { entries } => std::mem::size_of_val(&entries[..]),
+        let entries = match &self.storage {
+            Storage::Coded { entries, .. } => 4 * entries.len() + CODES * std::mem::size_of::<T>(),
+            Storage::Pairs { entries } => std::mem::size_of_val(&entries[..]),
         };
         std::mem::size_of_val(&self.ptr[..]) + entries
     }
 
     /// Whether entries are stored as 4-byte codes (column and value code).
     pub fn is_coded(&self) -> bool {
-        matches!(self.store, Store::Coded { .. })
+        matches!(self.storage, Storage::Coded { .. })
     }
 
-    /// The rows for the kernels (taken apart with `with_source!`).
+    /// The rows for the kernels (taken apart with `with_layout!`).
     #[inline(always)]
-    pub fn source(&self) -> AnySource<'_, T> {
-        match &self.store {
-            Store::Coded { entries, table } => AnySource::Coded(Coded {
+    pub fn layout(&self) -> RowLayout<'_, T> {
+        match &self.storage {
+            Storage::Coded { entries, table } => RowLayout::Coded(CodedRows {
                 ptr: &self.ptr,
                 entries,
                 table,
             }),
-            Store::Plain { entries } => AnySource::Plain(Plain {
+            Storage::Pairs { entries } => RowLayout::Pairs(PairRows {
                 ptr: &self.ptr,
                 entries,
             }),
@@ -363,10 +363,10 @@ impl<T: Float> SparseRows<T> {
 
     /// Row r as (columns, values).
     pub fn row(&self, r: usize) -> (Vec<usize>, Vec<T>) {
-        with_source!(self, |s| s
+        with_layout!(self, |s| s
             .row(r)
             .iter()
-            .map(|&e| (source_col(s, e), s.value(e)))
+            .map(|&e| (entry_col(s, e), s.value(e)))
             .unzip())
     }
 
@@ -375,10 +375,10 @@ impl<T: Float> SparseRows<T> {
         self.cols = cols;
         self.ptr.clear();
         self.ptr.push(0);
-        match &mut self.store {
-            Store::Plain { entries } => entries.clear(),
-            Store::Coded { .. } => {
-                self.store = Store::Plain {
+        match &mut self.storage {
+            Storage::Pairs { entries } => entries.clear(),
+            Storage::Coded { .. } => {
+                self.storage = Storage::Pairs {
                     entries: Vec::new(),
                 }
             }
@@ -387,7 +387,7 @@ impl<T: Float> SparseRows<T> {
 
     /// Appends one dense row (length `cols`) after [`SparseRows::clear`].
     pub(super) fn push_row(&mut self, row: ArrayView1<'_, T>) {
-        let Store::Plain { entries } = &mut self.store else {
+        let Storage::Pairs { entries } = &mut self.storage else {
             self.clear(self.cols);
             return self.push_row(row);
         };
@@ -405,9 +405,9 @@ impl<T: Float> SparseRows<T> {
     }
 }
 
-/// `S::col(e)` for a source value (lets closures name the layout's type).
+/// `S::col(e)` for an entry of the layout `S` (lets closures name the layout's type).
 #[inline(always)]
-fn source_col<T, S: Source<T>>(_: S, e: S::Entry) -> usize {
+fn entry_col<T, S: RowEntries<T>>(_: S, e: S::Entry) -> usize {
     S::col(e)
 }
 
@@ -454,7 +454,7 @@ impl<'a, 'x, T: Float, F: Fn(usize) -> ArrayView2<'x, T> + Sync> Builder<'a, F> 
     /// The coded layout, or None when there are more than [`CODES`] distinct values.
     /// Each block codes its values in order of appearance, then its codes are mapped
     /// to those of the sorted union of all blocks' values.
-    fn coded(&self) -> Option<std::result::Result<Store<T>, NoMemory>> {
+    fn coded(&self) -> Option<std::result::Result<Storage<T>, NoMemory>> {
         let nnz = self.spans.last().map_or(0, |s| s[1]);
         let mut entries: Vec<u32> = Vec::new();
         if entries.try_reserve_exact(nnz).is_err() {
@@ -532,11 +532,11 @@ impl<'a, 'x, T: Float, F: Fn(usize) -> ArrayView2<'x, T> + Sync> Builder<'a, F> 
         });
         let mut table = Box::new([T::zero(); CODES]);
         table[..values.len()].copy_from_slice(&values);
-        Some(Ok(Store::Coded { entries, table }))
+        Some(Ok(Storage::Coded { entries, table }))
     }
 
     /// The (column, value) layout.
-    fn plain(&self) -> std::result::Result<Store<T>, NoMemory> {
+    fn plain(&self) -> std::result::Result<Storage<T>, NoMemory> {
         let nnz = self.spans.last().map_or(0, |s| s[1]);
         let mut entries: Vec<(u32, T)> = Vec::new();
         entries.try_reserve_exact(nnz).map_err(|_| NoMemory)?;
@@ -558,7 +558,7 @@ impl<'a, 'x, T: Float, F: Fn(usize) -> ArrayView2<'x, T> + Sync> Builder<'a, F> 
                 parts.into_iter().enumerate().for_each(block);
             }
         });
-        Ok(Store::Plain { entries })
+        Ok(Storage::Pairs { entries })
     }
 }
 

@@ -131,7 +131,9 @@ class TwoLayerNet:
         t2 = self._targets("numerical_gradient", t, x2.shape[0], np.dtype(np.float64))
         w1, b1, w2, b2 = (np.asarray(p, dtype=np.float64) for p in self._params())
         x64 = np.asarray(x2, dtype=np.float64)  # already float64: no copy
-        g = _core.numerical_gradient(w1, b1, w2, b2, x64, t2, activation=self.activation)
+        g = _core.numerical_gradient(
+            w1, b1, w2, b2, x64, t2, activation=self.activation, method="fast"
+        )
         return {key: gi.astype(self.dtype, copy=False) for key, gi in zip(_KEYS, g, strict=True)}
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:

@@ -1,9 +1,8 @@
-//! The trainers' shared frame: the first hidden layer split between two threads by
-//! units ([`Units`]) and the step driver ([`Parts`]) around a trainer's own parts
-//! ([`SplitPart`]): the two-layer net ([`super::two_layer`]) and the multi-layer one
-//! ([`super::train_multi`]).
+//! The sharding of the fused step: the first hidden layer split between two threads by
+//! units ([`FirstLayerShard`]), and the step driver ([`ShardedFirstLayer`]) around the
+//! trainer's shards ([`Shard`]).
 //!
-//! Each part owns units lo..hi of the first hidden layer for a whole run: their W1
+//! Each shard owns units lo..hi of the first hidden layer for a whole run: their W1
 //! columns, b1 and optimizer state, kept in its core's cache. Per step the input layer
 //! reads only the batch's non-zero inputs (MNIST is ~81% zeros), row by row from the
 //! compressed rows ([`SparseRows`]):
@@ -13,36 +12,31 @@
 //!   registers from the updated rows, while the rows of the batch after that start
 //!   loading from memory.
 //!
-//! A part's W1 (d × 32 units: 100 kB, stored in column blocks that one pass over the
+//! A shard's W1 (d × 32 units: 100 kB, stored in column blocks that one pass over the
 //! batch reads) stays in its core's L2 cache and the batch's activations and gradients
 //! (batch × 32) in L1; every buffer starts on a cache line ([`Aligned`]). The threads
-//! meet twice per step: after phase 1 (each part's share of what the layer after the
+//! meet twice per step: after phase 1 (each shard's share of what the layer after the
 //! first needs) and at the end of phase 2. The split does not depend on the number of
-//! threads (one thread runs both parts in turn), so neither do the results.
+//! threads (one thread runs both shards in turn), so neither do the results.
 
-use multiversion::multiversion;
-use multiversion::target::target_cfg;
 use ndarray::ArrayView2;
 
-use super::aligned::Aligned;
-use super::math::{has_fma, madd};
-use super::numgrad::Activation;
-use super::parallel::{self, join_spinning};
-use super::sparse::{gather, with_source, Rows, Source, SparseRows};
-use super::train::{act_grad, activate, apply, Optimizer};
-use super::{Float, Targets};
 use crate::error::{KernelError, Result};
-
-/// Hidden units per register block: 32 (f32: two 512-bit vectors; f64: four).
-pub(super) const BLOCK: usize = 32;
+use crate::kernels::activation::{activate, activation_backward, Activation};
+use crate::kernels::aligned::Aligned;
+use crate::kernels::input_layer::{self, add_weight_gradient, copy_columns, padded_width};
+use crate::kernels::optimizer::{apply, Optimizer};
+use crate::kernels::parallel::{self, join_spinning};
+use crate::kernels::sparse::{gather, with_layout, RowEntries, Rows, SparseRows};
+use crate::kernels::{Float, Targets};
 
 /// A batch's rows: rows `.1` of `.0`.
 pub(super) type Batch<'a, T> = (&'a SparseRows<T>, &'a [usize]);
 
-/// Units lo..hi of the first hidden layer (padded to wp, a whole number of blocks):
-/// their W1 columns, b1, optimizer state and activations.
+/// Units lo..hi of the first hidden layer (padded to wp, whole register blocks): their
+/// W1 columns, b1, optimizer state and activations.
 #[derive(Debug)]
-pub(super) struct Units<T> {
+pub(super) struct FirstLayerShard<T> {
     pub(super) lo: usize,
     pub(super) hi: usize,
     pub(super) wp: usize,
@@ -50,17 +44,17 @@ pub(super) struct Units<T> {
     pub(super) opt: Optimizer,
     /// λ of the L2 weight decay (0 for none): the loss adds ½·λ·Σ‖W‖², each dW λ·W.
     pub(super) decay: f64,
-    /// W1[:, lo..hi] (d × wp in column blocks, [`w1_block`]; no gradient array for
+    /// W1[:, lo..hi] (d × wp in column blocks, [`copy_columns`]; no gradient array for
     /// plain SGD) and b1[lo..hi] (wp).
-    pub(super) w1: Param<T>,
-    b1: Param<T>,
+    pub(super) w1: TrainedArray<T>,
+    b1: TrainedArray<T>,
     /// Pre-activations, activations and dL/dz1, then dL/da1: (n, wp).
     pub(super) a1: Aligned<T>,
     pub(super) z1: Aligned<T>,
     pub(super) da1: Aligned<T>,
 }
 
-impl<T: Float> Units<T> {
+impl<T: Float> FirstLayerShard<T> {
     /// Units lo..hi for inputs of width d; None when the memory cannot be had.
     pub(super) fn new(
         d: usize,
@@ -69,17 +63,17 @@ impl<T: Float> Units<T> {
         opt: Optimizer,
         decay: f64,
     ) -> Option<Self> {
-        let wp = (hi - lo).div_ceil(BLOCK) * BLOCK;
+        let wp = padded_width(hi - lo);
         let plain_sgd = matches!(opt, Optimizer::Sgd { .. }) && decay == 0.0;
-        Some(Units {
+        Some(FirstLayerShard {
             lo,
             hi,
             wp,
             act,
             opt,
             decay,
-            w1: Param::new(d.checked_mul(wp), opt, !plain_sgd)?,
-            b1: Param::new(Some(wp), opt, true)?,
+            w1: TrainedArray::new(d.checked_mul(wp), opt, !plain_sgd)?,
+            b1: TrainedArray::new(Some(wp), opt, true)?,
             a1: Aligned::default(),
             z1: Aligned::default(),
             da1: Aligned::default(),
@@ -91,13 +85,13 @@ impl<T: Float> Units<T> {
         self.hi - self.lo
     }
 
-    /// Columns lo..hi of W1 (d, h) and entries of b1 (h) into the units' parameters
-    /// (`set` None) or state set `set` (`to_part`), or back.
-    pub(super) fn copy(&mut self, set: Option<usize>, w1: &mut [T], b1: &mut [T], to_part: bool) {
+    /// Columns lo..hi of W1 (d, h) and entries of b1 (h) into the shard's parameters
+    /// (`set` None) or state set `set` (`to_shard`), or back.
+    pub(super) fn copy(&mut self, set: Option<usize>, w1: &mut [T], b1: &mut [T], to_shard: bool) {
         let (lo, hi) = (self.lo, self.hi);
-        w1_columns(w1, self.w1.set(set), b1.len(), lo, hi, to_part);
+        copy_columns(w1, self.w1.set(set), b1.len(), (lo, hi), to_shard);
         let pb1 = self.b1.set(set);
-        if to_part {
+        if to_shard {
             pb1[..hi - lo].copy_from_slice(&b1[lo..hi]);
         } else {
             b1[lo..hi].copy_from_slice(&pb1[..hi - lo]);
@@ -109,7 +103,7 @@ impl<T: Float> Units<T> {
     pub(super) fn forward(&mut self, (sp, rows): Batch<'_, T>, after: &[i64]) {
         self.a1.resize(rows.len() * self.wp, T::zero());
         let (a1, w1) = (&mut self.a1, &self.w1.v);
-        with_source!(sp, |src| forward_rows(a1, w1, src, rows, after));
+        with_layout!(sp, |src| input_layer::forward(a1, w1, src, rows, after));
     }
 
     /// Phase 1's start: a1 += b1, z1 = act(a1), zero on the padding (so the padded
@@ -122,7 +116,7 @@ impl<T: Float> Units<T> {
                 *a = *a + b;
             }
         }
-        activate(&self.a1, &mut self.z1, self.act);
+        activate(self.act, &self.a1, &mut self.z1);
         for z in self.z1.chunks_exact_mut(wp) {
             z[w..].fill(T::zero());
         }
@@ -133,12 +127,12 @@ impl<T: Float> Units<T> {
     /// into W1 without forming dW1; else dW1 (+ λ·W1), then the rule).
     pub(super) fn update(&mut self, (sp, rows): Batch<'_, T>, iter: u64) {
         let opt = self.opt;
-        act_grad(&mut self.da1, &self.a1, &self.z1, &mut self.b1.g, self.act);
+        activation_backward(self.act, &mut self.da1, &self.a1, &self.z1, &mut self.b1.g);
         self.b1.step(opt, iter);
         let (w1, da1) = (&mut self.w1, &self.da1);
         match opt {
             Optimizer::Sgd { lr } if self.decay == 0.0 => {
-                with_source!(sp, |src| add_input_grad(
+                with_layout!(sp, |src| add_weight_gradient(
                     &mut w1.v,
                     da1,
                     src,
@@ -148,7 +142,7 @@ impl<T: Float> Units<T> {
             }
             _ => {
                 w1.g.fill(T::zero());
-                with_source!(sp, |src| add_input_grad(
+                with_layout!(sp, |src| add_weight_gradient(
                     &mut w1.g,
                     da1,
                     src,
@@ -161,7 +155,7 @@ impl<T: Float> Units<T> {
         }
     }
 
-    /// ½·λ·‖W1 part‖² (the padding is zero).
+    /// ½·λ·‖W1 shard‖² (the padding is zero).
     pub(super) fn penalty(&self) -> f64 {
         self.w1.penalty(self.decay)
     }
@@ -169,18 +163,18 @@ impl<T: Float> Units<T> {
 
 /// A parameter's values, their gradient and the optimizer's state sets.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Param<T> {
+pub(super) struct TrainedArray<T> {
     pub(super) v: Aligned<T>,
     pub(super) g: Aligned<T>,
     s: [Aligned<T>; 2],
 }
 
-impl<T: Float> Param<T> {
+impl<T: Float> TrainedArray<T> {
     /// `len` zero values, their gradient (if `grad`) and the state `opt` keeps; None
     /// when `len` overflowed (None) or the memory cannot be had.
     pub(super) fn new(len: Option<usize>, opt: Optimizer, grad: bool) -> Option<Self> {
         let slots = opt.state_slots();
-        Some(Param {
+        Some(TrainedArray {
             v: zeros(len, true)?,
             g: zeros(len, grad)?,
             s: [zeros(len, slots > 0)?, zeros(len, slots > 1)?],
@@ -232,68 +226,66 @@ fn squares<T: Float>(w: &[T]) -> f64 {
     w.iter().fold(0.0_f64, |s, &v| s + (v * v).to_f64())
 }
 
-/// One part of a trainer whose first hidden layer is split by units.
-pub(super) trait SplitPart<T>: Send + std::fmt::Debug {
-    /// What the part writes in phase 1 and every part reads in phase 2.
-    type Shared: Send + Sync + Default + std::fmt::Debug;
+/// One shard of a trainer whose first hidden layer is split by units.
+pub(super) trait Shard<T>: Send + std::fmt::Debug {
+    /// What the shard writes in phase 1 and every shard reads in phase 2.
+    type Partial: Send + Sync + Default + std::fmt::Debug;
 
-    /// The part's units of the first hidden layer.
-    fn units(&mut self) -> &mut Units<T>;
+    /// The shard's units of the first hidden layer.
+    fn first_layer(&mut self) -> &mut FirstLayerShard<T>;
 
-    /// Phase 1, after z1: this part's share of the layer after the first (n rows).
-    fn share(&mut self, sh: &mut Self::Shared, n: usize);
+    /// Phase 1, after z1: this shard's partial sums of the layer after the first (n rows).
+    fn partial_sums(&mut self, sh: &mut Self::Partial, n: usize);
 
-    /// Phase 2 from every part's share up to dL/dz1 in `units().da1`, with every
+    /// Phase 2 from every shard's partial sums up to dL/dz1 in `first_layer().da1`, with every
     /// update but b1's and W1's; returns the batch's mean loss (targets: rows `batch`
     /// of t).
     fn backward(
         &mut self,
-        shares: &[&Self::Shared],
+        partials: &[&Self::Partial],
         batch: &[usize],
         t: Targets<'_, T>,
         iter: u64,
     ) -> f64;
 }
 
-/// A trainer's parts (one per span of the first hidden layer) and what they share.
+/// A trainer's shards (one per span of the first hidden layer), their partial sums,
+/// and the step driver.
 #[derive(Debug)]
-pub(super) struct Parts<T, P: SplitPart<T>> {
-    pub(super) parts: Vec<P>,
-    shared: Vec<P::Shared>,
+pub(super) struct ShardedFirstLayer<T, P: Shard<T>> {
+    pub(super) shards: Vec<P>,
+    partials: Vec<P::Partial>,
     /// A dense x's rows of this batch and the next, compressed.
     scratch: [SparseRows<T>; 2],
 }
 
-impl<T: Float, P: SplitPart<T>> Parts<T, P> {
-    /// The parts of a first hidden layer of h units on inputs of width d: two (units
+impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
+    /// The shards of a first hidden layer of h units on inputs of width d: two (units
     /// 0..⌈h/2⌉ and the rest) unless one register block holds them all; `make` builds
-    /// the part of units lo..hi (None: out of memory, reported for `op`).
+    /// the shard of units lo..hi (None: out of memory, reported for `op`).
     pub(super) fn new(
         op: &'static str,
         d: usize,
         h: usize,
         make: impl Fn((usize, usize)) -> Option<P>,
     ) -> Result<Self> {
-        let spans = if h > BLOCK {
+        let spans = if h > input_layer::BLOCK {
             vec![(0, h.div_ceil(2)), (h.div_ceil(2), h)]
         } else {
             vec![(0, h)]
         };
-        let wp: usize = spans
-            .iter()
-            .map(|(lo, hi)| (hi - lo).div_ceil(BLOCK) * BLOCK)
-            .sum();
-        let mut parts = Vec::with_capacity(spans.len());
+        let wp: usize = spans.iter().map(|(lo, hi)| padded_width(hi - lo)).sum();
+        let mut shards = Vec::with_capacity(spans.len());
         for &span in &spans {
-            parts.push(make(span).ok_or_else(|| KernelError::Alloc {
+            shards.push(make(span).ok_or_else(|| KernelError::Alloc {
                 op,
                 shape: format!("({d}, {wp})"),
                 bytes: (d as u128) * (wp as u128) * std::mem::size_of::<T>() as u128,
             })?);
         }
-        Ok(Parts {
-            parts,
-            shared: spans.iter().map(|_| P::Shared::default()).collect(),
+        Ok(ShardedFirstLayer {
+            shards,
+            partials: spans.iter().map(|_| P::Partial::default()).collect(),
             scratch: Default::default(),
         })
     }
@@ -321,12 +313,12 @@ impl<T: Float, P: SplitPart<T>> Parts<T, P> {
             // Steps for about 50 ms inside the pool, then a look at `interrupt` here.
             let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
             s = parallel::install(|threads| {
-                let run = Run {
+                let run = StepRun {
                     x,
                     t,
                     batches,
                     first_iter,
-                    two: threads > 1 && self.parts.len() == 2,
+                    two: threads > 1 && self.shards.len() == 2,
                 };
                 run.steps(self, s, until, &mut losses)
             });
@@ -339,45 +331,45 @@ impl<T: Float, P: SplitPart<T>> Parts<T, P> {
 }
 
 /// What every step of a run shares.
-struct Run<'x, 't, 'b, T> {
+struct StepRun<'x, 't, 'b, T> {
     x: Rows<'x, T>,
     t: Targets<'t, T>,
     batches: ArrayView2<'b, i64>,
     first_iter: u64,
-    /// Two threads, one per part.
+    /// Two threads, one per shard.
     two: bool,
 }
 
-impl<T: Float> Run<'_, '_, '_, T> {
+impl<T: Float> StepRun<'_, '_, '_, T> {
     /// Steps from s until the batches run out or `until` passes (at least one step);
     /// pushes the mean losses and returns the next step.
-    fn steps<P: SplitPart<T>>(
+    fn steps<P: Shard<T>>(
         &self,
-        split: &mut Parts<T, P>,
+        sharded: &mut ShardedFirstLayer<T, P>,
         mut s: usize,
         until: std::time::Instant,
         losses: &mut Vec<f64>,
     ) -> usize {
-        let Run {
+        let StepRun {
             x,
             t,
             batches,
             first_iter,
             two,
         } = *self;
-        let Parts {
-            parts,
-            shared,
+        let ShardedFirstLayer {
+            shards,
+            partials,
             scratch,
-        } = split;
-        let (total, n, count) = (batches.nrows(), batches.ncols(), parts.len());
+        } = sharded;
+        let (total, n, count) = (batches.nrows(), batches.ncols(), shards.len());
         let mut rows = [Vec::with_capacity(n), Vec::with_capacity(n)];
         let batch_rows = |b: usize| batches.row(b).into_iter().map(|&i| i as usize);
         // This batch's rows, then its pre-activations.
         gather(x, batch_rows(s), &mut scratch[s % 2], &mut rows[s % 2]);
-        let first = (source(x, scratch, s % 2), &rows[s % 2][..]);
-        each(two, parts, &mut [(), ()], |_, part, _| {
-            part.units().forward(first, &[])
+        let first = (batch_source(x, scratch, s % 2), &rows[s % 2][..]);
+        each(two, shards, &mut [(), ()], |_, shard, _| {
+            shard.first_layer().forward(first, &[])
         });
         let mut batch = Vec::with_capacity(n);
         loop {
@@ -388,33 +380,33 @@ impl<T: Float> Run<'_, '_, '_, T> {
             }
             batch.clear();
             batch.extend(batch_rows(s));
-            let this = (source(x, scratch, cur), &rows[cur][..]);
-            let next = go_on.then(|| (source(x, scratch, nxt), &rows[nxt][..]));
+            let this = (batch_source(x, scratch, cur), &rows[cur][..]);
+            let next = go_on.then(|| (batch_source(x, scratch, nxt), &rows[nxt][..]));
             // Rows of the batch after next (x compressed once): where they lie starts
             // loading in phase 1, their entries in phase 2.
             let after: &[i64] = match x {
                 Rows::Sparse(_) if s + 2 < total => batches.row(s + 2).to_slice().unwrap_or(&[]),
                 _ => &[],
             };
-            // Phase 1: activations and shares of the layer after the first.
-            each(two, parts, shared, |_, part, sh| {
+            // Phase 1: activations and partial sums of the layer after the first.
+            each(two, shards, partials, |_, shard, sh| {
                 if let Some((sp, _)) = next {
                     for &r in after {
-                        with_source!(sp, |src| src.prefetch_span(r as usize));
+                        with_layout!(sp, |src| src.prefetch_span(r as usize));
                     }
                 }
-                part.units().activate(n);
-                part.share(sh, n);
+                shard.first_layer().activate(n);
+                shard.partial_sums(sh, n);
             });
             // Phase 2: the rest of the step, then the next batch's pre-activations.
-            let shares: [&P::Shared; 2] = [&shared[0], shared.get(1).unwrap_or(&shared[0])];
+            let both: [&P::Partial; 2] = [&partials[0], partials.get(1).unwrap_or(&partials[0])];
             let iter = first_iter + s as u64 + 1;
-            let loss = each(two, parts, &mut [(), ()], |_, part, _| {
-                let loss = part.backward(&shares[..count], &batch, t, iter);
-                let units = part.units();
-                units.update(this, iter);
+            let loss = each(two, shards, &mut [(), ()], |_, shard, _| {
+                let loss = shard.backward(&both[..count], &batch, t, iter);
+                let first = shard.first_layer();
+                first.update(this, iter);
                 if let Some(next) = next {
-                    units.forward(next, after);
+                    first.forward(next, after);
                 }
                 loss
             });
@@ -427,158 +419,9 @@ impl<T: Float> Run<'_, '_, '_, T> {
     }
 }
 
-/// Hidden units per column block of a part's W1 (W1 is stored block by block: the
-/// block's d rows of B units, then the next block's). f32: the part's whole 32 units
-/// (two 512-bit vectors); f64: 16 (two vectors), so that the W1 rows one pass over the
-/// batch reads are 100 kB as in f32 rather than 200 kB.
-fn w1_block<T>() -> usize {
-    if std::mem::size_of::<T>() == 8 {
-        16
-    } else {
-        BLOCK
-    }
-}
-
-/// Columns lo..hi of W1 (d, h) into a part's W1 (`to_part`), stored in column blocks of
-/// B units ([`w1_block`]): unit l of input i at (l / B)·d·B + i·B + l % B; or back.
-fn w1_columns<T: Float>(
-    w1: &mut [T],
-    part: &mut [T],
-    h: usize,
-    lo: usize,
-    hi: usize,
-    to_part: bool,
-) {
-    let (bw, d) = (w1_block::<T>(), w1.len() / h.max(1));
-    let at = |i: usize, l: usize| (l / bw) * d * bw + i * bw + l % bw;
-    if to_part {
-        for (i, src) in w1.chunks_exact(h.max(1)).enumerate() {
-            for (l, &v) in src[lo..hi].iter().enumerate() {
-                part[at(i, l)] = v;
-            }
-        }
-    } else {
-        for (i, dst) in w1.chunks_exact_mut(h.max(1)).enumerate() {
-            for (l, v) in dst[lo..hi].iter_mut().enumerate() {
-                *v = part[at(i, l)];
-            }
-        }
-    }
-}
-
-/// acc + v·s[at..at + B]. The sums pass by value: kept in registers, where sums updated
-/// through a reference can stay in memory.
-#[inline(always)]
-fn axpy<T: Float, const B: usize>(acc: [T; B], v: T, s: &[T], at: usize, fma: bool) -> [T; B] {
-    let mut r = acc;
-    for (a, &x) in r.iter_mut().zip(&s[at..at + B]) {
-        *a = madd(v, x, *a, fma);
-    }
-    r
-}
-
-/// a1 (n, wp) = x·W1 (without b1) for the rows `rows` of sp, from their non-zero
-/// entries: each block of units of a row summed in registers (four interleaved sums).
-/// W1: d × wp in column blocks of B ([`w1_block`]). Row q also starts loading row
-/// `ahead[q]` of sp (a later batch's) into cache.
-fn forward_rows<T: Float, S: Source<T>>(
-    a1: &mut [T],
-    w1: &[T],
-    sp: S,
-    rows: &[usize],
-    ahead: &[i64],
-) {
-    if w1_block::<T>() == 16 {
-        forward_blocks::<T, S, 16>(a1, w1, sp, rows, ahead);
-    } else {
-        forward_blocks::<T, S, BLOCK>(a1, w1, sp, rows, ahead);
-    }
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn forward_blocks<T: Float, S: Source<T>, const B: usize>(
-    a1: &mut [T],
-    w1: &[T],
-    sp: S,
-    rows: &[usize],
-    ahead: &[i64],
-) {
-    let fma = has_fma!();
-    let wp = a1.len() / rows.len().max(1);
-    let d = w1.len() / wp.max(1);
-    for (blk, w1) in w1.chunks_exact(d * B).enumerate() {
-        let c0 = blk * B;
-        for (q, (a, &r)) in a1.chunks_exact_mut(wp).zip(rows).enumerate() {
-            if blk == 0 {
-                if let Some(&next) = ahead.get(q) {
-                    sp.prefetch_row(next as usize);
-                }
-            }
-            let es = sp.row(r);
-            let zero = [T::zero(); B];
-            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-            let quads = es.chunks_exact(4);
-            let rest = quads.remainder();
-            let at = |e: S::Entry| S::col(e) * B;
-            for e in quads {
-                a0 = axpy(a0, sp.value(e[0]), w1, at(e[0]), fma);
-                a1 = axpy(a1, sp.value(e[1]), w1, at(e[1]), fma);
-                a2 = axpy(a2, sp.value(e[2]), w1, at(e[2]), fma);
-                a3 = axpy(a3, sp.value(e[3]), w1, at(e[3]), fma);
-            }
-            for &e in rest {
-                a0 = axpy(a0, sp.value(e), w1, at(e), fma);
-            }
-            for ((((o, &p), &q), &r), &s) in
-                a[c0..c0 + B].iter_mut().zip(&a0).zip(&a1).zip(&a2).zip(&a3)
-            {
-                *o = (p + q) + (r + s);
-            }
-        }
-    }
-}
-
-/// g += scale·xᵀ·da1 over the rows `rows` of sp (batch positions in order):
-/// g[i, :] += (scale·x[r, i])·da1[r, :] for each non-zero x[r, i]. g: d × wp in column
-/// blocks as W1; da1 (n, wp). With g = W1 and scale = −lr this is SGD's update without
-/// forming dW1.
-fn add_input_grad<T: Float, S: Source<T>>(g: &mut [T], da1: &[T], sp: S, rows: &[usize], scale: T) {
-    if w1_block::<T>() == 16 {
-        input_grad_blocks::<T, S, 16>(g, da1, sp, rows, scale);
-    } else {
-        input_grad_blocks::<T, S, BLOCK>(g, da1, sp, rows, scale);
-    }
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn input_grad_blocks<T: Float, S: Source<T>, const B: usize>(
-    g: &mut [T],
-    da1: &[T],
-    sp: S,
-    rows: &[usize],
-    scale: T,
-) {
-    let fma = has_fma!();
-    let wp = da1.len() / rows.len().max(1);
-    let d = g.len() / wp.max(1);
-    for (blk, g) in g.chunks_exact_mut(d * B).enumerate() {
-        let c0 = blk * B;
-        for (dq, &r) in da1.chunks_exact(wp).zip(rows) {
-            let mut db = [T::zero(); B];
-            db.copy_from_slice(&dq[c0..c0 + B]);
-            for &e in sp.row(r) {
-                let (sv, at) = (scale * sp.value(e), S::col(e) * B);
-                for (o, &x) in g[at..at + B].iter_mut().zip(&db) {
-                    *o = madd(sv, x, *o, fma);
-                }
-            }
-        }
-    }
-}
-
 /// The compressed rows that a batch's row indices refer to: x's own, or the slot's
 /// copy of a dense x's rows.
-fn source<'s, 'x: 's, T>(
+fn batch_source<'s, 'x: 's, T>(
     x: Rows<'x, T>,
     scratch: &'s [SparseRows<T>; 2],
     slot: usize,
@@ -589,8 +432,8 @@ fn source<'s, 'x: 's, T>(
     }
 }
 
-/// f(i, xs[i], ys[i]) for each part i, on two threads when `two` (and there are two);
-/// returns part 0's result.
+/// f(i, xs[i], ys[i]) for each shard i, on two threads when `two` (and there are two);
+/// returns shard 0's result.
 fn each<X: Send, Y: Send, R: Send + Default>(
     two: bool,
     xs: &mut [X],

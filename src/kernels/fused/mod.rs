@@ -1,0 +1,13 @@
+//! The fused training step: whole runs of SGD steps (batch gather, forward, backprop,
+//! optimizer update) of a fully connected net in one call, on the parameter arrays in
+//! place.
+//!
+//! - [`shard`]: the first hidden layer split between two threads by units, and the
+//!   step driver;
+//! - [`trainer`]: [`FusedTrainer`], the net's shards and everything after the first
+//!   layer.
+
+mod shard;
+mod trainer;
+
+pub use trainer::{FusedTrainer, LayerMut};

@@ -1,0 +1,216 @@
+//! The book's fully connected networks as borrowed parameters: the two-layer net of
+//! chapters 4–5 (forward, `predict`, `loss` and the backprop `gradient`), and the
+//! layers of any fully connected net for the batched prediction ([`super::predict`]).
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+
+use super::activation::Activation;
+use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
+use super::matmul::gemm_into;
+use super::softmax::softmax_into;
+use super::{Float, Targets};
+use crate::error::{fmt_shape, KernelError, Result};
+
+/// Borrowed parameters of `x → Affine(W1, b1) → activation → Affine(W2, b2) → softmax`.
+///
+/// Shapes: W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
+#[derive(Debug, Clone, Copy)]
+pub struct TwoLayerNet<'a, T> {
+    pub w1: ArrayView2<'a, T>,
+    pub b1: ArrayView1<'a, T>,
+    pub w2: ArrayView2<'a, T>,
+    pub b2: ArrayView1<'a, T>,
+    pub activation: Activation,
+}
+
+/// Gradients (or any values) shaped like the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients<T> {
+    pub w1: Array2<T>,
+    pub b1: Array1<T>,
+    pub w2: Array2<T>,
+    pub b2: Array1<T>,
+}
+
+/// The forward pass kept for backprop: a1 = x·W1 + b1, z1 = act(a1), y = softmax(z1·W2 + b2).
+#[derive(Debug, Clone)]
+pub struct Forward<T> {
+    pub a1: Array2<T>,
+    pub z1: Array2<T>,
+    pub y: Array2<T>,
+}
+
+impl<'a, T: Float> TwoLayerNet<'a, T> {
+    /// Input width d, hidden width h, outputs k.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.w1.nrows(), self.w1.ncols(), self.w2.ncols())
+    }
+
+    /// Checks the parameters against each other and against a batch `x` (n, d).
+    pub fn check(&self, op: &'static str, x: &ArrayView2<'_, T>) -> Result<()> {
+        let (d, h, k) = self.sizes();
+        let bad = |what: String| Err(KernelError::shape(op, what));
+        if self.b1.len() != h {
+            return bad(format!(
+                "b1 has shape {} but W1 has shape {}",
+                fmt_shape(self.b1.shape()),
+                fmt_shape(self.w1.shape())
+            ));
+        }
+        if self.w2.nrows() != h {
+            return bad(format!(
+                "W2 has shape {} but W1 has shape {}",
+                fmt_shape(self.w2.shape()),
+                fmt_shape(self.w1.shape())
+            ));
+        }
+        if self.b2.len() != k {
+            return bad(format!(
+                "b2 has shape {} but W2 has shape {}",
+                fmt_shape(self.b2.shape()),
+                fmt_shape(self.w2.shape())
+            ));
+        }
+        if x.ncols() != d {
+            return bad(format!(
+                "x has shape {} but W1 has shape {}",
+                fmt_shape(x.shape()),
+                fmt_shape(self.w1.shape())
+            ));
+        }
+        if x.nrows() == 0 {
+            return bad(format!(
+                "x has shape {}; the batch is empty",
+                fmt_shape(x.shape())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forward pass; shapes already checked.
+    pub fn forward(&self, x: ArrayView2<'_, T>) -> Forward<T> {
+        let n = x.nrows();
+        let (_, h, k) = self.sizes();
+        let mut a1 = bias_rows(self.b1, n);
+        gemm_into(x, self.w1, a1.view_mut(), true);
+        let z1 = a1.mapv(|a| self.activation.apply(a));
+        let mut a2 = bias_rows(self.b2, n);
+        gemm_into(z1.view(), self.w2, a2.view_mut(), true);
+        let mut y = Array2::zeros((n, k));
+        let _ = softmax_into(a2.view(), y.view_mut());
+        debug_assert_eq!(z1.ncols(), h);
+        Forward { a1, z1, y }
+    }
+
+    /// Softmax output y (n, k) for a batch x (n, d).
+    pub fn predict(&self, x: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        self.check("predict", &x)?;
+        Ok(self.forward(x).y)
+    }
+
+    /// Mean cross-entropy of the batch.
+    pub fn loss(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<T> {
+        self.check("loss", &x)?;
+        cross_entropy_error(self.forward(x).y.view(), t)
+    }
+
+    /// Backprop gradient of the mean cross-entropy (the book's `gradient`).
+    pub fn gradient(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<Gradients<T>> {
+        self.check("gradient", &x)?;
+        let Forward { a1, z1, y } = self.forward(x);
+        let dy = softmax_cross_entropy_backward(y.view(), t)?; // (y − t) / n
+        let (d, h, k) = self.sizes();
+        let mut w2 = Array2::zeros((h, k));
+        gemm_into(z1.t(), dy.view(), w2.view_mut(), false); // dW2 = z1ᵀ·dy
+        let b2 = dy.sum_axis(Axis(0)); // db2 = Σ_rows dy
+        let mut da1 = Array2::zeros((x.nrows(), h));
+        gemm_into(dy.view(), self.w2.t(), da1.view_mut(), false); // dz1 = dy·W2ᵀ
+        ndarray::Zip::from(&mut da1)
+            .and(&a1)
+            .and(&z1)
+            .for_each(|g, &a, &z| {
+                *g = *g * self.activation.derivative(a, z); // da1 = dz1 ⊙ act'(a1)
+            });
+        let mut w1 = Array2::zeros((d, h));
+        gemm_into(x.t(), da1.view(), w1.view_mut(), false); // dW1 = xᵀ·da1
+        let b1 = da1.sum_axis(Axis(0));
+        Ok(Gradients { w1, b1, w2, b2 })
+    }
+}
+
+pub(crate) fn bias_rows<T: Float>(b: ArrayView1<'_, T>, n: usize) -> Array2<T> {
+    b.broadcast((n, b.len()))
+        .map_or_else(|| Array2::zeros((n, b.len())), |v| v.to_owned())
+}
+
+/// One Affine layer of a fully connected net: W (fan_in, fan_out), b (fan_out).
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a, T> {
+    pub w: ArrayView2<'a, T>,
+    pub b: ArrayView1<'a, T>,
+}
+
+impl<'a, T: Float> TwoLayerNet<'a, T> {
+    /// The net's two Affine layers.
+    pub fn layers(&self) -> [Layer<'a, T>; 2] {
+        [
+            Layer {
+                w: self.w1,
+                b: self.b1,
+            },
+            Layer {
+                w: self.w2,
+                b: self.b2,
+            },
+        ]
+    }
+}
+
+/// The widths [d, h1, …, k] of a net of `layers` (at least two), after checking that
+/// the layers chain and that an input of `x_cols` columns fits the first.
+pub fn check_layers<T: Float>(
+    op: &'static str,
+    layers: &[Layer<'_, T>],
+    x_shape: [usize; 2],
+) -> Result<Vec<usize>> {
+    if layers.len() < 2 {
+        return Err(KernelError::shape(
+            op,
+            format!("need at least two layers, got {}", layers.len()),
+        ));
+    }
+    let mut sizes = vec![layers[0].w.nrows()];
+    for (l, layer) in layers.iter().enumerate() {
+        let want = [sizes[l], layer.w.ncols()];
+        if layer.w.dim() != (want[0], want[1]) || layer.b.len() != want[1] {
+            return Err(KernelError::shape(
+                op,
+                format!(
+                    "W{n} has shape {} and b{n} {}; need ({}, h) and (h,)",
+                    fmt_shape(layer.w.shape()),
+                    fmt_shape(layer.b.shape()),
+                    sizes[l],
+                    n = l + 1
+                ),
+            ));
+        }
+        sizes.push(want[1]);
+    }
+    check_input_width(op, x_shape, [sizes[0], sizes[1]])?;
+    Ok(sizes)
+}
+
+/// Errors unless x (n, d) has as many columns as W1 (d, h) has rows.
+pub fn check_input_width(op: &'static str, x: [usize; 2], w1: [usize; 2]) -> Result<()> {
+    if x[1] == w1[0] {
+        return Ok(());
+    }
+    Err(KernelError::shape(
+        op,
+        format!(
+            "x has shape {} but W1 has shape {}",
+            fmt_shape(&x),
+            fmt_shape(&w1)
+        ),
+    ))
+}
