@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from ferrograd.softmax_regression import SoftmaxRegression
+from ferrograd.nets import SoftmaxRegression
 from ferrograd.trainer import History
 
 pytest.importorskip("matplotlib")

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from conftest import tol
 from ferrograd.datasets import load_mnist_sample
-from ferrograd.nets import MultiLayerNet, TwoLayerNet
+from ferrograd.nets import MultiLayerNet, SoftmaxRegression, TwoLayerNet
 from ferrograd.optimizers import SGD
-from ferrograd.softmax_regression import SoftmaxRegression
 from ferrograd.trainer import History, Trainer, load_params, save_params
 from reference import cross_entropy_error, numerical_gradient, softmax
 

@@ -34,7 +34,7 @@ def two_layer_predict(
     b2: NDArray[_F],
     x: NDArray[_F],
     *,
-    activation: _Activation,
+    activation: _Activation = "sigmoid",
 ) -> NDArray[_F]: ...
 def two_layer_loss(
     w1: NDArray[_F],
@@ -44,7 +44,7 @@ def two_layer_loss(
     x: NDArray[_F],
     t: _Targets,
     *,
-    activation: _Activation,
+    activation: _Activation = "sigmoid",
 ) -> float: ...
 def two_layer_gradient(
     w1: NDArray[_F],
@@ -54,7 +54,7 @@ def two_layer_gradient(
     x: NDArray[_F],
     t: _Targets,
     *,
-    activation: _Activation,
+    activation: _Activation = "sigmoid",
 ) -> tuple[NDArray[_F], NDArray[_F], NDArray[_F], NDArray[_F]]: ...
 def numerical_gradient(
     w1: NDArray[np.float64],
@@ -64,8 +64,8 @@ def numerical_gradient(
     x: NDArray[np.float64],
     t: _Targets,
     *,
-    activation: _Activation,
-    method: Literal["fast", "bruteforce"],
+    activation: _Activation = "sigmoid",
+    method: Literal["fast", "bruteforce"] = "fast",
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]: ...
 def accuracy(
     params: Sequence[NDArray[Any]],

@@ -1,6 +1,6 @@
 //! The two-layer net's `predict`, `loss` and backprop `gradient` for Python.
 
-use ndarray::{Ix1, Ix2};
+use ndarray::{ArrayView2, Ix1, Ix2};
 use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 
@@ -60,9 +60,25 @@ impl<'py, T: Float + Element> Params<'py, T> {
     }
 }
 
+/// Borrows a call's two-layer net (W1 of dtype T, then b1, W2, b2 of the same dtype)
+/// and its batch x (n, d) or (d,), and hands both to `f`.
+pub fn with_net<'py, T: Float + Element, R>(
+    op: &str,
+    w1: PyReadonlyArrayDyn<'py, T>,
+    rest: [&Bound<'py, PyAny>; 3],
+    activation: Activation,
+    x: &Bound<'py, PyAny>,
+    f: impl FnOnce(TwoLayerNet<'_, T>, ArrayView2<'_, T>) -> PyResult<R>,
+) -> PyResult<R> {
+    let p = Params::borrow(op, w1, rest)?;
+    let net = p.net(op, activation)?;
+    let xs = same_dtype(op, "x", x)?;
+    f(net, batch(op, "x", xs.as_array())?)
+}
+
 /// Softmax output of the two-layer net for a batch x (n, d) or one sample (d,).
 #[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, *, activation))]
+#[pyo3(signature = (w1, b1, w2, b2, x, *, activation = "sigmoid"))]
 pub fn two_layer_predict<'py>(
     py: Python<'py>,
     w1: &Bound<'py, PyAny>,
@@ -74,19 +90,15 @@ pub fn two_layer_predict<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     const OP: &str = "predict";
     let act = parse_activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => {
-        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-        let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
+    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
         let y = run(py, x.len() * net.w1.ncols(), || net.predict(x))?;
         Ok(y.into_pyarray(py).into_any())
-    })
+    }))
 }
 
 /// Mean cross-entropy loss of the two-layer net on (x, t).
 #[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation))]
+#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid"))]
 pub fn two_layer_loss<'py>(
     py: Python<'py>,
     w1: &Bound<'py, PyAny>,
@@ -99,20 +111,16 @@ pub fn two_layer_loss<'py>(
 ) -> PyResult<f64> {
     const OP: &str = "loss";
     let act = parse_activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => {
-        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-        let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
+    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
         let ts = targets(OP, t)?;
         let t = ts.view(OP)?;
         Ok(run(py, x.len() * net.w1.ncols(), || net.loss(x, t))?.to_f64())
-    })
+    }))
 }
 
 /// Backprop gradient (dW1, db1, dW2, db2) of the two-layer net's mean loss.
 #[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation))]
+#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid"))]
 pub fn two_layer_gradient<'py>(
     py: Python<'py>,
     w1: &Bound<'py, PyAny>,
@@ -125,14 +133,10 @@ pub fn two_layer_gradient<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     const OP: &str = "gradient";
     let act = parse_activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => {
-        let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-        let net = p.net(OP, act)?;
-        let xs = same_dtype(OP, "x", x)?;
-        let x = batch(OP, "x", xs.as_array())?;
+    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
         let ts = targets(OP, t)?;
         let t = ts.view(OP)?;
         let g = run(py, x.len() * net.w1.ncols(), || net.gradient(x, t))?;
         Ok(grads_to_py(py, g).into_pyobject(py)?.into_any())
-    })
+    }))
 }

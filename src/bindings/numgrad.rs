@@ -4,19 +4,19 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::activation::parse_activation;
-use super::convert::{batch, float_array, same_dtype, targets, FloatArray, SignalCheck};
-use super::net::{grads_to_py, GradTuple, Params};
+use super::convert::{float_array, targets, FloatArray, SignalCheck};
+use super::net::{grads_to_py, with_net, GradTuple};
 use crate::kernels::numgrad as k;
 
 /// The book's numerical gradient (central difference, h = 1e-4, δ = 1e-7 in the loss)
 /// of the two-layer net's mean loss w.r.t. W1, b1, W2, b2. float64 only. Returns
 /// (dW1, db1, dW2, db2).
 ///
-/// ``method="fast"`` evaluates the same perturbed points but re-evaluates only
+/// ``method="fast"`` (default) evaluates the same perturbed points but re-evaluates only
 /// the rows and units each probe moves; ``method="bruteforce"`` recomputes the whole
 /// forward pass for every probe (the definition, for checking). Ctrl-C stops both.
 #[pyfunction]
-#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation, method))]
+#[pyo3(signature = (w1, b1, w2, b2, x, t, *, activation = "sigmoid", method = "fast"))]
 pub fn numerical_gradient<'py>(
     py: Python<'py>,
     w1: &Bound<'py, PyAny>,
@@ -48,20 +48,18 @@ pub fn numerical_gradient<'py>(
             )))
         }
     };
-    let p = Params::borrow(OP, w1, [b1, w2, b2])?;
-    let net = p.net(OP, act)?;
-    let xs = same_dtype::<f64>(OP, "x", x)?;
-    let x = batch(OP, "x", xs.as_array())?;
-    let ts = targets::<f64>(OP, t)?;
-    let t = ts.view(OP)?;
-    let signal = SignalCheck::default();
-    let g = py.detach(|| {
-        let stop = || signal.interrupted();
-        if fast {
-            k::numerical_gradient_fast(&net, x, t, &stop)
-        } else {
-            k::numerical_gradient_bruteforce_with(&net, x, t, &stop)
-        }
-    });
-    Ok(grads_to_py(py, signal.result(g)?))
+    with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
+        let ts = targets::<f64>(OP, t)?;
+        let t = ts.view(OP)?;
+        let signal = SignalCheck::default();
+        let g = py.detach(|| {
+            let stop = || signal.interrupted();
+            if fast {
+                k::numerical_gradient_fast(&net, x, t, &stop)
+            } else {
+                k::numerical_gradient_bruteforce_with(&net, x, t, &stop)
+            }
+        });
+        Ok(grads_to_py(py, signal.result(g)?))
+    })
 }

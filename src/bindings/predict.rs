@@ -11,6 +11,7 @@ use super::convert::{dims, dispatch, float_array, run, same_dtype, targets};
 use super::sparse::{RowsArg, SparseDtype};
 use crate::kernels::net::Layer;
 use crate::kernels::predict as k;
+use crate::kernels::sparse::Rows;
 
 /// The net's parameter arrays [W1, b1, W2, b2, ...], borrowed with W1's dtype.
 struct LayerArrays<'py, T: Element> {
@@ -64,6 +65,21 @@ fn layer_list<'a, 'py>(
     Ok(seq)
 }
 
+/// Borrows a call's net (``params`` [W1, b1, W2, b2, ...] of W1's dtype T) and its
+/// rows x (dense or ``SparseRows`` of dtype T), and hands both to `f`.
+fn with_layers<'py, T: SparseDtype, R>(
+    op: &str,
+    w1: PyReadonlyArrayDyn<'py, T>,
+    seq: &Bound<'py, PySequence>,
+    x: &Bound<'py, PyAny>,
+    f: impl FnOnce(&[Layer<'_, T>], Rows<'_, T>) -> PyResult<R>,
+) -> PyResult<R> {
+    let arrays = LayerArrays::borrow(op, w1, seq)?;
+    let layers = arrays.layers(op)?;
+    let xs = RowsArg::new(op, x)?;
+    f(&layers, xs.rows(op, false)?)
+}
+
 /// Fraction of rows of x (n, d) whose predicted class (argmax of the output of the net
 /// with layers ``params`` = [W1, b1, W2, b2, ...], ``activation`` after each hidden
 /// layer) equals t (int64 labels (n,), or the argmax of one-hot rows). x may be a
@@ -81,14 +97,12 @@ pub fn accuracy<'py>(
     let act = parse_activation(OP, activation)?;
     let seq = layer_list(OP, params)?;
     dispatch!(float_array(OP, "W1", &seq.get_item(0)?)?, w1 => {
-        let arrays = LayerArrays::borrow(OP, w1, seq)?;
-        let layers = arrays.layers(OP)?;
-        let xs = RowsArg::new(OP, x)?;
-        let x = xs.rows(OP, false)?;
-        let ts = targets(OP, t)?;
-        let t = ts.view(OP)?;
-        let work = x.nrows() * layers[0].w.len();
-        Ok(run(py, work, || k::accuracy(&layers, act, x, t))?)
+        with_layers(OP, w1, seq, x, |layers, x| {
+            let ts = targets(OP, t)?;
+            let t = ts.view(OP)?;
+            let work = x.nrows() * layers[0].w.len();
+            Ok(run(py, work, || k::accuracy(layers, act, x, t))?)
+        })
     })
 }
 
@@ -106,12 +120,10 @@ pub fn predict_labels<'py>(
     let act = parse_activation(OP, activation)?;
     let seq = layer_list(OP, params)?;
     dispatch!(float_array(OP, "W1", &seq.get_item(0)?)?, w1 => {
-        let arrays = LayerArrays::borrow(OP, w1, seq)?;
-        let layers = arrays.layers(OP)?;
-        let xs = RowsArg::new(OP, x)?;
-        let x = xs.rows(OP, false)?;
-        let work = x.nrows() * layers[0].w.len();
-        let labels = run(py, work, || k::predict_labels(&layers, act, x))?;
-        Ok(labels.into_iter().map(|c| c as i64).collect::<Vec<i64>>().into_pyarray(py))
+        with_layers(OP, w1, seq, x, |layers, x| {
+            let work = x.nrows() * layers[0].w.len();
+            let labels = run(py, work, || k::predict_labels(layers, act, x))?;
+            Ok(labels.into_iter().map(|c| c as i64).collect::<Vec<i64>>().into_pyarray(py))
+        })
     })
 }

@@ -536,8 +536,8 @@ fn w1_column(cache: &Cache, net: &TwoLayerNet<'_, f64>, j: usize, ws: &mut Works
 /// The book's numerical gradient, exactly (same h = 1e-4, same perturbed points
 /// `tmp + h` / `tmp − h`, same loss with δ = 1e-7), without a forward pass per probe.
 ///
-/// Perturbing W1[i, j] or b1[j] moves only hidden unit j, and only in the rows where
-/// x[r, i] ≠ 0; perturbing W2[j, k] or b2[k] moves only logit k. Each probe re-evaluates
+/// Perturbing W1[i, j] or `b1[j]` moves only hidden unit j, and only in the rows where
+/// x[r, i] ≠ 0; perturbing W2[j, k] or `b2[k]` moves only logit k. Each probe re-evaluates
 /// just those rows' losses from the cached forward pass — O(k) per row, exponentials by
 /// a Taylor polynomial exact to rounding — and sums the per-row differences
 /// L_r(θ + h) − L_r(θ − h) instead of subtracting two totals. g = Σ_r diff / n / 2h.

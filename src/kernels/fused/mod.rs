@@ -2,9 +2,9 @@
 //! optimizer update) of a fully connected net in one call, on the parameter arrays in
 //! place.
 //!
-//! - [`shard`]: the first hidden layer split between two threads by units, and the
+//! - `shard.rs`: the first hidden layer split between two threads by units, and the
 //!   step driver;
-//! - [`trainer`]: [`FusedTrainer`], the net's shards and everything after the first
+//! - `trainer.rs`: [`FusedTrainer`], the net's shards and everything after the first
 //!   layer.
 
 mod shard;

@@ -41,7 +41,7 @@ type LayerSlices<'s, T> = Vec<[&'s mut [T]; 2]>;
 /// layer): each [`FusedTrainer::run`] call does, per batch, the gather, forward,
 /// backprop and optimizer update in place, with buffers reused across steps and runs.
 ///
-/// The first hidden layer is split into two shards ([`super::shard`]) that two threads
+/// The first hidden layer is split into two shards (`fused/shard.rs`) that two threads
 /// own for a whole run: each keeps its units' columns of W1, their b1 and their rows of
 /// W2 (with optimizer state) and runs the input layer for them on the batch's non-zero
 /// inputs. The threads meet twice per step: to add up the second layer's
