@@ -22,11 +22,18 @@ from ferrograd.functions import (
     sigmoid,
     sigmoid_grad,
     softmax,
+    softmax_loss,
     step_function,
+    sum_squared_error,
     sum_squares_error,
 )
 from ferrograd.gradcheck import GradCheckRow, gradient_check
-from ferrograd.gradient import gradient_descent, numerical_diff, numerical_gradient
+from ferrograd.gradient import (
+    gradient_descent,
+    numerical_diff,
+    numerical_gradient,
+    numerical_gradient_2d,
+)
 from ferrograd.layers import (
     AddLayer,
     Affine,
@@ -37,7 +44,13 @@ from ferrograd.layers import (
     Sigmoid,
     SoftmaxWithLoss,
 )
-from ferrograd.nets import MultiLayerNet, SimpleNet, SoftmaxRegression, TwoLayerNet
+from ferrograd.nets import (
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    SimpleNet,
+    SoftmaxRegression,
+    TwoLayerNet,
+)
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 from ferrograd.perceptron import AND, NAND, OR, XOR
 from ferrograd.trainer import History, Trainer, load_params, save_params
@@ -61,6 +74,7 @@ __all__ = [
     "Momentum",
     "MulLayer",
     "MultiLayerNet",
+    "MultiLayerNetExtend",
     "Nesterov",
     "RMSprop",
     "Relu",
@@ -84,12 +98,15 @@ __all__ = [
     "mean_squared_error",
     "numerical_diff",
     "numerical_gradient",
+    "numerical_gradient_2d",
     "relu",
     "relu_grad",
     "save_params",
     "sigmoid",
     "sigmoid_grad",
     "softmax",
+    "softmax_loss",
     "step_function",
+    "sum_squared_error",
     "sum_squares_error",
 ]

@@ -25,7 +25,9 @@ __all__ = [
     "sigmoid",
     "sigmoid_grad",
     "softmax",
+    "softmax_loss",
     "step_function",
+    "sum_squared_error",
     "sum_squares_error",
 ]
 
@@ -132,6 +134,9 @@ def sum_squares_error(y: ArrayLike, t: ArrayLike) -> float:
 mean_squared_error = sum_squares_error
 """The course notes' name for :func:`sum_squares_error`."""
 
+sum_squared_error = sum_squares_error
+"""The book's name for :func:`sum_squares_error` (DLFS common/functions.py)."""
+
 
 def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> float:
     """Batch mean of −Σ t·log(y + 1e-7).
@@ -153,3 +158,8 @@ def binary_cross_entropy(y: ArrayLike, t: ArrayLike) -> float:
         raise ValueError("binary_cross_entropy: y is empty")
     delta = 1e-7
     return float(-np.mean(t * np.log(y + delta) + (1 - t) * np.log(1 - y + delta)))
+
+
+def softmax_loss(X: ArrayLike, t: ArrayLike) -> float:
+    """cross_entropy_error(softmax(X), t): the loss of scores X (DLFS common/functions.py)."""
+    return cross_entropy_error(softmax(X), t)

@@ -14,7 +14,13 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["H", "gradient_descent", "numerical_diff", "numerical_gradient"]
+__all__ = [
+    "H",
+    "gradient_descent",
+    "numerical_diff",
+    "numerical_gradient",
+    "numerical_gradient_2d",
+]
 
 H = 1e-4
 """Step h of the central difference, as in the book (smaller steps drown in rounding)."""
@@ -57,6 +63,23 @@ def numerical_gradient(f: Callable[[NDArray], Any], x: ArrayLike) -> NDArray[np.
         finally:
             arr[idx] = tmp_val  # restore x even when f raises
         grad[idx] = (fxh1 - fxh2) / (2 * H)
+    return grad
+
+
+def numerical_gradient_2d(f: Callable[[NDArray], Any], X: ArrayLike) -> NDArray[np.floating]:
+    """∇f at each row of X (n, d) → (n, d); a 1-D X is one point (DLFS common/gradient.py).
+
+    ``f`` takes one point (d,) at a time: the gradient field of ``f(x) = Σ x²`` over a
+    grid of points is ``numerical_gradient_2d(f, points)`` (the book's gradient_2d.py).
+    """
+    arr = _float_array(X, "numerical_gradient_2d")
+    if arr.ndim == 1:
+        return numerical_gradient(f, arr)
+    if arr.ndim != 2:
+        raise ValueError(f"numerical_gradient_2d: X must be 1-D or 2-D, got shape {arr.shape}")
+    grad = np.zeros_like(arr)
+    for i in range(arr.shape[0]):
+        grad[i] = numerical_gradient(f, arr[i])
     return grad
 
 

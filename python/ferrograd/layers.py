@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
+from ferrograd._random import make_rng
 from ferrograd.functions import FLOAT_DTYPES, as_float_array, as_labels
 
 __all__ = [
@@ -261,12 +262,13 @@ def _rng(rng: np.random.Generator | None, seed: int | None, layer: str) -> np.ra
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"{layer}: rng must be a numpy.random.Generator, got {type(rng)}")
         return rng
-    return np.random.default_rng(seed)
+    return make_rng(seed)
 
 
 class Dropout:
     """Dropout as in the book: training keeps each unit with probability 1 − ratio,
-    inference scales by (1 − ratio). Masks come from a seeded ``numpy.random.Generator``.
+    inference scales by (1 − ratio). Masks come from ``rng``, ``default_rng(seed)``, or
+    with neither NumPy's global generator (``np.random.rand``, as the book).
     """
 
     def __init__(

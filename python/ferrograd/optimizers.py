@@ -2,7 +2,8 @@
 
 Each optimizer's ``update(params, grads)`` changes the arrays in ``params`` IN PLACE
 (``params[key] -= ...``): the network's layers hold the same arrays, so rebinding a key
-would silently detach them. State arrays keep the book's names (``v``, ``h``, ``m``,
+would silently detach them. A plain number in ``params`` (the book's
+optimizer_compare_naive.py) gets its new value stored under its key instead. State arrays keep the book's names (``v``, ``h``, ``m``,
 ``iter``) and are created on the first update with each parameter's shape and dtype.
 The hyperparameter defaults are the ``__init__`` defaults; code that needs an
 instance's values (the fused trainers) reads ``hyperparameters()``, and the names of its
@@ -29,7 +30,7 @@ __all__ = [
     "get_optimizer",
 ]
 
-Params = MutableMapping[str, NDArray[np.floating]]
+Params = MutableMapping[str, Any]  # float arrays (in place) or floats (replaced)
 Grads = Mapping[str, Any]
 
 EPS = 1e-7
@@ -66,10 +67,13 @@ class Optimizer:
         for key, p in params.items():
             if key not in grads:
                 raise KeyError(f"{name}.update: grads has no entry for parameter {key!r}")
-            if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+            # A float array is updated in place; a real scalar (the book's
+            # optimizer_compare_naive.py keeps plain floats) is replaced by its new value.
+            scalar = isinstance(p, (float, np.floating))
+            if not scalar and (not isinstance(p, np.ndarray) or p.dtype.kind != "f"):
                 raise TypeError(
                     f"{name}.update: params[{key!r}] must be a float numpy.ndarray (updated in "
-                    f"place), got {type(p).__name__}"
+                    f"place) or a float, got {type(p).__name__}"
                 )
             g_kind = np.asarray(grads[key]).dtype.kind
             if g_kind not in "biuf":
@@ -78,10 +82,10 @@ class Optimizer:
                     "expected real numbers"
                 )
             g_shape = np.shape(grads[key])
-            if g_shape != p.shape:
+            if g_shape != np.shape(p):
                 raise ValueError(
                     f"{name}.update: grads[{key!r}] has shape {g_shape} but params[{key!r}] "
-                    f"has shape {p.shape}"
+                    f"has shape {np.shape(p)}"
                 )
 
     def update(self, params: Params, grads: Grads) -> None:

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ferrograd._random import GlobalGenerator, make_rng
+
 __all__ = ["History", "Trainer", "load_params", "save_params"]
 
 _EVAL_CHUNK = 10_000  # rows per forward pass when measuring accuracy (bounds memory)
@@ -134,11 +136,18 @@ def _label_vector(t: ArrayLike) -> NDArray:
     return np.argmax(arr, axis=1) if arr.ndim == 2 else arr
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is no tty but a bar still shows)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return None
     try:
-        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+        # the notebook widget in Jupyter, the text bar in a terminal
+        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return None
     return tqdm(total=total, unit="it", leave=False, dynamic_ncols=True)
@@ -153,6 +162,13 @@ class Trainer:
     ``epochs``. ``evaluate_sample_num_per_epoch`` limits the per-epoch accuracy to the
     first N train and test samples (the book's Trainer); the final test accuracy always
     uses the whole test set.
+
+    ``log_format="book"`` logs as the book's Trainer (DLFS common/trainer.py) does:
+    ``train loss:…`` per iteration, ``=== epoch:…, train acc:…, test acc:… ===`` per epoch
+    and a final test accuracy block. With ``seed=None`` mini-batches (and the network's
+    dropout masks) come from NumPy's global generator, one draw per iteration as the
+    book's ``np.random.choice``; ``train_loss_list``, ``train_acc_list`` and
+    ``test_acc_list`` are the book's names for the History lists.
     """
 
     def __init__(
@@ -175,7 +191,13 @@ class Trainer:
         use_fused: bool | None = None,
         log: Callable[[str], None] | None = None,
         progress: bool | None = None,
+        log_format: str = "ferrograd",
     ) -> None:
+        if log_format not in ("ferrograd", "book"):
+            raise ValueError(
+                f"Trainer: log_format must be 'ferrograd' or 'book', got {log_format!r}"
+            )
+        self.log_format = log_format
         self.network = network
         params = getattr(network, "params", None)
         if not isinstance(params, Mapping) or not params:
@@ -208,13 +230,41 @@ class Trainer:
             if optimizer_param:
                 raise ValueError("Trainer: optimizer_param only applies to an optimizer name")
             self.optimizer = optimizer
-        self.rng = np.random.default_rng(seed)
+        self.rng = make_rng(seed)
         self.verbose = verbose
         self.log = log if log is not None else print
-        self.progress = (verbose and sys.stderr.isatty()) if progress is None else progress
+        if progress is None:
+            progress = (
+                verbose and log_format == "ferrograd" and (sys.stderr.isatty() or _in_notebook())
+            )
+        self.progress = progress
         self.use_fused = use_fused
         self._fused_trainer: Any | None = None
         self.history = History()
+
+    @property
+    def train_loss_list(self) -> list[float]:
+        """The book's name for ``history.train_loss`` (one loss per iteration)."""
+        return self.history.train_loss
+
+    @property
+    def train_acc_list(self) -> list[float]:
+        """The book's name for ``history.train_acc`` (one accuracy per epoch)."""
+        return self.history.train_acc
+
+    @property
+    def test_acc_list(self) -> list[float]:
+        """The book's name for ``history.test_acc`` (one accuracy per epoch)."""
+        return self.history.test_acc
+
+    def __repr__(self) -> str:
+        opt = type(self.optimizer).__name__
+        return (
+            f"Trainer({type(self.network).__name__}, {opt}(lr={getattr(self.optimizer, 'lr', '?')}), "
+            f"batch {self.batch_size}, {self.max_iter} iterations, "
+            f"{self.x_train.shape[0]} train / {self.x_test.shape[0]} test, "
+            f"done {self.history.iterations})"
+        )
 
     def _data(self, split: str, x: ArrayLike, t: ArrayLike) -> tuple[NDArray, NDArray]:
         for name, arr in ((f"x_{split}", np.asarray(x)), (f"t_{split}", np.asarray(t))):
@@ -293,23 +343,42 @@ class Trainer:
         n_epochs = math.ceil(self.max_iter / self.iter_per_epoch)
         bar = _progress_bar(self.max_iter, self.progress)
         say = bar.write if bar is not None else self.log
+        book_log = self.verbose and self.log_format == "book"
+        # The global generator also feeds dropout masks: draw each batch just before its
+        # step, in the book's order. Nothing else draws on the fused path.
+        per_step = fused is None and isinstance(self.rng, GlobalGenerator)
         try:
             for epoch in range(n_epochs):
                 todo = min(self.iter_per_epoch, self.max_iter - epoch * self.iter_per_epoch)
                 # np.random.choice(train_size, batch_size) per iteration, as the book.
-                batches = self.rng.integers(0, n_train, size=(todo, self.batch_size))
+                batches = (
+                    None
+                    if per_step
+                    else self.rng.integers(0, n_train, size=(todo, self.batch_size))
+                )
                 start = time.perf_counter()
                 if fused is not None:
                     for lo in range(0, todo, _FUSED_CHUNK):
                         part = batches[lo : lo + _FUSED_CHUNK]
                         losses = fused.run_epoch(self.x_train, self.t_train, part)
-                        hist.train_loss.extend(np.asarray(losses, dtype=float).tolist())
+                        new = np.asarray(losses, dtype=float).tolist()
+                        hist.train_loss.extend(new)
+                        if book_log:
+                            for loss in new:
+                                say(f"train loss:{loss}")
                         hist.iterations += len(part)
                         if bar is not None:
                             bar.update(len(part))
                 else:
-                    for row in batches:
+                    for i in range(todo):
+                        row = (
+                            self.rng.integers(0, n_train, size=self.batch_size)
+                            if batches is None
+                            else batches[i]
+                        )
                         hist.train_loss.append(self._step(row))
+                        if book_log:
+                            say(f"train loss:{hist.train_loss[-1]}")
                         hist.iterations += 1
                         if bar is not None:
                             bar.update(1)
@@ -322,6 +391,9 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if book_log and not hist.interrupted:
+            self.log("=============== Final Test Accuracy ===============")
+            self.log(f"test acc:{self.test_accuracy()}")
         return hist
 
     def _end_epoch(
@@ -335,7 +407,9 @@ class Trainer:
         hist.test_acc.append(test_acc)
         hist.epoch_seconds.append(seconds)
         hist.epoch_iterations.append(iters)
-        if self.verbose:
+        if self.verbose and self.log_format == "book":
+            say(f"=== epoch:{epoch}, train acc:{train_acc}, test acc:{test_acc} ===")
+        elif self.verbose:
             loss = hist.train_loss[-1] if hist.train_loss else float("nan")
             say(
                 f"epoch {epoch:>{len(str(n_epochs))}}/{n_epochs} | iter {hist.iterations} | "

@@ -5,8 +5,9 @@
 from __future__ import annotations
 
 from ferrograd.nets.multi_layer_net import MultiLayerNet
+from ferrograd.nets.multi_layer_net_extend import MultiLayerNetExtend
 from ferrograd.nets.simple_net import SimpleNet
 from ferrograd.nets.softmax_regression import SoftmaxRegression
 from ferrograd.nets.two_layer_net import TwoLayerNet
 
-__all__ = ["MultiLayerNet", "SimpleNet", "SoftmaxRegression", "TwoLayerNet"]
+__all__ = ["MultiLayerNet", "MultiLayerNetExtend", "SimpleNet", "SoftmaxRegression", "TwoLayerNet"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ferrograd._random import make_rng
 from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import (
     Affine,
@@ -58,7 +59,8 @@ class MultiLayerNet:
 
     ``params``: W1, b1, …, W{L}, b{L} (L = len(hidden_size_list) + 1) and, with
     ``use_batchnorm``, gamma{i}/beta{i} for each hidden layer i. Weights are drawn from
-    ``numpy.random.default_rng(seed)``, which also drives the dropout masks. ``loss``
+    ``numpy.random.default_rng(seed)`` (NumPy's global generator when ``seed`` is
+    None, as the book), which also drives the dropout masks. ``loss``
     adds ½·λ·Σ‖W‖² (``weight_decay_lambda`` = λ).
     """
 
@@ -74,6 +76,7 @@ class MultiLayerNet:
         use_batchnorm: bool = False,
         use_dropout: bool = False,
         dropout_ratio: float = 0.5,
+        dropout_ration: float | None = None,
         seed: int | None = None,
         dtype: np.dtype | type = np.float64,
     ) -> None:
@@ -92,9 +95,13 @@ class MultiLayerNet:
         self.weight_decay_lambda = float(weight_decay_lambda)
         self.use_batchnorm = bool(use_batchnorm)
         self.use_dropout = bool(use_dropout)
+        if dropout_ration is not None:  # the book's spelling of dropout_ratio
+            if dropout_ratio != 0.5 and dropout_ratio != dropout_ration:
+                raise ValueError(f"{op}: pass dropout_ratio or dropout_ration, not both")
+            dropout_ratio = dropout_ration
         self.dropout_ratio = dropout_ratio
         self.dtype = check_dtype(op, dtype)
-        self.rng = np.random.default_rng(seed)
+        self.rng = make_rng(seed)
 
         sizes = [self.input_size, *self.hidden_size_list, self.output_size]
         self.params: dict[str, FloatArray] = {}

@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
+from ferrograd._random import make_rng
 from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import as_targets
 from ferrograd.nets._common import as_batch, check_dtype
@@ -16,7 +17,7 @@ __all__ = ["SimpleNet"]
 class SimpleNet:
     """z = x·W with W (2, 3); loss = cross_entropy_error(softmax(z), t).
 
-    ``W`` defaults to standard-normal draws from ``numpy.random.default_rng(seed)``;
+    ``W`` defaults to standard-normal draws from ``make_rng(seed)`` (NumPy's global generator for None);
     pass ``W=`` to use fixed weights (it is copied).
     """
 
@@ -29,7 +30,7 @@ class SimpleNet:
     ) -> None:
         dt = check_dtype("SimpleNet", dtype)
         if W is None:
-            W = np.random.default_rng(seed).standard_normal((2, 3))
+            W = make_rng(seed).standard_normal((2, 3))
         arr = np.array(W, dtype=dt)
         if arr.ndim != 2 or arr.size == 0:
             raise ValueError(f"SimpleNet: W must be a non-empty 2-D array, got shape {arr.shape}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ferrograd._random import make_rng
 from ferrograd.functions import cross_entropy_error, softmax
 from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import as_targets
@@ -35,7 +36,7 @@ class SoftmaxRegression:
         d = check_size(op, "input_size", input_size)
         k = check_size(op, "output_size", output_size)
         self.dtype = check_dtype(op, dtype)
-        rng = np.random.default_rng(seed)
+        rng = make_rng(seed)
         self.params: dict[str, FloatArray] = {
             "W": (weight_init_std * rng.standard_normal((d, k))).astype(self.dtype),
             "b": np.zeros(k, dtype=self.dtype),

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
+from ferrograd._random import make_rng
 from ferrograd.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, as_targets
 from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
 
@@ -29,7 +30,8 @@ class TwoLayerNet:
     """Two-layer classifier with ``params`` W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
 
     Weights start as ``weight_init_std`` × standard normal draws from
-    ``numpy.random.default_rng(seed)``, biases at 0, all of ``dtype`` (float64 as in the
+    ``numpy.random.default_rng(seed)`` (NumPy's global generator, as the book, when
+    ``seed`` is None), biases at 0, all of ``dtype`` (float64 as in the
     book, or float32). ``activation`` is ``"sigmoid"`` (chapter 4) or ``"relu"`` (chapter 5).
     Targets ``t`` are integer labels (n,) or one-hot rows (n, k) everywhere.
     """
@@ -53,7 +55,7 @@ class TwoLayerNet:
             raise ValueError(f"{op}: activation must be 'sigmoid' or 'relu', got {activation!r}")
         self.dtype = check_dtype(op, dtype)
         self.activation = cast(Literal["sigmoid", "relu"], activation)
-        rng = np.random.default_rng(seed)
+        rng = make_rng(seed)
         self.params: dict[str, FloatArray] = {
             "W1": (weight_init_std * rng.standard_normal((d, h))).astype(self.dtype),
             "b1": np.zeros(h, dtype=self.dtype),

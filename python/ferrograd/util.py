@@ -1,0 +1,126 @@
+"""The book's helpers (DLFS common/util.py): loss-curve smoothing, shuffling, im2col.
+
+NumPy implementations with the book's signatures and results: ``smooth_curve`` (a
+Kaiser-window moving average, same length as its input), ``shuffle_dataset`` (one
+permutation from NumPy's global generator for x and t), ``conv_output_size`` and the
+``im2col``/``col2im`` pair that turns convolution into one matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["col2im", "conv_output_size", "im2col", "shuffle_dataset", "smooth_curve"]
+
+_WINDOW = 11  # the book's window: 11 points, Kaiser β = 2
+
+
+def smooth_curve(x: ArrayLike) -> NDArray[np.float64]:
+    """x smoothed by a normalised 11-point Kaiser window (β = 2), reflected at both ends.
+
+    Same length as x (at least 11 points, ValueError otherwise); the book uses it to draw
+    the per-iteration loss of the optimizer and weight-init comparisons.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1 or arr.size < _WINDOW:
+        raise ValueError(
+            f"smooth_curve: x must be 1-D with at least {_WINDOW} points, got shape {arr.shape}"
+        )
+    # Mirror the 10 points next to each end so the window fits at every position.
+    s = np.r_[arr[_WINDOW - 1 : 0 : -1], arr, arr[-1:-_WINDOW:-1]]
+    w = np.kaiser(_WINDOW, 2)
+    y = np.convolve(w / w.sum(), s, mode="valid")
+    return y[5 : len(y) - 5]
+
+
+def shuffle_dataset(x: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
+    """x and t reordered by one ``np.random.permutation(len(x))`` (rows of x, 2-D or 4-D)."""
+    x_arr, t_arr = np.asarray(x), np.asarray(t)
+    if x_arr.ndim not in (2, 4):
+        raise ValueError(f"shuffle_dataset: x must be 2-D or 4-D, got shape {x_arr.shape}")
+    if t_arr.shape[:1] != x_arr.shape[:1]:
+        raise ValueError(
+            f"shuffle_dataset: x has {x_arr.shape[0]} rows but t has shape {t_arr.shape}"
+        )
+    permutation = np.random.permutation(x_arr.shape[0])
+    return x_arr[permutation], t_arr[permutation]
+
+
+def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> float:
+    """(input_size + 2·pad − filter_size) / stride + 1, a float as in the book."""
+    if stride <= 0:
+        raise ValueError(f"conv_output_size: stride must be positive, got {stride!r}")
+    return (input_size + 2 * pad - filter_size) / stride + 1
+
+
+def _out_hw(
+    op: str, shape: Sequence[int], filter_h: int, filter_w: int, stride: int, pad: int
+) -> tuple[int, int]:
+    if len(shape) != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(shape)}")
+    for name, v, low in (("filter_h", filter_h, 1), ("filter_w", filter_w, 1)):
+        if v < low:
+            raise ValueError(f"{op}: {name} must be positive, got {v!r}")
+    if stride < 1 or pad < 0:
+        raise ValueError(f"{op}: stride must be >= 1 and pad >= 0, got {stride!r}, {pad!r}")
+    _, _, h, w = shape
+    out_h = (h + 2 * pad - filter_h) // stride + 1
+    out_w = (w + 2 * pad - filter_w) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"{op}: a {filter_h}x{filter_w} filter does not fit a {h}x{w} input with pad {pad}"
+        )
+    return out_h, out_w
+
+
+def im2col(
+    input_data: ArrayLike, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0
+) -> NDArray[np.float64]:
+    """(N, C, H, W) → (N·out_h·out_w, C·filter_h·filter_w): one row per filter position.
+
+    Row ``(n, i, j)`` holds the C×filter_h×filter_w patch under the filter at output
+    position (i, j) of image n, zero-padded by ``pad``, in C order.
+    """
+    img = np.asarray(input_data)
+    n, c, _, _ = img.shape if img.ndim == 4 else (0, 0, 0, 0)
+    out_h, out_w = _out_hw("im2col", img.shape, filter_h, filter_w, stride, pad)
+    img = np.pad(img, [(0, 0), (0, 0), (pad, pad), (pad, pad)], "constant")
+    col = np.zeros((n, c, filter_h, filter_w, out_h, out_w))
+    for y in range(filter_h):
+        y_max = y + stride * out_h
+        for x in range(filter_w):
+            x_max = x + stride * out_w
+            col[:, :, y, x, :, :] = img[:, :, y:y_max:stride, x:x_max:stride]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * out_h * out_w, -1)
+
+
+def col2im(
+    col: ArrayLike,
+    input_shape: Sequence[int],
+    filter_h: int,
+    filter_w: int,
+    stride: int = 1,
+    pad: int = 0,
+) -> NDArray[np.float64]:
+    """The adjoint of :func:`im2col`: patches summed back into an (N, C, H, W) image.
+
+    Where filter positions overlap, their entries add up (so ``col2im(im2col(x))`` is x
+    times how many patches cover each pixel); padding is cut off.
+    """
+    n, c, h, w = (int(v) for v in input_shape) if len(input_shape) == 4 else (0, 0, 0, 0)
+    out_h, out_w = _out_hw("col2im", tuple(input_shape), filter_h, filter_w, stride, pad)
+    arr = np.asarray(col)
+    want = (n * out_h * out_w, c * filter_h * filter_w)
+    if arr.shape != want:
+        raise ValueError(f"col2im: col has shape {arr.shape}; expected {want} for {input_shape}")
+    patches = arr.reshape(n, out_h, out_w, c, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1))
+    for y in range(filter_h):
+        y_max = y + stride * out_h
+        for x in range(filter_w):
+            x_max = x + stride * out_w
+            img[:, :, y:y_max:stride, x:x_max:stride] += patches[:, :, y, x, :, :]
+    return img[:, :, pad : h + pad, pad : w + pad]
