@@ -1,4 +1,6 @@
-"""The ``ferrograd`` command: train, gradcheck and search on MNIST.
+"""The ``ferrograd`` command: train, gradcheck and search on MNIST; ``ferrograd book``
+runs the book's own scripts (:mod:`ferrograd.book`), ``ferrograd figures`` draws the
+book's figures (:mod:`ferrograd.figures`).
 
 ``ferrograd train`` with no options is the book's chapter 4 run (DLFS
 ch04/train_neuralnet.py): a 784-50-10 sigmoid network, SGD lr 0.1, batch 100, 10,000
@@ -524,6 +526,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ferrograd`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["book"]:  # the book's own scripts: ferrograd.book has its own parser
+        from ferrograd.book import main as book_main
+
+        return book_main(argv[1:], prog=f"{PROG} book")
+    if argv[:1] == ["figures"]:
+        from ferrograd.figures import main as figures_main
+
+        return figures_main(argv[1:], prog=f"{PROG} figures")
     parser = make_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,1 @@
+"""The book's ``dataset`` package (DLFS dataset/) on ferrograd's MNIST loader."""
