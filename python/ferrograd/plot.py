@@ -1,7 +1,9 @@
-"""Figures of a training run, saved as PNG: accuracy per epoch, loss, misclassified digits.
+"""Figures of a training run: accuracy per epoch, loss, misclassified digits.
 
-matplotlib is optional (``pip install ferrograd[plot]``); it is imported only when a
-figure is drawn, with the non-interactive Agg backend.
+Each function returns a matplotlib ``Figure`` (shown inline by Jupyter), or with a
+``path`` writes it as PNG and returns the path. Figures are built without pyplot, so
+drawing never changes the user's backend. matplotlib is optional
+(``pip install ferrograd[plot]``) and imported only when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -15,28 +17,28 @@ from numpy.typing import ArrayLike
 
 from ferrograd.trainer import History
 
-__all__ = ["plot_accuracy", "plot_history", "plot_loss", "plot_misclassified"]
+__all__ = ["new_figure", "plot_accuracy", "plot_history", "plot_loss", "plot_misclassified"]
 
 
-def _pyplot() -> Any:
+def new_figure(figsize: tuple[float, float] = (6, 4)) -> Any:
+    """A matplotlib Figure made without pyplot (no backend switch, no global figure list)."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
             "ferrograd.plot needs matplotlib: pip install 'ferrograd[plot]' (or matplotlib)"
         ) from err
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
-def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
+def _save(fig: Any, path: str | os.PathLike[str] | None, dpi: int) -> Any:
+    """``fig`` itself when ``path`` is None, else the path of the PNG written there."""
+    if path is None:
+        return fig
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"plot: directory {path.parent} does not exist")
     fig.savefig(path, dpi=dpi, format="png")
-    _pyplot().close(fig)
     return path
 
 
@@ -60,11 +62,15 @@ def _accuracy_axes(ax: Any, history: History) -> None:
 
 
 def plot_accuracy(
-    history: History, path: str | os.PathLike[str], *, title: str | None = None, dpi: int = 80
-) -> Path:
-    """Train vs test accuracy per epoch (the book's figure 4-12) → PNG at ``path``."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    history: History,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    dpi: int = 80,
+) -> Any:
+    """Train vs test accuracy per epoch (the book's figure 4-12): a Figure, or a PNG at ``path``."""
+    fig = new_figure((6, 4))
+    ax = fig.subplots()
     _accuracy_axes(ax, history)
     if title:
         ax.set_title(title)
@@ -74,15 +80,15 @@ def plot_accuracy(
 
 def plot_loss(
     history: History,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
     title: str | None = None,
     dpi: int = 80,
     smooth: int = 50,
-) -> Path:
-    """Mini-batch loss per iteration (light) and its ``smooth``-iteration moving mean → PNG."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+) -> Any:
+    """Mini-batch loss per iteration (light) and its ``smooth``-iteration moving mean: a Figure, or a PNG at ``path``."""
+    fig = new_figure((6, 4))
+    ax = fig.subplots()
     _loss_axes(ax, history, smooth)
     if title:
         ax.set_title(title)
@@ -103,11 +109,15 @@ def _loss_axes(ax: Any, history: History, smooth: int) -> None:
 
 
 def plot_history(
-    history: History, path: str | os.PathLike[str], *, title: str | None = None, dpi: int = 80
-) -> Path:
-    """Accuracy (left) and loss (right) side by side → PNG at ``path``."""
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    history: History,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    dpi: int = 80,
+) -> Any:
+    """Accuracy (left) and loss (right) side by side: a Figure, or a PNG at ``path``."""
+    fig = new_figure((10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     _accuracy_axes(ax1, history)
     _loss_axes(ax2, history, 50)
     if title:
@@ -120,12 +130,12 @@ def plot_misclassified(
     network: Any,
     x: ArrayLike,
     t: ArrayLike,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     *,
     max_images: int = 36,
     dpi: int = 80,
-) -> Path:
-    """A grid of test digits the network gets wrong, titled "label→prediction" → PNG.
+) -> Any:
+    """A grid of test digits the network gets wrong, titled "label→prediction": a Figure, or a PNG at ``path``.
 
     ``x``: (n, 784) or (n, 1, 28, 28); ``t``: labels (n,) or one-hot (n, 10).
     """
@@ -139,10 +149,10 @@ def plot_misclassified(
         ]
     )
     wrong = np.flatnonzero(pred != labels)[:max_images]
-    plt = _pyplot()
     cols = 6
     rows = max(1, -(-len(wrong) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.35))
+    fig = new_figure((cols * 1.2, rows * 1.35))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, i in zip(np.ravel(axes), wrong, strict=False):
