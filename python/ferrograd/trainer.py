@@ -60,6 +60,21 @@ class History:
     def seconds(self) -> float:
         return float(sum(self.epoch_seconds))
 
+    def __repr__(self) -> str:
+        if not self.iterations:
+            return "History(no iterations yet)"
+        last = (
+            f", train acc {self.train_acc[-1]:.4f}, test acc {self.test_acc[-1]:.4f}"
+            if self.test_acc
+            else ""
+        )
+        loss = f", loss {self.train_loss[-1]:.4f}" if self.train_loss else ""
+        stop = ", interrupted" if self.interrupted else ""
+        return (
+            f"History({self.epochs} epochs, {self.iterations} iterations{last}{loss}, "
+            f"{self.seconds:.2f} s{stop})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "epochs": self.epochs, "seconds": self.seconds}
 

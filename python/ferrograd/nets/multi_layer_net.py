@@ -115,6 +115,18 @@ class MultiLayerNet:
                 self.params[f"beta{idx}"] = np.zeros(sizes[idx], dtype=self.dtype)
         self._build_layers()
 
+    def __repr__(self) -> str:
+        sizes = "-".join(
+            str(n) for n in [self.input_size, *self.hidden_size_list, self.output_size]
+        )
+        extras = [
+            f"weight decay {self.weight_decay_lambda:g}" if self.weight_decay_lambda else "",
+            "batch norm" if self.use_batchnorm else "",
+            f"dropout {self.dropout_ratio:g}" if self.use_dropout else "",
+        ]
+        more = "".join(f", {e}" for e in extras if e)
+        return f"{type(self).__name__}({sizes}, {self.activation}{more}, {self.dtype})"
+
     def _build_layers(self) -> None:
         """The layer chain over the current ``params`` arrays (shared, not copied)."""
         p = self.params

@@ -65,6 +65,10 @@ class TwoLayerNet:
         self.last_layer = SoftmaxWithLoss()
         self._layers: OrderedDict[str, Affine | Sigmoid | Relu] | None = None
 
+    def __repr__(self) -> str:
+        w1, w2 = self.params["W1"].shape, self.params["W2"].shape
+        return f"{type(self).__name__}({w1[0]}-{w1[1]}-{w2[1]}, {self.activation}, {self.dtype})"
+
     @property
     def input_size(self) -> int:
         return int(self.params["W1"].shape[0])
