@@ -1,4 +1,4 @@
-"""The ferrograd command line: train, gradcheck and search; errors as one line, exit 2."""
+"""The ferrograd command line: train, gradcheck and search; errors as one line, exit codes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import MNIST_FILES
 from ferrograd.cli import build_network, main
 
 EPOCH_LINE = re.compile(
@@ -137,7 +138,7 @@ def test_multi_layer_and_quiet(capsys):
         (["train", "--lr", "-1"], "argument --lr: must be a positive number"),
         (["train", "--hidden", "50,x"], "argument --hidden: expected sizes like 50"),
         (["train", "--iters", "5", "--epochs", "2"], "not allowed with argument"),
-        (["train", "--data-dir", "/nonexistent/mnist"], "data_dir=/nonexistent/mnist: no such"),
+        (["train", "--data-dir", "/nonexistent/mnist"], "--data-dir: no such folder"),
         (["train", "--load", "/nonexistent/m.npz", "--dataset", "sample"], "--load: no such file"),
         (["train", "--save", "/nonexistent/dir/m.npz"], "--save: directory /nonexistent/dir"),
         (["train", "--hidden", "10,10", "--dataset", "sample"], "two-layer net has one hidden"),
@@ -163,7 +164,7 @@ def test_load_mismatch_is_one_line(tmp_path, capsys):
     save_params(build_network("two-layer", [20]), tmp_path / "m.npz")
     code = main(["train", "--dataset", "sample", "--load", str(tmp_path / "m.npz"), "--iters", "0"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("ferrograd: error: --load:") and "W1" in err
+    assert code == 1 and err.startswith("ferrograd: error: --load:") and "W1" in err
 
 
 def test_corrupt_data_dir_is_one_line(tmp_path, capsys):
@@ -173,7 +174,8 @@ def test_corrupt_data_dir_is_one_line(tmp_path, capsys):
         (tmp_path / f"{spec.name}.gz").write_bytes(b"not gzip at all")
     code = main(["train", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("ferrograd: error: ") and "wrong magic number" in err
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith("ferrograd: error: ") and "wrong magic number" in err
 
 
 def test_falls_back_to_sample_when_mnist_is_unavailable(tmp_path, monkeypatch, capsys):
@@ -184,8 +186,122 @@ def test_falls_back_to_sample_when_mnist_is_unavailable(tmp_path, monkeypatch, c
     code = main(["train", "--iters", "20", "--seed", "0"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "training on the shipped sample" in captured.err
-    assert "5000 train / 1000 test" in captured.out
+    assert "training on the MNIST sample shipped with ferrograd" in captured.err
+    assert "MNIST sample: 5000 train / 1000 test" in captured.out
+
+
+def test_main_job_without_data_fits_a_screen(tmp_path, monkeypatch, capsys):
+    """`ferrograd train` with no MNIST and no network: the sample, 200 epochs, ~a screenful."""
+    monkeypatch.delenv("FERROGRAD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("FERROGRAD_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    code = main(["train", "--seed", "1"])
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert code == 0
+    # why: the reason of the failed download, whole; what: the sample and its size
+    assert len(err) == 2 and "could not be downloaded (http://127.0.0.1:9/" in err[0], err
+    assert err[0].endswith(").") and "5,000 train / 1,000 test" in err[1]
+    assert out[0].endswith("| MNIST sample: 5000 train / 1000 test")
+    assert out[1] == "200 epochs: one line every 20 epochs and the last (--log-every)"
+    epochs = [ln for ln in out if ln.startswith("epoch")]
+    assert [ln.split()[1] for ln in epochs] == [f"{e}/200" for e in range(20, 201, 20)]
+    assert all(EPOCH_LINE.match(ln) for ln in epochs)
+    assert re.match(r"test acc 0\.9\d{3} after 10000 iterations \(200 epochs, ", out[-1]), out
+    assert len(out) + len(err) <= 24
+
+
+def test_log_every(capsys):
+    code = main(["train", "--dataset", "sample", "--iters", "350", "--log-every", "3"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert [ln.split()[1] for ln in out if ln.startswith("epoch")] == ["3/7", "6/7", "7/7"]
+
+
+def test_version(capsys):
+    from ferrograd import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ferrograd {__version__}"
+
+
+def _options(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for option, help_text in _options(sub):
+                    yield f"{name} {option}", help_text
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield "/".join(action.option_strings) or action.dest, action.help
+
+
+def test_every_option_has_help():
+    from ferrograd.cli import make_parser
+
+    options = dict(_options(make_parser()))
+    assert len(options) > 40
+    assert not [name for name, text in options.items() if not text], options
+
+
+@pytest.mark.parametrize(
+    ("args", "module", "extra"),
+    [
+        (["--plot", "acc.png"], "matplotlib", "plot"),
+        (["--plot-errors", "err.png"], "matplotlib", "plot"),
+        (["--progress"], "tqdm", "progress"),
+    ],
+)
+def test_missing_extra_fails_before_work(tmp_path, monkeypatch, capsys, args, module, extra):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a)
+    )
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--dataset", "sample", *args])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""  # nothing trained, nothing loaded
+    assert captured.err == (
+        f"ferrograd: error: {args[0]} needs {module}, which is not installed: "
+        f"pip install 'ferrograd[{extra}]'\n"
+    )
+
+
+def test_exit_codes_subprocess(tmp_path):
+    assert run("train", "--dataset", "sample", "--iters", "1", "--quiet").returncode == 0
+    usage = run("train", "--lr", "zero")
+    assert usage.returncode == 2 and usage.stderr.count("\n") <= 3  # argparse usage + error
+    for name in MNIST_FILES:  # all four present, none readable
+        (tmp_path / name).write_bytes(b"\0" * 16)
+    broken = run("train", "--data-dir", str(tmp_path))
+    assert broken.returncode == 1 and broken.stderr.count("\n") == 1, broken.stderr
+    assert "Traceback" not in broken.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="pipes and SIGPIPE")
+def test_quiet_on_broken_pipe():
+    """`ferrograd train | head -1`: the run stops at the next line, with nothing on stderr."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "ferrograd", "train", "--dataset", "sample", "--iters", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            assert "MNIST sample" in proc.stdout.readline()
+            proc.stdout.close()  # like `head -1` exiting
+            err = proc.stderr.read()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert err == "" and proc.returncode == 1
 
 
 def test_build_network_weight_init():
@@ -316,7 +432,7 @@ def test_fashion_mnist_unavailable_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", fm)
     code = main(["train", "--dataset", "fashion-mnist", "--iters", "1"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith("ferrograd: error: could not download Fashion-MNIST file")
 
 
@@ -326,6 +442,6 @@ def test_book_default_run_on_full_mnist(mnist_dir, capsys):
     code = main(["train", "--data-dir", str(mnist_dir), "--seed", "1"])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[0].endswith("| backprop | float32 | 60000 train / 10000 test")
+    assert out.splitlines()[0].endswith("| backprop | float32 | MNIST: 60000 train / 10000 test")
     assert sum(ln.startswith("epoch") for ln in out.splitlines()) == 17
     assert float(re.search(r"test acc (\d\.\d+) after 10000 iterations", out).group(1)) >= 0.94

@@ -4,12 +4,21 @@ book's figures (:mod:`ferrograd.figures`).
 
 ``ferrograd train`` with no options is the book's chapter 4 run (DLFS
 ch04/train_neuralnet.py): a 784-50-10 sigmoid network, SGD lr 0.1, batch 100, 10,000
-iterations, backprop, full MNIST, one accuracy line per epoch.
+iterations, backprop, full MNIST, one accuracy line per epoch (at most about 20 lines:
+on the 5,000-image sample those iterations are 200 epochs, so every 20th is printed).
+
+Exit codes: 0 success, 1 runtime error (bad data, failed download, missing optional
+dependency; one line on stderr), 2 usage error (bad or conflicting options), 130
+interrupted (Ctrl-C). A closed output pipe (``ferrograd train | head -1``) stops the run
+quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,12 +36,36 @@ DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "nesterov": 0.1}
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 
 
+# Epoch lines printed by `train` before it starts printing only every Nth epoch.
+MAX_EPOCH_LINES = 20
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
 class CliError(Exception):
-    """A user error reported as one line and exit code 2."""
+    """An error reported as one line on stderr; ``code`` is the exit code (2: usage)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def _fail(message: str) -> NoReturn:
-    raise CliError(message)
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    raise CliError(message, code)
+
+
+def _say(message: str) -> None:
+    # flush each line: progress shows at once through a pipe, and a closed pipe
+    # (`| head -1`) stops the run at the next line instead of at exit
+    print(message, flush=True)
+
+
+def _require(module: str, extra: str, flag: str) -> None:
+    """Fail before any work when an optional dependency that ``flag`` needs is missing."""
+    if importlib.util.find_spec(module) is None:
+        _fail(
+            f"{flag} needs {module}, which is not installed: pip install 'ferrograd[{extra}]'",
+            EXIT_ERROR,
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -170,12 +203,27 @@ def build_network(
     _fail(f"unknown network {net!r}")
 
 
+def _fallback_note(err: Exception) -> str:
+    """Why the full MNIST could not be had, and what is trained on instead (two lines)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # DownloadError: "could not download ... file X:", then one line per failed attempt
+    reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return (
+        f"{PROG}: MNIST is not on this machine and could not be downloaded ({reason}).\n"
+        f"{PROG}: training on the MNIST sample shipped with {PROG} instead (5,000 train / "
+        "1,000 test images), so accuracies are not comparable to full MNIST; "
+        "--data-dir DIR or FERROGRAD_DATA=DIR uses the full set."
+    )
+
+
 def _load_data(args: argparse.Namespace, dtype_name: str) -> tuple[Any, str]:
-    """(data, description); falls back to the shipped sample when MNIST is unavailable."""
+    """(data, dataset name); falls back to the shipped sample when MNIST is unavailable."""
     dtype = np.dtype(dtype_name)
     from ferrograd.datasets import DatasetError, DownloadError, load_mnist
 
     name = args.dataset
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        _fail(f"--data-dir: no such folder {args.data_dir}")
     try:
         data = load_mnist(
             data_dir=args.data_dir,
@@ -186,18 +234,23 @@ def _load_data(args: argparse.Namespace, dtype_name: str) -> tuple[Any, str]:
         return data, name
     except DownloadError as err:
         if name != "mnist":
-            _fail(str(err).splitlines()[0] + " (see --data-dir / FERROGRAD_DATA)")
-        print(
-            f"{PROG}: MNIST is not available here ({str(err).splitlines()[0]}); training on the "
-            "shipped sample instead (5,000 train / 1,000 test images): accuracy figures are "
-            "not comparable to full MNIST. Use --data-dir or FERROGRAD_DATA for the full set.",
-            file=sys.stderr,
-        )
+            _fail(str(err).splitlines()[0] + " (see --data-dir / FERROGRAD_DATA)", EXIT_ERROR)
+        print(_fallback_note(err), file=sys.stderr, flush=True)
         return load_mnist(dtype=dtype, dataset="sample"), "sample"
     except DatasetError as err:
-        _fail(str(err).replace("\n", " "))
+        _fail(str(err).replace("\n", " "), EXIT_ERROR)
     except OSError as err:
-        _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+        _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), EXIT_ERROR)
+
+
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "sample": "MNIST sample"}
+
+
+def _log_every(args: argparse.Namespace, epochs: int) -> int:
+    """Epochs between two printed epoch lines: all up to MAX_EPOCH_LINES, else about 10."""
+    if args.log_every is not None:
+        return int(args.log_every)
+    return 1 if epochs <= MAX_EPOCH_LINES else math.ceil(epochs / 10)
 
 
 # --------------------------------------------------------------------------- commands
@@ -219,7 +272,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _fail("--weight-decay applies to --net multi-layer only")
     if args.load is not None and not Path(args.load).is_file():
         _fail(f"--load: no such file {args.load}")
-    (x_train, t_train), (x_test, t_test) = _load_data(args, args.dtype)[0]
+    if args.plot is not None or args.plot_errors is not None:
+        _require("matplotlib", "plot", "--plot" if args.plot is not None else "--plot-errors")
+    if args.progress:
+        _require("tqdm", "progress", "--progress")
+    data, dataset = _load_data(args, args.dtype)
+    (x_train, t_train), (x_test, t_test) = data
     network = build_network(
         args.net,
         hidden,
@@ -233,15 +291,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         try:
             load_params(network, args.load)
         except (ValueError, OSError) as err:
-            _fail(f"--load: {err}")
+            _fail(f"--load: {err}", EXIT_ERROR)
     lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer)
     optimizer_param = {"lr": lr} if lr is not None else {}
-    say = (lambda _m: None) if args.quiet else print
+    say = (lambda _m: None) if args.quiet else _say
     shape = "-".join(map(str, [x_train.shape[1], *([] if args.net == "softmax" else hidden), 10]))
     say(
         f"{args.net} {shape} {'' if args.net == 'softmax' else args.activation + ' '}"
         f"| {args.optimizer} lr {lr if lr is not None else 'default'} | batch {args.batch_size} | "
-        f"{args.gradient} | {args.dtype} | {x_train.shape[0]} train / {x_test.shape[0]} test"
+        f"{args.gradient} | {args.dtype} | {DATASET_TITLES[dataset]}: "
+        f"{x_train.shape[0]} train / {x_test.shape[0]} test"
     )
     if args.iters == 0:
         from ferrograd.trainer import History
@@ -264,20 +323,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
             verbose=not args.quiet,
             iters=None if args.epochs else args.iters,
             log=say,
+            progress=True if args.progress else None,
         )
+        n_epochs = math.ceil(trainer.max_iter / trainer.iter_per_epoch)
+        every = _log_every(args, n_epochs)
+        if every > 1:
+            trainer.log_every = every
+            say(f"{n_epochs} epochs: one line every {every} epochs and the last (--log-every)")
         start = time.perf_counter()
         history = trainer.train()
         wall = time.perf_counter() - start
     test_acc = network.accuracy(x_test, t_test) if trainer is None else trainer.test_accuracy()
     if trainer is not None:
-        print(
+        _say(
             f"test acc {test_acc:.4f} after {history.iterations} iterations "
             f"({history.epochs} epochs, {wall:.1f} s, "
             f"{'fused native epochs' if history.fused else 'Python loop'})"
             + (" [interrupted]" if history.interrupted else "")
         )
     else:
-        print(f"test acc {test_acc:.4f}")
+        _say(f"test acc {test_acc:.4f}")
     if args.save is not None:
         path = save_params(network, args.save)
         say(f"saved parameters to {path}")
@@ -295,7 +360,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         path = plot_misclassified(network, x_test, t_test, args.plot_errors)
         say(f"saved misclassified digits to {path}")
-    return 130 if history.interrupted else 0
+    return EXIT_INTERRUPTED if history.interrupted else EXIT_OK
 
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
@@ -317,7 +382,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     )
     x, t = x_train[: args.batch], t_train[: args.batch]
     rows = gradient_check(network, x, t, verbose=True)
-    return 0 if all(r.ok for r in rows) else 1
+    return EXIT_OK if all(r.ok for r in rows) else EXIT_ERROR
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -328,7 +393,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     def report(trial: Any) -> None:
         if not args.quiet:
-            print(
+            _say(
                 f"trial {trial.index:>3}: val acc {trial.val_acc:.4f} | lr {trial.lr:.2e}, "
                 f"weight decay {trial.weight_decay:.2e} ({trial.seconds:.1f} s)"
             )
@@ -349,10 +414,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         seed=args.seed,
         on_result=report,
     )
-    print(format_ranking(results, top=args.top))
+    _say(format_ranking(results, top=args.top))
     if args.output is not None:
-        print(f"saved ranking to {save_results(results, args.output)}")
-    return 0
+        _say(f"saved ranking to {save_results(results, args.output)}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- parser
@@ -413,7 +478,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Train the book's networks (Deep Learning from Scratch) on MNIST, fast.",
+        epilog="exit codes: 0 ok, 1 runtime error, 2 usage error, 130 interrupted",
     )
+    from ferrograd import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -426,14 +495,21 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _net_options(train)
     g = train.add_argument_group("training")
-    g.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default="sgd", help="(default: sgd)")
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZER_NAMES,
+        default="sgd",
+        help="update rule (book ch. 6) (default: sgd)",
+    )
     g.add_argument(
         "--lr",
         type=_positive_float,
         help="learning rate (default: 0.1 for sgd/momentum/nesterov as the book, else the "
         "optimizer's own: adam 0.001, adagrad 0.01, rmsprop 0.01)",
     )
-    g.add_argument("--batch-size", type=_positive_int, default=100, help="(default: 100)")
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=100, help="mini-batch size (default: 100)"
+    )
     it = g.add_mutually_exclusive_group()
     it.add_argument(
         "--iters",
@@ -471,6 +547,19 @@ def make_parser() -> argparse.ArgumentParser:
     o.add_argument("--history", type=Path, metavar="PATH", help="save the History as JSON")
     o.add_argument("--save", type=Path, metavar="PATH", help="save the parameters (.npz)")
     o.add_argument("--load", type=Path, metavar="PATH", help="start from saved parameters (resume)")
+    o.add_argument(
+        "--log-every",
+        type=_positive_int,
+        metavar="N",
+        help=f"print every Nth epoch line and the last (default: every epoch up to "
+        f"{MAX_EPOCH_LINES} epochs, else about 10 lines)",
+    )
+    o.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar (needs tqdm: pip install 'ferrograd[progress]'; "
+        "default: a bar on a terminal when tqdm is installed)",
+    )
     o.add_argument("--quiet", action="store_true", help="print only the final accuracy")
     train.set_defaults(func=_cmd_train)
 
@@ -492,7 +581,12 @@ def make_parser() -> argparse.ArgumentParser:
         "short trainings of a multi-layer net on a training subset, scored on a validation "
         "split of it; trials run in parallel processes.",
     )
-    search.add_argument("--trials", type=_positive_int, default=20, help="(default: 20)")
+    search.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=20,
+        help="random draws of lr and decay (default: 20)",
+    )
     search.add_argument(
         "--epochs", type=_positive_int, default=50, help="per trial (default: 50 as the book)"
     )
@@ -509,16 +603,39 @@ def make_parser() -> argparse.ArgumentParser:
         "--validation-ratio", type=float, default=0.2, help="validation share (default: 0.2)"
     )
     search.add_argument("--hidden", type=_hidden, help="hidden sizes (default: 100 x 6)")
-    search.add_argument("--activation", choices=("sigmoid", "relu"), default="relu")
-    search.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default="sgd")
-    search.add_argument("--batch-size", type=_positive_int, default=100)
-    search.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    search.add_argument("--seed", type=int)
-    search.add_argument("--top", type=_positive_int, help="rows of the ranking to print")
+    search.add_argument(
+        "--activation",
+        choices=("sigmoid", "relu"),
+        default="relu",
+        help="hidden activation (default: relu)",
+    )
+    search.add_argument(
+        "--optimizer",
+        choices=OPTIMIZER_NAMES,
+        default="sgd",
+        help="update rule whose lr is searched (default: sgd as the book)",
+    )
+    search.add_argument(
+        "--batch-size", type=_positive_int, default=100, help="mini-batch size (default: 100)"
+    )
+    search.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float64",
+        help="parameter and data dtype (default: float64)",
+    )
+    search.add_argument(
+        "--seed", type=int, help="seed for the draws, weights and batches (default: random)"
+    )
+    search.add_argument(
+        "--top", type=_positive_int, help="rows of the ranking to print (default: all)"
+    )
     search.add_argument(
         "--output", type=Path, metavar="PATH", help="save the ranking (.csv, or .json)"
     )
-    search.add_argument("--quiet", action="store_true")
+    search.add_argument(
+        "--quiet", action="store_true", help="print only the ranking, not each trial"
+    )
     _data_options(search)
     search.set_defaults(func=_cmd_search)
     return parser
@@ -541,13 +658,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`| head`): no message, and no second error when Python
+        # flushes stdout at exit
+        _silence_stdout()
+        return EXIT_ERROR
     except (ValueError, TypeError, OSError) as err:
         print(f"{PROG}: error: {err}".replace("\n", " "), file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (captured stdout)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

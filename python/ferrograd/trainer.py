@@ -176,7 +176,8 @@ class Trainer:
     ``iters`` sets the number of iterations (the book's ``iters_num``) and overrides
     ``epochs``. ``evaluate_sample_num_per_epoch`` limits the per-epoch accuracy to the
     first N train and test samples (the book's Trainer); the final test accuracy always
-    uses the whole test set.
+    uses the whole test set. With ``verbose``, ``log`` gets one line every ``log_every``
+    epochs and after the last.
 
     ``log_format="book"`` logs as the book's Trainer (DLFS common/trainer.py) does:
     ``train loss:…`` per iteration, ``=== epoch:…, train acc:…, test acc:… ===`` per epoch
@@ -207,6 +208,7 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         progress: bool | None = None,
         log_format: str = "ferrograd",
+        log_every: int = 1,
     ) -> None:
         if log_format not in ("ferrograd", "book"):
             raise ValueError(
@@ -225,7 +227,11 @@ class Trainer:
             raise ValueError(
                 f"Trainer: gradient must be 'backprop' or 'numerical', got {gradient!r}"
             )
-        for name, value in (("epochs", epochs), ("mini_batch_size", mini_batch_size)):
+        for name, value in (
+            ("epochs", epochs),
+            ("mini_batch_size", mini_batch_size),
+            ("log_every", log_every),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"Trainer: {name} must be a positive int, got {value!r}")
         if iters is not None and (isinstance(iters, bool) or int(iters) != iters or iters <= 0):
@@ -248,6 +254,7 @@ class Trainer:
         self.rng = make_rng(seed)
         self.verbose = verbose
         self.log = log if log is not None else print
+        self.log_every = log_every
         if progress is None:
             progress = (
                 verbose and log_format == "ferrograd" and (sys.stderr.isatty() or _in_notebook())
@@ -424,7 +431,7 @@ class Trainer:
         hist.epoch_iterations.append(iters)
         if self.verbose and self.log_format == "book":
             say(f"=== epoch:{epoch}, train acc:{train_acc}, test acc:{test_acc} ===")
-        elif self.verbose:
+        elif self.verbose and (epoch % self.log_every == 0 or epoch == n_epochs):
             loss = hist.train_loss[-1] if hist.train_loss else float("nan")
             say(
                 f"epoch {epoch:>{len(str(n_epochs))}}/{n_epochs} | iter {hist.iterations} | "
