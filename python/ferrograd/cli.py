@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["build_network", "main"]
 
@@ -160,7 +161,7 @@ def build_network(
     *,
     activation: str = "sigmoid",
     weight_init: str | float = 0.01,
-    dtype: str | np.dtype | type = np.float64,
+    dtype: DTypeLike = np.float64,
     seed: int | None = None,
     input_size: int = 784,
     output_size: int = 10,

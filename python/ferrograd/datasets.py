@@ -28,9 +28,10 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 from ferrograd.functions import check_dtype
 
@@ -40,6 +41,7 @@ __all__ = [
     "DatasetSpec",
     "DownloadError",
     "IdxFile",
+    "MnistData",
     "cache_dir",
     "download",
     "find_data_dir",
@@ -49,6 +51,11 @@ __all__ = [
     "read_idx",
     "sample_dir",
 ]
+
+_X = TypeVar("_X", bound=np.generic)
+_T = TypeVar("_T", bound=np.generic)
+#: ``(x_train, t_train), (x_test, t_test)``: images of scalar type _X, targets of _T.
+MnistData: TypeAlias = tuple[tuple[NDArray[_X], NDArray[_T]], tuple[NDArray[_X], NDArray[_T]]]
 
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
@@ -546,17 +553,67 @@ def _sample_specs() -> tuple[IdxFile, ...]:
     return tuple(specs)
 
 
+# Precise types for the book's calls: normalized float images with uint8 labels
+# (the default), with one-hot float targets, or raw uint8 pixels.
+@overload
+def load_mnist(
+    normalize: Literal[True] = ...,
+    flatten: bool = ...,
+    one_hot_label: Literal[False] = ...,
+    *,
+    data_dir: str | os.PathLike[str] | None = ...,
+    dtype: DTypeLike = ...,
+    dataset: str = ...,
+    download_ok: bool = ...,
+    progress: bool | None = ...,
+) -> MnistData[np.floating[Any], np.uint8]: ...
+@overload
+def load_mnist(
+    normalize: Literal[True] = ...,
+    flatten: bool = ...,
+    *,
+    one_hot_label: Literal[True],
+    data_dir: str | os.PathLike[str] | None = ...,
+    dtype: DTypeLike = ...,
+    dataset: str = ...,
+    download_ok: bool = ...,
+    progress: bool | None = ...,
+) -> MnistData[np.floating[Any], np.floating[Any]]: ...
+@overload
+def load_mnist(
+    normalize: Literal[False],
+    flatten: bool = ...,
+    one_hot_label: Literal[False] = ...,
+    *,
+    data_dir: str | os.PathLike[str] | None = ...,
+    dtype: DTypeLike = ...,
+    dataset: str = ...,
+    download_ok: bool = ...,
+    progress: bool | None = ...,
+) -> MnistData[np.uint8, np.uint8]: ...
+@overload
+def load_mnist(
+    normalize: bool = ...,
+    flatten: bool = ...,
+    one_hot_label: bool = ...,
+    *,
+    data_dir: str | os.PathLike[str] | None = ...,
+    dtype: DTypeLike = ...,
+    dataset: str = ...,
+    download_ok: bool = ...,
+    progress: bool | None = ...,
+) -> MnistData[np.floating[Any] | np.uint8, np.floating[Any] | np.uint8]: ...
 def load_mnist(
     normalize: bool = True,
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
     data_dir: str | os.PathLike[str] | None = None,
-    dtype: np.dtype | type = np.float32,
+    dtype: DTypeLike = np.float32,
     dataset: str = "mnist",
     download_ok: bool = True,
     progress: bool | None = None,
-) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+) -> MnistData[Any, Any]:
     """MNIST as ``(x_train, t_train), (x_test, t_test)``, the book's shapes.
 
     x: (N, 784) if ``flatten`` else (N, 1, 28, 28); ``normalize`` maps 0..255 to
@@ -592,10 +649,10 @@ def load_fashion_mnist(
     one_hot_label: bool = False,
     *,
     data_dir: str | os.PathLike[str] | None = None,
-    dtype: np.dtype | type = np.float32,
+    dtype: DTypeLike = np.float32,
     download_ok: bool = True,
     progress: bool | None = None,
-) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+) -> MnistData[np.floating[Any] | np.uint8, np.floating[Any] | np.uint8]:
     """Fashion-MNIST with :func:`load_mnist`'s format (labels 0-9 are clothing classes)."""
     return load_mnist(
         normalize,
@@ -614,7 +671,7 @@ def load_mnist_sample(
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
-    dtype: np.dtype | type = np.float32,
-) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
+    dtype: DTypeLike = np.float32,
+) -> MnistData[np.floating[Any] | np.uint8, np.floating[Any] | np.uint8]:
     """The shipped MNIST sample: the first 5,000 training and 1,000 test images."""
     return load_mnist(normalize, flatten, one_hot_label, dtype=dtype, dataset="sample")

@@ -7,7 +7,7 @@ only settles dtypes and shapes the way the book's NumPy code does.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ferrograd import _core
 
@@ -37,7 +37,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 """The dtypes the kernels compute in."""
 
 
-def check_dtype(op: str, dtype: np.dtype | type | str) -> np.dtype:
+def check_dtype(op: str, dtype: DTypeLike) -> np.dtype:
     """``dtype`` as np.float32 or np.float64, else ``TypeError`` naming ``op``."""
     try:
         dt = np.dtype(dtype)

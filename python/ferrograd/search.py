@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 __all__ = ["Trial", "random_search", "save_results", "split_validation"]
 
@@ -119,7 +119,7 @@ def random_search(
     weight_init: str | float = "relu",
     optimizer: str = "sgd",
     batch_size: int = 100,
-    dtype: np.dtype | type = np.float64,
+    dtype: DTypeLike = np.float64,
     processes: int | None = None,
     seed: int | None = None,
     on_result: Callable[[Trial], None] | None = None,

@@ -23,19 +23,39 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd._random import GlobalGenerator, make_rng
 
-__all__ = ["History", "Trainer", "load_params", "save_params"]
+__all__ = ["History", "Network", "Trainer", "load_params", "save_params"]
 
 _EVAL_CHUNK = 10_000  # rows per forward pass when measuring accuracy (bounds memory)
 # Iterations per native call: progress updates and Ctrl-C land between calls, and an
 # interrupted call loses at most this many loss records (its steps stay applied).
 _FUSED_CHUNK = 100
+
+
+class Network(Protocol):
+    """What :class:`Trainer` trains: the book's network interface.
+
+    ``params`` maps names to the parameter arrays, which the optimizer updates in place;
+    ``gradient`` (backprop) and ``numerical_gradient`` return arrays under the same names.
+    ``TwoLayerNet``, ``MultiLayerNet`` and ``SoftmaxRegression`` are networks.
+    """
+
+    @property
+    def params(self) -> Mapping[str, NDArray[Any]]: ...
+
+    def loss(self, x: Any, t: Any) -> float: ...
+
+    def accuracy(self, x: Any, t: Any) -> float: ...
+
+    def gradient(self, x: Any, t: Any) -> Mapping[str, NDArray[Any]]: ...
+
+    def numerical_gradient(self, x: Any, t: Any) -> Mapping[str, NDArray[Any]]: ...
 
 
 @dataclass
@@ -189,7 +209,7 @@ class Trainer:
 
     def __init__(
         self,
-        network: Any,
+        network: Network,
         x_train: ArrayLike,
         t_train: ArrayLike,
         x_test: ArrayLike,
@@ -215,7 +235,7 @@ class Trainer:
                 f"Trainer: log_format must be 'ferrograd' or 'book', got {log_format!r}"
             )
         self.log_format = log_format
-        self.network = network
+        self.network: Network = network
         params = getattr(network, "params", None)
         if not isinstance(params, Mapping) or not params:
             raise TypeError(f"Trainer: network {type(network).__name__} has no params dict")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ferrograd._random import make_rng
 from ferrograd.gradient import numerical_gradient
@@ -78,7 +78,7 @@ class MultiLayerNet:
         dropout_ratio: float = 0.5,
         dropout_ration: float | None = None,
         seed: int | None = None,
-        dtype: np.dtype | type = np.float64,
+        dtype: DTypeLike = np.float64,
     ) -> None:
         op = "MultiLayerNet"
         self.input_size = check_size(op, "input_size", input_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ferrograd import _core
 from ferrograd._random import make_rng
@@ -26,7 +26,7 @@ class SimpleNet:
         W: ArrayLike | None = None,
         *,
         seed: int | None = None,
-        dtype: np.dtype | type = np.float64,
+        dtype: DTypeLike = np.float64,
     ) -> None:
         dt = check_dtype("SimpleNet", dtype)
         if W is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ferrograd._random import make_rng
 from ferrograd.functions import cross_entropy_error, softmax
@@ -30,7 +30,7 @@ class SoftmaxRegression:
         output_size: int = 10,
         weight_init_std: float = 0.01,
         seed: int | None = None,
-        dtype: np.dtype | type = np.float32,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         op = "SoftmaxRegression"
         d = check_size(op, "input_size", input_size)

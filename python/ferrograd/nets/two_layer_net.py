@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Literal, cast
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ferrograd import _core
 from ferrograd._random import make_rng
@@ -45,7 +45,7 @@ class TwoLayerNet:
         *,
         activation: str = "sigmoid",
         seed: int | None = None,
-        dtype: np.dtype | type = np.float64,
+        dtype: DTypeLike = np.float64,
     ) -> None:
         op = "TwoLayerNet"
         d = check_size(op, "input_size", input_size)
