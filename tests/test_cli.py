@@ -247,6 +247,16 @@ def test_every_option_has_help():
     assert not [name for name, text in options.items() if not text], options
 
 
+def test_cli_reference_lists_every_option():
+    from pathlib import Path
+
+    from ferrograd.cli import make_parser
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    flags = {name.split()[-1].split("/")[-1] for name in dict(_options(make_parser()))}
+    assert not [flag for flag in sorted(flags) if f"`{flag}" not in page]
+
+
 @pytest.mark.parametrize(
     ("args", "module", "extra"),
     [
