@@ -621,6 +621,39 @@ def load_mnist(
     (N, 10) in ``dtype``. ``dataset``: "mnist", "fashion-mnist" or "sample" (the shipped
     5,000/1,000 subset). Files are found as the module doc says and downloaded when
     missing and ``download_ok``.
+
+    Parameters
+    ----------
+    normalize
+        Pixels as ``dtype`` in [0, 1] (the book's ``x / 255``); else uint8 0..255.
+    flatten
+        Images as rows of 784; else (N, 1, 28, 28).
+    one_hot_label
+        Targets as one-hot rows (N, 10) in ``dtype``; else uint8 labels (N,).
+    data_dir
+        Folder with the four IDX files (``.gz`` or raw); searched first.
+    dtype
+        float32 (default) or float64, for normalized images and one-hot targets.
+    dataset
+        "mnist", "fashion-mnist" or "sample".
+    download_ok
+        Download missing files into the user cache; else raise DatasetError.
+    progress
+        Show a download progress bar (needs tqdm); default: on a terminal.
+
+    Returns
+    -------
+    MnistData
+        ``(x_train, t_train), (x_test, t_test)``: 60,000 and 10,000 images (5,000 and
+        1,000 for the sample).
+
+    Raises
+    ------
+    DatasetError
+        A file is missing, truncated, has a wrong header or checksum (the message names
+        the file and the expectation).
+    DownloadError
+        The files are nowhere on this machine and no mirror could deliver them.
     """
     dt = check_dtype("load_mnist", dtype)
     if dataset == "sample":

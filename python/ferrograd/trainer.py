@@ -205,6 +205,42 @@ class Trainer:
     dropout masks) come from NumPy's global generator, one draw per iteration as the
     book's ``np.random.choice``; ``train_loss_list``, ``train_acc_list`` and
     ``test_acc_list`` are the book's names for the History lists.
+
+    Parameters
+    ----------
+    network
+        The network to train (a :class:`Network`); its ``params`` are updated in place.
+    x_train, t_train, x_test, t_test
+        Inputs (n, d) and targets (labels (n,) or one-hot (n, k)); inputs are converted
+        once to the parameters' dtype.
+    epochs
+        Epochs to run when ``iters`` is not given.
+    mini_batch_size
+        Samples per iteration, drawn at random with replacement.
+    optimizer, optimizer_param
+        An optimizer name (sgd, momentum, nesterov, adagrad, rmsprop, adam) with its
+        hyperparameters, or an object with ``update(params, grads)``.
+    evaluate_sample_num_per_epoch
+        Measure the per-epoch accuracies on the first N samples only.
+    gradient
+        "backprop" or "numerical" (central differences; slow).
+    seed
+        Seed of the mini-batch draws (None: NumPy's global generator, as the book).
+    verbose
+        Report one line per epoch through ``log``.
+    iters
+        Iterations to run (the book's ``iters_num``); overrides ``epochs``.
+    use_fused
+        Force (True) or forbid (False) whole epochs in one native call; default: when
+        the network and optimizer support it.
+    log
+        Where report lines go (default: ``print``).
+    progress
+        Show a tqdm progress bar; default: with ``verbose`` on a terminal or in a notebook.
+    log_format
+        "ferrograd" (one line per epoch) or "book" (the book's Trainer's lines).
+    log_every
+        Report every Nth epoch and the last.
     """
 
     def __init__(
