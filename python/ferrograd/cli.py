@@ -479,7 +479,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Train the book's networks (Deep Learning from Scratch) on MNIST, fast.",
-        epilog="exit codes: 0 ok, 1 runtime error, 2 usage error, 130 interrupted",
+        epilog="also: ferrograd book (the book's own scripts on ferrograd), ferrograd figures "
+        "(the book's figures as PNG); each has --help. "
+        "exit codes: 0 ok, 1 runtime error, 2 usage error, 130 interrupted",
     )
     from ferrograd import __version__
 
