@@ -237,6 +237,7 @@ fn bench_fused_epoch(c: &mut Criterion) {
                 Rows::Sparse(&sp),
                 t,
                 batches.view(),
+                None,
                 0,
                 &|| false,
             )
@@ -286,6 +287,7 @@ fn bench_fused_epoch(c: &mut Criterion) {
                 Rows::Sparse(&sp),
                 t,
                 batches.view(),
+                None,
                 iter,
                 &|| false,
             );

@@ -173,6 +173,7 @@ fn fused_steps_equal_gradient_then_update() -> Result<()> {
                         rows,
                         Targets::Labels(t.view()),
                         batches.view(),
+                        None,
                         0,
                         &|| false,
                     )?;
@@ -248,5 +249,70 @@ fn accuracy_from_dense_and_compressed_rows_agree_with_the_forward_pass() -> Resu
         Targets::Labels(t.view()),
     )?;
     assert_eq!(acc, hits as f64 / N as f64);
+    Ok(())
+}
+
+/// A learning rate per step equals runs of one step each at that rate (set between
+/// runs), and an Adam schedule keeps the bias correction's step count.
+#[test]
+fn learning_rate_per_step_equals_a_rate_set_between_runs() -> Result<()> {
+    let (x, t, batches) = data(6, 20);
+    let lrs = [0.02, 0.01, 0.005, 0.0025, 0.001, 0.0005];
+    let adam = |lr| Optimizer::Adam {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+    };
+    let (rows, targets) = (Rows::Dense(x.view()), Targets::Labels(t.view()));
+    let mut scheduled = init();
+    let (mut m, mut v) = (zeros_like(&scheduled), zeros_like(&scheduled));
+    let mut trainer = FusedTrainer::new(&[D, H, K], Activation::Relu, adam(1.0), 0.0)?;
+    trainer.run(
+        &mut params_mut(&mut scheduled),
+        &mut [params_mut(&mut m), params_mut(&mut v)],
+        rows,
+        targets,
+        batches.view(),
+        Some(&lrs),
+        0,
+        &|| false,
+    )?;
+    let mut stepped = init();
+    let (mut m2, mut v2) = (zeros_like(&stepped), zeros_like(&stepped));
+    let mut trainer = FusedTrainer::new(&[D, H, K], Activation::Relu, adam(1.0), 0.0)?;
+    for (s, &lr) in lrs.iter().enumerate() {
+        trainer.set_optimizer(adam(lr))?;
+        trainer.run(
+            &mut params_mut(&mut stepped),
+            &mut [params_mut(&mut m2), params_mut(&mut v2)],
+            rows,
+            targets,
+            batches.slice(ndarray::s![s..s + 1, ..]),
+            None,
+            s as u64,
+            &|| false,
+        )?;
+    }
+    assert_eq!(max_abs_diff(&scheduled, &stepped), 0.0);
+    assert!(max_abs_diff(&scheduled, &init()) > 1e-3);
+    let short = trainer
+        .run(
+            &mut params_mut(&mut stepped),
+            &mut [params_mut(&mut m2), params_mut(&mut v2)],
+            rows,
+            targets,
+            batches.view(),
+            Some(&lrs[..2]),
+            0,
+            &|| false,
+        )
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        short.as_deref(),
+        Some("FusedTrainer.run: learning_rates has 2 entries for 6 steps; need one per step")
+    );
+    let other_rule = trainer.set_optimizer(Optimizer::Sgd { lr: 0.1 }).is_err();
+    assert!(other_rule, "a trainer keeps its rule");
     Ok(())
 }

@@ -393,3 +393,38 @@ def test_results_do_not_depend_on_the_number_of_threads():
         outs.append(run.stdout)
     assert len(outs[0].splitlines()) == 8
     assert outs[0] == outs[1]
+
+
+def test_learning_rate_changes_are_followed_between_and_within_calls(rng):
+    """A schedule that sets ``optimizer.lr`` between calls, or passes one rate per step,
+    trains as the book's loop does with the rate set before each update."""
+    from ferrograd.nets import TwoLayerNet
+    from ferrograd.optimizers import SGD
+
+    x = rng.random((200, 30))
+    x[x < 0.6] = 0.0
+    t = rng.integers(0, 5, size=200)
+    batches = rng.integers(0, 200, size=(8, 20))
+    lrs = np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01])
+    want = TwoLayerNet(30, 12, 5, seed=3, weight_init_std=0.3)
+    opt = SGD(lr=1.0)
+    for lr, rows in zip(lrs, batches, strict=True):
+        opt.lr = lr
+        opt.update(want.params, want.gradient(x[rows], t[rows]))
+
+    between = TwoLayerNet(30, 12, 5, seed=3, weight_init_std=0.3)
+    opt_between = SGD(lr=1.0)
+    trainer = fused.FusedTrainer(between, opt_between)
+    for lr, rows in zip(lrs, batches, strict=True):
+        opt_between.lr = lr
+        trainer.run_epoch(x, t, rows[None, :])
+
+    within = TwoLayerNet(30, 12, 5, seed=3, weight_init_std=0.3)
+    fused.FusedTrainer(within, SGD(lr=1.0)).run_epoch(x, t, batches, learning_rates=lrs)
+    for key in KEYS:
+        np.testing.assert_allclose(between.params[key], want.params[key], rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(within.params[key], between.params[key])
+    with pytest.raises(ValueError, match=r"learning_rates has 2 entries for 8 steps"):
+        fused.FusedTrainer(within, SGD()).run_epoch(x, t, batches, learning_rates=lrs[:2])
+    with pytest.raises(ValueError, match=r"learning_rates\[1\] must be a positive number"):
+        fused.FusedTrainer(within, SGD()).run_epoch(x, t, batches[:2], learning_rates=[0.1, 0])

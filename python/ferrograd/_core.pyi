@@ -126,4 +126,6 @@ class FusedTrainer:
         batch_indices: NDArray[np.int64],
         *,
         iter: int = 0,
+        hyperparameters: Mapping[str, float] | None = None,
+        learning_rates: NDArray[np.float64] | None = None,
     ) -> NDArray[np.float64]: ...

@@ -151,11 +151,20 @@ class FusedTrainer:
         return rows
 
     def run_epoch(
-        self, x_train: ArrayLike, t_train: ArrayLike, batch_index_matrix: ArrayLike
+        self,
+        x_train: ArrayLike,
+        t_train: ArrayLike,
+        batch_index_matrix: ArrayLike,
+        *,
+        learning_rates: ArrayLike | None = None,
     ) -> NDArray[np.float64]:
         """One step per row of ``batch_index_matrix`` (iters, batch) of row indices into
         ``x_train`` (N, d) and ``t_train`` (labels (N,) or one-hot (N, k)); returns each
         step's mean cross-entropy (iters,), computed before that step's update.
+
+        The optimizer's hyperparameters are read at every call, so a schedule that
+        changes ``optimizer.lr`` between calls is followed; ``learning_rates`` (one per
+        step) sets each step's learning rate within the call.
         """
         x = self._rows(x_train, train=True)
         t = self._targets(t_train)
@@ -163,9 +172,19 @@ class FusedTrainer:
         if idx.dtype.kind not in "iu":  # NumPy indexing refuses floats too; never truncate
             raise TypeError(f"run_epoch: batch_index_matrix has dtype {idx.dtype}; expected int")
         idx = np.ascontiguousarray(idx, dtype=np.int64)
+        lrs = None if learning_rates is None else np.ascontiguousarray(learning_rates, np.float64)
         params = [self.network.params[k] for k in self._keys]
         start = int(getattr(self.optimizer, "iter", 0))
-        losses = self._core.run(params, self._state(), x, t, idx, iter=start)
+        losses = self._core.run(
+            params,
+            self._state(),
+            x,
+            t,
+            idx,
+            iter=start,
+            hyperparameters=self.optimizer.hyperparameters(),
+            learning_rates=lrs,
+        )
         if hasattr(self.optimizer, "iter"):
             self.optimizer.iter = start + len(losses)
         return losses

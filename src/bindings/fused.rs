@@ -2,8 +2,8 @@
 
 use ndarray::{Ix1, Ix2};
 use numpy::{
-    Element, IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
-    PyReadwriteArrayDyn, PyUntypedArrayMethods,
+    Element, IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
+    PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -142,7 +142,7 @@ fn run_typed<'py, T: SparseDtype>(
     x: &Bound<'py, PyAny>,
     t: &Bound<'py, PyAny>,
     batch_indices: &Bound<'py, PyAny>,
-    iter: u64,
+    (learning_rates, iter): (Option<&[f64]>, u64),
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     const OP: &str = "FusedTrainer.run";
     let (xs, ts, idx_arr) = run_inputs::<T>(OP, x, t, batch_indices)?;
@@ -174,7 +174,7 @@ fn run_typed<'py, T: SparseDtype>(
     let signal = SignalCheck::default();
     let losses = py.detach(|| {
         let stop = || signal.interrupted();
-        trainer.run(&mut p, &mut s_sets, x, t, idx, iter, &stop)
+        trainer.run(&mut p, &mut s_sets, x, t, idx, learning_rates, iter, &stop)
     });
     Ok(signal.result(losses)?.into_pyarray(py))
 }
@@ -239,9 +239,12 @@ impl FusedTrainer {
     /// indices into x (N, d) (or its ``SparseRows``) and t (int64 labels (N,) or
     /// one-hot (N, k)), updating ``params`` [W1, b1, W2, b2, ...] and ``state`` (one
     /// such list per state set: momentum/nesterov v; adagrad/rmsprop h; adam m then v)
-    /// in place. ``iter`` is Adam's step count before the first step. Returns the
-    /// float64 loss of every step (iters,).
-    #[pyo3(signature = (params, state, x, t, batch_indices, *, iter = 0))]
+    /// in place. ``iter`` is Adam's step count before the first step;
+    /// ``hyperparameters`` (the rule's, in full) replace the trainer's from this call
+    /// on; ``learning_rates`` (float64, one per step) set each step's learning rate.
+    /// Returns the float64 loss of every step (iters,).
+    #[pyo3(signature = (params, state, x, t, batch_indices, *, iter = 0, hyperparameters = None,
+                        learning_rates = None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &mut self,
@@ -252,10 +255,29 @@ impl FusedTrainer {
         t: &Bound<'py, PyAny>,
         batch_indices: &Bound<'py, PyAny>,
         iter: u64,
+        hyperparameters: Option<&Bound<'py, PyDict>>,
+        learning_rates: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        const OP: &str = "FusedTrainer.run";
+        let opt = match hyperparameters {
+            Some(h) => Some(parse_optimizer(OP, &self.optimizer, h)?),
+            None => None,
+        };
+        let lrs = learning_rates.map(|a| a.as_array().to_vec());
+        let schedule = (lrs.as_deref(), iter);
         match &mut self.inner {
-            Inner::F32(tr) => run_typed(py, tr, params, state, x, t, batch_indices, iter),
-            Inner::F64(tr) => run_typed(py, tr, params, state, x, t, batch_indices, iter),
+            Inner::F32(tr) => {
+                if let Some(opt) = opt {
+                    tr.set_optimizer(opt)?;
+                }
+                run_typed(py, tr, params, state, x, t, batch_indices, schedule)
+            }
+            Inner::F64(tr) => {
+                if let Some(opt) = opt {
+                    tr.set_optimizer(opt)?;
+                }
+                run_typed(py, tr, params, state, x, t, batch_indices, schedule)
+            }
         }
     }
 }

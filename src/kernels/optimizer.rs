@@ -29,6 +29,35 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Optimizer::Sgd { lr }
+            | Optimizer::AdaGrad { lr }
+            | Optimizer::Momentum { lr, .. }
+            | Optimizer::Nesterov { lr, .. }
+            | Optimizer::RmsProp { lr, .. }
+            | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+
+    /// The same rule with learning rate `lr`.
+    pub fn with_lr(self, lr: f64) -> Self {
+        match self {
+            Optimizer::Sgd { .. } => Optimizer::Sgd { lr },
+            Optimizer::AdaGrad { .. } => Optimizer::AdaGrad { lr },
+            Optimizer::Momentum { momentum, .. } => Optimizer::Momentum { lr, momentum },
+            Optimizer::Nesterov { momentum, .. } => Optimizer::Nesterov { lr, momentum },
+            Optimizer::RmsProp { decay_rate, .. } => Optimizer::RmsProp { lr, decay_rate },
+            Optimizer::Adam { beta1, beta2, .. } => Optimizer::Adam { lr, beta1, beta2 },
+        }
+    }
+
+    /// Whether `other` is the same rule (possibly with other hyperparameters).
+    pub fn same_rule(&self, other: &Optimizer) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
     /// How many state arrays per parameter: 0 (SGD), 1 (v or h), 2 (Adam's m, v).
     pub fn state_slots(&self) -> usize {
         match self {

@@ -290,7 +290,8 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
         })
     }
 
-    /// Runs one step per row of `batches` (iters, batch) of row indices into (x, t),
+    /// Runs one step per row of `batches` (iters, batch) of row indices into (x, t) with
+    /// the update rule `opt`, at learning rate `learning_rates[s]` in step s when given,
     /// two threads when the pool has them; returns the per-step mean losses.
     /// `first_iter` is Adam's step count before the first step. About every 50 ms it
     /// calls `interrupt` (on the calling thread) and stops with
@@ -303,6 +304,7 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
         x: Rows<'_, T>,
         t: Targets<'_, T>,
         batches: ArrayView2<'_, i64>,
+        (opt, learning_rates): (Optimizer, Option<&[f64]>),
         first_iter: u64,
         interrupt: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f64>> {
@@ -317,6 +319,8 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
                     x,
                     t,
                     batches,
+                    opt,
+                    learning_rates,
                     first_iter,
                     two: threads > 1 && self.shards.len() == 2,
                 };
@@ -335,6 +339,9 @@ struct StepRun<'x, 't, 'b, T> {
     x: Rows<'x, T>,
     t: Targets<'t, T>,
     batches: ArrayView2<'b, i64>,
+    /// The update rule, and the learning rate of each step when it varies.
+    opt: Optimizer,
+    learning_rates: Option<&'b [f64]>,
     first_iter: u64,
     /// Two threads, one per shard.
     two: bool,
@@ -354,6 +361,8 @@ impl<T: Float> StepRun<'_, '_, '_, T> {
             x,
             t,
             batches,
+            opt,
+            learning_rates,
             first_iter,
             two,
         } = *self;
@@ -401,7 +410,12 @@ impl<T: Float> StepRun<'_, '_, '_, T> {
             // Phase 2: the rest of the step, then the next batch's pre-activations.
             let both: [&P::Partial; 2] = [&partials[0], partials.get(1).unwrap_or(&partials[0])];
             let iter = first_iter + s as u64 + 1;
+            let opt = match learning_rates.and_then(|l| l.get(s)) {
+                Some(&lr) => opt.with_lr(lr),
+                None => opt,
+            };
             let loss = each(two, shards, &mut [(), ()], |_, shard, _| {
+                shard.first_layer().opt = opt;
                 let loss = shard.backward(&both[..count], &batch, t, iter);
                 let first = shard.first_layer();
                 first.update(this, iter);

@@ -410,6 +410,25 @@ impl<T: Float> FusedTrainer<T> {
         self.optimizer
     }
 
+    /// Replaces the update rule's hyperparameters (a schedule changing the learning
+    /// rate between runs, say). Errors: another rule (its state would not fit), or
+    /// invalid rates.
+    pub fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
+        const OP: &str = "FusedTrainer";
+        if !optimizer.same_rule(&self.optimizer) {
+            return Err(KernelError::value(
+                OP,
+                format!(
+                    "the optimizer must stay {:?}-like, got {optimizer:?}",
+                    self.optimizer
+                ),
+            ));
+        }
+        optimizer.check(OP)?;
+        self.optimizer = optimizer;
+        Ok(())
+    }
+
     /// Number of weight layers (hidden layers + 1).
     pub fn layers(&self) -> usize {
         self.sizes.len() - 1
@@ -460,10 +479,11 @@ impl<T: Float> FusedTrainer<T> {
     /// Runs one step per row of `batches` (iters, batch) of row indices into (x, t),
     /// updating `params` and `state` (one list of layers per state slot) in place;
     /// returns the per-step mean losses (cross-entropy plus the weight penalty), each
-    /// before its update. `first_iter` is Adam's step count before the first step.
-    /// About every 50 ms it calls `interrupt` and stops with
-    /// [`KernelError::Interrupted`] when that returns true; the steps done so far stay
-    /// applied.
+    /// before its update. Step s uses the learning rate `learning_rates[s]` when given
+    /// (one per step, each positive), else the optimizer's. `first_iter` is Adam's step
+    /// count before the first step. About every 50 ms it calls `interrupt` and stops
+    /// with [`KernelError::Interrupted`] when that returns true; the steps done so far
+    /// stay applied.
     #[allow(clippy::too_many_arguments)]
     pub fn run<'p>(
         &mut self,
@@ -472,12 +492,16 @@ impl<T: Float> FusedTrainer<T> {
         x: Rows<'_, T>,
         t: Targets<'_, T>,
         batches: ArrayView2<'_, i64>,
+        learning_rates: Option<&[f64]>,
         first_iter: u64,
         interrupt: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f64>> {
         const OP: &str = "FusedTrainer.run";
         self.check(OP, params, state, [x.nrows(), x.ncols()], &t)?;
         check_batches(OP, batches, x.nrows())?;
+        if let Some(lrs) = learning_rates {
+            check_learning_rates(OP, lrs, batches.nrows())?;
+        }
         let mut p: LayerSlices<'_, T> = params
             .iter_mut()
             .enumerate()
@@ -495,12 +519,38 @@ impl<T: Float> FusedTrainer<T> {
         for shard in &mut self.sharded.shards {
             shard.exchange(&mut p, &mut st, true, false);
         }
-        let losses = self.sharded.run(OP, x, t, batches, first_iter, interrupt);
+        let schedule = (self.optimizer, learning_rates);
+        let losses = self
+            .sharded
+            .run(OP, x, t, batches, schedule, first_iter, interrupt);
         // Every shard writes back its units; the first also the layers they all hold.
         for (i, shard) in self.sharded.shards.iter_mut().enumerate() {
             shard.exchange(&mut p, &mut st, false, i == 0);
         }
         losses
+    }
+}
+
+/// Errors unless there is one learning rate per step, each positive and finite.
+fn check_learning_rates(op: &'static str, lrs: &[f64], steps: usize) -> Result<()> {
+    if lrs.len() != steps {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "learning_rates has {} entries for {steps} steps; need one per step",
+                lrs.len()
+            ),
+        ));
+    }
+    match lrs.iter().position(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        Some(s) => Err(KernelError::value(
+            op,
+            format!(
+                "learning_rates[{s}] must be a positive number, got {}",
+                lrs[s]
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -560,6 +610,7 @@ mod tests {
             Rows::Dense(x.view()),
             Targets::Labels(t.view()),
             batches.view(),
+            None,
             0,
             &|| false,
         )?;
