@@ -327,3 +327,40 @@ def test_book_modules_mirror_the_books_tree():
     assert book.book_modules("ch04")["two_layer_net"].TwoLayerNet(4, 3, 2).activation == "sigmoid"
     assert "two_layer_net" not in book.book_modules("ch06")
     assert mods["common.trainer"].Trainer.__init__.__defaults__[:2] == (20, 100)
+
+
+def test_runner_trainer_follows_the_books_steps():
+    """The runner's Trainer does the book's train_step: np.random.choice batch, update,
+    loss after the update, accuracies after the first update of each epoch."""
+    from ferrograd.book.common.trainer import Trainer as BookTrainer
+    from ferrograd.nets import TwoLayerNet
+    from ferrograd.optimizers import SGD
+
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 20))
+    x[x < 0.5] = 0.0
+    t = rng.integers(0, 4, size=200)
+    xt, tt = x[:50], t[:50]
+
+    np.random.seed(5)
+    net = TwoLayerNet(20, 8, 4, seed=1, weight_init_std=0.5)
+    tr = BookTrainer(net, x, t, xt, tt, epochs=3, mini_batch_size=40,
+                     optimizer_param={"lr": 0.5}, verbose=False)  # fmt: skip
+    tr.train()
+
+    np.random.seed(5)
+    want = TwoLayerNet(20, 8, 4, seed=1, weight_init_std=0.5)
+    opt = SGD(lr=0.5)
+    losses, train_acc, test_acc = [], [], []
+    for it in range(15):  # 3 epochs of 200 / 40 = 5 iterations
+        mask = np.random.choice(200, 40)
+        opt.update(want.params, want.gradient(x[mask], t[mask]))
+        losses.append(want.loss(x[mask], t[mask]))
+        if it % 5 == 0:
+            train_acc.append(want.accuracy(x, t))
+            test_acc.append(want.accuracy(xt, tt))
+    np.testing.assert_allclose(tr.train_loss_list, losses, rtol=1e-9)
+    assert tr.train_acc_list == train_acc and tr.test_acc_list == test_acc
+    assert tr._fused is not None  # the fused step ran it
+    for key, value in want.params.items():
+        np.testing.assert_allclose(net.params[key], value, rtol=1e-9, atol=1e-12)
