@@ -89,6 +89,12 @@ def test_figures_cli_writes_pngs(tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert cli_main(["figures", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown figure" in capsys.readouterr().err
+    new = tmp_path / "new" / "folder"
+    assert cli_main(["figures", "activation_functions", "--out", str(new)]) == 0
+    assert (new / "activation_functions.png").stat().st_size > 5000
+    (tmp_path / "file").write_text("")
+    assert cli_main(["figures", "tangent_line", "--out", str(tmp_path / "file")]) == 2
+    assert "--out" in capsys.readouterr().err
 
 
 def test_figures_never_switch_the_backend():

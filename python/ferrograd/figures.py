@@ -479,8 +479,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ferrograd.fig
         print(f"{prog}: unknown figure(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
     out = Path(ns.out)
-    if not out.is_dir():
-        print(f"{prog}: --out {out} is not a directory", file=sys.stderr)
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # a new folder is made, as `--out` says
+    except OSError as err:
+        print(f"{prog}: --out {out}: {err.strerror or err}", file=sys.stderr)
         return 2
     for name in ns.names or list(FIGURES):
         kwargs: dict[str, Any] = dict(_QUICK.get(name, {})) if ns.quick else {}
