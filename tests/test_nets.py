@@ -292,3 +292,80 @@ def test_two_layer_learns_real_mnist(mnist_dir, dtype):
         optimizer.update(net.params, net.gradient(x_train[batch], t_train[batch]))
     assert net.accuracy(x_test, t_test) > 0.8
     assert net.params["W1"].dtype == dtype
+
+
+# --- what every net offers: repr, summary, evaluate, predict_classes --------------------
+
+
+def test_reprs_name_the_architecture():
+    from ferrograd.nets import SoftmaxRegression
+
+    assert repr(TwoLayerNet(784, 50, 10, seed=0)) == "TwoLayerNet(784-50-10, sigmoid, float64)"
+    net = MultiLayerNet(784, [100, 50], 10, weight_decay_lambda=0.1, use_batchnorm=True, seed=0)
+    assert repr(net) == "MultiLayerNet(784-100-50-10, relu, weight decay 0.1, batch norm, float64)"
+    assert repr(SoftmaxRegression(seed=0)) == "SoftmaxRegression(784-10, float32)"
+    assert repr(SimpleNet(seed=0)) == "SimpleNet(2-3, float64)"
+
+
+def test_summary_lists_layers_shapes_and_parameter_counts():
+    lines: list[str] = []
+    net = MultiLayerNet(784, [100, 50], 10, use_batchnorm=True, use_dropout=True, seed=0)
+    net.summary(print_fn=lines.append)
+    text = lines[0].splitlines()
+    assert text[0] == repr(net)
+    rows = [line.split() for line in text[4:-2]]
+    assert [(r[0], r[-2], r[-1]) for r in rows] == [
+        ("Affine1", "100)", "78,500"),
+        ("BatchNorm1", "100)", "200"),
+        ("Activation_function1", "100)", "0"),
+        ("Dropout1", "100)", "0"),
+        ("Affine2", "50)", "5,050"),
+        ("BatchNorm2", "50)", "100"),
+        ("Activation_function2", "50)", "0"),
+        ("Dropout2", "50)", "0"),
+        ("Affine3", "10)", "510"),
+        ("softmax", "10)", "0"),
+    ]
+    assert text[-1] == f"Total params: {78_500 + 200 + 5_050 + 100 + 510:,}"
+    assert sum(v.size for v in net.params.values()) == 84_360
+    lines.clear()
+    TwoLayerNet(784, 50, 10, seed=0).summary(print_fn=lines.append)
+    assert lines[0].splitlines()[-1] == "Total params: 39,760"
+    assert "Sigmoid1 (Sigmoid)" in lines[0]
+
+
+@pytest.mark.parametrize("n", [7, 10_003])  # one chunk, and rows spread over two
+def test_evaluate_is_loss_and_accuracy(rng, n):
+    from ferrograd.nets import SoftmaxRegression
+
+    x, t = rng.random((n, 8)), rng.integers(0, 4, n)
+    for net in (
+        TwoLayerNet(8, 5, 4, 0.5, seed=1),
+        MultiLayerNet(8, [6], 4, weight_decay_lambda=0.2, use_batchnorm=True, seed=1),
+        SoftmaxRegression(8, 4, 0.5, seed=1, dtype=np.float64),
+    ):
+        loss, acc = net.evaluate(x, t)
+        assert loss == pytest.approx(net.loss(x, t), rel=1e-12)
+        assert acc == pytest.approx(net.accuracy(x, t), rel=1e-12)
+        assert loss > 1.0 and (n < 1000 or 0.2 < acc < 0.3)  # random data: near chance
+        classes = net.predict_classes(x)
+        np.testing.assert_array_equal(classes, np.argmax(net.predict(x), axis=1))
+        assert classes.dtype == np.int64 and acc == pytest.approx(np.mean(classes == t))
+        assert net.evaluate(x, np.eye(4)[t]) == (loss, acc)  # one-hot targets alike
+    with pytest.raises(ValueError, match="evaluate: x has shape"):
+        net.evaluate(x, t[:3])
+
+
+def test_to_categorical():
+    from ferrograd import to_categorical
+
+    y = to_categorical([2, 0, 1, 2], 4)
+    np.testing.assert_array_equal(y, [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    assert y.dtype == np.float32
+    assert to_categorical(np.array([3.0, 1.0])).shape == (2, 4)  # max + 1 classes
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from 0 to 3"):
+        to_categorical([0, 3], 3)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        to_categorical([0.5, 1.0], 3)
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        to_categorical([0, 1], 0)

@@ -54,6 +54,7 @@ from ferrograd.nets import (
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 from ferrograd.perceptron import AND, NAND, OR, XOR
 from ferrograd.trainer import History, Trainer, load_params, save_params
+from ferrograd.util import to_categorical
 
 __all__ = [
     "AND",
@@ -109,4 +110,5 @@ __all__ = [
     "step_function",
     "sum_squared_error",
     "sum_squares_error",
+    "to_categorical",
 ]

@@ -1,6 +1,7 @@
 """The book's helpers (DLFS common/util.py): loss-curve smoothing, shuffling, im2col.
 
-NumPy implementations with the book's signatures and results: ``smooth_curve`` (a
+NumPy implementations with the book's signatures and results (and Keras'
+``to_categorical``): ``smooth_curve`` (a
 Kaiser-window moving average, same length as its input), ``shuffle_dataset`` (one
 permutation from NumPy's global generator for x and t), ``conv_output_size`` and the
 ``im2col``/``col2im`` pair that turns convolution into one matrix product.
@@ -9,11 +10,20 @@ permutation from NumPy's global generator for x and t), ``conv_output_size`` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["col2im", "conv_output_size", "im2col", "shuffle_dataset", "smooth_curve"]
+__all__ = [
+    "col2im",
+    "conv_output_size",
+    "im2col",
+    "shuffle_dataset",
+    "smooth_curve",
+    "to_categorical",
+]
 
 _WINDOW = 11  # the book's window: 11 points, Kaiser β = 2
 
@@ -124,3 +134,42 @@ def col2im(
             x_max = x + stride * out_w
             img[:, :, y:y_max:stride, x:x_max:stride] += patches[:, :, y, x, :, :]
     return img[:, :, pad : h + pad, pad : w + pad]
+
+
+def to_categorical(
+    labels: ArrayLike, num_classes: int | None = None, dtype: npt.DTypeLike = np.float32
+) -> NDArray[Any]:
+    """One-hot rows (n, num_classes) of integer ``labels`` (n,), as Keras'
+    ``to_categorical``: row i has a 1 in column labels[i]. ``num_classes`` defaults to
+    max(labels) + 1; a label outside [0, num_classes) is a ValueError.
+    """
+    arr = np.asarray(labels)
+    if (
+        arr.dtype.kind == "f"
+        and arr.size
+        and np.all(np.isfinite(arr))
+        and np.all(arr == np.round(arr))
+    ):
+        arr = arr.astype(np.int64)  # 3.0 is label 3, as Keras accepts it
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"to_categorical: labels must be integers, got dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"to_categorical: labels must have shape (n,), got {arr.shape}")
+    if num_classes is None:
+        num_classes = int(arr.max()) + 1 if arr.size else 0
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes <= 0
+    ):
+        raise ValueError(f"to_categorical: num_classes must be a positive int, got {num_classes!r}")
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(
+            f"to_categorical: labels must be in [0, {num_classes}), got values from "
+            f"{arr.min()} to {arr.max()}"
+        )
+    out = np.zeros((arr.shape[0], int(num_classes)), dtype=dtype)
+    out[np.arange(arr.shape[0]), arr] = 1
+    return out

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd.functions import as_float_array, check_dtype
 from ferrograd.layers import as_targets
 
-__all__ = ["accuracy", "as_batch", "check_dtype", "check_size"]
+__all__ = ["ModelMixin", "accuracy", "as_batch", "check_dtype", "check_size"]
 
 FloatArray = NDArray[np.floating]
 
@@ -42,3 +45,68 @@ def accuracy(op: str, scores: FloatArray, t: ArrayLike) -> float:
     target = as_targets(op, t, n, k, scores.dtype)
     labels = target if target.ndim == 1 else np.argmax(target, axis=1)
     return float(np.mean(np.argmax(scores, axis=1) == labels))
+
+
+_EVAL_CHUNK = 10_000  # rows per forward pass in evaluate (bounds memory)
+
+
+class ModelMixin:
+    """What every net offers beside the book's methods, as Keras models do:
+    ``evaluate`` (loss and accuracy), ``predict_classes`` and ``summary``."""
+
+    def _summary_rows(self) -> list[tuple[str, str, int]]:
+        """(layer name, output shape, parameter count) in order, input to output."""
+        from ferrograd.layers import Affine, BatchNormalization
+
+        rows: list[tuple[str, str, int]] = []
+        width = int(self.input_size)  # type: ignore[attr-defined]
+        for name, layer in self.layers.items():  # type: ignore[attr-defined]
+            count = 0
+            if isinstance(layer, Affine):
+                width = int(layer.W.shape[1])
+                count = int(layer.W.size + layer.b.size)
+            elif isinstance(layer, BatchNormalization):
+                count = int(layer.gamma.size + layer.beta.size)
+            rows.append((f"{name} ({type(layer).__name__})", f"(None, {width})", count))
+        rows.append(("softmax (SoftmaxWithLoss)", f"(None, {width})", 0))
+        return rows
+
+    def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
+        """Print the layers, their output shapes and parameter counts (Keras' summary)."""
+        rows = self._summary_rows()
+        params = getattr(self, "params", None)
+        total = sum(int(np.size(v)) for v in params.values()) if params else sum(r[2] for r in rows)
+        w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
+        w1 = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2
+        rule = "=" * (w0 + w1 + 10)
+        lines = [repr(self), rule, f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}{'Param #':>10}"]
+        lines.append(rule)
+        lines += [f"{name:<{w0}}{shape:<{w1}}{count:>10,}" for name, shape, count in rows]
+        lines.append(rule)
+        lines.append(f"Total params: {total:,}")
+        (print_fn or print)("\n".join(lines))
+
+    def predict_classes(self, x: ArrayLike) -> NDArray[np.int64]:
+        """The arg-max class of each row of x: (n,), or a 0-d array for one sample (d,)."""
+        scores = self.predict(x)  # type: ignore[attr-defined]
+        return np.argmax(scores, axis=-1).astype(np.int64)
+
+    def evaluate(self, x: ArrayLike, t: ArrayLike) -> tuple[float, float]:
+        """(loss, accuracy) over all of (x, t), as Keras' ``model.evaluate`` prints them:
+        the mean loss the net trains on (weight decay included) and the fraction correct."""
+        x_arr = np.asarray(x)
+        t_arr = np.asarray(t)
+        if x_arr.ndim < 2 or t_arr.shape[:1] != x_arr.shape[:1] or x_arr.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__}.evaluate: x has shape {x_arr.shape} and t "
+                f"{t_arr.shape}; expected n > 0 rows in both"
+            )
+        n = x_arr.shape[0]
+        loss = correct = 0.0
+        for start in range(0, n, _EVAL_CHUNK):
+            xs, ts = x_arr[start : start + _EVAL_CHUNK], t_arr[start : start + _EVAL_CHUNK]
+            rows = xs.shape[0]
+            loss += float(self.loss(xs, ts)) * rows  # type: ignore[attr-defined]
+            scores = self.predict(xs)  # type: ignore[attr-defined]
+            correct += accuracy(f"{type(self).__name__}.evaluate", scores, ts) * rows
+        return loss / n, correct / n

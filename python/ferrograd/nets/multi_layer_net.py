@@ -26,7 +26,7 @@ from ferrograd.layers import (
     SoftmaxWithLoss,
     as_targets,
 )
-from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
+from ferrograd.nets._common import ModelMixin, accuracy, as_batch, check_dtype, check_size
 
 __all__ = ["MultiLayerNet"]
 
@@ -54,7 +54,7 @@ def _init_scale(weight_init_std: str | float, fan_in: int) -> float:
     return scale
 
 
-class MultiLayerNet:
+class MultiLayerNet(ModelMixin):
     """Fully connected net of widths input_size → hidden_size_list… → output_size.
 
     ``params``: W1, b1, …, W{L}, b{L} (L = len(hidden_size_list) + 1) and, with
@@ -91,6 +91,7 @@ class MultiLayerNet:
         if not np.isfinite(weight_decay_lambda) or weight_decay_lambda < 0:
             raise ValueError(f"{op}: weight_decay_lambda must be >= 0, got {weight_decay_lambda!r}")
         self.activation = activation
+        self.weight_init_std = weight_init_std
         self.hidden_layer_num = len(self.hidden_size_list)
         self.weight_decay_lambda = float(weight_decay_lambda)
         self.use_batchnorm = bool(use_batchnorm)

@@ -9,12 +9,12 @@ from ferrograd import _core
 from ferrograd._random import make_rng
 from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import as_targets
-from ferrograd.nets._common import as_batch, check_dtype
+from ferrograd.nets._common import ModelMixin, as_batch, check_dtype
 
 __all__ = ["SimpleNet"]
 
 
-class SimpleNet:
+class SimpleNet(ModelMixin):
     """z = x·W with W (2, 3); loss = cross_entropy_error(softmax(z), t).
 
     ``W`` defaults to standard-normal draws from ``make_rng(seed)`` (NumPy's global generator for None);
@@ -35,6 +35,14 @@ class SimpleNet:
         if arr.ndim != 2 or arr.size == 0:
             raise ValueError(f"SimpleNet: W must be a non-empty 2-D array, got shape {arr.shape}")
         self.W: NDArray[np.floating] = arr
+
+    def __repr__(self) -> str:
+        d, k = self.W.shape
+        return f"{type(self).__name__}({d}-{k}, {self.W.dtype})"
+
+    def _summary_rows(self) -> list[tuple[str, str, int]]:
+        k = self.W.shape[1]
+        return [("MatMul (x·W)", f"(None, {k})", int(self.W.size)), ("softmax", f"(None, {k})", 0)]
 
     def predict(self, x: ArrayLike) -> NDArray[np.floating]:
         """Scores z = x·W: (n, 3) for x (n, 2), (3,) for one sample (2,)."""

@@ -9,14 +9,14 @@ from ferrograd._random import make_rng
 from ferrograd.functions import cross_entropy_error, softmax
 from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import as_targets
-from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
+from ferrograd.nets._common import ModelMixin, accuracy, as_batch, check_dtype, check_size
 
 __all__ = ["SoftmaxRegression"]
 
 FloatArray = NDArray[np.floating]
 
 
-class SoftmaxRegression:
+class SoftmaxRegression(ModelMixin):
     """y = softmax(x·W + b) with ``params`` W (d, k) and b (k,), trained on cross-entropy.
 
     Weights start as ``weight_init_std`` × standard normal draws (seeded), b at 0.
@@ -36,11 +36,26 @@ class SoftmaxRegression:
         d = check_size(op, "input_size", input_size)
         k = check_size(op, "output_size", output_size)
         self.dtype = check_dtype(op, dtype)
+        self.weight_init_std = float(weight_init_std)
         rng = make_rng(seed)
         self.params: dict[str, FloatArray] = {
             "W": (weight_init_std * rng.standard_normal((d, k))).astype(self.dtype),
             "b": np.zeros(k, dtype=self.dtype),
         }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.input_size}-{self.output_size}, {self.dtype})"
+
+    def _summary_rows(self) -> list[tuple[str, str, int]]:
+        k = self.output_size
+        return [
+            (
+                "Affine (x·W + b)",
+                f"(None, {k})",
+                int(self.params["W"].size + self.params["b"].size),
+            ),
+            ("softmax (SoftmaxWithLoss)", f"(None, {k})", 0),
+        ]
 
     @property
     def input_size(self) -> int:

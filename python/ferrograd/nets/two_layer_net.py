@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from ferrograd import _core
 from ferrograd._random import make_rng
 from ferrograd.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, as_targets
-from ferrograd.nets._common import accuracy, as_batch, check_dtype, check_size
+from ferrograd.nets._common import ModelMixin, accuracy, as_batch, check_dtype, check_size
 
 __all__ = ["TwoLayerNet"]
 
@@ -26,7 +26,7 @@ Grads = dict[str, FloatArray]
 _KEYS = ("W1", "b1", "W2", "b2")
 
 
-class TwoLayerNet:
+class TwoLayerNet(ModelMixin):
     """Two-layer classifier with ``params`` W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
 
     Weights start as ``weight_init_std`` × standard normal draws from
@@ -54,6 +54,7 @@ class TwoLayerNet:
         if activation not in ("sigmoid", "relu"):
             raise ValueError(f"{op}: activation must be 'sigmoid' or 'relu', got {activation!r}")
         self.dtype = check_dtype(op, dtype)
+        self.weight_init_std = float(weight_init_std)
         self.activation = cast(Literal["sigmoid", "relu"], activation)
         rng = make_rng(seed)
         self.params: dict[str, FloatArray] = {
