@@ -4,8 +4,9 @@ The loop is the book's (DLFS ch04/train_neuralnet.py and common/trainer.py): eac
 iteration draws ``mini_batch_size`` random indices with replacement, computes the
 gradient (backprop or numerical), updates ``network.params`` in place, and records the
 mini-batch loss (at the parameters before the update: the fused step gets it from its
-forward pass for free; the book evaluates it once more after the update); every epoch (max(train_size / batch_size, 1) iterations) it records train
-and test accuracy. With backprop, a network and optimizer that ``ferrograd.fused``
+forward pass for free; the book evaluates it once more after the update); every epoch (max(train_size / batch_size, 1) iterations) it records the epoch's mean
+loss, train accuracy and the validation and test accuracy and loss, then calls the
+callbacks (:mod:`ferrograd.callbacks`). With backprop, a network and optimizer that ``ferrograd.fused``
 supports run one native call per epoch instead of a Python loop; both paths draw the
 same mini-batches from the same seeded Generator.
 """
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,11 +71,36 @@ class History:
     iterations: int = 0
     interrupted: bool = False
     fused: bool = False
+    epoch_loss: list[float] = field(default_factory=list)
+    """Mean training (mini-batch) loss of each epoch: Keras' ``loss``."""
+    val_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    """The learning rate of each epoch's last step."""
+    stopped_early: bool = False
 
     @property
     def epochs(self) -> int:
         """Epochs evaluated (the last may be partial when ``iters`` is not a multiple)."""
-        return len(self.test_acc)
+        return len(self.epoch_seconds)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras' ``History.history``: per-epoch lists under ``loss``, ``accuracy``,
+        ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy``, ``lr``,
+        ``seconds`` (only those measured)."""
+        pairs = (
+            ("loss", self.epoch_loss),
+            ("accuracy", self.train_acc),
+            ("val_loss", self.val_loss),
+            ("val_accuracy", self.val_acc),
+            ("test_loss", self.test_loss),
+            ("test_accuracy", self.test_acc),
+            ("lr", self.lr),
+            ("seconds", self.epoch_seconds),
+        )
+        return {key: list(values) for key, values in pairs if values}
 
     @property
     def seconds(self) -> float:
@@ -83,13 +109,15 @@ class History:
     def __repr__(self) -> str:
         if not self.iterations:
             return "History(no iterations yet)"
-        last = (
-            f", train acc {self.train_acc[-1]:.4f}, test acc {self.test_acc[-1]:.4f}"
-            if self.test_acc
-            else ""
-        )
-        loss = f", loss {self.train_loss[-1]:.4f}" if self.train_loss else ""
+        last = f", train acc {self.train_acc[-1]:.4f}" if self.train_acc else ""
+        if self.val_acc:
+            last += f", val acc {self.val_acc[-1]:.4f}"
+        if self.test_acc:
+            last += f", test acc {self.test_acc[-1]:.4f}"
+        losses = self.epoch_loss or self.train_loss
+        loss = f", loss {losses[-1]:.4f}" if losses else ""
         stop = ", interrupted" if self.interrupted else ""
+        stop += ", stopped early" if self.stopped_early else ""
         return (
             f"History({self.epochs} epochs, {self.iterations} iterations{last}{loss}, "
             f"{self.seconds:.2f} s{stop})"
@@ -241,6 +269,23 @@ class Trainer:
         "ferrograd" (one line per epoch) or "book" (the book's Trainer's lines).
     log_every
         Report every Nth epoch and the last.
+    callbacks
+        :mod:`ferrograd.callbacks` objects (``on_train_begin``, ``on_epoch_begin``,
+        ``on_epoch_end``, ``on_train_end``) or callables ``fn(epoch, logs)`` called after
+        each epoch, on the fused path as on the Python loop.
+    validation_split, validation_data
+        Hold out that fraction of the training set (shuffled with ``seed`` first, as the
+        book's chapter 6 does) or evaluate on the given (x_val, t_val) every epoch.
+    shuffle
+        Keras' epochs: each epoch visits a fresh permutation of the training set in
+        mini-batches, without replacement (``n mod mini_batch_size`` samples wait for the
+        next epoch); default: the book's independent draws with replacement.
+    initial_epoch, initial_iteration
+        Epochs and iterations done before (a resumed run): schedules count on from them.
+
+    The test set is optional. Per epoch the History records the mean training loss,
+    train accuracy, validation and test accuracy and loss, the learning rate and the
+    seconds; ``history.history`` is the Keras dict of them.
     """
 
     def __init__(
@@ -248,8 +293,8 @@ class Trainer:
         network: Network,
         x_train: ArrayLike,
         t_train: ArrayLike,
-        x_test: ArrayLike,
-        t_test: ArrayLike,
+        x_test: ArrayLike | None = None,
+        t_test: ArrayLike | None = None,
         epochs: int = 20,
         mini_batch_size: int = 100,
         optimizer: str | Any = "sgd",
@@ -265,6 +310,12 @@ class Trainer:
         progress: bool | None = None,
         log_format: str = "ferrograd",
         log_every: int = 1,
+        callbacks: Sequence[Any] | None = None,
+        validation_split: float | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        shuffle: bool = False,
+        initial_epoch: int = 0,
+        initial_iteration: int = 0,
     ) -> None:
         if log_format not in ("ferrograd", "book"):
             raise ValueError(
@@ -278,7 +329,38 @@ class Trainer:
         # Inputs in the parameters' dtype, converted once here, not on every mini-batch.
         self.dtype = np.result_type(*params.values())
         self.x_train, self.t_train = self._data("train", x_train, t_train)
-        self.x_test, self.t_test = self._data("test", x_test, t_test)
+        if (x_test is None) != (t_test is None):
+            raise ValueError("Trainer: pass both x_test and t_test, or neither")
+        self.x_test: NDArray | None = None
+        self.t_test: NDArray | None = None
+        if x_test is not None:
+            self.x_test, self.t_test = self._data("test", x_test, t_test)
+        if validation_split is not None and validation_data is not None:
+            raise ValueError("Trainer: pass validation_split or validation_data, not both")
+        self.x_val: NDArray | None = None
+        self.t_val: NDArray | None = None
+        if validation_split is not None:
+            from ferrograd.search import split_validation
+
+            # the book's ch06: shuffle the training set, the first part validates
+            (x_fit, t_fit), (x_val, t_val) = split_validation(
+                self.x_train, self.t_train, float(validation_split), seed=seed
+            )
+            self.x_train, self.t_train = x_fit, t_fit
+            self.x_val, self.t_val = x_val, t_val
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("Trainer: validation_data must be a pair (x_val, t_val)")
+            self.x_val, self.t_val = self._data("val", *validation_data)
+        self.shuffle = bool(shuffle)
+        for name, value in (
+            ("initial_epoch", initial_epoch),
+            ("initial_iteration", initial_iteration),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"Trainer: {name} must be an int >= 0, got {value!r}")
+        self.initial_epoch = int(initial_epoch)
+        self.initial_iteration = int(initial_iteration)
         if gradient not in ("backprop", "numerical"):
             raise ValueError(
                 f"Trainer: gradient must be 'backprop' or 'numerical', got {gradient!r}"
@@ -319,6 +401,10 @@ class Trainer:
         self.use_fused = use_fused
         self._fused_trainer: Any | None = None
         self.history = History()
+        from ferrograd.callbacks import as_callback
+
+        self.callbacks = [as_callback(cb) for cb in (callbacks or ())]
+        self.stop_training = False
 
     @property
     def train_loss_list(self) -> list[float]:
@@ -340,7 +426,10 @@ class Trainer:
         return (
             f"Trainer({type(self.network).__name__}, {opt}(lr={getattr(self.optimizer, 'lr', '?')}), "
             f"batch {self.batch_size}, {self.max_iter} iterations, "
-            f"{self.x_train.shape[0]} train / {self.x_test.shape[0]} test, "
+            f"{self.x_train.shape[0]} train"
+            + (f" / {self.x_val.shape[0]} val" if self.x_val is not None else "")
+            + (f" / {self.x_test.shape[0]} test" if self.x_test is not None else "")
+            + ", "
             f"done {self.history.iterations})"
         )
 
@@ -412,6 +501,31 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
 
+    def _step_rates(self, count: int) -> NDArray[np.float64] | None:
+        """The callbacks' learning rates for the next ``count`` steps (None: optimizer.lr)."""
+        start = self.initial_iteration + self.history.iterations
+        rates = None
+        for cb in self.callbacks:
+            r = cb.learning_rates(start, count)
+            if r is not None:
+                rates = np.ascontiguousarray(r, dtype=np.float64)
+                if rates.shape != (count,):
+                    raise ValueError(
+                        f"Trainer: {type(cb).__name__}.learning_rates gave shape {rates.shape} "
+                        f"for {count} steps"
+                    )
+        return rates
+
+    def _batches(self, todo: int, n_train: int) -> NDArray[np.int64]:
+        """The epoch's index matrix (todo, batch_size)."""
+        if self.shuffle:
+            # Keras' epochs: a permutation, so no sample repeats within the epoch; the
+            # n mod batch_size samples left over sit this epoch out
+            order = self.rng.permutation(n_train)[: todo * self.batch_size]
+            return np.asarray(order, dtype=np.int64).reshape(todo, self.batch_size)
+        # np.random.choice(train_size, batch_size) per iteration, as the book.
+        return self.rng.integers(0, n_train, size=(todo, self.batch_size))
+
     def train(self) -> History:
         """Run the remaining iterations; Ctrl-C stops after the current step (or epoch)."""
         hist = self.history
@@ -424,44 +538,68 @@ class Trainer:
         book_log = self.verbose and self.log_format == "book"
         # The global generator also feeds dropout masks: draw each batch just before its
         # step, in the book's order. Nothing else draws on the fused path.
-        per_step = fused is None and isinstance(self.rng, GlobalGenerator)
+        per_step = fused is None and isinstance(self.rng, GlobalGenerator) and not self.shuffle
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.set_trainer(self)
         try:
+            for cb in self.callbacks:
+                cb.on_train_begin({})
             for epoch in range(n_epochs):
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(epoch, {})
                 todo = min(self.iter_per_epoch, self.max_iter - epoch * self.iter_per_epoch)
-                # np.random.choice(train_size, batch_size) per iteration, as the book.
-                batches = (
-                    None
-                    if per_step
-                    else self.rng.integers(0, n_train, size=(todo, self.batch_size))
-                )
+                batches = None if per_step else self._batches(todo, n_train)
                 start = time.perf_counter()
+                first = len(hist.train_loss)
+                lr = getattr(self.optimizer, "lr", float("nan"))
                 if fused is not None:
                     for lo in range(0, todo, _FUSED_CHUNK):
+                        assert batches is not None
                         part = batches[lo : lo + _FUSED_CHUNK]
-                        losses = fused.run_epoch(self.x_train, self.t_train, part)
+                        rates = self._step_rates(len(part))
+                        extra = {} if rates is None else {"learning_rates": rates}
+                        losses = fused.run_epoch(self.x_train, self.t_train, part, **extra)
                         new = np.asarray(losses, dtype=float).tolist()
                         hist.train_loss.extend(new)
                         if book_log:
                             for loss in new:
                                 say(f"train loss:{loss}")
                         hist.iterations += len(part)
+                        if rates is not None:
+                            lr = float(rates[len(new) - 1])
                         if bar is not None:
                             bar.update(len(part))
                 else:
-                    for i in range(todo):
-                        row = (
-                            self.rng.integers(0, n_train, size=self.batch_size)
-                            if batches is None
-                            else batches[i]
-                        )
-                        hist.train_loss.append(self._step(row))
-                        if book_log:
-                            say(f"train loss:{hist.train_loss[-1]}")
-                        hist.iterations += 1
-                        if bar is not None:
-                            bar.update(1)
+                    rates = self._step_rates(todo)
+                    base_lr = getattr(self.optimizer, "lr", None)
+                    try:
+                        for i in range(todo):
+                            row = (
+                                self.rng.integers(0, n_train, size=self.batch_size)
+                                if batches is None
+                                else batches[i]
+                            )
+                            if rates is not None:
+                                lr = self.optimizer.lr = float(rates[i])
+                            hist.train_loss.append(self._step(row))
+                            if book_log:
+                                say(f"train loss:{hist.train_loss[-1]}")
+                            hist.iterations += 1
+                            if bar is not None:
+                                bar.update(1)
+                    finally:
+                        if rates is not None:
+                            # as on the fused path, the schedule leaves optimizer.lr alone
+                            self.optimizer.lr = base_lr
                 seconds = time.perf_counter() - start
-                self._end_epoch(epoch + 1, n_epochs, todo, seconds, say)
+                epoch_loss = float(np.mean(hist.train_loss[first:]))
+                self._end_epoch(epoch, n_epochs, todo, seconds, say, epoch_loss, float(lr))
+                if self.stop_training:
+                    hist.stopped_early = True
+                    if self.verbose and not book_log:
+                        say(f"stopped after epoch {epoch + 1}")
+                    break
         except KeyboardInterrupt:
             hist.interrupted = True
             if self.verbose:
@@ -469,32 +607,75 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if book_log and not hist.interrupted:
+        for cb in self.callbacks:
+            cb.on_train_end({})
+        if book_log and not hist.interrupted and self.x_test is not None:
             self.log("=============== Final Test Accuracy ===============")
             self.log(f"test acc:{self.test_accuracy()}")
         return hist
 
     def _end_epoch(
-        self, epoch: int, n_epochs: int, iters: int, seconds: float, say: Callable[[str], None]
+        self,
+        epoch: int,
+        n_epochs: int,
+        iters: int,
+        seconds: float,
+        say: Callable[[str], None],
+        epoch_loss: float,
+        lr: float,
     ) -> None:
         hist = self.history
         limit = self.evaluate_sample_num
+        logs: dict[str, float] = {"loss": epoch_loss}
         train_acc = self._accuracy(self.x_train, self.t_train, limit)
-        test_acc = self._accuracy(self.x_test, self.t_test, limit)
+        logs["accuracy"] = train_acc
         hist.train_acc.append(train_acc)
-        hist.test_acc.append(test_acc)
+        shown = [("train acc", train_acc)]
+        for split, x, t, accs, losses in (
+            ("val", self.x_val, self.t_val, hist.val_acc, hist.val_loss),
+            ("test", self.x_test, self.t_test, hist.test_acc, hist.test_loss),
+        ):
+            if x is None or t is None:
+                continue
+            acc = self._accuracy(x, t, limit)
+            loss = self._loss(x, t, limit)
+            accs.append(acc)
+            losses.append(loss)
+            logs[f"{split}_loss"], logs[f"{split}_accuracy"] = loss, acc
+            shown.append((f"{split} acc", acc))
+        hist.epoch_loss.append(epoch_loss)
+        hist.lr.append(lr)
         hist.epoch_seconds.append(seconds)
         hist.epoch_iterations.append(iters)
+        logs["lr"], logs["seconds"] = lr, seconds
+        number = epoch + 1
         if self.verbose and self.log_format == "book":
-            say(f"=== epoch:{epoch}, train acc:{train_acc}, test acc:{test_acc} ===")
-        elif self.verbose and (epoch % self.log_every == 0 or epoch == n_epochs):
-            loss = hist.train_loss[-1] if hist.train_loss else float("nan")
+            accs_text = ", ".join(f"{name}:{value}" for name, value in shown)
+            say(f"=== epoch:{number}, {accs_text} ===")
+        elif self.verbose and (number % self.log_every == 0 or number == n_epochs):
+            names = ", ".join(name for name, _ in shown)
+            values = ", ".join(f"{value:.4f}" for _, value in shown)
             say(
-                f"epoch {epoch:>{len(str(n_epochs))}}/{n_epochs} | iter {hist.iterations} | "
-                f"loss {loss:.4f} | {seconds:.2f} s | "
-                f"train acc, test acc | {train_acc:.4f}, {test_acc:.4f}"
+                f"epoch {number:>{len(str(n_epochs))}}/{n_epochs} | iter {hist.iterations} | "
+                f"loss {epoch_loss:.4f} | {seconds:.2f} s | {names} | {values}"
             )
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, dict(logs))
+
+    def _loss(self, x: NDArray, t: NDArray, limit: int | None = None) -> float:
+        """Mean loss of the network over (x, t), in chunks of rows (inference mode)."""
+        if limit is not None:
+            x, t = x[:limit], t[:limit]
+        loss = self.network.loss
+        n = x.shape[0]
+        total = 0.0
+        for start in range(0, n, _EVAL_CHUNK):
+            xs, ts = x[start : start + _EVAL_CHUNK], t[start : start + _EVAL_CHUNK]
+            total += float(loss(xs, ts)) * xs.shape[0]
+        return total / n
 
     def test_accuracy(self) -> float:
         """Accuracy on the whole test set."""
+        if self.x_test is None or self.t_test is None:
+            raise ValueError("Trainer.test_accuracy: this trainer has no test set")
         return self._accuracy(self.x_test, self.t_test)

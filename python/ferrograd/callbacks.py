@@ -1,0 +1,260 @@
+"""Callbacks of :class:`ferrograd.Trainer`, Keras-style, on the fused and Python paths.
+
+A callback is a :class:`Callback` (override any of ``on_train_begin``,
+``on_epoch_begin``, ``on_epoch_end``, ``on_train_end``) or a plain callable, called as
+``fn(epoch, logs)`` after every epoch. ``epoch`` counts from 0 as in Keras; ``logs`` holds
+the epoch's numbers under Keras' names: ``loss`` (mean training loss of the epoch),
+``accuracy``, ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy`` (those
+measured), ``lr`` and ``seconds``. Setting ``trainer.stop_training = True`` ends the run
+after the current epoch.
+
+A learning-rate schedule per iteration reaches the fused step as one learning rate per
+step (``Callback.learning_rates``), so it never leaves the native path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "LambdaCallback",
+    "LearningRateScheduler",
+    "TerminateOnNaN",
+    "inverse_time_decay",
+    "step_decay",
+]
+
+Logs = dict[str, float]
+
+
+class Callback:
+    """Base class: every hook does nothing; ``trainer`` is set before training starts."""
+
+    trainer: Any = None
+
+    def set_trainer(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Before the first epoch of ``Trainer.train``."""
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        """Before epoch ``epoch`` (from 0); a change of ``optimizer.lr`` here applies to it."""
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        """After epoch ``epoch`` was evaluated; ``logs`` holds its numbers."""
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        """After the last epoch (also after an early stop or Ctrl-C)."""
+
+    def learning_rates(self, start: int, count: int) -> NDArray[np.float64] | None:
+        """One learning rate for each of the ``count`` steps from global step ``start``,
+        or None to leave ``optimizer.lr`` as it is."""
+        return None
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions (Keras' LambdaCallback): ``on_epoch_end(epoch, logs)``…"""
+
+    def __init__(
+        self,
+        on_epoch_begin: Callable[[int, Logs], Any] | None = None,
+        on_epoch_end: Callable[[int, Logs], Any] | None = None,
+        on_train_begin: Callable[[Logs], Any] | None = None,
+        on_train_end: Callable[[Logs], Any] | None = None,
+    ) -> None:
+        self._hooks = {
+            "epoch_begin": on_epoch_begin,
+            "epoch_end": on_epoch_end,
+            "train_begin": on_train_begin,
+            "train_end": on_train_end,
+        }
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if (fn := self._hooks["train_begin"]) is not None:
+            fn(logs or {})
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        if (fn := self._hooks["epoch_begin"]) is not None:
+            fn(epoch, logs or {})
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        if (fn := self._hooks["epoch_end"]) is not None:
+            fn(epoch, logs or {})
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if (fn := self._hooks["train_end"]) is not None:
+            fn(logs or {})
+
+
+def as_callback(obj: Any) -> Callback:
+    """A Callback as is; an object with any ``on_*`` hook wrapped; a callable as on_epoch_end."""
+    if isinstance(obj, Callback):
+        return obj
+    hooks = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end")
+    if any(callable(getattr(obj, h, None)) for h in hooks):
+        return LambdaCallback(**{h: getattr(obj, h, None) for h in hooks})
+    if callable(obj):
+        return LambdaCallback(on_epoch_end=obj)
+    raise TypeError(
+        f"Trainer: a callback must be a Callback, an object with on_epoch_end(...) or a "
+        f"callable fn(epoch, logs), got {type(obj).__name__}"
+    )
+
+
+# ----------------------------------------------------------------- monitoring
+
+
+def _mode(cls: str, monitor: str, mode: str) -> Callable[[float, float], bool]:
+    """``better(a, b)``: a improves on b (min for losses, max for accuracies)."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{cls}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        mode = "max" if "acc" in monitor else "min"
+    return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+
+
+def _monitored(cls: str, monitor: str, logs: Logs | None) -> float | None:
+    value = (logs or {}).get(monitor)
+    if value is None:
+        raise ValueError(
+            f"{cls}: monitor {monitor!r} is not measured; this run logs "
+            f"{', '.join(sorted(logs or {}))}"
+        )
+    return float(value)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs; with ``restore_best_weights`` the parameters of the
+    best epoch are copied back into the network at the end of training.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+    ) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        self.monitor = monitor
+        self.min_delta = abs(float(min_delta))
+        self.patience = patience
+        self._better = _mode("EarlyStopping", monitor, mode)
+        self.restore_best_weights = restore_best_weights
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self.wait = 0
+        self._best_state: dict[str, NDArray[Any]] | None = None
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.best, self.best_epoch, self.stopped_epoch, self.wait = None, None, None, 0
+        self._best_state = None
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        value = _monitored("EarlyStopping", self.monitor, logs)
+        assert value is not None
+        if math.isnan(value):
+            improved = False
+        elif self.best is None:
+            improved = True
+        else:
+            step = self.min_delta if self._better(1.0, 0.0) else -self.min_delta
+            improved = self._better(value - step, self.best)
+        if improved:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_state = _snapshot(self.trainer.network)
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.restore_best_weights and self._best_state is not None:
+            _restore(self.trainer.network, self._best_state)
+
+
+def _snapshot(network: Any) -> dict[str, NDArray[Any]]:
+    return {f"param/{k}": np.array(v, copy=True) for k, v in network.params.items()}
+
+
+def _restore(network: Any, state: dict[str, NDArray[Any]]) -> None:
+    for key, value in state.items():
+        kind, _, name = key.partition("/")
+        if kind == "param":
+            np.copyto(network.params[name], value)  # in place: the layers hold these arrays
+        else:
+            layer, _, attr = name.partition("/")
+            setattr(network.layers[layer], attr, value.copy())
+
+
+class TerminateOnNaN(Callback):
+    """Stop training after an epoch whose training loss was NaN or infinite."""
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.trainer.stop_training = True
+            self.trainer.log(f"epoch {epoch + 1}: loss {loss}, terminating training")
+
+
+# ----------------------------------------------------------------- learning rates
+
+
+def inverse_time_decay(initial_lr: float, decay: float) -> Callable[[int], float]:
+    """t ↦ initial_lr / (1 + decay·t): Keras' ``decay=`` argument (t = iterations done)."""
+    return lambda t: initial_lr / (1.0 + decay * t)
+
+
+def step_decay(initial_lr: float, drop: float = 0.5, every: int = 10) -> Callable[[int], float]:
+    """epoch ↦ initial_lr · drop^⌊epoch / every⌋."""
+    if every <= 0:
+        raise ValueError(f"step_decay: every must be a positive int, got {every!r}")
+    return lambda epoch: initial_lr * drop ** (epoch // every)
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate from ``schedule``, a function of the epoch (from 0, before
+    each epoch) or, with ``per="iteration"``, of the global step t (iterations done before
+    the step, counting the trainer's ``initial_iteration``): e.g.
+    ``LearningRateScheduler(inverse_time_decay(0.01, 1e-4), per="iteration")``.
+    """
+
+    def __init__(self, schedule: Callable[[int], float], per: str = "epoch") -> None:
+        if per not in ("epoch", "iteration"):
+            raise ValueError(
+                f"LearningRateScheduler: per must be 'epoch' or 'iteration', got {per!r}"
+            )
+        self.schedule = schedule
+        self.per = per
+
+    def _rate(self, n: int) -> float:
+        lr = float(self.schedule(n))
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(
+                f"LearningRateScheduler: the schedule gave lr={lr!r} at {self.per} {n}; "
+                "expected a positive number"
+            )
+        return lr
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        if self.per == "epoch":
+            self.trainer.optimizer.lr = self._rate(self.trainer.initial_epoch + epoch)
+
+    def learning_rates(self, start: int, count: int) -> NDArray[np.float64] | None:
+        if self.per != "iteration":
+            return None
+        return np.array([self._rate(t) for t in range(start, start + count)], dtype=np.float64)
