@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ferrograd import load
 from ferrograd.callbacks import (
     Callback,
     EarlyStopping,
     LearningRateScheduler,
+    ModelCheckpoint,
     TerminateOnNaN,
     inverse_time_decay,
     step_decay,
@@ -210,6 +212,32 @@ def test_step_decay_per_epoch():
     with pytest.raises(ValueError, match=r"lr=-1\.0 at epoch 0"):
         bad = LearningRateScheduler(lambda e: -1.0)
         Trainer(net, x, t, epochs=1, verbose=False, callbacks=[bad]).train()
+
+
+def test_model_checkpoint_keeps_best_and_last(sample, tmp_path):
+    x, t, xt, tt = sample
+    rec = Recorder()
+    best = ModelCheckpoint(tmp_path / "best.npz", monitor="val_accuracy", save_best_only=True)
+    last = ModelCheckpoint(tmp_path / "epoch{epoch}.npz")
+    wreck = LearningRateScheduler(lambda epoch: 0.1 if epoch < 2 else 40.0)
+    net = TwoLayerNet(784, 20, 10, seed=0, activation="relu")
+    hist = Trainer(
+        net, x, t, epochs=4, seed=0, verbose=False, callbacks=[wreck, rec, best, last],
+        validation_data=(xt, tt),
+    ).train()  # fmt: skip
+    assert [p.name for p in last.saved] == [f"epoch{e}.npz" for e in range(1, 5)]
+    top = int(np.argmax(hist.val_acc))
+    assert best.best == hist.val_acc[top] and len(best.saved) == top + 1
+    saved = load(tmp_path / "best.npz")
+    for key, value in rec.params[top].items():
+        np.testing.assert_array_equal(saved.params[key], value)
+    final = load(tmp_path / "epoch4.npz")
+    for key, value in net.params.items():
+        np.testing.assert_array_equal(final.params[key], value)
+    with pytest.raises(FileNotFoundError, match="directory"):
+        Trainer(
+            net, x, t, epochs=1, verbose=False, callbacks=[ModelCheckpoint(tmp_path / "no" / "m")]
+        ).train()
 
 
 def test_terminate_on_nan():

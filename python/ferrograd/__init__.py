@@ -53,6 +53,7 @@ from ferrograd.nets import (
 )
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 from ferrograd.perceptron import AND, NAND, OR, XOR
+from ferrograd.saving import Checkpoint, load, load_checkpoint, save
 from ferrograd.trainer import History, Trainer, load_params, save_params
 from ferrograd.util import to_categorical
 
@@ -67,6 +68,7 @@ __all__ = [
     "AddLayer",
     "Affine",
     "BatchNormalization",
+    "Checkpoint",
     "DatasetError",
     "DownloadError",
     "Dropout",
@@ -92,6 +94,8 @@ __all__ = [
     "gradient_check",
     "gradient_descent",
     "identity_function",
+    "load",
+    "load_checkpoint",
     "load_fashion_mnist",
     "load_mnist",
     "load_mnist_sample",
@@ -102,6 +106,7 @@ __all__ = [
     "numerical_gradient_2d",
     "relu",
     "relu_grad",
+    "save",
     "save_params",
     "sigmoid",
     "sigmoid_grad",

@@ -15,7 +15,9 @@ step (``Callback.learning_rates``), so it never leaves the native path.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ __all__ = [
     "EarlyStopping",
     "LambdaCallback",
     "LearningRateScheduler",
+    "ModelCheckpoint",
     "TerminateOnNaN",
     "inverse_time_decay",
     "step_decay",
@@ -133,7 +136,7 @@ def _monitored(cls: str, monitor: str, logs: Logs | None) -> float | None:
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs; with ``restore_best_weights`` the parameters of the
+    epochs; with ``restore_best_weights`` the parameters (and batch-norm statistics) of the
     best epoch are copied back into the network at the end of training.
     """
 
@@ -188,7 +191,11 @@ class EarlyStopping(Callback):
 
 
 def _snapshot(network: Any) -> dict[str, NDArray[Any]]:
-    return {f"param/{k}": np.array(v, copy=True) for k, v in network.params.items()}
+    from ferrograd.saving import _buffers
+
+    state = {f"param/{k}": np.array(v, copy=True) for k, v in network.params.items()}
+    state.update({f"buffer/{k}": np.array(v, copy=True) for k, v in _buffers(network).items()})
+    return state
 
 
 def _restore(network: Any, state: dict[str, NDArray[Any]]) -> None:
@@ -209,6 +216,49 @@ class TerminateOnNaN(Callback):
         if loss is not None and not math.isfinite(loss):
             self.trainer.stop_training = True
             self.trainer.log(f"epoch {epoch + 1}: loss {loss}, terminating training")
+
+
+class ModelCheckpoint(Callback):
+    """Save the model, optimizer and trainer state with ``ferrograd.save`` after each epoch.
+
+    ``filepath`` may hold ``{epoch}`` (from 1) and any logged name (``{val_loss:.4f}``).
+    With ``save_best_only`` a file is written only when ``monitor`` improved: two
+    checkpoints, one with ``save_best_only=True`` and one without, keep the best and the
+    last epoch.
+    """
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+    ) -> None:
+        self.filepath = str(filepath)
+        self.monitor = monitor
+        self.save_best_only = save_best_only
+        self._better = _mode("ModelCheckpoint", monitor, mode)
+        self.best: float | None = None
+        self.saved: list[Path] = []
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        parent = Path(self.filepath).parent
+        if not parent.is_dir():
+            raise FileNotFoundError(f"ModelCheckpoint: directory {parent} does not exist")
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        from ferrograd.saving import save
+
+        logs = logs or {}
+        if self.save_best_only:
+            value = _monitored("ModelCheckpoint", self.monitor, logs)
+            assert value is not None
+            if math.isnan(value) or (self.best is not None and not self._better(value, self.best)):
+                return
+            self.best = value
+        path = Path(self.filepath.format(epoch=epoch + 1, **logs))
+        trainer = self.trainer
+        self.saved.append(save(trainer.network, path, trainer=trainer))
 
 
 # ----------------------------------------------------------------- learning rates

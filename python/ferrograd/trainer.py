@@ -148,7 +148,11 @@ def _atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
 
 
 def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
-    """Save ``network.params`` to an ``.npz`` file (atomically: temp file + os.replace)."""
+    """Save ``network.params`` to an ``.npz`` file (atomically: temp file + os.replace).
+
+    Parameters only, under their own names: ``ferrograd.save`` also keeps the
+    architecture, batch norm's running statistics and the training state.
+    """
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
@@ -160,7 +164,8 @@ def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def load_params(network: Any, path: str | os.PathLike[str]) -> None:
-    """Copy parameters saved by :func:`save_params` into ``network.params`` in place.
+    """Copy parameters saved by :func:`save_params` (or ``ferrograd.save``) into
+    ``network.params`` in place.
 
     The file must hold exactly the network's keys with the same shapes and dtypes
     (ValueError otherwise); arrays are copied into the existing ones, so layers that share
@@ -177,6 +182,11 @@ def load_params(network: Any, path: str | os.PathLike[str]) -> None:
                 saved = {k: data[k] for k in data.files}
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, corrupt, pickles
         raise ValueError(f"load_params: {path} is not a file of save_params ({exc})") from exc
+    from ferrograd.saving import META_KEY, load
+
+    if META_KEY in saved:  # a file of ferrograd.save: checked against the architecture too
+        load(path, model=network)
+        return
     params = network.params
     if set(saved) != set(params):
         raise ValueError(
