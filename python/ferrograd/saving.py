@@ -2,22 +2,13 @@
 
 ``save(model, path, optimizer=None, trainer=None)`` writes, without pickles:
 
-============================  =====================================================
-entry                         what it holds
-============================  =====================================================
-``__ferrograd__``             JSON (UTF-8 bytes as a uint8 array): format version,
-                              the model's class and constructor arguments (sizes,
-                              activation, init, weight decay, dropout, batch norm,
-                              dtype), the optimizer's class, hyperparameters and
-                              ``iter``, the trainer's iterations/epochs and the
-                              scalar part of its random generator's state
-``param/<name>``              every entry of ``model.params`` (W1, b1, …, gamma1, …)
-``buffer/<layer>/<name>``     arrays a prediction needs beyond ``params``: batch
-                              norm's ``running_mean`` and ``running_var``
-``optimizer/<state>/<name>``  the optimizer's state (``v``, ``h``, ``m``) per parameter
-``rng/<name>``                array parts of the trainer's generator state
-                              (the Mersenne Twister key of NumPy's global generator)
-============================  =====================================================
+| entry | what it holds |
+| --- | --- |
+| ``__ferrograd__`` | JSON as UTF-8 bytes in a uint8 array: format name and version, the model's class and constructor arguments (sizes, activation, init, weight decay, dropout, batch norm, dtype), the optimizer's class, hyperparameters, ``iter`` and state names, the trainer's iterations and epochs, the scalar part of each generator's state |
+| ``param/<name>`` | every entry of ``model.params`` (W1, b1, …, gamma1, beta1, …) |
+| ``buffer/<layer>/<name>`` | arrays a prediction needs beyond ``params``: batch norm's ``running_mean`` and ``running_var`` |
+| ``optimizer/<state>/<name>`` | the optimizer's state (``v``, ``h``, ``m``) per parameter |
+| ``rng/key``, ``model_rng/key`` | the Mersenne Twister key of the trainer's (NumPy's global) or the net's generator, when it is one |
 
 ``load(path)`` rebuilds the model from that alone; ``load(path, model=net)`` copies into
 an existing model after checking class, architecture, names, shapes and dtypes (a
