@@ -312,3 +312,14 @@ def test_the_course_notebook_run_is_reproducible(sample):
     assert (loss, acc) == again.evaluate(xt, yt) == first.evaluate(xt, tt)
     # 30 small steps from zero: well above chance, far from converged
     assert 0.5 < acc < 0.85 and 1.0 < loss < 2.2
+
+
+def test_validation_split_with_seed_none_follows_numpys_global_generator():
+    x, t = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+    net = SoftmaxRegression(2, 2)  # its weights come from np.random too: draw them first
+    np.random.seed(4)  # noqa: NPY002
+    trainer = Trainer(net, x, t, validation_split=0.25)
+    np.random.seed(4)  # noqa: NPY002
+    order = np.random.permutation(20)  # noqa: NPY002 (the book's shuffle_dataset)
+    np.testing.assert_array_equal(trainer.x_val[:, 0], x[order[:5], 0])
+    np.testing.assert_array_equal(trainer.x_train[:, 0], x[order[5:], 0])

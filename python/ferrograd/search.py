@@ -38,9 +38,13 @@ class Trial:
 
 
 def split_validation(
-    x: NDArray, t: NDArray, validation_ratio: float = 0.2, seed: int | None = None
+    x: NDArray,
+    t: NDArray,
+    validation_ratio: float = 0.2,
+    seed: int | np.random.Generator | None = None,
 ) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
-    """Shuffle (x, t) and split off the first ``validation_ratio`` as validation data."""
+    """Shuffle (x, t) and split off the first ``validation_ratio`` as validation data
+    (``seed``: as ``numpy.random.default_rng`` takes it, a Generator is drawn from)."""
     if not 0.0 < validation_ratio < 1.0:
         raise ValueError(
             f"split_validation: validation_ratio must be in (0, 1), got {validation_ratio}"

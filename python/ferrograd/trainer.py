@@ -263,7 +263,8 @@ class Trainer:
     gradient
         "backprop" or "numerical" (central differences; slow).
     seed
-        Seed of the mini-batch draws (None: NumPy's global generator, as the book).
+        Seed of the mini-batch draws (None: NumPy's global generator, as the book), or a
+        Generator to draw from (``load_checkpoint(path).rng`` resumes a saved run).
     verbose
         Report one line per epoch through ``log``.
     iters
@@ -311,7 +312,7 @@ class Trainer:
         optimizer_param: Mapping[str, float] | None = None,
         evaluate_sample_num_per_epoch: int | None = None,
         gradient: str = "backprop",
-        seed: int | None = None,
+        seed: int | np.random.Generator | None = None,
         verbose: bool = True,
         iters: int | None = None,
         *,
@@ -352,9 +353,10 @@ class Trainer:
         if validation_split is not None:
             from ferrograd.search import split_validation
 
-            # the book's ch06: shuffle the training set, the first part validates
+            # the book's ch06: shuffle the training set (np.random.permutation for seed
+            # None), the first part validates
             (x_fit, t_fit), (x_val, t_val) = split_validation(
-                self.x_train, self.t_train, float(validation_split), seed=seed
+                self.x_train, self.t_train, float(validation_split), seed=make_rng(seed)
             )
             self.x_train, self.t_train = x_fit, t_fit
             self.x_val, self.t_val = x_val, t_val
