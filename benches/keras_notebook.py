@@ -1,6 +1,6 @@
 """The course's Keras notebook, softmax regression on MNIST, in ferrograd and in Keras.
 
-    python benches/keras_notebook.py [--epochs 5] [--decay 1e-4] [--repeat 3] [--sample]
+    python benches/keras_notebook.py [--epochs 5] [--decay 1e-4] [--repeat 3] [--threads 1]
 
 The notebook's steps, one for one: labels through ``to_categorical``, a 784→10 softmax
 layer, SGD at lr 0.01 decaying as lr/(1 + decay·t) per iteration, 5 epochs of batch 100
@@ -16,11 +16,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import ferrograd as fg
-import numpy as np
-from ferrograd.callbacks import LearningRateScheduler, inverse_time_decay
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench modules
+from bench_numpy import _pin_threads
+
+# before NumPy starts OpenBLAS; one thread unless --threads says otherwise (see main)
+_THREADS = _pin_threads(sys.argv if "--threads" in sys.argv else ["--threads", "1"])
+
+import ferrograd as fg  # noqa: E402
+import numpy as np  # noqa: E402
+from ferrograd.callbacks import LearningRateScheduler, inverse_time_decay  # noqa: E402
 
 LR = 0.01
 BATCH = 100
@@ -86,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sample", action="store_true", help="the shipped sample only")
     parser.add_argument("--book", action="store_true", help="also the book's sampling")
+    # one thread: a 100×784·784×10 product is too small to split, and spinning BLAS
+    # threads on a busy 2-core machine cost more than they give
+    parser.add_argument("--threads", type=int, default=1, help="BLAS and ferrograd threads")
     args = parser.parse_args(argv)
     x, t, xt, tt, source = load_data(args.sample)
     y, yt = fg.to_categorical(t, 10), fg.to_categorical(tt, 10)
     print(
         f"softmax regression 784-10, SGD lr {LR} decay {args.decay:g}, batch {BATCH}, "
-        f"{args.epochs} epochs, {source}"
+        f"{args.epochs} epochs, {source}; {_THREADS} BLAS/ferrograd threads"
     )
     runs = {
         "ferrograd, Keras' epochs": lambda: ferrograd_run(
