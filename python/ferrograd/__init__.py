@@ -57,6 +57,37 @@ from ferrograd.saving import Checkpoint, load, load_checkpoint, save
 from ferrograd.trainer import History, Trainer, load_params, save_params
 from ferrograd.util import to_categorical
 
+
+def _check_thread_setting() -> None:
+    """Warn when FERROGRAD_NUM_THREADS is not used as given, and say what is used."""
+    import os
+    import warnings
+
+    from ferrograd import _core
+
+    value = os.environ.get("FERROGRAD_NUM_THREADS")
+    if value is None:
+        return
+    try:
+        wanted = int(value.strip())
+    except ValueError:
+        wanted = 0
+    cores = os.cpu_count() or 1
+    if wanted <= 0:
+        why = "is not a positive integer"
+    elif wanted > cores * _core.MAX_THREADS_PER_CORE:
+        why = f"is more than {_core.MAX_THREADS_PER_CORE} threads per core ({cores} cores)"
+    else:
+        return
+    warnings.warn(
+        f"FERROGRAD_NUM_THREADS={value!r} {why}; using {_core.num_threads()} threads",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+_check_thread_setting()
+
 __all__ = [
     "AND",
     "NAND",

@@ -7,6 +7,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __version__: str
+MAX_THREADS_PER_CORE: int
 
 _F = TypeVar("_F", np.float32, np.float64)
 _Activation = Literal["sigmoid", "relu"]

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
+from ferrograd.layers import as_targets
 from ferrograd.optimizers import OPTIMIZERS, Optimizer
 
 __all__ = ["FusedTrainer", "supports"]
@@ -130,20 +131,25 @@ class FusedTrainer:
             arrays.extend(state[k] for k in self._keys)
         return arrays
 
-    def _targets(self, t: ArrayLike) -> NDArray[Any]:
-        t = np.asarray(t)
-        if t.ndim == 1 and t.dtype.kind in "iu":
-            return np.ascontiguousarray(t, dtype=np.int64)
-        return np.ascontiguousarray(t, dtype=self.dtype)
+    def _targets(self, t: ArrayLike, n: int) -> NDArray[Any]:
+        """t checked as the Python path checks it (one message per mistake): int64 labels
+        in range (n,), or one-hot rows (n, k) of the working dtype."""
+        k = int(self.network.params[self._keys[-1]].shape[0])
+        return as_targets("FusedTrainer", t, n, k, self.dtype)
 
     def _rows(self, x: ArrayLike, train: bool) -> _core.SparseRows | NDArray[Any]:
         """x as the kernels read it: its compressed rows, made once per array object."""
-        if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == self.input_size):
+        if not isinstance(x, np.ndarray):
+            return np.ascontiguousarray(x, dtype=self.dtype)  # the kernel names the problem
+        flat = x
+        if x.ndim > 2 and x.shape[0] and math.prod(x.shape[1:]) == self.input_size:
+            flat = x.reshape(x.shape[0], -1)  # (n, 1, 28, 28) images, as the nets flatten them
+        if not (flat.ndim == 2 and flat.shape[1] == self.input_size):
             return np.ascontiguousarray(x, dtype=self.dtype)  # the kernel names the problem
         for cached in (self._train_rows, self._other_rows):
             if cached is not None and cached[0] is x:
                 return cached[1]
-        rows = _core.SparseRows(np.ascontiguousarray(x, dtype=self.dtype))
+        rows = _core.SparseRows(np.ascontiguousarray(flat, dtype=self.dtype))
         if train:
             self._train_rows = (x, rows)
         else:
@@ -167,7 +173,7 @@ class FusedTrainer:
         step) sets each step's learning rate within the call.
         """
         x = self._rows(x_train, train=True)
-        t = self._targets(t_train)
+        t = self._targets(t_train, _row_count(x_train))
         idx = np.asarray(batch_index_matrix)
         if idx.dtype.kind not in "iu":  # NumPy indexing refuses floats too; never truncate
             raise TypeError(f"run_epoch: batch_index_matrix has dtype {idx.dtype}; expected int")
@@ -175,16 +181,23 @@ class FusedTrainer:
         lrs = None if learning_rates is None else np.ascontiguousarray(learning_rates, np.float64)
         params = [self.network.params[k] for k in self._keys]
         start = int(getattr(self.optimizer, "iter", 0))
-        losses = self._core.run(
-            params,
-            self._state(),
-            x,
-            t,
-            idx,
-            iter=start,
-            hyperparameters=self.optimizer.hyperparameters(),
-            learning_rates=lrs,
-        )
+        try:
+            losses = self._core.run(
+                params,
+                self._state(),
+                x,
+                t,
+                idx,
+                iter=start,
+                hyperparameters=self.optimizer.hyperparameters(),
+                learning_rates=lrs,
+            )
+        except BaseException as e:
+            # Interrupted (Ctrl-C): the steps applied before it stay applied, and the
+            # exception's ``losses`` holds one loss per such step. Count exactly those.
+            if hasattr(self.optimizer, "iter"):
+                self.optimizer.iter = start + len(getattr(e, "losses", ()))
+            raise
         if hasattr(self.optimizer, "iter"):
             self.optimizer.iter = start + len(losses)
         return losses
@@ -195,6 +208,12 @@ class FusedTrainer:
         return _core.accuracy(
             [p[k] for k in self._keys],
             self._rows(x, train=False),
-            self._targets(t),
+            self._targets(t, _row_count(x)),
             activation=cast(Any, self.activation),
         )
+
+
+def _row_count(x: ArrayLike) -> int:
+    """Rows of x (the targets must have as many)."""
+    shape = np.shape(x)
+    return int(shape[0]) if shape else 1

@@ -172,11 +172,21 @@ fn run_typed<'py, T: SparseDtype>(
         rest = tail;
     }
     let signal = SignalCheck::default();
-    let losses = py.detach(|| {
+    let mut losses = Vec::new();
+    let done = py.detach(|| {
         let stop = || signal.interrupted();
-        trainer.run(&mut p, &mut s_sets, x, t, idx, learning_rates, iter, &stop)
+        let schedule = (learning_rates, iter);
+        trainer.run_into(&mut p, &mut s_sets, x, t, idx, schedule, &stop, &mut losses)
     });
-    Ok(signal.result(losses)?.into_pyarray(py))
+    match signal.result(done) {
+        Ok(()) => Ok(losses.into_pyarray(py)),
+        Err(err) => {
+            // The steps before the interruption stay applied: the exception carries
+            // their losses, so the caller counts exactly those (Adam's iter, History).
+            err.value(py).setattr("losses", losses.into_pyarray(py))?;
+            Err(err)
+        }
+    }
 }
 
 #[pymethods]

@@ -50,6 +50,10 @@ mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add(
+            "MAX_THREADS_PER_CORE",
+            crate::kernels::parallel::MAX_THREADS_PER_CORE,
+        )?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

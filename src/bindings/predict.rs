@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PySequence;
 
 use super::activation::parse_activation;
-use super::convert::{dims, dispatch, float_array, run, same_dtype, targets};
+use super::convert::{dims, dispatch, float_array, run, same_dtype, targets, SignalCheck};
 use super::sparse::{RowsArg, SparseDtype};
 use crate::kernels::net::Layer;
 use crate::kernels::predict as k;
@@ -101,7 +101,11 @@ pub fn accuracy<'py>(
             let ts = targets(OP, t)?;
             let t = ts.view(OP)?;
             let work = x.nrows() * layers[0].w.len();
-            Ok(run(py, work, || k::accuracy(layers, act, x, t))?)
+            let signal = SignalCheck::default();
+            let acc = run(py, work, || {
+                k::accuracy_with(layers, act, x, t, &|| signal.interrupted())
+            });
+            signal.result(acc)
         })
     })
 }
@@ -122,7 +126,11 @@ pub fn predict_labels<'py>(
     dispatch!(float_array(OP, "W1", &seq.get_item(0)?)?, w1 => {
         with_layers(OP, w1, seq, x, |layers, x| {
             let work = x.nrows() * layers[0].w.len();
-            let labels = run(py, work, || k::predict_labels(layers, act, x))?;
+            let signal = SignalCheck::default();
+            let labels = run(py, work, || {
+                k::predict_labels_with(layers, act, x, &|| signal.interrupted())
+            });
+            let labels = signal.result(labels)?;
             Ok(labels.into_iter().map(|c| c as i64).collect::<Vec<i64>>().into_pyarray(py))
         })
     })

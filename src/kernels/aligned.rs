@@ -39,6 +39,20 @@ impl<T: Copy + Default> Aligned<T> {
         Some(Aligned { buf, off, len })
     }
 
+    /// [`Aligned::resize`], or None (and the buffer unchanged) when the memory cannot
+    /// be had.
+    pub fn try_resize(&mut self, len: usize, value: T) -> Option<()> {
+        if self.off + len > self.buf.len() {
+            let mut grown = Self::try_filled(len, value)?;
+            let keep = self.len.min(len);
+            grown[..keep].copy_from_slice(&self[..keep]);
+            *self = grown;
+        } else {
+            self.resize(len, value);
+        }
+        Some(())
+    }
+
     /// Like `Vec::resize`: keeps the first min(len, old len) elements, fills the rest
     /// with `value`.
     pub fn resize(&mut self, len: usize, value: T) {
@@ -96,5 +110,13 @@ mod tests {
         let c = Aligned::try_filled(3, 2.0_f64).map(|c| (c.as_ptr() as usize % LINE, c.to_vec()));
         assert_eq!(c, Some((0, vec![2.0; 3])));
         assert!(Aligned::<f64>::try_filled(usize::MAX / 16, 0.0).is_none());
+        let mut d = Aligned::filled(2, 4.0_f64);
+        assert!(d.try_resize(usize::MAX / 16, 0.0).is_none());
+        assert_eq!(&d[..], &[4.0, 4.0]);
+        assert_eq!(d.try_resize(100, 5.0), Some(()));
+        assert_eq!(
+            (d[1], d[2], d.len(), d.as_ptr() as usize % LINE),
+            (4.0, 5.0, 100, 0)
+        );
     }
 }

@@ -5,7 +5,7 @@ use multiversion::multiversion;
 use ndarray::{Array2, ArrayView2, ArrayViewD, Zip};
 
 use super::{Float, Targets};
-use crate::error::{fmt_shape, KernelError, Result};
+use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
 /// δ in log(y + δ): keeps the log finite when a predicted probability is 0.
 pub const CROSS_ENTROPY_DELTA: f64 = 1e-7;
@@ -75,10 +75,17 @@ pub fn softmax_cross_entropy_backward<T: Float>(
     } else {
         T::one() / T::lit(n as f64)
     };
+    let mut dx = try_zeros2("softmax_cross_entropy_backward", n, k)?;
     Ok(match t {
-        Targets::OneHot(t) => Zip::from(&y).and(&t).map_collect(|&y, &t| (y - t) * inv_n),
+        Targets::OneHot(t) => {
+            Zip::from(&mut dx)
+                .and(&y)
+                .and(&t)
+                .for_each(|d, &y, &t| *d = (y - t) * inv_n);
+            dx
+        }
         Targets::Labels(labels) => {
-            let mut dx = y.to_owned();
+            dx.assign(&y);
             for (mut row, &label) in dx.rows_mut().into_iter().zip(labels.iter()) {
                 row[label as usize] = row[label as usize] - T::one();
             }

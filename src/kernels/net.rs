@@ -9,7 +9,7 @@ use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
 use super::matmul::gemm_into;
 use super::softmax::softmax_into;
 use super::{Float, Targets};
-use crate::error::{fmt_shape, KernelError, Result};
+use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
 /// Borrowed parameters of `x → Affine(W1, b1) → activation → Affine(W2, b2) → softmax`.
 ///
@@ -87,43 +87,47 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         Ok(())
     }
 
-    /// Forward pass; shapes already checked.
-    pub fn forward(&self, x: ArrayView2<'_, T>) -> Forward<T> {
+    /// Forward pass; shapes already checked. Errors only when memory runs out
+    /// ([`KernelError::Alloc`] naming `op`).
+    pub fn forward(&self, op: &'static str, x: ArrayView2<'_, T>) -> Result<Forward<T>> {
         let n = x.nrows();
         let (_, h, k) = self.sizes();
-        let mut a1 = bias_rows(self.b1, n);
+        let mut a1 = bias_rows(op, self.b1, n)?;
         gemm_into(x, self.w1, a1.view_mut(), true);
-        let z1 = a1.mapv(|a| self.activation.apply(a));
-        let mut a2 = bias_rows(self.b2, n);
+        let mut z1 = try_zeros2(op, n, h)?;
+        ndarray::Zip::from(&mut z1)
+            .and(&a1)
+            .for_each(|z, &a| *z = self.activation.apply(a));
+        let mut a2 = bias_rows(op, self.b2, n)?;
         gemm_into(z1.view(), self.w2, a2.view_mut(), true);
-        let mut y = Array2::zeros((n, k));
+        let mut y = try_zeros2(op, n, k)?;
         let _ = softmax_into(a2.view(), y.view_mut());
-        debug_assert_eq!(z1.ncols(), h);
-        Forward { a1, z1, y }
+        Ok(Forward { a1, z1, y })
     }
 
     /// Softmax output y (n, k) for a batch x (n, d).
     pub fn predict(&self, x: ArrayView2<'_, T>) -> Result<Array2<T>> {
         self.check("predict", &x)?;
-        Ok(self.forward(x).y)
+        Ok(self.forward("predict", x)?.y)
     }
 
     /// Mean cross-entropy of the batch.
     pub fn loss(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<T> {
         self.check("loss", &x)?;
-        cross_entropy_error(self.forward(x).y.view(), t)
+        cross_entropy_error(self.forward("loss", x)?.y.view(), t)
     }
 
     /// Backprop gradient of the mean cross-entropy (the book's `gradient`).
     pub fn gradient(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<Gradients<T>> {
         self.check("gradient", &x)?;
-        let Forward { a1, z1, y } = self.forward(x);
+        const OP: &str = "gradient";
+        let Forward { a1, z1, y } = self.forward(OP, x)?;
         let dy = softmax_cross_entropy_backward(y.view(), t)?; // (y − t) / n
         let (d, h, k) = self.sizes();
-        let mut w2 = Array2::zeros((h, k));
+        let mut w2 = try_zeros2(OP, h, k)?;
         gemm_into(z1.t(), dy.view(), w2.view_mut(), false); // dW2 = z1ᵀ·dy
         let b2 = dy.sum_axis(Axis(0)); // db2 = Σ_rows dy
-        let mut da1 = Array2::zeros((x.nrows(), h));
+        let mut da1 = try_zeros2(OP, x.nrows(), h)?;
         gemm_into(dy.view(), self.w2.t(), da1.view_mut(), false); // dz1 = dy·W2ᵀ
         ndarray::Zip::from(&mut da1)
             .and(&a1)
@@ -131,16 +135,22 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
             .for_each(|g, &a, &z| {
                 *g = *g * self.activation.derivative(a, z); // da1 = dz1 ⊙ act'(a1)
             });
-        let mut w1 = Array2::zeros((d, h));
+        let mut w1 = try_zeros2(OP, d, h)?;
         gemm_into(x.t(), da1.view(), w1.view_mut(), false); // dW1 = xᵀ·da1
         let b1 = da1.sum_axis(Axis(0));
         Ok(Gradients { w1, b1, w2, b2 })
     }
 }
 
-pub(crate) fn bias_rows<T: Float>(b: ArrayView1<'_, T>, n: usize) -> Array2<T> {
-    b.broadcast((n, b.len()))
-        .map_or_else(|| Array2::zeros((n, b.len())), |v| v.to_owned())
+/// n copies of the row b, or [`KernelError::Alloc`] naming `op`.
+pub(crate) fn bias_rows<T: Float>(
+    op: &'static str,
+    b: ArrayView1<'_, T>,
+    n: usize,
+) -> Result<Array2<T>> {
+    let mut rows = try_zeros2(op, n, b.len())?;
+    rows.rows_mut().into_iter().for_each(|mut r| r.assign(&b));
+    Ok(rows)
 }
 
 /// One Affine layer of a fully connected net: W (fan_in, fan_out), b (fan_out).
@@ -198,6 +208,28 @@ pub fn check_layers<T: Float>(
     }
     check_input_width(op, x_shape, [sizes[0], sizes[1]])?;
     Ok(sizes)
+}
+
+/// Errors when W1 holds NaN or ±inf. The first layer of the batched prediction and of
+/// the fused step reads only the non-zero inputs, so it would skip the 0·inf (= NaN)
+/// terms IEEE arithmetic gives the dense product: such weights are refused instead of
+/// giving results that differ from `x @ W1`.
+pub fn check_finite_w1<T: Float>(op: &'static str, w1: ArrayView2<'_, T>) -> Result<()> {
+    if w1.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    let ((i, j), v) = w1
+        .indexed_iter()
+        .find(|(_, v)| !v.is_finite())
+        .map_or(((0, 0), T::zero()), |(ij, &v)| (ij, v));
+    Err(KernelError::value(
+        op,
+        format!(
+            "W1[{i}, {j}] is {v:?}: the weights of the first layer must be finite (a diverged \
+             run? lower the learning rate); the compressed-input kernels skip zero inputs, so \
+             they cannot give the NaN a dense product would"
+        ),
+    ))
 }
 
 /// Errors unless x (n, d) has as many columns as W1 (d, h) has rows.

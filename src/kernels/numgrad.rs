@@ -3,7 +3,7 @@
 //! by the fast exact kernel that re-evaluates only what a probe moves.
 
 use multiversion::multiversion;
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2, Zip};
 use rayon::prelude::*;
 
 use super::activation::Activation;
@@ -11,7 +11,7 @@ use super::loss::cross_entropy_error;
 use super::matmul::gemm_into;
 use super::net::{bias_rows, Gradients, TwoLayerNet};
 use super::{parallel, Targets};
-use crate::error::{KernelError, Result};
+use crate::error::{try_zeros2, KernelError, Result};
 
 /// h of the central difference (f(x + h) − f(x − h)) / 2h, as in the book.
 pub const H: f64 = 1e-4;
@@ -52,6 +52,7 @@ pub fn numerical_gradient_bruteforce_with(
     let (n, _) = x.dim();
     let (_, _, k) = net.sizes();
     t.check("numerical_gradient", n, k)?;
+    net.forward("numerical_gradient", x)?;
     let mut owned = Gradients {
         w1: net.w1.to_owned(),
         b1: net.b1.to_owned(),
@@ -143,9 +144,11 @@ fn probe_loss(
         b2: p.b2.view(),
         activation,
     };
-    let y = net.forward(x).y;
-    // Targets were checked once up front, so the loss cannot fail here.
-    cross_entropy_error(y.view(), t).unwrap_or(f64::NAN)
+    // Targets and memory (one forward pass) were checked up front, so the loss cannot
+    // fail here.
+    net.forward("numerical_gradient", x)
+        .and_then(|f| cross_entropy_error(f.y.view(), t))
+        .unwrap_or(f64::NAN)
 }
 
 /// The degree-8 Taylor polynomial of eᵘ. For |u| ≤ [`SMALL`] its truncation error is
@@ -263,20 +266,34 @@ struct Cache {
 }
 
 impl Cache {
-    fn new(net: &TwoLayerNet<'_, f64>, x: ArrayView2<'_, f64>, t: Targets<'_, f64>) -> Self {
+    fn new(
+        net: &TwoLayerNet<'_, f64>,
+        x: ArrayView2<'_, f64>,
+        t: Targets<'_, f64>,
+    ) -> Result<Self> {
+        const OP: &str = "numerical_gradient";
         let (n, d) = x.dim();
         let (_, h, k) = net.sizes();
-        let mut a1 = bias_rows(net.b1, n);
+        let mut a1 = bias_rows(OP, net.b1, n)?;
         gemm_into(x, net.w1, a1.view_mut(), true);
-        let z1 = a1.mapv(|a| net.activation.apply(a));
+        let mut z1 = try_zeros2(OP, n, h)?;
+        Zip::from(&mut z1)
+            .and(&a1)
+            .for_each(|z, &a| *z = net.activation.apply(a));
         let ea1 = match net.activation {
-            Activation::Sigmoid => a1.mapv(|a| (-a).exp()),
+            Activation::Sigmoid => {
+                let mut ea1 = try_zeros2(OP, n, h)?;
+                Zip::from(&mut ea1)
+                    .and(&a1)
+                    .for_each(|e, &a| *e = (-a).exp());
+                ea1
+            }
             Activation::Relu => Array2::zeros((0, 0)),
         };
-        let mut logits = bias_rows(net.b2, n);
+        let mut logits = bias_rows(OP, net.b2, n)?;
         gemm_into(z1.view(), net.w2, logits.view_mut(), true);
-        let mut e = Array2::zeros((n, k));
-        let mut s_excl = Array2::zeros((n, k));
+        let mut e = try_zeros2(OP, n, k)?;
+        let mut s_excl = try_zeros2(OP, n, k)?;
         for r in 0..n {
             let row = logits.row(r);
             let max = row.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
@@ -325,7 +342,7 @@ impl Cache {
             }
             t_ptr.push(t_ent.len());
         }
-        Cache {
+        Ok(Cache {
             n,
             d,
             h,
@@ -343,7 +360,7 @@ impl Cache {
             x_absmax,
             t_ptr,
             t_ent,
-        }
+        })
     }
 
     fn targets(&self, r: usize) -> &[(usize, f64)] {
@@ -575,7 +592,7 @@ pub fn numerical_gradient_fast(
     if let Targets::OneHot(oh) = t {
         finite("t", oh.iter().all(|v| v.is_finite()))?;
     }
-    let cache = Cache::new(net, x, t);
+    let cache = Cache::new(net, x, t)?;
     let scale = |sum: f64| (sum / n as f64) / (2.0 * H);
     let mut grads = Gradients {
         w1: Array2::zeros((d, h)),

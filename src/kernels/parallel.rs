@@ -20,12 +20,20 @@ struct Pool {
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-fn configured_threads() -> usize {
+/// Most threads per core the pool starts: more only adds switching (and 100 000
+/// threads would take minutes to start).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The pool's size: the first of `FERROGRAD_NUM_THREADS`, `RAYON_NUM_THREADS` that is a
+/// positive integer, else the number of cores; at most [`MAX_THREADS_PER_CORE`] per core.
+pub fn configured_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     [THREADS_ENV, "RAYON_NUM_THREADS"]
         .iter()
         .find_map(|var| std::env::var(var).ok()?.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .unwrap_or(cores)
+        .min(cores.saturating_mul(MAX_THREADS_PER_CORE))
 }
 
 fn pool() -> &'static Pool {

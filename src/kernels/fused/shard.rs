@@ -234,6 +234,10 @@ pub(super) trait Shard<T>: Send + std::fmt::Debug {
     /// The shard's units of the first hidden layer.
     fn first_layer(&mut self) -> &mut FirstLayerShard<T>;
 
+    /// Sizes every per-step buffer of the shard and of its partial sums `sh` for batches
+    /// of n rows, so that steps allocate nothing; None when the memory cannot be had.
+    fn reserve(&mut self, sh: &mut Self::Partial, n: usize) -> Option<()>;
+
     /// Phase 1, after z1: this shard's partial sums of the layer after the first (n rows).
     fn partial_sums(&mut self, sh: &mut Self::Partial, n: usize);
 
@@ -296,7 +300,8 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
     /// `first_iter` is Adam's step count before the first step. About every 50 ms it
     /// calls `interrupt` (on the calling thread) and stops with
     /// [`KernelError::Interrupted`] when that returns true; the steps done so far stay
-    /// applied. x, t and the batch indices must be checked already.
+    /// applied and their losses are in `losses` (one per step applied, whatever the
+    /// outcome). x, t and the batch indices must be checked already.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn run(
         &mut self,
@@ -307,9 +312,29 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
         (opt, learning_rates): (Optimizer, Option<&[f64]>),
         first_iter: u64,
         interrupt: &(dyn Fn() -> bool + Sync),
-    ) -> Result<Vec<f64>> {
+        losses: &mut Vec<f64>,
+    ) -> Result<()> {
         let total = batches.nrows();
-        let mut losses = Vec::with_capacity(total);
+        let n = batches.ncols();
+        // The first hidden layer's activations of a batch: the largest per-step buffer
+        // in nets whose first hidden layer is the widest.
+        let wp: usize = self.shards.iter_mut().map(|s| s.first_layer().wp).sum();
+        let alloc = || KernelError::Alloc {
+            op,
+            shape: format!("({n}, {wp})"),
+            bytes: (n as u128) * (wp as u128) * std::mem::size_of::<T>() as u128,
+        };
+        for (shard, partial) in self.shards.iter_mut().zip(self.partials.iter_mut()) {
+            shard.reserve(partial, n).ok_or_else(alloc)?;
+        }
+        losses.clear();
+        losses
+            .try_reserve_exact(total)
+            .map_err(|_| KernelError::Alloc {
+                op,
+                shape: format!("({total},)"),
+                bytes: (total as u128) * 8,
+            })?;
         let mut s = 0;
         while s < total {
             // Steps for about 50 ms inside the pool, then a look at `interrupt` here.
@@ -324,13 +349,13 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
                     first_iter,
                     two: threads > 1 && self.shards.len() == 2,
                 };
-                run.steps(self, s, until, &mut losses)
+                run.steps(self, s, until, losses)
             });
             if s < total && interrupt() {
                 return Err(KernelError::Interrupted { op });
             }
         }
-        Ok(losses)
+        Ok(())
     }
 }
 

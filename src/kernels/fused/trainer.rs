@@ -10,7 +10,7 @@ use crate::kernels::activation::{activate, activation_backward, Activation};
 use crate::kernels::aligned::Aligned;
 use crate::kernels::loss::softmax_with_loss_rows;
 use crate::kernels::matmul::gemm_into;
-use crate::kernels::net::check_input_width;
+use crate::kernels::net::{check_finite_w1, check_input_width};
 use crate::kernels::optimizer::Optimizer;
 use crate::kernels::sparse::Rows;
 use crate::kernels::{Float, Targets};
@@ -254,6 +254,24 @@ impl<T: Float> Shard<T> for NetShard<T> {
 
     /// This shard's partial sums of the second layer's pre-activations z1_p·W2_p (n,
     /// sizes[2]) and of the weight penalty.
+    fn reserve(&mut self, sh: &mut PartialSums<T>, n: usize) -> Option<()> {
+        let (sizes, wp) = (&self.sizes, self.first.wp);
+        let row = |w: usize| n.checked_mul(w);
+        let zero = T::zero();
+        for buf in [&mut self.first.a1, &mut self.first.z1, &mut self.first.da1] {
+            buf.try_resize(row(wp)?, zero)?;
+        }
+        sh.a2.try_resize(row(sizes[2])?, zero)?;
+        self.y.try_resize(row(sizes[sizes.len() - 1])?, zero)?;
+        for l in 1..sizes.len() - 2 {
+            let len = row(sizes[l + 1])?;
+            self.a[l].try_resize(len, zero)?;
+            self.z[l].try_resize(len, zero)?;
+            self.dz[l].try_resize(len, zero)?;
+        }
+        Some(())
+    }
+
     fn partial_sums(&mut self, sh: &mut PartialSums<T>, n: usize) {
         let (u, s2) = (&self.first, self.sizes[2]);
         sh.a2.resize(n * s2, T::zero());
@@ -483,7 +501,7 @@ impl<T: Float> FusedTrainer<T> {
     /// (one per step, each positive), else the optimizer's. `first_iter` is Adam's step
     /// count before the first step. About every 50 ms it calls `interrupt` and stops
     /// with [`KernelError::Interrupted`] when that returns true; the steps done so far
-    /// stay applied.
+    /// stay applied ([`FusedTrainer::run_into`] tells how many).
     #[allow(clippy::too_many_arguments)]
     pub fn run<'p>(
         &mut self,
@@ -496,9 +514,43 @@ impl<T: Float> FusedTrainer<T> {
         first_iter: u64,
         interrupt: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<f64>> {
+        let mut losses = Vec::new();
+        let schedule = (learning_rates, first_iter);
+        self.run_into(
+            params,
+            state,
+            x,
+            t,
+            batches,
+            schedule,
+            interrupt,
+            &mut losses,
+        )?;
+        Ok(losses)
+    }
+
+    /// [`FusedTrainer::run`] that leaves the loss of every step applied in `losses`,
+    /// also when it stops early (interrupted: exactly the steps applied, which the
+    /// caller counts).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_into<'p>(
+        &mut self,
+        params: &mut [LayerMut<'p, T>],
+        state: &mut [Vec<LayerMut<'p, T>>],
+        x: Rows<'_, T>,
+        t: Targets<'_, T>,
+        batches: ArrayView2<'_, i64>,
+        (learning_rates, first_iter): (Option<&[f64]>, u64),
+        interrupt: &(dyn Fn() -> bool + Sync),
+        losses: &mut Vec<f64>,
+    ) -> Result<()> {
         const OP: &str = "FusedTrainer.run";
+        losses.clear();
         self.check(OP, params, state, [x.nrows(), x.ncols()], &t)?;
         check_batches(OP, batches, x.nrows())?;
+        if let Some(first) = params.first() {
+            check_finite_w1(OP, first.w.view())?;
+        }
         if let Some(lrs) = learning_rates {
             check_learning_rates(OP, lrs, batches.nrows())?;
         }
@@ -520,14 +572,14 @@ impl<T: Float> FusedTrainer<T> {
             shard.exchange(&mut p, &mut st, true, false);
         }
         let schedule = (self.optimizer, learning_rates);
-        let losses = self
+        let done = self
             .sharded
-            .run(OP, x, t, batches, schedule, first_iter, interrupt);
+            .run(OP, x, t, batches, schedule, first_iter, interrupt, losses);
         // Every shard writes back its units; the first also the layers they all hold.
         for (i, shard) in self.sharded.shards.iter_mut().enumerate() {
             shard.exchange(&mut p, &mut st, false, i == 0);
         }
-        losses
+        done
     }
 }
 
