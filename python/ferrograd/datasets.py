@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import math
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar, overload
+from typing import Any, BinaryIO, Literal, TypeAlias, TypeVar, overload
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -195,20 +196,70 @@ DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion-mnist": FASHION_MNI
 # --------------------------------------------------------------------------- parsing
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The decompressed content of ``path`` (gzip by magic bytes, else raw)."""
-    if path.is_dir():
-        raise DatasetError(f"{path}: is a directory, expected an IDX file")
+def open_regular(path: Path, what: str) -> BinaryIO:
+    """``path`` opened for reading, or ValueError when it is not a regular file (a FIFO or
+    device would block or never end). Opened without blocking, then checked."""
+    if path.is_dir():  # open() itself would say IsADirectoryError
+        raise DatasetError(f"{path}: is a directory; expected {what}")
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    fh = open(path, "rb", opener=lambda p, flags: os.open(p, flags | nonblocking))
     try:
-        with open(path, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise DatasetError(f"{path}: is {kind}; expected {what}")
+        if nonblocking:
+            os.set_blocking(fh.fileno(), True)
+        return fh
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The decompressed content of ``path`` (gzip by magic bytes, else raw), read no
+    further than one byte past the size its IDX header declares (a small file that
+    inflates to gigabytes is refused at that point, not after)."""
+    with open_regular(path, "an IDX file") as fh:
+        try:
             gz = fh.read(2) == b"\x1f\x8b"
             fh.seek(0)
             if not gz:
-                return fh.read()
+                return _read_idx_stream(fh, path)
             with gzip.GzipFile(fileobj=fh, mode="rb") as zf:
-                return zf.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+                return _read_idx_stream(zf, path)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DatasetError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+
+
+def _read_idx_stream(fh: Any, path: Path) -> bytes:
+    data = fh.read(4)
+    magic = int.from_bytes(data, "big") if len(data) == 4 else 0
+    if magic not in (IMAGE_MAGIC, LABEL_MAGIC):
+        return data + fh.read(64)  # enough for parse_idx to say what is wrong
+    ndim = magic & 0xFF
+    data += fh.read(4 * ndim)
+    if len(data) < 4 + 4 * ndim:
+        return data
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + math.prod(dims)
+    parts = [data]
+    have = len(data)
+    while have < expected:  # in pieces: a declared size may exceed what one read can ask
+        piece = fh.read(min(expected - have, 1 << 24))
+        if not piece:
+            break
+        parts.append(piece)
+        have += len(piece)
+    data = b"".join(parts)
+    # Past the declared size, read a bounded amount more: a corrupt stream still says so,
+    # and a bomb inflates 1 MiB, not gigabytes.
+    if len(data) == expected and fh.read(1 << 20):
+        raise DatasetError(
+            f"{path}: too long: header declares {'x'.join(map(str, dims))} ({expected} bytes) "
+            "but the data goes on; stopped reading there"
+        )
+    return data
 
 
 def parse_idx(data: bytes, spec: IdxFile | None = None, *, source: str = "<bytes>") -> NDArray:

@@ -57,6 +57,7 @@ def as_float_array(
     real floats become float64, as NumPy arithmetic would make them. Complex, object
     and string data raise ``TypeError`` naming ``name`` and the dtype.
     """
+    refuse_masked(x, name)
     arr = np.asarray(x)
     if dtype is not None:
         dtype = check_dtype(name, dtype)
@@ -68,18 +69,28 @@ def as_float_array(
     return arr.astype(dtype or np.float64)
 
 
+def refuse_masked(x: object, name: str) -> None:
+    """TypeError for a masked array: the kernels would read the values under the mask."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array; the masked entries would be used as they are. "
+            "Fill them first (x.filled(value)) or drop those rows"
+        )
+
+
 def as_labels(t: ArrayLike, classes: int | None = None, name: str = "t") -> NDArray[np.int64]:
     """Integer class labels as int64, range-checked against ``classes`` when given."""
+    refuse_masked(t, name)
     arr = np.asarray(t)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} has dtype {arr.dtype}; expected integer labels")
-    labels = arr.astype(np.int64, copy=False)
-    if classes is not None and labels.size:
-        lo, hi = int(labels.min()), int(labels.max())
+    if classes is not None and arr.size:
+        # on the labels as given: a uint64 beyond int64 would wrap to a negative one
+        lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= classes:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name}: label {bad} is out of range for {classes} classes")
-    return labels
+    return arr.astype(np.int64, copy=False)
 
 
 def _targets(y: FloatArray, t: ArrayLike) -> NDArray:

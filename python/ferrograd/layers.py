@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
 from ferrograd._random import make_rng
-from ferrograd.functions import FLOAT_DTYPES, as_float_array, as_labels
+from ferrograd.functions import FLOAT_DTYPES, as_float_array, as_labels, refuse_masked
 
 __all__ = [
     "AddLayer",
@@ -55,6 +55,7 @@ def as_targets(op: str, t: ArrayLike, n: int, classes: int, dtype: np.dtype) -> 
     shaped like one-hot rows ((n, classes), or (classes,) for a single sample, as the
     book's ``t = np.array([0, 0, 1])``); one-hot rows are converted to ``dtype``.
     """
+    refuse_masked(t, f"{op}: t")
     arr = np.asarray(t)
     one_hot_shape = arr.shape == (n, classes) or (n == 1 and arr.shape == (classes,))
     if arr.dtype.kind in "iu" and not one_hot_shape:

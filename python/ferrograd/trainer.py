@@ -13,13 +13,18 @@ same mini-batches from the same seeded Generator.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -128,23 +133,91 @@ class History:
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        _atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+        text = json.dumps(_json_ready(self.to_dict()), indent=1, allow_nan=False)
+        _atomic_write(Path(path), text.encode())
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinity as None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during an atomic write: clean up, then die of SIGTERM."""
 
 
 def _atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
-    """Write to a temp file beside ``path`` then os.replace it, so readers never see half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so readers never see half a file.
+
+    A regular file (or a new one) is written to a temp file beside it, then os.replace'd,
+    with the permissions the umask gives (an existing file keeps its own); a symlink is
+    written through to its target; a device or FIFO (``/dev/null``, ``/dev/stdout``) is
+    written directly; ``-`` is standard output. An interruption (Ctrl-C, SIGTERM) leaves
+    no temp file behind.
+    """
+    write = (lambda fh: fh.write(data)) if isinstance(data, bytes) else data
+    if str(path) == "-":
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
     try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    else:
+        if not stat.S_ISREG(st.st_mode):  # a device or FIFO: there is nothing to replace
+            with open(path, "wb") as fh:
+                write(fh)
+            return
+        mode = stat.S_IMODE(st.st_mode)
+    path = Path(os.path.realpath(path))  # through symlinks: replace the target, not the link
+    old_handler = _catch_sigterm()
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes):
-                fh.write(data)
-            else:
-                data(fh)
+            write(fh)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        _restore_sigterm(old_handler)
+        if isinstance(exc, _Terminated):  # cleaned up: now die of SIGTERM as asked
+            os.kill(os.getpid(), signal.SIGTERM)
         raise
+    _restore_sigterm(old_handler)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _catch_sigterm() -> Any:
+    """Turn SIGTERM into an exception while a temp file exists (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    return signal.SIG_DFL
+
+
+def _restore_sigterm(old: Any) -> None:
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
 
 
 def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
@@ -154,7 +227,8 @@ def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
     architecture, batch norm's running statistics and the training state.
     """
     path = Path(path)
-    if path.suffix != ".npz":
+    special = str(path) == "-" or (path.exists() and not path.is_file())  # stdout, a device
+    if path.suffix != ".npz" and not special:
         path = path.with_name(path.name + ".npz")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"save_params: directory {path.parent} does not exist")
@@ -172,36 +246,86 @@ def load_params(network: Any, path: str | os.PathLike[str]) -> None:
     them see the new values.
     """
     path = Path(path)
-    try:
-        # our own handle: np.load leaks its file when the zip directory is unreadable
-        with open(path, "rb") as fh:
-            data = np.load(fh, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single array, not an .npz archive")
-            with data:
-                saved = {k: data[k] for k in data.files}
-    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, corrupt, pickles
-        raise ValueError(f"load_params: {path} is not a file of save_params ({exc})") from exc
+    params = network.params
+    for key, p in params.items():
+        if isinstance(p, np.ndarray) and not p.flags.writeable:
+            raise ValueError(
+                f"load_params: the network's parameter {key} is read-only; the saved values "
+                "are copied into it (make it writeable, e.g. params[key] = params[key].copy())"
+            )
+    from ferrograd.datasets import open_regular
     from ferrograd.saving import META_KEY, load
 
-    if META_KEY in saved:  # a file of ferrograd.save: checked against the architecture too
-        load(path, model=network)
-        return
-    params = network.params
-    if set(saved) != set(params):
-        raise ValueError(
-            f"load_params: {path} holds parameters {sorted(saved)} but the network has "
-            f"{sorted(params)}"
-        )
-    for key, arr in saved.items():
-        p = params[key]
-        if arr.shape != p.shape or arr.dtype != p.dtype:
-            raise ValueError(
-                f"load_params: {path}: {key} is {arr.dtype}{list(arr.shape)} but the network's "
-                f"is {p.dtype}{list(p.shape)}"
-            )
+    with open_regular(path, "a .npz file of save_params") as fh:
+        with contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(fh) as zf:
+            if f"{META_KEY}.npy" in zf.namelist():
+                # a file of ferrograd.save: checked against the architecture too
+                load(path, model=network)
+                return
+    try:
+        with open_regular(path, "a .npz file of save_params") as fh:
+            saved = _read_npz(fh, path, params)
+    except (EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise ValueError(f"load_params: {path} is not a file of save_params ({exc})") from exc
     for key, arr in saved.items():
         np.copyto(params[key], arr)
+
+
+def _read_npz(fh: Any, path: Path, params: Mapping[str, Any]) -> dict[str, NDArray]:
+    """The arrays of an .npz archive whose member names, shapes and dtypes (from each
+    .npy header, before any data is inflated) are exactly those of ``params``. A
+    byte order other than the machine's is accepted; it is converted on copying."""
+    bad = f"load_params: {path} is not a file of save_params"
+    start = fh.read(6)
+    fh.seek(0)
+    if start == b"\x93NUMPY":
+        raise ValueError(f"{bad} (a single array, not an .npz archive)")
+    if start[:1] == b"\x80":
+        raise ValueError(f"{bad} (a pickle; load_params never unpickles)")
+    with zipfile.ZipFile(fh) as zf:
+        members = zf.infolist()
+        names = [m.filename for m in members]
+        odd = [n for n in names if not n.endswith(".npy")]
+        if odd:
+            raise ValueError(f"{bad}: member {odd[0]!r} is not .npy data")
+        keys = [n[: -len(".npy")] for n in names]
+        if sorted(keys) != sorted(params):
+            raise ValueError(
+                f"load_params: {path} holds parameters {sorted(keys)} but the network has "
+                f"{sorted(params)}"
+            )
+        headers = {}
+        for key, member in zip(keys, members, strict=True):
+            with zf.open(member) as m:
+                try:
+                    version = np.lib.format.read_magic(m)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(m)
+                except ValueError as exc:
+                    raise ValueError(f"{bad}: {key} has no valid .npy header ({exc})") from exc
+            p = np.asarray(params[key])
+            if dtype.hasobject:
+                raise ValueError(f"{bad}: {key} holds Python objects (a pickle; never loaded)")
+            if tuple(shape) != p.shape or dtype.newbyteorder("=") != p.dtype.newbyteorder("="):
+                raise ValueError(
+                    f"load_params: {path}: {key} is {dtype}{list(shape)} but the network's "
+                    f"is {p.dtype}{list(p.shape)}"
+                )
+            headers[key] = member
+        saved = {}
+        for key, member in headers.items():
+            with zf.open(member) as m:
+                try:
+                    saved[key] = np.lib.format.read_array(m, allow_pickle=False)
+                except ValueError as exc:
+                    raise ValueError(f"{bad}: {key} ({exc})") from exc
+        return saved
 
 
 def _label_vector(t: ArrayLike) -> NDArray:
@@ -293,6 +417,11 @@ class Trainer:
         next epoch); default: the book's independent draws with replacement.
     initial_epoch, initial_iteration
         Epochs and iterations done before (a resumed run): schedules count on from them.
+    stop_on_nan
+        When the loss becomes NaN or infinite (the run diverged: lower the learning
+        rate), warn and stop after that epoch's steps, as Keras' TerminateOnNaN does
+        (default). False: warn once and go on, on the NumPy path, whose IEEE
+        arithmetic the compressed-input kernels do not share for non-finite weights.
 
     The test set is optional. Per epoch the History records the mean training loss,
     train accuracy, validation and test accuracy and loss, the learning rate and the
@@ -327,6 +456,7 @@ class Trainer:
         shuffle: bool = False,
         initial_epoch: int = 0,
         initial_iteration: int = 0,
+        stop_on_nan: bool = True,
     ) -> None:
         if log_format not in ("ferrograd", "book"):
             raise ValueError(
@@ -392,7 +522,18 @@ class Trainer:
         # The book's epoch: train_size / batch_size iterations (600 for MNIST at 100).
         self.iter_per_epoch = max(int(train_size / self.batch_size), 1)
         self.max_iter = int(iters) if iters is not None else int(epochs) * self.iter_per_epoch
+        if evaluate_sample_num_per_epoch is not None and (
+            isinstance(evaluate_sample_num_per_epoch, bool)
+            or not isinstance(evaluate_sample_num_per_epoch, (int, np.integer))
+            or evaluate_sample_num_per_epoch <= 0
+        ):
+            raise ValueError(
+                "Trainer: evaluate_sample_num_per_epoch must be a positive int (or None for "
+                f"every sample), got {evaluate_sample_num_per_epoch!r}"
+            )
         self.evaluate_sample_num = evaluate_sample_num_per_epoch
+        self.stop_on_nan = bool(stop_on_nan)
+        self._warned_nan = False
         if isinstance(optimizer, str):
             from ferrograd.optimizers import get_optimizer
 
@@ -446,13 +587,19 @@ class Trainer:
         )
 
     def _data(self, split: str, x: ArrayLike, t: ArrayLike) -> tuple[NDArray, NDArray]:
+        from ferrograd.functions import refuse_masked
+
+        refuse_masked(x, f"Trainer: x_{split}")
+        refuse_masked(t, f"Trainer: t_{split}")
         for name, arr in ((f"x_{split}", np.asarray(x)), (f"t_{split}", np.asarray(t))):
             if arr.dtype.kind not in "biuf":  # complex would lose its imaginary part
                 raise TypeError(f"Trainer: {name} has dtype {arr.dtype}; expected real numbers")
         x_arr = np.ascontiguousarray(x, dtype=self.dtype)
         t_arr = np.asarray(t)
         if t_arr.ndim == 1 and t_arr.dtype.kind in "iu":
-            t_arr = t_arr.astype(np.int64)
+            # (a uint64 beyond int64 stays as it is, for the label check to name it)
+            if t_arr.dtype.kind == "i" or t_arr.max(initial=0) <= np.iinfo(np.int64).max:
+                t_arr = t_arr.astype(np.int64)
         if x_arr.ndim < 2 or x_arr.shape[0] == 0:
             raise ValueError(f"Trainer: x_{split} has shape {x_arr.shape}; expected (n, ...)")
         if t_arr.shape[:1] != x_arr.shape[:1]:
@@ -565,13 +712,22 @@ class Trainer:
                 start = time.perf_counter()
                 first = len(hist.train_loss)
                 lr = getattr(self.optimizer, "lr", float("nan"))
+                python_from = 0  # the first step of this epoch on the Python path
                 if fused is not None:
+                    python_from = todo
                     for lo in range(0, todo, _FUSED_CHUNK):
                         assert batches is not None
                         part = batches[lo : lo + _FUSED_CHUNK]
                         rates = self._step_rates(len(part))
                         extra = {} if rates is None else {"learning_rates": rates}
-                        losses = fused.run_epoch(self.x_train, self.t_train, part, **extra)
+                        try:
+                            losses = fused.run_epoch(self.x_train, self.t_train, part, **extra)
+                        except KeyboardInterrupt as e:
+                            # The steps applied before Ctrl-C count, as on the Python path.
+                            done = np.asarray(getattr(e, "losses", ()), dtype=float).tolist()
+                            hist.train_loss.extend(done)
+                            hist.iterations += len(done)
+                            raise
                         new = np.asarray(losses, dtype=float).tolist()
                         hist.train_loss.extend(new)
                         if book_log:
@@ -582,11 +738,19 @@ class Trainer:
                             lr = float(rates[len(new) - 1])
                         if bar is not None:
                             bar.update(len(part))
-                else:
+                        if new and not math.isfinite(new[-1]):
+                            # Diverged: non-finite weights are refused by the native
+                            # step; stop, or go on with the NumPy path's IEEE arithmetic.
+                            if not self.stop_on_nan:
+                                python_from = lo + len(part)
+                                fused = self._fused_trainer = None
+                                hist.fused = False
+                            break
+                if fused is None:
                     rates = self._step_rates(todo)
                     base_lr = getattr(self.optimizer, "lr", None)
                     try:
-                        for i in range(todo):
+                        for i in range(python_from, todo):
                             row = (
                                 self.rng.integers(0, n_train, size=self.batch_size)
                                 if batches is None
@@ -605,6 +769,9 @@ class Trainer:
                             # as on the fused path, the schedule leaves optimizer.lr alone
                             self.optimizer.lr = base_lr
                 seconds = time.perf_counter() - start
+                if self._diverged(hist, epoch + 1) and self.stop_on_nan:
+                    hist.stopped_early = True
+                    break
                 epoch_loss = float(np.mean(hist.train_loss[first:]))
                 self._end_epoch(epoch, n_epochs, todo, seconds, say, epoch_loss, float(lr))
                 if self.stop_training:
@@ -621,10 +788,30 @@ class Trainer:
                 bar.close()
         for cb in self.callbacks:
             cb.on_train_end({})
-        if book_log and not hist.interrupted and self.x_test is not None:
+        stopped = self._warned_nan and self.stop_on_nan
+        if book_log and not hist.interrupted and not stopped and self.x_test is not None:
             self.log("=============== Final Test Accuracy ===============")
             self.log(f"test acc:{self.test_accuracy()}")
         return hist
+
+    def _diverged(self, hist: History, epoch: int) -> bool:
+        """True (after a RuntimeWarning, once per run) when the last loss is not finite."""
+        if not hist.train_loss or math.isfinite(hist.train_loss[-1]) or self._warned_nan:
+            return False
+        self._warned_nan = True
+        first = next(i for i, v in enumerate(hist.train_loss) if not math.isfinite(v))
+        action = (
+            "stopped (stop_on_nan=False goes on)"
+            if self.stop_on_nan
+            else "going on as asked (stop_on_nan=False)"
+        )
+        warnings.warn(
+            f"Trainer: the loss is {hist.train_loss[-1]} in epoch {epoch} (first at iteration "
+            f"{first + 1}): training diverged, lower the learning rate; {action}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return True
 
     def _end_epoch(
         self,
