@@ -260,6 +260,11 @@ def _log_every(args: argparse.Namespace, epochs: int) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ferrograd.trainer import Trainer, load_params, save_params
 
+    if args.net == "softmax" and args.hidden:
+        _fail("--hidden does not apply to --net softmax (it has no hidden layer)")
+    for flag, path in (("--plot", args.plot), ("--plot-errors", args.plot_errors)):
+        if path is not None and Path(path).suffix.lower() != ".png":
+            _fail(f"{flag}: the figure is a PNG; give a path ending in .png, got {path}")
     hidden = args.hidden or ([100, 100] if args.net == "multi-layer" else [50])
     weight_init = args.weight_init
     if weight_init is None:
@@ -669,6 +674,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader went away (`| head`): no message, and no second error when Python
         # flushes stdout at exit
         _silence_stdout()
+        return EXIT_ERROR
+    except MemoryError as err:
+        detail = f": {err}" if str(err) else ""
+        print(f"{PROG}: error: out of memory{detail}".replace("\n", " "), file=sys.stderr)
         return EXIT_ERROR
     except (ValueError, TypeError, OSError) as err:
         print(f"{PROG}: error: {err}".replace("\n", " "), file=sys.stderr)

@@ -27,7 +27,12 @@ H = 1e-4
 
 
 def numerical_diff(f: Callable[[float], Any], x: float) -> float:
-    """Central difference df/dx ≈ (f(x + h) − f(x − h)) / 2h with h = 1e-4."""
+    """Central difference df/dx ≈ (f(x + h) − f(x − h)) / 2h with h = 1e-4, x a number."""
+    if np.ndim(x) != 0:
+        raise TypeError(
+            f"numerical_diff: x must be a single number, got an array of shape {np.shape(x)}; "
+            "numerical_gradient(f, x) differentiates with respect to every element of an array"
+        )
     h = H
     return float((f(x + h) - f(x - h)) / (2 * h))
 

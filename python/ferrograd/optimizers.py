@@ -12,6 +12,7 @@ state dicts from ``state_names``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
@@ -37,16 +38,29 @@ EPS = 1e-7
 """Added to √h (AdaGrad, RMSprop) and √v (Adam) so the first steps never divide by 0."""
 
 
+def _number(cls: str, name: str, value: object) -> float:
+    """``value`` as a float, or TypeError for what is not a real number (a string, a
+    list, None, a bool) and ValueError for an int too large for a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"{cls}: {name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{cls}: {name} is too large for a float: {value!r}") from None
+
+
 def _check_positive(cls: str, name: str, value: float) -> float:
-    if not np.isfinite(value) or value <= 0:
+    number = _number(cls, name, value)
+    if not np.isfinite(number) or number <= 0:
         raise ValueError(f"{cls}: {name} must be a positive number, got {value!r}")
-    return float(value)
+    return number
 
 
 def _check_rate(cls: str, name: str, value: float) -> float:
-    if not 0.0 <= value < 1.0:
+    number = _number(cls, name, value)
+    if not 0.0 <= number < 1.0:
         raise ValueError(f"{cls}: {name} must be in [0, 1), got {value!r}")
-    return float(value)
+    return number
 
 
 class Optimizer:

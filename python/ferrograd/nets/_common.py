@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike, NDArray
 from ferrograd.functions import as_float_array, check_dtype
 from ferrograd.layers import as_targets
 
-__all__ = ["ModelMixin", "accuracy", "as_batch", "check_dtype", "check_size"]
+__all__ = ["ModelMixin", "accuracy", "as_batch", "check_dtype", "check_size", "init_scale"]
 
 FloatArray = NDArray[np.floating]
 
@@ -21,6 +21,36 @@ def check_size(op: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def init_scale(op: str, weight_init_std: object, fan_in: int) -> float:
+    """The standard deviation of a layer's initial weights: He √(2/fan_in) for
+    'relu'/'he', Xavier √(1/fan_in) for 'sigmoid'/'xavier' (the book's ch. 6), or a
+    number >= 0."""
+    if isinstance(weight_init_std, str):
+        name = weight_init_std.lower()
+        if name in ("relu", "he"):
+            return float(np.sqrt(2.0 / fan_in))
+        if name in ("sigmoid", "xavier"):
+            return float(np.sqrt(1.0 / fan_in))
+        raise ValueError(
+            f"{op}: weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' or a "
+            f"number, got {weight_init_std!r}"
+        )
+    if isinstance(weight_init_std, (bool, np.bool_)) or not isinstance(
+        weight_init_std, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"{op}: weight_init_std must be a number or 'he'/'xavier', got "
+            f"{type(weight_init_std).__name__}"
+        )
+    try:
+        scale = float(weight_init_std)
+    except OverflowError:
+        scale = float("inf")
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"{op}: weight_init_std must be >= 0, got {weight_init_std!r}")
+    return scale
 
 
 def as_batch(op: str, x: ArrayLike, input_size: int, dtype: np.dtype) -> FloatArray:

@@ -26,7 +26,14 @@ from ferrograd.layers import (
     SoftmaxWithLoss,
     as_targets,
 )
-from ferrograd.nets._common import ModelMixin, accuracy, as_batch, check_dtype, check_size
+from ferrograd.nets._common import (
+    ModelMixin,
+    accuracy,
+    as_batch,
+    check_dtype,
+    check_size,
+    init_scale,
+)
 
 __all__ = ["MultiLayerNet"]
 
@@ -38,20 +45,7 @@ _ACTIVATIONS: dict[str, type[Relu] | type[Sigmoid]] = {"relu": Relu, "sigmoid": 
 
 def _init_scale(weight_init_std: str | float, fan_in: int) -> float:
     """He √(2/fan_in) for 'relu'/'he', Xavier √(1/fan_in) for 'sigmoid'/'xavier', or a number."""
-    if isinstance(weight_init_std, str):
-        name = weight_init_std.lower()
-        if name in ("relu", "he"):
-            return float(np.sqrt(2.0 / fan_in))
-        if name in ("sigmoid", "xavier"):
-            return float(np.sqrt(1.0 / fan_in))
-        raise ValueError(
-            f"MultiLayerNet: weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' or a "
-            f"number, got {weight_init_std!r}"
-        )
-    scale = float(weight_init_std)
-    if not np.isfinite(scale) or scale < 0:
-        raise ValueError(f"MultiLayerNet: weight_init_std must be >= 0, got {weight_init_std!r}")
-    return scale
+    return init_scale("MultiLayerNet", weight_init_std, fan_in)
 
 
 class MultiLayerNet(ModelMixin):

@@ -9,7 +9,14 @@ from ferrograd._random import make_rng
 from ferrograd.functions import cross_entropy_error, softmax
 from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import as_targets
-from ferrograd.nets._common import ModelMixin, accuracy, as_batch, check_dtype, check_size
+from ferrograd.nets._common import (
+    ModelMixin,
+    accuracy,
+    as_batch,
+    check_dtype,
+    check_size,
+    init_scale,
+)
 
 __all__ = ["SoftmaxRegression"]
 
@@ -28,7 +35,7 @@ class SoftmaxRegression(ModelMixin):
         self,
         input_size: int = 784,
         output_size: int = 10,
-        weight_init_std: float = 0.01,
+        weight_init_std: float | str = 0.01,
         seed: int | None = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
@@ -36,10 +43,13 @@ class SoftmaxRegression(ModelMixin):
         d = check_size(op, "input_size", input_size)
         k = check_size(op, "output_size", output_size)
         self.dtype = check_dtype(op, dtype)
-        self.weight_init_std = float(weight_init_std)
+        std = init_scale(op, weight_init_std, d)
+        self.weight_init_std = (
+            weight_init_std if isinstance(weight_init_std, str) else float(weight_init_std)
+        )
         rng = make_rng(seed)
         self.params: dict[str, FloatArray] = {
-            "W": (weight_init_std * rng.standard_normal((d, k))).astype(self.dtype),
+            "W": (std * rng.standard_normal((d, k))).astype(self.dtype),
             "b": np.zeros(k, dtype=self.dtype),
         }
 

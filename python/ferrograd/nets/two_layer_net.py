@@ -16,7 +16,14 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from ferrograd import _core
 from ferrograd._random import make_rng
 from ferrograd.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, as_targets
-from ferrograd.nets._common import ModelMixin, accuracy, as_batch, check_dtype, check_size
+from ferrograd.nets._common import (
+    ModelMixin,
+    accuracy,
+    as_batch,
+    check_dtype,
+    check_size,
+    init_scale,
+)
 
 __all__ = ["TwoLayerNet"]
 
@@ -29,7 +36,8 @@ _KEYS = ("W1", "b1", "W2", "b2")
 class TwoLayerNet(ModelMixin):
     """Two-layer classifier with ``params`` W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
 
-    Weights start as ``weight_init_std`` × standard normal draws from
+    Weights start as ``weight_init_std`` (a number, or "he"/"xavier": √(2/fan_in),
+    √(1/fan_in) per layer) × standard normal draws from
     ``numpy.random.default_rng(seed)`` (NumPy's global generator, as the book, when
     ``seed`` is None), biases at 0, all of ``dtype`` (float64 as in the
     book, or float32). ``activation`` is ``"sigmoid"`` (chapter 4) or ``"relu"`` (chapter 5).
@@ -41,7 +49,7 @@ class TwoLayerNet(ModelMixin):
         input_size: int,
         hidden_size: int,
         output_size: int,
-        weight_init_std: float = 0.01,
+        weight_init_std: float | str = 0.01,
         *,
         activation: str = "sigmoid",
         seed: int | None = None,
@@ -54,13 +62,16 @@ class TwoLayerNet(ModelMixin):
         if activation not in ("sigmoid", "relu"):
             raise ValueError(f"{op}: activation must be 'sigmoid' or 'relu', got {activation!r}")
         self.dtype = check_dtype(op, dtype)
-        self.weight_init_std = float(weight_init_std)
         self.activation = cast(Literal["sigmoid", "relu"], activation)
+        std1, std2 = (init_scale(op, weight_init_std, fan_in) for fan_in in (d, h))
+        self.weight_init_std = (
+            weight_init_std if isinstance(weight_init_std, str) else float(weight_init_std)
+        )
         rng = make_rng(seed)
         self.params: dict[str, FloatArray] = {
-            "W1": (weight_init_std * rng.standard_normal((d, h))).astype(self.dtype),
+            "W1": (std1 * rng.standard_normal((d, h))).astype(self.dtype),
             "b1": np.zeros(h, dtype=self.dtype),
-            "W2": (weight_init_std * rng.standard_normal((h, k))).astype(self.dtype),
+            "W2": (std2 * rng.standard_normal((h, k))).astype(self.dtype),
             "b2": np.zeros(k, dtype=self.dtype),
         }
         self.last_layer = SoftmaxWithLoss()
