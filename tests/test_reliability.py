@@ -577,3 +577,29 @@ def test_masked_arrays_are_refused():
     labels = np.ma.masked_array(np.zeros(3, np.int64), mask=[0, 1, 0])
     with pytest.raises(TypeError, match="t is a masked array"):
         net.loss(np.ones((3, 4)), labels)
+
+
+def test_an_empty_data_dir_is_said_before_the_fallback(tmp_path, monkeypatch, capsys):
+    from ferrograd.cli import main
+
+    monkeypatch.delenv("FERROGRAD_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("FERROGRAD_MNIST_MIRRORS", "http://127.0.0.1:9/")  # closed local port
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--iters", "1", "--data-dir", str(empty)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"ferrograd: --data-dir {empty} does not hold the four MNIST IDX files " + (
+        "(train-images-idx3-ubyte[.gz], ...)"
+    )
+    assert "training on the MNIST sample" in err[-1]
+
+
+def test_gradcheck_help_states_the_hidden_size_it_uses(capsys):
+    from ferrograd.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["gradcheck", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens too
+    assert "10fortwo-layer,10,10formulti-layer(thedefaults)" in help_text
+    assert "50fortwo-layer" not in help_text

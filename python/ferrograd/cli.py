@@ -236,6 +236,13 @@ def _load_data(args: argparse.Namespace, dtype_name: str) -> tuple[Any, str]:
     except DownloadError as err:
         if name != "mnist":
             _fail(str(err).splitlines()[0] + " (see --data-dir / FERROGRAD_DATA)", EXIT_ERROR)
+        if args.data_dir is not None:  # the folder exists (checked above) but lacks the files
+            print(
+                f"{PROG}: --data-dir {args.data_dir} does not hold the four MNIST IDX files "
+                "(train-images-idx3-ubyte[.gz], ...)",
+                file=sys.stderr,
+                flush=True,
+            )
         print(_fallback_note(err), file=sys.stderr, flush=True)
         return load_mnist(dtype=dtype, dataset="sample"), "sample"
     except DatasetError as err:
@@ -451,7 +458,11 @@ def _data_options(p: argparse.ArgumentParser, default: str = "mnist") -> None:
     )
 
 
-def _net_options(p: argparse.ArgumentParser, default_activation: str = "sigmoid") -> None:
+def _net_options(
+    p: argparse.ArgumentParser,
+    default_activation: str = "sigmoid",
+    default_hidden: str = "50 for two-layer, 100,100 for multi-layer",
+) -> None:
     g = p.add_argument_group("network")
     g.add_argument(
         "--net",
@@ -463,7 +474,7 @@ def _net_options(p: argparse.ArgumentParser, default_activation: str = "sigmoid"
     g.add_argument(
         "--hidden",
         type=_hidden,
-        help="hidden layer sizes: 50 for two-layer, 100,100 for multi-layer (the defaults)",
+        help=f"hidden layer sizes: {default_hidden} (the defaults)",
     )
     g.add_argument(
         "--activation",
@@ -577,7 +588,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Gradient check (book ch. 5): backprop against central differences "
         "on the first --batch training images, float64, with a small hidden layer.",
     )
-    _net_options(check)
+    _net_options(check, default_hidden="10 for two-layer, 10,10 for multi-layer")
     check.add_argument("--batch", type=_positive_int, default=3, help="images (default: 3)")
     _data_options(check, default="sample")
     check.set_defaults(func=_cmd_gradcheck, quiet=False)
