@@ -513,11 +513,14 @@ def test_a_diverging_run_is_warned_about_and_stopped(use_fused):
         net, x, t, xt, tt, epochs=5, optimizer="sgd", optimizer_param={"lr": 1e38},
         seed=0, verbose=False, use_fused=use_fused,
     )  # fmt: skip
-    with pytest.warns(RuntimeWarning, match="training diverged, lower the learning rate; stopped"):
+    with pytest.warns(
+        RuntimeWarning, match="training diverged, lower the learning rate; stopping after"
+    ):
         hist = trainer.train()
     assert not math.isfinite(hist.train_loss[-1])
     assert hist.iterations < 5 * trainer.iter_per_epoch  # stopped in the first epoch
-    assert hist.iterations == len(hist.train_loss)
+    assert hist.iterations == len(hist.train_loss) and hist.stopped_early
+    assert hist.epochs == 1 and not hist.fused  # the NaN epoch evaluated, on the NumPy path
 
 
 def test_a_diverging_run_goes_on_when_asked():

@@ -769,11 +769,14 @@ class Trainer:
                             # as on the fused path, the schedule leaves optimizer.lr alone
                             self.optimizer.lr = base_lr
                 seconds = time.perf_counter() - start
-                if self._diverged(hist, epoch + 1) and self.stop_on_nan:
-                    hist.stopped_early = True
-                    break
+                diverged = self._diverged(hist, epoch + 1)
+                if diverged:  # evaluated on the NumPy path (non-finite weights: IEEE NaN)
+                    fused = self._fused_trainer = None
+                    hist.fused = False
                 epoch_loss = float(np.mean(hist.train_loss[first:]))
                 self._end_epoch(epoch, n_epochs, todo, seconds, say, epoch_loss, float(lr))
+                if diverged and self.stop_on_nan:
+                    self.stop_training = True
                 if self.stop_training:
                     hist.stopped_early = True
                     if self.verbose and not book_log:
@@ -788,20 +791,24 @@ class Trainer:
                 bar.close()
         for cb in self.callbacks:
             cb.on_train_end({})
-        stopped = self._warned_nan and self.stop_on_nan
-        if book_log and not hist.interrupted and not stopped and self.x_test is not None:
+        if book_log and not hist.interrupted and self.x_test is not None:
             self.log("=============== Final Test Accuracy ===============")
             self.log(f"test acc:{self.test_accuracy()}")
         return hist
 
     def _diverged(self, hist: History, epoch: int) -> bool:
-        """True (after a RuntimeWarning, once per run) when the last loss is not finite."""
+        """True once per run, when the last loss is not finite; warns (RuntimeWarning)
+        unless a TerminateOnNaN callback is there to say it."""
         if not hist.train_loss or math.isfinite(hist.train_loss[-1]) or self._warned_nan:
             return False
         self._warned_nan = True
+        from ferrograd.callbacks import TerminateOnNaN
+
+        if any(isinstance(cb, TerminateOnNaN) for cb in self.callbacks):
+            return True
         first = next(i for i, v in enumerate(hist.train_loss) if not math.isfinite(v))
         action = (
-            "stopped (stop_on_nan=False goes on)"
+            "stopping after this epoch (stop_on_nan=False goes on)"
             if self.stop_on_nan
             else "going on as asked (stop_on_nan=False)"
         )
