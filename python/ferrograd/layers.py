@@ -1,9 +1,10 @@
 """Computational-graph layers with ``forward`` / ``backward`` (the book's chapters 5 and 6).
 
 ``MulLayer`` and ``AddLayer`` are the book's scalar nodes (chapter 5's shopping graph);
-``Affine``, ``Relu``, ``Sigmoid`` and ``SoftmaxWithLoss`` run on the Rust kernels of
-:mod:`ferrograd._core`; ``BatchNormalization`` and ``Dropout`` follow DLFS
-common/layers.py in NumPy. Every ``backward`` leaves its ``dout`` argument untouched.
+``Affine``, ``Relu``, ``Sigmoid``, ``SoftmaxWithLoss`` and chapter 7's ``Convolution`` and
+``Pooling`` run on the Rust kernels of :mod:`ferrograd._core`; ``BatchNormalization`` and
+``Dropout`` follow DLFS common/layers.py in NumPy. Every ``backward`` leaves its ``dout``
+argument untouched.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ __all__ = [
     "AddLayer",
     "Affine",
     "BatchNormalization",
+    "Convolution",
     "Dropout",
     "MulLayer",
+    "Pooling",
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
@@ -51,13 +54,15 @@ def _dout(layer: str, dout: ArrayLike, shape: tuple[int, ...], dtype: np.dtype) 
 def as_targets(op: str, t: ArrayLike, n: int, classes: int, dtype: np.dtype) -> NDArray:
     """Targets as the kernels take them: int64 labels (n,) or one-hot rows (n, classes).
 
-    Integer arrays hold class labels (checked to lie in [0, classes)) unless they are
+    Integer arrays hold class labels (n,) or (n, 1) (checked to lie in [0, classes)) unless they are
     shaped like one-hot rows ((n, classes), or (classes,) for a single sample, as the
     book's ``t = np.array([0, 0, 1])``); one-hot rows are converted to ``dtype``.
     """
     refuse_masked(t, f"{op}: t")
     arr = np.asarray(t)
     one_hot_shape = arr.shape == (n, classes) or (n == 1 and arr.shape == (classes,))
+    if arr.dtype.kind in "iu" and not one_hot_shape and arr.shape == (n, 1):
+        arr = arr.reshape(n)  # a column of labels (the book's ch07 gradient_check.py)
     if arr.dtype.kind in "iu" and not one_hot_shape:
         if arr.ndim == 0:
             arr = arr.reshape(1)
@@ -254,6 +259,153 @@ class SoftmaxWithLoss:
         if dout != 1:
             dx *= dout
         return dx
+
+
+def _window_arg(layer: str, name: str, value: object, low: int) -> int:
+    """A window size, stride or padding: an int of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{layer}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _image_batch(layer: str, x: ArrayLike, channels: int, dtype: np.dtype) -> FloatArray:
+    """x as an (N, C, H, W) array of ``dtype`` with ``channels`` channels."""
+    arr = as_float_array(x, "x", dtype)
+    if arr.ndim != 4 or arr.shape[1] != channels or 0 in arr.shape:
+        raise ValueError(
+            f"{layer}.forward: x has shape {arr.shape}; expected (N, {channels}, H, W) with "
+            f"N, H, W > 0"
+        )
+    return arr
+
+
+class Convolution:
+    """The convolution of chapter 7: out[n, f] = Σ_c W[f, c] ⋆ x[n, c] + b[f].
+
+    x (N, C, H, W) → out (N, FN, oh, ow) with oh = (H + 2·pad − FH) // stride + 1, for
+    ``W`` (FN, C, FH, FW) and ``b`` (FN,) held by reference (a scalar b, as the book's
+    apply_filter.py passes, becomes one value per filter). ``backward`` sets ``dW``
+    (like W) and ``db`` (FN,) and returns dx like x. The book's ``col`` (im2col of the
+    last input, (N·oh·ow, C·FH·FW)) and ``col_W`` (W as (C·FH·FW, FN)) are computed on
+    access; the kernels do not need them whole.
+    """
+
+    def __init__(
+        self, W: NDArray[np.floating], b: ArrayLike, stride: int = 1, pad: int = 0
+    ) -> None:
+        if not isinstance(W, np.ndarray) or W.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"Convolution: W must be a float32 or float64 numpy.ndarray, got "
+                f"{getattr(W, 'dtype', type(W).__name__)}"
+            )
+        if W.ndim != 4 or 0 in W.shape:
+            raise ValueError(f"Convolution: W has shape {W.shape}; expected (FN, C, FH, FW)")
+        if isinstance(b, np.ndarray) and b.ndim == 1:
+            if b.dtype != W.dtype:
+                raise TypeError(f"Convolution: b has dtype {b.dtype} but W has {W.dtype}")
+        else:
+            b = np.full(W.shape[0], as_float_array(b, "b", W.dtype), dtype=W.dtype)
+        if b.shape != (W.shape[0],):
+            raise ValueError(
+                f"Convolution: b has shape {b.shape} but W has shape {W.shape}; "
+                f"need one bias per filter"
+            )
+        self.W = W
+        self.b = b
+        self.stride = _window_arg("Convolution", "stride", stride, 1)
+        self.pad = _window_arg("Convolution", "pad", pad, 0)
+        self.x: FloatArray | None = None
+        self.dW: FloatArray | None = None
+        self.db: FloatArray | None = None
+
+    @property
+    def col(self) -> FloatArray | None:
+        """im2col of the last forward input: (N·oh·ow, C·FH·FW)."""
+        if self.x is None:
+            return None
+        _, _, fh, fw = self.W.shape
+        return _core.im2col(self.x, fh, fw, self.stride, self.pad)
+
+    @property
+    def col_W(self) -> FloatArray:
+        """W as the matrix (C·FH·FW, FN) that im2col's rows multiply."""
+        return self.W.reshape(self.W.shape[0], -1).T
+
+    def forward(self, x: ArrayLike) -> FloatArray:
+        """out (N, FN, oh, ow); x is converted to W's dtype."""
+        arr = _image_batch("Convolution", x, self.W.shape[1], self.W.dtype)
+        _, _, fh, fw = self.W.shape
+        _, _, h, w = arr.shape
+        if h + 2 * self.pad < fh or w + 2 * self.pad < fw:
+            raise ValueError(
+                f"Convolution.forward: x has shape {arr.shape}; a {fh}x{fw} filter does not "
+                f"fit it with pad {self.pad}"
+            )
+        self.x = arr
+        return _core.conv_forward(arr, self.W, self.b, self.stride, self.pad)
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx like x; sets dW = Σ_n dout[n]·colsᵀ and db = Σ dout over n, i, j."""
+        if self.x is None:
+            raise _not_run("Convolution")
+        n, _, h, w = self.x.shape
+        fn, _, fh, fw = self.W.shape
+        out_shape = (
+            n,
+            fn,
+            (h + 2 * self.pad - fh) // self.stride + 1,
+            (w + 2 * self.pad - fw) // self.stride + 1,
+        )
+        d = _dout("Convolution", dout, out_shape, self.W.dtype)
+        dx, self.dW, self.db = _core.conv_backward(self.x, self.W, d, self.stride, self.pad)
+        return dx
+
+
+class Pooling:
+    """Max pooling of chapter 7: the largest entry of each pool_h×pool_w window.
+
+    x (N, C, H, W) → (N, C, oh, ow), oh = (H + 2·pad − pool_h) // stride + 1 (zero
+    padding counts as an entry, as in the book's im2col). ``arg_max`` is the book's: the
+    index ky·pool_w + kx of each window's maximum, flat in (n, i, j, c) order; backward
+    routes dout there (overlapping windows add up) and returns dx like x.
+    """
+
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
+        self.pool_h = _window_arg("Pooling", "pool_h", pool_h, 1)
+        self.pool_w = _window_arg("Pooling", "pool_w", pool_w, 1)
+        self.stride = _window_arg("Pooling", "stride", stride, 1)
+        self.pad = _window_arg("Pooling", "pad", pad, 0)
+        self.x: FloatArray | None = None
+        self._arg: NDArray[np.int64] | None = None  # (N, C, oh, ow), the kernels' order
+
+    @property
+    def arg_max(self) -> NDArray[np.int64] | None:
+        """Window index of each maximum, (N·oh·ow·C,) in the book's (n, i, j, c) order."""
+        return None if self._arg is None else self._arg.transpose(0, 2, 3, 1).ravel()
+
+    def forward(self, x: ArrayLike) -> FloatArray:
+        """The window maxima, (N, C, oh, ow)."""
+        arr = as_float_array(x, "x")
+        if arr.ndim != 4 or 0 in arr.shape:
+            raise ValueError(f"Pooling.forward: x has shape {arr.shape}; expected (N, C, H, W)")
+        _, _, h, w = arr.shape
+        if h + 2 * self.pad < self.pool_h or w + 2 * self.pad < self.pool_w:
+            raise ValueError(
+                f"Pooling.forward: x has shape {arr.shape}; a {self.pool_h}x{self.pool_w} "
+                f"window does not fit it with pad {self.pad}"
+            )
+        out, self._arg = _core.pool_forward(arr, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x = arr
+        return out
+
+    def backward(self, dout: ArrayLike = 1) -> FloatArray:
+        """dx like x: each dout entry at its window's maximum, 0 elsewhere."""
+        if self.x is None or self._arg is None:
+            raise _not_run("Pooling")
+        d = _dout("Pooling", dout, self._arg.shape, self.x.dtype)
+        return _core.pool_backward(
+            d, self._arg, self.x.shape, self.pool_h, self.pool_w, self.stride, self.pad
+        )
 
 
 def _rng(rng: np.random.Generator | None, seed: int | None, layer: str) -> np.random.Generator:

@@ -650,10 +650,15 @@ class Trainer:
         net = self.network
         # The loss at the parameters the step starts from, as the fused step computes it
         # in its forward pass (the book evaluates it again after the update).
-        loss = float(net.loss(x_batch, t_batch))
-        if self.gradient == "numerical":
+        if self.gradient == "backprop" and hasattr(net, "loss_and_gradient"):
+            # The convolutional nets give both from one forward pass.
+            loss, grads = net.loss_and_gradient(x_batch, t_batch)
+            loss = float(loss)
+        elif self.gradient == "numerical":
+            loss = float(net.loss(x_batch, t_batch))
             grads = net.numerical_gradient(x_batch, t_batch)
         else:
+            loss = float(net.loss(x_batch, t_batch))
             grads = net.gradient(x_batch, t_batch)
         self.optimizer.update(net.params, grads)
         return loss

@@ -1,10 +1,10 @@
 """The book's helpers (DLFS common/util.py): loss-curve smoothing, shuffling, im2col.
 
-NumPy implementations with the book's signatures and results (and Keras'
-``to_categorical``): ``smooth_curve`` (a
+The book's signatures and results (and Keras' ``to_categorical``): ``smooth_curve`` (a
 Kaiser-window moving average, same length as its input), ``shuffle_dataset`` (one
-permutation from NumPy's global generator for x and t), ``conv_output_size`` and the
-``im2col``/``col2im`` pair that turns convolution into one matrix product.
+permutation from NumPy's global generator for x and t), ``conv_output_size`` in NumPy,
+and the ``im2col``/``col2im`` pair that turns convolution into one matrix product, on the
+Rust kernels (conv.rs).
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from numpy.typing import ArrayLike, NDArray
+
+from ferrograd import _core
+from ferrograd.functions import as_float_array
 
 __all__ = [
     "col2im",
@@ -88,23 +91,16 @@ def _out_hw(
 
 def im2col(
     input_data: ArrayLike, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0
-) -> NDArray[np.float64]:
+) -> NDArray[np.floating]:
     """(N, C, H, W) → (N·out_h·out_w, C·filter_h·filter_w): one row per filter position.
 
     Row ``(n, i, j)`` holds the C×filter_h×filter_w patch under the filter at output
-    position (i, j) of image n, zero-padded by ``pad``, in C order.
+    position (i, j) of image n, zero-padded by ``pad``, in C order. float32 input gives
+    float32 (the book's is always float64), anything else float64.
     """
-    img = np.asarray(input_data)
-    n, c, _, _ = img.shape if img.ndim == 4 else (0, 0, 0, 0)
-    out_h, out_w = _out_hw("im2col", img.shape, filter_h, filter_w, stride, pad)
-    img = np.pad(img, [(0, 0), (0, 0), (pad, pad), (pad, pad)], "constant")
-    col = np.zeros((n, c, filter_h, filter_w, out_h, out_w))
-    for y in range(filter_h):
-        y_max = y + stride * out_h
-        for x in range(filter_w):
-            x_max = x + stride * out_w
-            col[:, :, y, x, :, :] = img[:, :, y:y_max:stride, x:x_max:stride]
-    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * out_h * out_w, -1)
+    img = as_float_array(input_data, "im2col: input_data")
+    _out_hw("im2col", img.shape, filter_h, filter_w, stride, pad)
+    return _core.im2col(img, int(filter_h), int(filter_w), int(stride), int(pad))
 
 
 def col2im(
@@ -114,26 +110,23 @@ def col2im(
     filter_w: int,
     stride: int = 1,
     pad: int = 0,
-) -> NDArray[np.float64]:
+) -> NDArray[np.floating]:
     """The adjoint of :func:`im2col`: patches summed back into an (N, C, H, W) image.
 
     Where filter positions overlap, their entries add up (so ``col2im(im2col(x))`` is x
-    times how many patches cover each pixel); padding is cut off.
+    times how many patches cover each pixel); padding is cut off. The result has col's
+    dtype (float32 or float64; other numbers become float64).
     """
-    n, c, h, w = (int(v) for v in input_shape) if len(input_shape) == 4 else (0, 0, 0, 0)
-    out_h, out_w = _out_hw("col2im", tuple(input_shape), filter_h, filter_w, stride, pad)
-    arr = np.asarray(col)
+    shape = tuple(int(v) for v in input_shape)
+    n, c, _, _ = shape if len(shape) == 4 else (0, 0, 0, 0)
+    out_h, out_w = _out_hw("col2im", shape, filter_h, filter_w, stride, pad)
+    arr = as_float_array(col, "col2im: col")
     want = (n * out_h * out_w, c * filter_h * filter_w)
     if arr.shape != want:
         raise ValueError(f"col2im: col has shape {arr.shape}; expected {want} for {input_shape}")
-    patches = arr.reshape(n, out_h, out_w, c, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
-    img = np.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1))
-    for y in range(filter_h):
-        y_max = y + stride * out_h
-        for x in range(filter_w):
-            x_max = x + stride * out_w
-            img[:, :, y:y_max:stride, x:x_max:stride] += patches[:, :, y, x, :, :]
-    return img[:, :, pad : h + pad, pad : w + pad]
+    if min(shape) < 0:
+        raise ValueError(f"col2im: input_shape {input_shape} has a negative size")
+    return _core.col2im(arr, shape, int(filter_h), int(filter_w), int(stride), int(pad))
 
 
 def to_categorical(

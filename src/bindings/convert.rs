@@ -83,7 +83,7 @@ pub fn float_array<'py>(
     )))
 }
 
-fn readonly<'py, T: Element>(
+pub fn readonly<'py, T: Element>(
     op: &str,
     name: &str,
     a: &Bound<'py, PyArrayDyn<T>>,

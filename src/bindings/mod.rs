@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod activation;
+mod conv;
 mod convert;
 mod fused;
 mod loss;
@@ -14,6 +15,7 @@ mod net;
 mod numgrad;
 mod optimizer;
 mod parallel;
+mod pooling;
 mod predict;
 mod softmax;
 mod sparse;
@@ -30,6 +32,8 @@ mod _core {
         relu, relu_backward, relu_grad, sigmoid, sigmoid_backward, sigmoid_grad,
     };
     #[pymodule_export]
+    use super::conv::{col2im, conv_backward, conv_forward, im2col};
+    #[pymodule_export]
     use super::fused::FusedTrainer;
     #[pymodule_export]
     use super::loss::{cross_entropy_error, softmax_cross_entropy_backward, sum_squares_error};
@@ -41,6 +45,8 @@ mod _core {
     use super::numgrad::numerical_gradient;
     #[pymodule_export]
     use super::parallel::num_threads;
+    #[pymodule_export]
+    use super::pooling::{pool_backward, pool_forward};
     #[pymodule_export]
     use super::predict::{accuracy, predict_labels};
     #[pymodule_export]

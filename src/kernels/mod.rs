@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod aligned;
+pub mod conv;
 pub mod fused;
 pub mod input_layer;
 pub mod loss;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod numgrad;
 pub mod optimizer;
 pub mod parallel;
+pub mod pooling;
 pub mod predict;
 pub mod softmax;
 pub mod sparse;

@@ -1,0 +1,1 @@
+"""Chapter 7's module (simple_convnet) on ferrograd."""
