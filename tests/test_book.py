@@ -13,7 +13,7 @@ import pytest
 from ferrograd import book, util
 from ferrograd.cli import main as cli_main
 from ferrograd.layers import Dropout
-from ferrograd.nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
+from ferrograd.nets import MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum
 from ferrograd.trainer import Trainer
 
@@ -296,6 +296,22 @@ def test_runner_book_trainer_is_reproducible(scripts, capsys):
     assert 0.05 < float(lines[-1].split()[-1]) < 1.0
 
 
+def test_runner_chapter7_convnet_layers_and_params_file(scripts, capsys):
+    lines = _run(scripts, capsys, "ch07/convnet_small.py").splitlines()
+    assert "grad keys: W1 W2 W3 b1 b2 b3" in lines
+    assert sum(ln.startswith("=== epoch:") for ln in lines) == 5
+    assert "conv: (1, 1, 24, 24) pool: (1, 1, 12, 12)" in lines
+    assert 0.5 < float(lines[-1].split()[-1]) <= 1.0  # 15 Adam steps on 300 images
+    assert (scripts / "ch07" / "params.pkl").read_bytes()[:2] == b"PK"  # npz, not a pickle
+    assert book.book_modules("ch07")["simple_convnet"].SimpleConvNet is SimpleConvNet
+
+
+def test_runner_chapter8_deep_convnet(scripts, capsys):
+    lines = _run(scripts, capsys, "ch08/deepnet_small.py").splitlines()
+    assert lines[:2] == ["params: 16 (1024, 50)", "grads: True"]
+    assert 0.0 <= float(lines[2].split()[-1]) <= 1.0
+
+
 def test_runner_without_a_book_says_where_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FERROGRAD_BOOK", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -316,6 +332,8 @@ def test_book_list_and_env(scripts, monkeypatch, capsys):
         "ch05/train_small.py",
         "ch06/dropout_small.py",
         "ch06/optimizers_small.py",
+        "ch07/convnet_small.py",
+        "ch08/deepnet_small.py",
     ]
 
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from conftest import MNIST_FILES
-from ferrograd.cli import build_network, main
+from ferrograd.cli import CliError, build_network, main
 
 EPOCH_LINE = re.compile(
     r"^epoch +\d+/\d+ \| iter \d+ \| loss [\d.]+ \| [\d.]+ s \| train acc, test acc \| "
@@ -455,3 +455,47 @@ def test_book_default_run_on_full_mnist(mnist_dir, capsys):
     assert out.splitlines()[0].endswith("| backprop | float32 | MNIST: 60000 train / 10000 test")
     assert sum(ln.startswith("epoch") for ln in out.splitlines()) == 17
     assert float(re.search(r"test acc (\d\.\d+) after 10000 iterations", out).group(1)) >= 0.94
+
+
+def test_train_conv_net_on_sample(capsys, tmp_path):
+    """SimpleConvNet (ch. 7) through `ferrograd train --net conv`: 150 Adam steps on the
+    shipped sample learn well beyond chance (10 %)."""
+    save = tmp_path / "conv.npz"
+    code = main(
+        [
+            "train",
+            "--net",
+            "conv",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.001",
+            "--dataset",
+            "sample",
+            "--iters",
+            "150",
+            "--seed",
+            "0",
+            "--dtype",
+            "float32",
+            "--save",
+            str(save),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].startswith("conv conv30x5x5-pool-100-10 relu | adam lr 0.001")
+    assert float(re.search(r"test acc (\d\.\d+)", out).group(1)) > 0.7
+    with np.load(save) as saved:
+        assert saved["W1"].shape == (30, 1, 5, 5) and saved["W2"].shape == (4320, 100)
+
+
+def test_build_deep_conv_net_and_its_errors():
+    net = build_network("deep-conv", [50], weight_init="he", seed=0, dtype=np.float32)
+    assert net.params["W7"].shape == (1024, 50) and net.params["W1"].dtype == np.float32
+    x = np.random.default_rng(0).random((3, 784)).astype(np.float32)
+    assert net.predict(x).shape == (3, 10)
+    with pytest.raises(CliError, match="He initial weights"):
+        build_network("deep-conv", [50], weight_init=0.01)
+    with pytest.raises(CliError, match="one hidden layer"):
+        build_network("conv", [100, 10])

@@ -149,10 +149,31 @@ def _init_scale(weight_init: str | float, fan_in: int) -> float:
 
 
 def default_weight_init(net: str, activation: str) -> str | float:
-    """The book's 0.01 for the two-layer net and softmax; He/Xavier for the multi-layer net."""
+    """The book's 0.01 for the two-layer net, softmax and the conv net; He/Xavier for the
+    multi-layer net; He for the deep conv net (built in, as the book's)."""
     if net == "multi-layer":
         return "he" if activation == "relu" else "xavier"
+    if net == "deep-conv":
+        return "he"
     return 0.01
+
+
+CONV_NETS = ("conv", "deep-conv")
+"""SimpleConvNet (ch. 7) and DeepConvNet (ch. 8): image input, ReLU."""
+
+
+def default_hidden(net: str) -> list[int]:
+    """Hidden sizes when --hidden is not given: the book's for each network."""
+    return {"multi-layer": [100, 100], "conv": [100]}.get(net, [50])
+
+
+def net_shape(net: str, hidden: Sequence[int], input_size: int) -> str:
+    """A network's layer sizes for the log line: 784-50-10, conv30x5x5-pool-100-10, ..."""
+    if net == "conv":
+        return f"conv30x5x5-pool-{hidden[0]}-10"
+    if net == "deep-conv":
+        return f"conv16,16,32,32,64,64x3x3-{hidden[0]}-10"
+    return "-".join(map(str, [input_size, *([] if net == "softmax" else hidden), 10]))
 
 
 def build_network(
@@ -167,8 +188,31 @@ def build_network(
     output_size: int = 10,
     weight_decay: float = 0.0,
 ) -> Any:
-    """A network by name: "two-layer" (hidden[0]), "multi-layer" (hidden list) or "softmax"."""
+    """A network by name: "two-layer" (hidden[0]), "multi-layer" (hidden list), "softmax",
+    "conv" (SimpleConvNet, hidden[0]) or "deep-conv" (DeepConvNet, hidden[0])."""
     dtype = np.dtype(dtype)
+    if net in CONV_NETS:
+        if input_size != 784:
+            _fail(f"--net {net}: the conv nets take 28x28 images (784 inputs), got {input_size}")
+        if len(hidden) != 1:
+            _fail(f"--hidden: the {net} net has one hidden layer, got {len(hidden)} sizes")
+        if net == "conv":
+            from ferrograd.nets import SimpleConvNet
+
+            if isinstance(weight_init, str):
+                _fail("--weight-init: the conv net takes a standard deviation (the book's 0.01)")
+            return SimpleConvNet(
+                hidden_size=hidden[0],
+                output_size=output_size,
+                weight_init_std=float(weight_init),
+                seed=seed,
+                dtype=dtype,
+            )
+        from ferrograd.nets import DeepConvNet
+
+        if weight_init != "he":
+            _fail("--weight-init: the deep conv net uses He initial weights, as the book's")
+        return DeepConvNet(hidden_size=hidden[0], output_size=output_size, seed=seed, dtype=dtype)
     if net == "softmax":
         from ferrograd.nets import SoftmaxRegression
 
@@ -272,7 +316,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for flag, path in (("--plot", args.plot), ("--plot-errors", args.plot_errors)):
         if path is not None and Path(path).suffix.lower() != ".png":
             _fail(f"{flag}: the figure is a PNG; give a path ending in .png, got {path}")
-    hidden = args.hidden or ([100, 100] if args.net == "multi-layer" else [50])
+    hidden = args.hidden or default_hidden(args.net)
+    if args.net in CONV_NETS:
+        args.activation = "relu"  # the conv nets' only activation
     weight_init = args.weight_init
     if weight_init is None:
         weight_init = default_weight_init(args.net, args.activation)
@@ -308,7 +354,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer)
     optimizer_param = {"lr": lr} if lr is not None else {}
     say = (lambda _m: None) if args.quiet else _say
-    shape = "-".join(map(str, [x_train.shape[1], *([] if args.net == "softmax" else hidden), 10]))
+    shape = net_shape(args.net, hidden, x_train.shape[1])
     say(
         f"{args.net} {shape} {'' if args.net == 'softmax' else args.activation + ' '}"
         f"| {args.optimizer} lr {lr if lr is not None else 'default'} | batch {args.batch_size} | "
@@ -461,20 +507,20 @@ def _data_options(p: argparse.ArgumentParser, default: str = "mnist") -> None:
 def _net_options(
     p: argparse.ArgumentParser,
     default_activation: str = "sigmoid",
-    default_hidden: str = "50 for two-layer, 100,100 for multi-layer",
+    hidden_help: str = "50 for two-layer and deep-conv, 100,100 for multi-layer, 100 for conv",
 ) -> None:
     g = p.add_argument_group("network")
     g.add_argument(
         "--net",
-        choices=("two-layer", "multi-layer", "softmax"),
+        choices=("two-layer", "multi-layer", "softmax", *CONV_NETS),
         default="two-layer",
-        help="two-layer (book ch. 4-5), multi-layer (ch. 6) or softmax regression "
-        "(default: two-layer)",
+        help="two-layer (book ch. 4-5), multi-layer (ch. 6), softmax regression, conv "
+        "(SimpleConvNet, ch. 7) or deep-conv (DeepConvNet, ch. 8) (default: two-layer)",
     )
     g.add_argument(
         "--hidden",
         type=_hidden,
-        help=f"hidden layer sizes: {default_hidden} (the defaults)",
+        help=f"hidden layer sizes: {hidden_help} (the defaults)",
     )
     g.add_argument(
         "--activation",
@@ -588,7 +634,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Gradient check (book ch. 5): backprop against central differences "
         "on the first --batch training images, float64, with a small hidden layer.",
     )
-    _net_options(check, default_hidden="10 for two-layer, 10,10 for multi-layer")
+    _net_options(check, hidden_help="10 for two-layer, 10,10 for multi-layer")
     check.add_argument("--batch", type=_positive_int, default=3, help="images (default: 3)")
     _data_options(check, default="sample")
     check.set_defaults(func=_cmd_gradcheck, quiet=False)

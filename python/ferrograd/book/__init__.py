@@ -139,7 +139,7 @@ def run_script(
 
 
 def list_scripts(book: str | os.PathLike[str] | None = None) -> list[str]:
-    """The script files of chapters 2–6 in the book checkout, e.g. ``ch06/overfit_dropout.py``."""
+    """The script files of chapters 2–8 in the book checkout, e.g. ``ch06/overfit_dropout.py``."""
     root = book if book is not None else os.environ.get(BOOK_ENV) or None
     if root is None or not Path(root).is_dir():
         raise BookNotFoundError(
@@ -148,7 +148,7 @@ def list_scripts(book: str | os.PathLike[str] | None = None) -> list[str]:
         )
     return sorted(
         f"{chapter}/{path.name}"
-        for chapter in ("ch02", "ch03", "ch04", "ch05", "ch06")
+        for chapter in ("ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
         for path in (Path(root) / chapter).glob("*.py")
     )
 
@@ -158,11 +158,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ferrograd.boo
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog=prog, description="Run the book's own scripts (chapters 2-6) on ferrograd."
+        prog=prog, description="Run the book's own scripts (chapters 2-8) on ferrograd."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="run one of the book's script files, unchanged")
-    lst = sub.add_parser("list", help="list the book's scripts of chapters 2-6")
+    lst = sub.add_parser("list", help="list the book's scripts of chapters 2-8")
     for p in (run, lst):
         p.add_argument("--book", metavar="DIR", help=f"the book's checkout (default: ${BOOK_ENV})")
     run.add_argument(
