@@ -108,6 +108,18 @@ def test_pooling_ties_and_padding_follow_numpy():
     assert dx.sum() == 1.0 and dx[0, 0, 1, 1] == 1.0  # gradients at padding are dropped
 
 
+def test_pooling_nan_follows_numpy():
+    # np.max gives NaN and np.argmax the first NaN of a window holding one.
+    x = np.random.default_rng(7).standard_normal((2, 3, 6, 6))
+    x[0, 1, 2, 3] = np.nan
+    x[1, 2, 0, 0] = x[1, 2, 0, 1] = np.nan
+    out, arg = _core.pool_forward(x, 2, 2, 2, 0)
+    rout, rarg = ref.pool_forward(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(arg, rarg)
+    assert np.isnan(out[0, 1, 1, 1]) and arg[1, 2, 0, 0] == 0
+
+
 @pytest.mark.parametrize("layout", ["fortran", "sliced", "transposed"])
 def test_layouts_give_the_same_result(layout):
     x, W, b = case_arrays((3, 2, 9, 8, 5, 3, 3, 2, 1), np.float64)

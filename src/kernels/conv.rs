@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use multiversion::multiversion;
-use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, Axis};
+use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayView4, Axis};
 use rayon::prelude::*;
 
 use super::matmul::{gemm_into, parallel_worth};
@@ -117,57 +117,65 @@ fn valid(len: usize, out: usize, stride: usize, pad: usize, k: usize) -> Range<u
     lo.min(hi)..hi
 }
 
-/// The columns of one image (C, H, W) for its convolution: `cols` (C·FH·FW, oh·ow) row
+/// Where one image's columns sit in a matrix of columns: rows (c, ky, kx) of length
+/// `ld`, this image's oh·ow columns from `at` on.
+#[derive(Clone, Copy)]
+struct ColumnsAt {
+    ld: usize,
+    at: usize,
+}
+
+/// The columns of one C-contiguous image `img` (C, H, W) for its convolution: row
 /// (c, ky, kx), column (i, j) = x[c, i·stride + ky − pad, j·stride + kx − pad], 0 in the
-/// padding. (The transpose of the image's rows of [`im2col`].)
-fn image_columns<T: Float>(img: ArrayView3<'_, T>, g: &Window, mut cols: ArrayViewMut2<'_, T>) {
-    let (oh, ow, s, pad) = (g.oh, g.ow, g.stride, g.pad);
+/// padding (the transpose of the image's rows of [`im2col`]).
+fn image_columns<T: Float>(img: &[T], g: &Window, cols: &mut [T], pos: ColumnsAt) {
+    let (ow, s, pad, hw) = (g.ow, g.stride, g.pad, g.h * g.w);
     let mut row = 0;
     for c in 0..g.c {
-        let plane = img.index_axis(Axis(0), c);
+        let plane = &img[c * hw..(c + 1) * hw];
         for ky in 0..g.fh {
             let rows = g.valid_rows(ky);
             for kx in 0..g.fw {
                 let jr = g.valid_cols(kx);
-                let mut out = cols.row_mut(row);
+                let base = row * pos.ld + pos.at;
                 row += 1;
-                for i in 0..oh {
-                    let mut dst = out.slice_mut(s![i * ow..(i + 1) * ow]);
+                for i in 0..g.oh {
+                    let dst = &mut cols[base + i * ow..base + (i + 1) * ow];
                     if !rows.contains(&i) || jr.is_empty() {
                         dst.fill(T::zero());
                         continue;
                     }
                     let y = i * s + ky - pad;
                     let x0 = jr.start * s + kx - pad;
-                    dst.slice_mut(s![..jr.start]).fill(T::zero());
-                    dst.slice_mut(s![jr.end..]).fill(T::zero());
-                    let src = plane.slice(s![y, x0..;s]);
-                    dst.slice_mut(s![jr.start..jr.end])
-                        .iter_mut()
-                        .zip(src.iter())
-                        .for_each(|(d, &v)| *d = v);
+                    dst[..jr.start].fill(T::zero());
+                    dst[jr.end..].fill(T::zero());
+                    let src = &plane[y * g.w..(y + 1) * g.w];
+                    let dst = &mut dst[jr.start..jr.end];
+                    if s == 1 {
+                        dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(src[x0..].iter().step_by(s)) {
+                            *d = v;
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// The adjoint of [`image_columns`]: `dcols` (C·FH·FW, oh·ow) added into one image's
-/// gradient `dimg` (C, H, W); entries that fall in the padding are dropped.
-fn add_image_columns<T: Float>(
-    dcols: ArrayView2<'_, T>,
-    g: &Window,
-    mut dimg: ndarray::ArrayViewMut3<'_, T>,
-) {
-    let (ow, s, pad) = (g.ow, g.stride, g.pad);
+/// The adjoint of [`image_columns`]: the columns added into one image's gradient
+/// `dimg` (C, H, W, C-contiguous); entries that fall in the padding are dropped.
+fn add_image_columns<T: Float>(dcols: &[T], pos: ColumnsAt, g: &Window, dimg: &mut [T]) {
+    let (ow, s, pad, hw) = (g.ow, g.stride, g.pad, g.h * g.w);
     let mut row = 0;
     for c in 0..g.c {
-        let mut plane = dimg.index_axis_mut(Axis(0), c);
+        let plane = &mut dimg[c * hw..(c + 1) * hw];
         for ky in 0..g.fh {
             let rows = g.valid_rows(ky);
             for kx in 0..g.fw {
                 let jr = g.valid_cols(kx);
-                let src = dcols.row(row);
+                let base = row * pos.ld + pos.at;
                 row += 1;
                 if jr.is_empty() {
                     continue;
@@ -175,10 +183,11 @@ fn add_image_columns<T: Float>(
                 for i in rows.clone() {
                     let y = i * s + ky - pad;
                     let x0 = jr.start * s + kx - pad;
-                    let mut dst = plane.slice_mut(s![y, x0..;s]);
-                    dst.iter_mut()
-                        .zip(src.slice(s![i * ow + jr.start..i * ow + jr.end]))
-                        .for_each(|(d, &v)| *d = *d + v);
+                    let src = &dcols[base + i * ow + jr.start..base + i * ow + jr.end];
+                    let dst = &mut plane[y * g.w + x0..(y + 1) * g.w];
+                    for (d, &v) in dst.iter_mut().step_by(s).zip(src) {
+                        *d = *d + v;
+                    }
                 }
             }
         }
@@ -202,9 +211,19 @@ pub fn im2col<T: Float>(
     if col.is_empty() {
         return Ok(col);
     }
-    let mut cols = try_zeros2::<T>("im2col", g.patch(), g.positions())?;
-    for (n, mut block) in col.axis_chunks_iter_mut(Axis(0), g.positions()).enumerate() {
-        image_columns(x.index_axis(Axis(0), n), &g, cols.view_mut());
+    let p = g.positions();
+    let mut cols = try_zeros2::<T>("im2col", g.patch(), p)?;
+    let xs = x.as_standard_layout();
+    let chw = g.c * g.h * g.w;
+    for (n, mut block) in col.axis_chunks_iter_mut(Axis(0), p).enumerate() {
+        let img = contiguous("im2col", xs.as_slice())?;
+        let cs = contiguous_mut("im2col", cols.as_slice_mut())?;
+        image_columns(
+            &img[n * chw..(n + 1) * chw],
+            &g,
+            cs,
+            ColumnsAt { ld: p, at: 0 },
+        );
         block.assign(&cols.t());
     }
     Ok(col)
@@ -236,10 +255,30 @@ pub fn col2im<T: Float>(
         ));
     }
     let mut img = try_zeros("col2im", ndarray::Ix4(g.n, g.c, g.h, g.w))?;
-    for (n, block) in col.axis_chunks_iter(Axis(0), g.positions()).enumerate() {
-        add_image_columns(block.t(), &g, img.index_axis_mut(Axis(0), n));
+    let p = g.positions();
+    let mut cols = try_zeros2::<T>("col2im", g.patch(), p)?;
+    let chw = g.c * g.h * g.w;
+    for (n, block) in col.axis_chunks_iter(Axis(0), p).enumerate() {
+        cols.assign(&block.t());
+        let cs = contiguous("col2im", cols.as_slice())?;
+        let is = contiguous_mut("col2im", img.as_slice_mut())?;
+        add_image_columns(
+            cs,
+            ColumnsAt { ld: p, at: 0 },
+            &g,
+            &mut is[n * chw..(n + 1) * chw],
+        );
     }
     Ok(img)
+}
+
+/// The data of a C-contiguous array (always so for the arrays made here).
+fn contiguous<'a, T>(op: &'static str, s: Option<&'a [T]>) -> Result<&'a [T]> {
+    s.ok_or_else(|| KernelError::value(op, "internal: an array is not contiguous"))
+}
+
+fn contiguous_mut<'a, T>(op: &'static str, s: Option<&'a mut [T]>) -> Result<&'a mut [T]> {
+    s.ok_or_else(|| KernelError::value(op, "internal: an array is not contiguous"))
 }
 
 /// Gradients of the Convolution layer: dx like x, dW like W, db like b.
@@ -396,17 +435,24 @@ pub fn conv_forward<T: Float>(
     let mut rest = Some(out.view_mut());
     let outputs = |range: Range<usize>, per: usize| split_images(&mut rest, range.len(), per);
     let per_gemm = images_per_product(&g);
+    let xs = x.as_standard_layout();
+    let xs = contiguous(OP, xs.as_slice())?;
+    let chw = g.c * g.h * g.w;
     let part = |images: Range<usize>, mut o: ndarray::ArrayViewMut4<'_, T>| -> Result<()> {
+        let os = contiguous_mut(OP, o.as_slice_mut())?;
         let width = per_gemm.min(images.len()) * p;
         let mut cols = try_zeros2::<T>(OP, g.patch(), width)?;
         let mut prod = try_zeros2::<T>(OP, fnum, width)?;
         for first in images.clone().step_by(per_gemm) {
             let last = images.end.min(first + per_gemm);
             let w = (last - first) * p;
+            let cs = contiguous_mut(OP, cols.as_slice_mut())?;
             for n in first..last {
-                let at = (n - first) * p;
-                let block = cols.slice_mut(s![.., at..at + p]);
-                image_columns(x.index_axis(Axis(0), n), &g, block);
+                let at = ColumnsAt {
+                    ld: width,
+                    at: (n - first) * p,
+                };
+                image_columns(&xs[n * chw..(n + 1) * chw], &g, cs, at);
             }
             // prod (FN, B·oh·ow) = W · cols: the images' columns side by side
             gemm_into(
@@ -415,16 +461,14 @@ pub fn conv_forward<T: Float>(
                 prod.slice_mut(s![.., ..w]),
                 false,
             );
+            let ps = contiguous(OP, prod.as_slice())?;
             for n in first..last {
-                let at = (n - first) * p;
-                let mut on = o.index_axis_mut(Axis(0), n - images.start);
+                let (at, k) = ((n - first) * p, n - images.start);
                 for (f, &bf) in b.iter().enumerate() {
                     // out[n, f] = b[f] + prod[f, positions of image n]
-                    let mut dst = on.index_axis_mut(Axis(0), f);
-                    let src = prod.slice(s![f, at..at + p]);
-                    for (d, &v) in dst.iter_mut().zip(src.iter()) {
-                        *d = v + bf;
-                    }
+                    let dst = &mut os[(k * fnum + f) * p..(k * fnum + f + 1) * p];
+                    let src = &ps[f * width + at..f * width + at + p];
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bf);
                 }
             }
         }
@@ -482,9 +526,14 @@ pub fn conv_backward<T: Float>(
         let mut rest = Some(dx.view_mut());
         let outputs = |range: Range<usize>, per: usize| split_images(&mut rest, range.len(), per);
         let per_gemm = images_per_product(&g);
+        let xs = x.as_standard_layout();
+        let xs = contiguous(OP, xs.as_slice())?;
+        let ds = contiguous(OP, dout.as_slice())?;
+        let chw = g.c * g.h * g.w;
         let part = |images: Range<usize>,
                     mut dxo: ndarray::ArrayViewMut4<'_, T>|
          -> Result<(Array2<T>, Array1<T>)> {
+            let dxs = contiguous_mut(OP, dxo.as_slice_mut())?;
             let width = per_gemm.min(images.len()) * p;
             let mut cols = try_zeros2::<T>(OP, g.patch(), width)?;
             let mut dcols = try_zeros2::<T>(OP, g.patch(), width)?;
@@ -494,27 +543,26 @@ pub fn conv_backward<T: Float>(
             for first in images.clone().step_by(per_gemm) {
                 let last = images.end.min(first + per_gemm);
                 let w = (last - first) * p;
+                let cs = contiguous_mut(OP, cols.as_slice_mut())?;
+                let dd = contiguous_mut(OP, d.as_slice_mut())?;
                 for n in first..last {
                     let at = (n - first) * p;
-                    image_columns(
-                        x.index_axis(Axis(0), n),
-                        &g,
-                        cols.slice_mut(s![.., at..at + p]),
-                    );
+                    let pos = ColumnsAt { ld: width, at };
+                    image_columns(&xs[n * chw..(n + 1) * chw], &g, cs, pos);
                     // d (FN, B·oh·ow): the images' dout side by side
-                    let dn = dout.index_axis(Axis(0), n);
-                    for (f, src) in dn.outer_iter().enumerate() {
-                        let mut dst = d.slice_mut(s![f, at..at + p]);
-                        dst.iter_mut().zip(src.iter()).for_each(|(a, &v)| *a = v);
+                    for f in 0..fnum {
+                        let src = &ds[(n * fnum + f) * p..(n * fnum + f + 1) * p];
+                        dd[f * width + at..f * width + at + p].copy_from_slice(src);
                     }
                 }
                 let (cols_b, d_b) = (cols.slice(s![.., ..w]), d.slice(s![.., ..w]));
                 gemm_into(d_b, cols_b.t(), dw_part.view_mut(), true); // dW += d·colsᵀ
                 gemm_into(wf.t(), d_b, dcols.slice_mut(s![.., ..w]), false); // dcols = Wᵀ·d
+                let dcs = contiguous(OP, dcols.as_slice())?;
                 for n in first..last {
-                    let at = (n - first) * p;
-                    let dimg = dxo.index_axis_mut(Axis(0), n - images.start);
-                    add_image_columns(dcols.slice(s![.., at..at + p]), &g, dimg);
+                    let (at, k) = ((n - first) * p, n - images.start);
+                    let pos = ColumnsAt { ld: width, at };
+                    add_image_columns(dcs, pos, &g, &mut dxs[k * chw..(k + 1) * chw]);
                 }
                 row_sums_into(d_b, &mut db_part);
             }
