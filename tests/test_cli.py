@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from conftest import MNIST_FILES
+from ferrograd import load_checkpoint
 from ferrograd.cli import CliError, build_network, main
 
 EPOCH_LINE = re.compile(
@@ -424,9 +425,10 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, net_args, header, keys, path):
             proc.kill()
     assert proc.returncode == 130, err
     assert "[interrupted]" in out and path in out and "Traceback" not in err
-    assert save.exists()
-    with np.load(save) as data:
-        assert sorted(data.files) == keys
+    saved = load_checkpoint(save)  # the model, its optimizer and the steps really applied
+    assert sorted(saved.model.params) == keys
+    printed = int(re.search(r"after (\d+) iterations", out).group(1))
+    assert saved.optimizer is not None and saved.iterations == printed
 
 
 def test_fashion_mnist_unavailable_is_one_line(tmp_path, monkeypatch, capsys):
@@ -486,8 +488,10 @@ def test_train_conv_net_on_sample(capsys, tmp_path):
     assert code == 0
     assert out.splitlines()[0].startswith("conv conv30x5x5-pool-100-10 relu | adam lr 0.001")
     assert float(re.search(r"test acc (\d\.\d+)", out).group(1)) > 0.7
-    with np.load(save) as saved:
-        assert saved["W1"].shape == (30, 1, 5, 5) and saved["W2"].shape == (4320, 100)
+    saved = load_checkpoint(save)
+    assert type(saved.model).__name__ == "SimpleConvNet" and saved.iterations == 150
+    assert saved.model.params["W1"].shape == (30, 1, 5, 5)
+    assert saved.model.params["W2"].shape == (4320, 100)
 
 
 def test_build_deep_conv_net_and_its_errors():
@@ -499,3 +503,85 @@ def test_build_deep_conv_net_and_its_errors():
         build_network("deep-conv", [50], weight_init=0.01)
     with pytest.raises(CliError, match="one hidden layer"):
         build_network("conv", [100, 10])
+
+
+# ----------------------------------------------------------------- --save / --load: resume
+
+
+@pytest.mark.parametrize(
+    "net_args",
+    [
+        ["--optimizer", "adam", "--dtype", "float32"],  # fused epochs, Adam's state resumed
+        ["--net", "multi-layer", "--hidden", "30,20", "--activation", "relu",
+         "--optimizer", "momentum", "--weight-decay", "0.01", "--dtype", "float64"],
+        ["--optimizer", "sgd", "--batch-size", "70"],  # epochs of 71 iterations: not whole
+    ],
+)  # fmt: skip
+def test_resume_continues_bit_for_bit(tmp_path, capsys, net_args):
+    """train 2N == train N, --save, then --load (no network options) and N more."""
+    common = ["train", "--dataset", "sample", "--seed", "7", "--quiet"]
+    assert main([*common, *net_args, "--iters", "142", "--save", str(tmp_path / "full")]) == 0
+    assert main([*common, *net_args, "--iters", "71", "--save", str(tmp_path / "half")]) == 0
+    capsys.readouterr()
+    code = main(["train", "--dataset", "sample", "--load", str(tmp_path / "half.npz"),
+                 "--iters", "71", "--save", str(tmp_path / "resumed")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"resumed from {tmp_path / 'half.npz'} after 71 iter")
+    assert "state restored" in out.splitlines()[0]
+    assert "| iter 142 |" in out  # the epoch lines count on from the saved run
+    full = load_checkpoint(tmp_path / "full.npz")
+    resumed = load_checkpoint(tmp_path / "resumed.npz")
+    assert resumed.iterations == full.iterations == 142
+    assert getattr(resumed.optimizer, "iter", 0) == getattr(full.optimizer, "iter", 0)
+    half = load_checkpoint(tmp_path / "half.npz").model.params
+    for key, value in full.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[key], value, err_msg=key)
+        assert not np.array_equal(half[key], value) or key.startswith("b")
+    for name in full.optimizer.state_names:
+        for key, value in getattr(full.optimizer, name).items():
+            np.testing.assert_array_equal(getattr(resumed.optimizer, name)[key], value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hidden", "40"], "was saved with --hidden 50, not 40; leave --hidden out"),
+        (["--net", "multi-layer"], "was saved with --net two-layer, not multi-layer"),
+        (["--activation", "relu"], "was saved with --activation sigmoid, not relu"),
+        (["--dtype", "float64"], "was saved with --dtype float32, not float64"),
+    ],
+)
+def test_load_refuses_options_that_contradict_the_file(tmp_path, capsys, flags, message):
+    assert main(["train", "--dataset", "sample", "--iters", "0", "--quiet",
+                 "--save", str(tmp_path / "m")]) == 0  # fmt: skip
+    capsys.readouterr()
+    code = main(["train", "--dataset", "sample", "--load", str(tmp_path / "m.npz"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_load_with_another_optimizer_says_the_state_is_not_used(tmp_path, capsys):
+    common = ["train", "--dataset", "sample", "--iters", "50", "--seed", "1"]
+    assert main([*common, "--optimizer", "adam", "--quiet", "--save", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    code = main([*common, "--load", str(tmp_path / "a.npz"), "--optimizer", "sgd", "--lr", "0.1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "a new sgd optimizer (the saved adam state is not used)" in out.splitlines()[0]
+    assert "| sgd lr 0.1 |" in out.splitlines()[1]
+
+
+def test_load_a_save_params_file_into_the_net_the_options_describe(tmp_path, capsys):
+    from ferrograd.trainer import save_params
+
+    net = build_network("two-layer", [20], seed=0)
+    save_params(net, tmp_path / "w.npz")
+    code = main(["train", "--dataset", "sample", "--hidden", "20", "--dtype", "float64",
+                 "--load", str(tmp_path / "w.npz"), "--iters", "0"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and out.splitlines()[0] == f"weights from {tmp_path / 'w.npz'}"
+    from ferrograd import load_mnist_sample
+
+    (_, _), (x_test, t_test) = load_mnist_sample()
+    assert out.splitlines()[-1] == f"test acc {net.accuracy(x_test, t_test):.4f}"

@@ -10,12 +10,14 @@ import zipfile
 
 import numpy as np
 import pytest
-from ferrograd import load, load_checkpoint, save
+from ferrograd import load, load_checkpoint, model_info, save
 from ferrograd._random import GlobalGenerator
 from ferrograd.datasets import load_mnist_sample
 from ferrograd.nets import (
+    DeepConvNet,
     MultiLayerNet,
     MultiLayerNetExtend,
+    SimpleConvNet,
     SimpleNet,
     SoftmaxRegression,
     TwoLayerNet,
@@ -65,6 +67,58 @@ def test_round_trip_rebuilds_the_model_without_sizes(make, tmp_path, rng):
         np.testing.assert_array_equal(back_params[key], value)
     x = rng.standard_normal((4, 2 if isinstance(net, SimpleNet) else 6))
     np.testing.assert_array_equal(back.predict(x), net.predict(x))
+
+
+SMALL_CONV = {"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1}
+CONV_NETS = [
+    lambda: SimpleConvNet((1, 10, 10), SMALL_CONV, 8, 3, 0.1, seed=2, dtype=np.float32),
+    lambda: DeepConvNet((1, 16, 16), hidden_size=12, output_size=3, seed=2),
+]
+
+
+@pytest.mark.parametrize("make", CONV_NETS)
+def test_conv_nets_round_trip(make, tmp_path, rng):
+    net = make()
+    path = save(net, tmp_path / "conv", optimizer=Adam(lr=0.01))
+    info = model_info(path)
+    assert info is not None and info["class"] == type(net).__name__
+    assert info["optimizer"] == "Adam" and info["iterations"] == 0
+    back = load(path)
+    assert type(back) is type(net) and repr(back) == repr(net)
+    for key, value in net.params.items():
+        assert back.params[key].dtype == value.dtype
+        np.testing.assert_array_equal(back.params[key], value, err_msg=key)
+    x = rng.standard_normal((3, *net.input_dim)).astype(net.dtype)
+    np.testing.assert_array_equal(back.predict(x), net.predict(x))
+    # the dropout masks (DeepConvNet's) continue from the saved generator
+    np.testing.assert_array_equal(back.predict(x, train_flg=True), net.predict(x, train_flg=True))
+    if isinstance(net, SimpleConvNet):
+        other = SimpleConvNet((1, 10, 10), SMALL_CONV, 9, 3, dtype=np.float32)
+    else:
+        other = DeepConvNet((1, 16, 16), hidden_size=13, output_size=3)
+    with pytest.raises(ValueError, match=r"has hidden_size=(12|8) but the model has hidden_size"):
+        load(path, model=other)
+
+
+def test_model_info_reads_the_header_alone(tmp_path, sample):
+    x, t = sample[0], sample[1]
+    net = TwoLayerNet(784, 10, 10, seed=0)
+    trainer = Trainer(net, x, t, epochs=1, mini_batch_size=60, seed=0, verbose=False)
+    trainer.train()
+    info = model_info(save(net, tmp_path / "m", trainer=trainer))
+    assert info == {
+        "class": "TwoLayerNet",
+        "config": {"input_size": 784, "hidden_size": 10, "output_size": 10,
+                   "weight_init_std": 0.01, "activation": "sigmoid", "dtype": "float64"},
+        "optimizer": "SGD",
+        "iterations": 10,
+        "epochs": 1,
+        "mini_batch_size": 60,
+    }  # fmt: skip
+    assert model_info(save_params(net, tmp_path / "p.npz")) is None
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match=r"model_info: .*bad\.npz is not a saved ferrograd model"):
+        model_info(tmp_path / "bad.npz")
 
 
 def test_file_entries_and_header(tmp_path):
@@ -298,7 +352,7 @@ def test_resume_in_a_new_process_continues_bit_for_bit(case, optimizer, dtype, t
         timeout=120,
     )
     resumed = load_checkpoint(tmp_path / "resumed.npz")
-    assert resumed.iterations == 24  # 2 epochs of 600 / 50 in the new process
+    assert (resumed.iterations, resumed.epochs) == (48, 4)  # counted across the resume
     moved = 0.0
     for key, value in straight.params.items():
         got = resumed.model.params[key]

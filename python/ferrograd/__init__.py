@@ -53,7 +53,7 @@ from ferrograd.nets import (
 )
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, get_optimizer
 from ferrograd.perceptron import AND, NAND, OR, XOR
-from ferrograd.saving import Checkpoint, load, load_checkpoint, save
+from ferrograd.saving import Checkpoint, load, load_checkpoint, model_info, save
 from ferrograd.trainer import History, Trainer, load_params, save_params
 from ferrograd.util import to_categorical
 
@@ -132,6 +132,7 @@ __all__ = [
     "load_mnist_sample",
     "load_params",
     "mean_squared_error",
+    "model_info",
     "numerical_diff",
     "numerical_gradient",
     "numerical_gradient_2d",

@@ -176,6 +176,83 @@ def net_shape(net: str, hidden: Sequence[int], input_size: int) -> str:
     return "-".join(map(str, [input_size, *([] if net == "softmax" else hidden), 10]))
 
 
+# A saved model's class → the --net that trains it.
+SAVED_NETS = {
+    "TwoLayerNet": "two-layer",
+    "MultiLayerNet": "multi-layer",
+    "MultiLayerNetExtend": "multi-layer",
+    "SoftmaxRegression": "softmax",
+    "SimpleConvNet": "conv",
+    "DeepConvNet": "deep-conv",
+}
+
+
+def _resolve_net_options(args: argparse.Namespace) -> None:
+    """Fill in the network options left out on the command line with their defaults."""
+    args.net = args.net or "two-layer"
+    if args.net in CONV_NETS:
+        args.activation = "relu"  # the conv nets' only activation
+    args.activation = args.activation or args.default_activation
+
+
+def _saved_net_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The header of the ``--load`` file, its network options put into ``args``; None
+    for a file of ``save_params`` (weights only: the options describe the net)."""
+    from ferrograd.saving import model_info
+
+    path = args.load
+    if not Path(path).is_file():
+        _fail(f"--load: no such file {path}")
+    try:
+        info = model_info(path)
+    except (ValueError, OSError) as err:
+        _fail(f"--load: {err}", EXIT_ERROR)
+    if info is None:
+        return None
+    net = SAVED_NETS.get(info["class"])
+    if net is None:
+        _fail(f"--load: {path} holds a {info['class']}, which ferrograd train does not train")
+    cfg = info["config"]
+    hidden = {
+        "two-layer": lambda: [cfg["hidden_size"]],
+        "multi-layer": lambda: list(cfg["hidden_size_list"]),
+        "softmax": lambda: None,
+    }.get(net, lambda: [cfg["hidden_size"]])()
+    saved: dict[str, Any] = {
+        "--net": net,
+        "--hidden": hidden,
+        "--activation": "relu" if net in CONV_NETS else cfg.get("activation"),
+        "--dtype": cfg["dtype"],
+        "--weight-decay": cfg.get("weight_decay_lambda", 0.0),
+    }
+    given = {
+        "--net": args.net,
+        "--hidden": args.hidden,
+        "--activation": args.activation if net != "softmax" else None,
+        "--dtype": args.dtype,
+        "--weight-decay": args.weight_decay,
+    }
+    for flag, value in given.items():
+        if value is not None and value != saved[flag]:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            was = saved[flag]
+            was = ",".join(map(str, was)) if isinstance(was, list) else was
+            _fail(
+                f"--load: {path} was saved with {flag} {was}, not {shown}; leave {flag} out "
+                "to resume the saved model"
+            )
+    args.net, args.hidden, args.dtype = net, hidden, cfg["dtype"]
+    args.activation = saved["--activation"]
+    args.weight_decay = saved["--weight-decay"]
+    return info
+
+
+def _optimizer_name(optimizer: Any) -> str:
+    from ferrograd.optimizers import OPTIMIZERS
+
+    return next(name for name, cls in OPTIMIZERS.items() if type(optimizer) is cls)
+
+
 def build_network(
     net: str = "two-layer",
     hidden: Sequence[int] = (50,),
@@ -309,16 +386,17 @@ def _log_every(args: argparse.Namespace, epochs: int) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ferrograd.trainer import Trainer, load_params, save_params
+    from ferrograd.saving import load_checkpoint, save
+    from ferrograd.trainer import Trainer, load_params
 
+    saved = _saved_net_options(args) if args.load is not None else None
+    _resolve_net_options(args)
     if args.net == "softmax" and args.hidden:
         _fail("--hidden does not apply to --net softmax (it has no hidden layer)")
     for flag, path in (("--plot", args.plot), ("--plot-errors", args.plot_errors)):
         if path is not None and Path(path).suffix.lower() != ".png":
             _fail(f"{flag}: the figure is a PNG; give a path ending in .png, got {path}")
     hidden = args.hidden or default_hidden(args.net)
-    if args.net in CONV_NETS:
-        args.activation = "relu"  # the conv nets' only activation
     weight_init = args.weight_init
     if weight_init is None:
         weight_init = default_weight_init(args.net, args.activation)
@@ -331,29 +409,64 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _fail("--weight-decay applies to --net multi-layer only")
     if args.load is not None and not Path(args.load).is_file():
         _fail(f"--load: no such file {args.load}")
+    resumed = "" if saved is None else f"resumed from {args.load}"
     if args.plot is not None or args.plot_errors is not None:
         _require("matplotlib", "plot", "--plot" if args.plot is not None else "--plot-errors")
     if args.progress:
         _require("tqdm", "progress", "--progress")
     data, dataset = _load_data(args, args.dtype)
     (x_train, t_train), (x_test, t_test) = data
-    network = build_network(
-        args.net,
-        hidden,
-        activation=args.activation,
-        weight_init=weight_init,
-        dtype=args.dtype,
-        seed=args.seed,
-        weight_decay=args.weight_decay,
-    )
-    if args.load is not None:
+    checkpoint = None
+    if saved is not None:
         try:
-            load_params(network, args.load)
+            checkpoint = load_checkpoint(args.load)
         except (ValueError, OSError) as err:
             _fail(f"--load: {err}", EXIT_ERROR)
-    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer)
-    optimizer_param = {"lr": lr} if lr is not None else {}
+        network = checkpoint.model
+        if saved["iterations"]:
+            resumed += f" after {saved['iterations']} iterations ({saved['epochs']} epochs)"
+    else:
+        network = build_network(
+            args.net,
+            hidden,
+            activation=args.activation,
+            weight_init=weight_init,
+            dtype=args.dtype,
+            seed=args.seed,
+            weight_decay=args.weight_decay or 0.0,
+        )
+        if args.load is not None:
+            try:
+                load_params(network, args.load)
+            except (ValueError, OSError) as err:
+                _fail(f"--load: {err}", EXIT_ERROR)
+            resumed = f"weights from {args.load}"
+    saved_optimizer = None if checkpoint is None else checkpoint.optimizer
+    optimizer: Any
+    if saved_optimizer is not None and args.optimizer in (None, _optimizer_name(saved_optimizer)):
+        # resume the saved optimizer, with its state and step count (a new --lr applies)
+        args.optimizer = _optimizer_name(saved_optimizer)
+        if args.lr is not None:
+            saved_optimizer.lr = args.lr
+        optimizer, optimizer_param, lr = saved_optimizer, {}, float(saved_optimizer.lr)
+        resumed += f", {args.optimizer} state restored"
+    else:
+        if saved_optimizer is not None:
+            resumed += (
+                f", a new {args.optimizer} optimizer (the saved "
+                f"{_optimizer_name(saved_optimizer)} state is not used)"
+            )
+        args.optimizer = args.optimizer or "sgd"
+        lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.optimizer)
+        optimizer, optimizer_param = args.optimizer, {"lr": lr} if lr is not None else {}
+    seed: Any = args.seed
+    if seed is None and checkpoint is not None and checkpoint.rng is not None:
+        seed = checkpoint.rng  # the saved run's mini-batch draws continue
+    if args.batch_size is None:
+        args.batch_size = (saved or {}).get("mini_batch_size") or 100
     say = (lambda _m: None) if args.quiet else _say
+    if resumed:
+        say(resumed)
     shape = net_shape(args.net, hidden, x_train.shape[1])
     say(
         f"{args.net} {shape} {'' if args.net == 'softmax' else args.activation + ' '}"
@@ -375,14 +488,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             t_test,
             epochs=args.epochs or 1,
             mini_batch_size=args.batch_size,
-            optimizer=args.optimizer,
+            optimizer=optimizer,
             optimizer_param=optimizer_param,
             gradient=args.gradient,
-            seed=args.seed,
+            seed=seed,
             verbose=not args.quiet,
             iters=None if args.epochs else args.iters,
             log=say,
             progress=True if args.progress else None,
+            initial_iteration=0 if checkpoint is None else checkpoint.iterations,
+            initial_epoch=0 if checkpoint is None else checkpoint.epochs,
         )
         n_epochs = math.ceil(trainer.max_iter / trainer.iter_per_epoch)
         every = _log_every(args, n_epochs)
@@ -403,8 +518,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         _say(f"test acc {test_acc:.4f}")
     if args.save is not None:
-        path = save_params(network, args.save)
-        say(f"saved parameters to {path}")
+        if trainer is not None:
+            path = save(network, args.save, trainer=trainer)
+        else:
+            path = save(network, args.save, optimizer=saved_optimizer)
+        say(f"saved the model to {path}")
     if args.history is not None:
         history.save_json(args.history)
     if args.plot is not None and history.epochs:
@@ -425,6 +543,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from ferrograd.gradcheck import gradient_check
 
+    _resolve_net_options(args)
     hidden = args.hidden or ([10, 10] if args.net == "multi-layer" else [10])
     (x_train, t_train), _ = _load_data(args, "float64")[0]
     network = build_network(
@@ -513,7 +632,6 @@ def _net_options(
     g.add_argument(
         "--net",
         choices=("two-layer", "multi-layer", "softmax", *CONV_NETS),
-        default="two-layer",
         help="two-layer (book ch. 4-5), multi-layer (ch. 6), softmax regression, conv "
         "(SimpleConvNet, ch. 7) or deep-conv (DeepConvNet, ch. 8) (default: two-layer)",
     )
@@ -525,9 +643,9 @@ def _net_options(
     g.add_argument(
         "--activation",
         choices=("sigmoid", "relu"),
-        default=default_activation,
         help=f"hidden activation (default: {default_activation})",
     )
+    p.set_defaults(default_activation=default_activation)
     g.add_argument(
         "--weight-init",
         type=_weight_init,
@@ -563,7 +681,6 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--optimizer",
         choices=OPTIMIZER_NAMES,
-        default="sgd",
         help="update rule (book ch. 6) (default: sgd)",
     )
     g.add_argument(
@@ -573,7 +690,9 @@ def make_parser() -> argparse.ArgumentParser:
         "optimizer's own: adam 0.001, adagrad 0.01, rmsprop 0.01)",
     )
     g.add_argument(
-        "--batch-size", type=_positive_int, default=100, help="mini-batch size (default: 100)"
+        "--batch-size",
+        type=_positive_int,
+        help="mini-batch size (default: 100; with --load, the saved run's)",
     )
     it = g.add_mutually_exclusive_group()
     it.add_argument(
@@ -594,7 +713,6 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--weight-decay",
         type=_non_negative_float,
-        default=0.0,
         help="L2 weight decay λ (multi-layer only; default 0)",
     )
     g.add_argument(
@@ -610,8 +728,20 @@ def make_parser() -> argparse.ArgumentParser:
         "--plot-errors", type=Path, metavar="PATH", help="save a grid of misclassified test digits"
     )
     o.add_argument("--history", type=Path, metavar="PATH", help="save the History as JSON")
-    o.add_argument("--save", type=Path, metavar="PATH", help="save the parameters (.npz)")
-    o.add_argument("--load", type=Path, metavar="PATH", help="start from saved parameters (resume)")
+    o.add_argument(
+        "--save",
+        type=Path,
+        metavar="PATH",
+        help="save the model, optimizer state and mini-batch generator (.npz) to resume from",
+    )
+    o.add_argument(
+        "--load",
+        type=Path,
+        metavar="PATH",
+        help="resume a model saved with --save: its net, sizes, activation and dtype, "
+        "weights, optimizer state and mini-batches continue (files of save_params: "
+        "the weights, into the net the options describe)",
+    )
     o.add_argument(
         "--log-every",
         type=_positive_int,

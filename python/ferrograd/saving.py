@@ -29,7 +29,7 @@ import numpy as np
 
 from ferrograd._random import GlobalGenerator
 
-__all__ = ["Checkpoint", "load", "load_checkpoint", "save"]
+__all__ = ["Checkpoint", "load", "load_checkpoint", "model_info", "save"]
 
 FORMAT = "ferrograd.model"
 VERSION = 1
@@ -48,8 +48,10 @@ def _model_classes() -> dict[str, type]:
 def model_config(model: Any) -> dict[str, Any]:
     """The constructor arguments that rebuild ``model``'s architecture (JSON-able)."""
     from ferrograd.nets import (
+        DeepConvNet,
         MultiLayerNet,
         MultiLayerNetExtend,
+        SimpleConvNet,
         SimpleNet,
         SoftmaxRegression,
         TwoLayerNet,
@@ -87,6 +89,23 @@ def model_config(model: Any) -> dict[str, Any]:
         }
     if cls is SimpleNet:
         return {"shape": list(model.W.shape), "dtype": str(model.W.dtype)}
+    if cls is SimpleConvNet:
+        return {
+            "input_dim": list(model.input_dim),
+            "conv_param": dict(model.conv_param),
+            "hidden_size": int(model.params["W2"].shape[1]),
+            "output_size": int(model.params["W3"].shape[1]),
+            "weight_init_std": model.weight_init_std,
+            "dtype": str(model.dtype),
+        }
+    if cls is DeepConvNet:
+        config: dict[str, Any] = {"input_dim": list(model.input_dim)}
+        for i, conv_param in enumerate(model.conv_params):
+            config[f"conv_param_{i + 1}"] = dict(conv_param)
+        config["hidden_size"] = int(model.params["W7"].shape[1])
+        config["output_size"] = int(model.params["W8"].shape[1])
+        config["dtype"] = str(model.dtype)
+        return config
     raise TypeError(
         f"save: cannot describe a {cls.__name__}; expected one of {', '.join(_model_classes())}"
     )
@@ -102,6 +121,8 @@ def _build(cls_name: str, config: dict[str, Any]) -> Any:
         return cls(np.zeros(cfg["shape"]), dtype=cfg["dtype"])
     if cls_name == "MultiLayerNetExtend":
         cfg["dropout_ration"] = cfg.pop("dropout_ratio")
+    if "input_dim" in cfg:  # the conv nets: a tuple, as the book passes it
+        cfg["input_dim"] = tuple(cfg["input_dim"])
     # seed=0: building must not draw from NumPy's global generator; params are replaced
     return cls(**cfg, seed=0)
 
@@ -112,12 +133,20 @@ def _params(model: Any) -> dict[str, np.ndarray]:
     return {"W": model.W}  # SimpleNet
 
 
+def _named_layers(model: Any) -> dict[str, Any]:
+    """The model's layers by name (a list of layers, as DeepConvNet's, by position)."""
+    layers = getattr(model, "layers", {})
+    if isinstance(layers, list):
+        return {str(i): layer for i, layer in enumerate(layers)}
+    return dict(layers)
+
+
 def _buffers(model: Any) -> dict[str, np.ndarray]:
     """Batch norm's running statistics, by ``<layer>/<name>`` (only those set)."""
     from ferrograd.layers import BatchNormalization
 
     out: dict[str, np.ndarray] = {}
-    for name, layer in getattr(model, "layers", {}).items():
+    for name, layer in _named_layers(model).items():
         if isinstance(layer, BatchNormalization):
             for attr in ("running_mean", "running_var"):
                 value = getattr(layer, attr)
@@ -209,9 +238,10 @@ def save(
     if trainer is not None:
         rng_meta, rng_arrays = _rng_state(trainer.rng)
         hist = trainer.history
-        meta["trainer"] = {
-            "iterations": int(hist.iterations),
-            "epochs": int(hist.epochs),
+        meta["trainer"] = {  # counted from the start of the whole run, resumes included
+            "iterations": int(trainer.initial_iteration + hist.iterations),
+            "epochs": int(trainer.initial_epoch + hist.epochs),
+            "mini_batch_size": int(trainer.batch_size),
             "rng": rng_meta,
         }
         arrays.update({f"rng/{k}": v for k, v in rng_arrays.items()})
@@ -247,8 +277,11 @@ def _optimizer_meta(optimizer: Any, arrays: dict[str, np.ndarray]) -> dict[str, 
 # ----------------------------------------------------------------- load
 
 
-def _read(path: Path, op: str) -> tuple[dict[str, Any] | None, dict[str, np.ndarray]]:
-    """The metadata (None for a file of the first ``save_params``) and the arrays."""
+def _read(
+    path: Path, op: str, meta_only: bool = False
+) -> tuple[dict[str, Any] | None, dict[str, np.ndarray]]:
+    """The metadata (None for a file of the first ``save_params``) and the arrays (none
+    with ``meta_only``)."""
     try:
         # our own handle: np.load leaks its file when the zip directory is unreadable
         with open(path, "rb") as fh:
@@ -256,7 +289,8 @@ def _read(path: Path, op: str) -> tuple[dict[str, Any] | None, dict[str, np.ndar
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("a single array, not an .npz archive")
             with data:
-                arrays = {k: data[k] for k in data.files}
+                keys = [META_KEY] if meta_only else data.files
+                arrays = {k: data[k] for k in keys if k in data.files}
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, corrupt, pickles
         raise ValueError(f"{op}: {path} is not a saved ferrograd model ({exc})") from exc
     blob = arrays.pop(META_KEY, None)
@@ -303,7 +337,7 @@ def _copy_into(model: Any, params: dict[str, np.ndarray], path: Path, op: str) -
 def _set_buffers(model: Any, buffers: dict[str, np.ndarray], path: Path, op: str) -> None:
     from ferrograd.layers import BatchNormalization
 
-    layers = getattr(model, "layers", {})
+    layers = _named_layers(model)
     for key, arr in buffers.items():
         layer_name, _, attr = key.partition("/")
         layer = layers.get(layer_name)
@@ -362,13 +396,50 @@ def _load(path: Path, model: Any, op: str) -> tuple[Any, dict[str, Any] | None, 
         if saved_rng["global"]:
             if built:  # the saved net drew its dropout masks from np.random: so does this one
                 model.rng = GlobalGenerator()
-                for layer in getattr(model, "layers", {}).values():
+                for layer in _named_layers(model).values():
                     if hasattr(layer, "rng"):
                         layer.rng = model.rng
         else:
             rng = _restore_rng(saved_rng, _section(arrays, "model_rng/"))
             model.rng.bit_generator.state = rng.bit_generator.state  # dropout layers share it
     return model, meta, arrays
+
+
+def model_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the file at ``path`` holds, read from its header alone.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by :func:`save` (or by ``save_params``).
+
+    Returns
+    -------
+    dict or None
+        ``{"class", "config", "optimizer", "iterations", "epochs", "mini_batch_size"}``:
+        the model's class name and constructor arguments, the optimizer's class name
+        (None when not saved), the steps and epochs trained so far and the trainer's
+        mini-batch size (0 and None when no trainer was saved); None for a file of
+        ``save_params``, which holds parameters only.
+
+    Raises
+    ------
+    ValueError
+        The file is not a saved model (corrupt, truncated, another format or version).
+    """
+    path = Path(path)
+    meta, _ = _read(path, "model_info", meta_only=True)
+    if meta is None:
+        return None
+    trainer = meta.get("trainer", {})
+    return {
+        "class": meta["class"],
+        "config": meta["config"],
+        "optimizer": meta.get("optimizer", {}).get("class"),
+        "iterations": int(trainer.get("iterations", 0)),
+        "epochs": int(trainer.get("epochs", 0)),
+        "mini_batch_size": trainer.get("mini_batch_size"),
+    }
 
 
 # ----------------------------------------------------------------- checkpoints

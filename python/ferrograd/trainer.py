@@ -866,8 +866,11 @@ class Trainer:
         elif self.verbose and (number % self.log_every == 0 or number == n_epochs):
             names = ", ".join(name for name, _ in shown)
             values = ", ".join(f"{value:.4f}" for _, value in shown)
+            # a resumed run counts on from where the saved one stopped, as Keras does
+            last = self.initial_epoch + n_epochs
             say(
-                f"epoch {number:>{len(str(n_epochs))}}/{n_epochs} | iter {hist.iterations} | "
+                f"epoch {self.initial_epoch + number:>{len(str(last))}}/{last} | "
+                f"iter {self.initial_iteration + hist.iterations} | "
                 f"loss {epoch_loss:.4f} | {seconds:.2f} s | {names} | {values}"
             )
         for cb in self.callbacks:

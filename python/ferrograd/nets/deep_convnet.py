@@ -72,6 +72,7 @@ class DeepConvNet(LayeredNet):
         self.conv_params = convs
         self.dtype = check_dtype(op, dtype)
         rng = make_rng(seed)
+        self.rng = rng  # the dropout layers' masks (saved with the model)
 
         # Sizes through the stack: each conv, and a 2×2 pooling after every second one.
         size_h, size_w, channels = h, w, c
