@@ -9,8 +9,11 @@ alternated (A B C A B C ...) so the shared machine's noise hits all of them:
   the book's loop (benches/book_numpy.py), ferrograd's exact fast kernel and its
   brute force;
 - one training epoch (600 iterations of batch 100, SGD lr 0.1, sigmoid): the book's
-  NumPy code, PyTorch CPU (when installed) and ferrograd's fused step, float32 and float64;
-- one epoch of MultiLayerNet 784-100-100-10 (ReLU, Adam): layer by layer, fused, PyTorch;
+  NumPy code, ferrograd's fused step and, when installed, PyTorch CPU (manual loop),
+  JAX (`jax.jit` of a `lax.scan` over the epoch's steps) and Keras 3 (`model.fit` over
+  the same batches, on whichever backend it finds), float32 and float64;
+- one epoch of MultiLayerNet 784-100-100-10 (ReLU, Adam): layer by layer, fused, and the
+  same optional contenders;
 - evaluating train and test accuracy on all 70,000 images;
 - the kernels on the network's shapes (matmul, softmax, cross-entropy) via bench_numpy.py.
 
@@ -21,6 +24,7 @@ shipped sample (said in the output).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import os
 import platform
@@ -43,6 +47,7 @@ from ferrograd.fused import FusedTrainer  # noqa: E402
 
 Timing = dict[str, list[float]]
 NOTES: list[str] = []
+SKIPPED: list[str] = []
 
 
 def alternate(
@@ -156,17 +161,136 @@ def torch_epoch(x, t, batches, dtype, hidden=(50,), activation="sigmoid", adam=F
     return epoch
 
 
+def jax_epoch(x, t, batches, dtype, hidden=(50,), activation="sigmoid", adam=False):
+    """The same network, loss and optimizer in JAX: one ``jax.jit`` of a ``lax.scan``
+    over the epoch's batches (the book's Adam formula, eps 1e-7)."""
+    import jax
+    import jax.numpy as jnp
+
+    if dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    sizes = [784, *hidden, 10]
+    rng = np.random.default_rng(0)
+    params = [
+        (jnp.asarray((0.01 * rng.standard_normal((a, b))).astype(dtype)), jnp.zeros(b, dtype))
+        for a, b in itertools.pairwise(sizes)
+    ]
+    act = jax.nn.sigmoid if activation == "sigmoid" else jax.nn.relu
+    xd, td = jnp.asarray(x.astype(dtype)), jnp.asarray(t.astype(np.int32))
+    idx = jnp.asarray(batches.astype(np.int32))
+
+    def loss(p, xb, tb):
+        h = xb
+        for w, b in p[:-1]:
+            h = act(h @ w + b)
+        logp = jax.nn.log_softmax(h @ p[-1][0] + p[-1][1])
+        return -jnp.mean(jnp.take_along_axis(logp, tb[:, None], axis=1))
+
+    grad = jax.grad(loss)
+
+    def step(state, rows):
+        p, m, v, it = state
+        g = grad(p, xd[rows], td[rows])
+        if not adam:
+            return (jax.tree.map(lambda a, d: a - 0.1 * d, p, g), m, v, it), None
+        it = it + 1
+        lr_t = 0.001 * jnp.sqrt(1 - 0.999**it) / (1 - 0.9**it)
+        m = jax.tree.map(lambda a, d: a + 0.1 * (d - a), m, g)
+        v = jax.tree.map(lambda a, d: a + 0.001 * (d * d - a), v, g)
+        p = jax.tree.map(lambda a, mm, vv: a - lr_t * mm / (jnp.sqrt(vv) + 1e-7), p, m, v)
+        return (p, m, v, it), None
+
+    run = jax.jit(lambda state: jax.lax.scan(step, state, idx)[0])
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = [(params, zeros, zeros, jnp.asarray(0, dtype))]
+
+    def epoch():
+        state[0] = jax.block_until_ready(run(state[0]))
+
+    return epoch
+
+
+def keras_epoch(x, t, batches, dtype, hidden=(50,), activation="sigmoid", adam=False):
+    """The same network in Keras 3: ``model.fit`` of one epoch over the same batches
+    (the gathered rows in order, ``shuffle=False``)."""
+    import keras
+
+    keras.config.set_floatx(np.dtype(dtype).name)
+    init = keras.initializers.RandomNormal(stddev=0.01, seed=0)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            *[
+                keras.layers.Dense(h, activation=activation, kernel_initializer=init)
+                for h in hidden
+            ],
+            keras.layers.Dense(10, kernel_initializer=init),
+        ]
+    )
+    opt = keras.optimizers.Adam(0.001, epsilon=1e-7) if adam else keras.optimizers.SGD(0.1)
+    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rows = batches.ravel()
+    xe, te = x[rows].astype(dtype), t[rows]
+
+    def epoch():
+        model.fit(xe, te, batch_size=batches.shape[1], epochs=1, shuffle=False, verbose=0)
+
+    return epoch
+
+
+def _keras_backend() -> str | None:
+    """Keras' backend, picked as Keras would, or among the installed ones when its
+    default (TensorFlow) is not installed; None without Keras or any backend."""
+    if importlib.util.find_spec("keras") is None:
+        return None
+    if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") is None:
+        found = [b for b in ("jax", "torch") if importlib.util.find_spec(b) is not None]
+        if not found:
+            return None
+        os.environ["KERAS_BACKEND"] = found[0]
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+# name, builder, module it needs
+OPTIONAL = (("PyTorch CPU", torch_epoch, "torch"), ("JAX jit", jax_epoch, "jax"))
+
+
+def optional_contenders(x, t, batches, dtype, **net) -> dict[str, Callable[[], object]]:
+    """PyTorch, JAX and Keras epochs of the same network, those installed."""
+    out: dict[str, Callable[[], object]] = {}
+    for name, build, module in OPTIONAL:
+        if importlib.util.find_spec(module) is None:
+            _skip(f"{name}: {module} is not installed, its rows are skipped")
+        else:
+            out[name] = build(x, t, batches, dtype, **net)
+    backend = _keras_backend()
+    if backend is None:
+        _skip("Keras 3: keras (with a backend: jax, torch or tensorflow) is not installed")
+    else:
+        out[f"Keras 3 ({backend})"] = keras_epoch(x, t, batches, dtype, **net)
+    return out
+
+
+def _skip(note: str) -> None:
+    if note not in SKIPPED:
+        SKIPPED.append(note)
+        print(f"# {note}", file=sys.stderr)
+
+
+def versus_fused(what: str, times: Timing) -> None:
+    """Notes: how much faster the fused epoch is than each other framework."""
+    fused = statistics.median(times["ferrograd fused"])
+    for who, ts in times.items():
+        if who.startswith(("PyTorch", "JAX", "Keras")):
+            ratio = statistics.median(ts) / fused
+            NOTES.append(f"{what}: {who} time / ferrograd fused time = {ratio:.2f}")
+
+
 def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
     rng = np.random.default_rng(0)
     iters = max(x.shape[0] // 100, 1)
     batches = rng.integers(0, x.shape[0], size=(iters, 100)).astype(np.int64)
     rows = []
-    try:
-        import torch  # noqa: F401
-
-        have_torch = True
-    except ImportError:
-        have_torch = False
     for dtype in (np.float32, np.float64):
         xd = x.astype(dtype)
         book_net = book.TwoLayerNet(784, 50, 10, seed=0)
@@ -178,21 +302,14 @@ def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
             "book NumPy": lambda xd=xd, n=book_net: book.train_epoch(n, xd, t, batches, 0.1),
             "ferrograd fused": lambda xd=xd, f=fused: f.run_epoch(xd, t, batches),
         }
-        if have_torch:
-            contenders["PyTorch CPU"] = torch_epoch(x, t, batches, dtype)
+        contenders.update(optional_contenders(x, t, batches, dtype))
         times = alternate(contenders, repeat, pause=0.3)
         name = np.dtype(dtype).name
         base = statistics.median(times["book NumPy"])
         shape = f"784-50-10, {iters} x batch 100"
         for who, ts in times.items():
             rows.append(row("training epoch", shape, name, who, ts, base))
-        if "PyTorch CPU" in times:
-            ratio = statistics.median(times["PyTorch CPU"]) / statistics.median(
-                times["ferrograd fused"]
-            )
-            NOTES.append(
-                f"training epoch {name}: ferrograd fused is {ratio:.1f}x faster than PyTorch CPU"
-            )
+        versus_fused(f"training epoch 784-50-10 SGD {name}", times)
         # Evaluation of train and test accuracy after an epoch.
         xtd = xt.astype(dtype)
         ev = alternate(
@@ -213,8 +330,6 @@ def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
         shape = f"{x.shape[0] + xt.shape[0]:,} images"
         for who, ts in ev.items():
             rows.append(row("train+test accuracy", shape, name, who, ts, base))
-    if not have_torch:
-        print("# PyTorch is not installed: its rows are skipped", file=sys.stderr)
     return rows
 
 
@@ -238,15 +353,15 @@ def multi_layer_rows(x, t, repeat: int) -> list[list[str]]:
         "ferrograd layer by layer": by_layers,
         "ferrograd fused": lambda: fused.run_epoch(xd, t, batches),
     }
-    try:
-        contenders["PyTorch CPU"] = torch_epoch(
+    contenders.update(
+        optional_contenders(
             x, t, batches, np.float32, hidden=(100, 100), activation="relu", adam=True
         )
-    except ImportError:
-        pass
+    )
     times = alternate(contenders, repeat, pause=0.3)
     base = statistics.median(times["ferrograd layer by layer"])
     shape = f"784-100-100-10 ReLU Adam, {iters} x batch 100"
+    versus_fused("MultiLayerNet epoch 784-100-100-10 Adam float32", times)
     return [
         row("MultiLayerNet epoch", shape, "float32", who, ts, base) for who, ts in times.items()
     ]
