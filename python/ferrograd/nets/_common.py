@@ -11,9 +11,47 @@ from numpy.typing import ArrayLike, NDArray
 from ferrograd.functions import as_float_array, check_dtype
 from ferrograd.layers import as_targets
 
-__all__ = ["ModelMixin", "accuracy", "as_batch", "check_dtype", "check_size", "init_scale"]
+__all__ = [
+    "ModelMixin",
+    "accuracy",
+    "as_batch",
+    "check_dtype",
+    "check_size",
+    "init_scale",
+    "same_dropout_masks",
+]
 
 FloatArray = NDArray[np.floating]
+
+
+def same_dropout_masks(layers: list[Any], probed: list[Any]) -> Callable[[], None]:
+    """For a numerical gradient through dropout: ``probed`` (a float64 copy's layers, or
+    ``layers`` themselves) draws its masks from ``layers``' generators, and the function
+    returned rewinds those generators to where they are now. Called before each probe
+    and at the end, every probe and the next ``gradient`` call see the same masks, as a
+    gradient check needs (the book's nets draw fresh masks on every forward pass)."""
+    from ferrograd._random import GlobalGenerator
+    from ferrograd.layers import Dropout
+
+    mine = [la for la in layers if isinstance(la, Dropout)]
+    theirs = [la for la in probed if isinstance(la, Dropout)]
+    generators = {id(la.rng): la.rng for la in mine}
+    for src, dst in zip(mine, theirs, strict=True):
+        dst.rng = src.rng
+    rewinds: list[Callable[[], None]] = []
+    for rng in generators.values():
+        if isinstance(rng, GlobalGenerator):
+            state = np.random.get_state()  # noqa: NPY002
+            rewinds.append(lambda state=state: np.random.set_state(state))  # noqa: NPY002
+        else:
+            bits, saved = rng.bit_generator, rng.bit_generator.state
+            rewinds.append(lambda bits=bits, saved=saved: setattr(bits, "state", saved))
+
+    def rewind() -> None:
+        for step in rewinds:
+            step()
+
+    return rewind
 
 
 def check_size(op: str, name: str, value: object) -> int:

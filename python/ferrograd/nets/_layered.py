@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 from ferrograd.functions import as_float_array
 from ferrograd.gradient import numerical_gradient as _numerical_gradient
 from ferrograd.layers import Affine, Convolution, Dropout, SoftmaxWithLoss, as_targets
+from ferrograd.nets._common import same_dropout_masks
 
 __all__ = ["LayeredNet", "conv_args"]
 
@@ -143,14 +144,18 @@ class LayeredNet:
         """
         net = self if self.dtype == np.float64 else self._float64_copy()
         x64 = net._images("numerical_gradient", x)
+        rewind = same_dropout_masks(self._layer_list(), net._layer_list())
 
         def loss(_: object) -> float:
+            rewind()  # every probe draws the dropout masks the next gradient() draws
             return net.loss(x64, t)
 
-        return {
+        grads = {
             key: _numerical_gradient(loss, p).astype(self.dtype, copy=False)
             for key, p in net.params.items()
         }
+        rewind()
+        return grads
 
     def _float64_copy(self) -> LayeredNet:
         raise NotImplementedError

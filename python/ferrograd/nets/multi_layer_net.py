@@ -33,6 +33,7 @@ from ferrograd.nets._common import (
     check_dtype,
     check_size,
     init_scale,
+    same_dropout_masks,
 )
 
 __all__ = ["MultiLayerNet"]
@@ -189,14 +190,18 @@ class MultiLayerNet(ModelMixin):
             net._build_layers()
         x2 = net._batch("numerical_gradient", x)
         t2 = net._targets("numerical_gradient", t, x2.shape[0])
+        rewind = same_dropout_masks(list(self.layers.values()), list(net.layers.values()))
 
         def loss_w(_w: FloatArray) -> float:
+            rewind()  # every probe draws the dropout masks the next gradient() draws
             return net._loss(x2, t2, train_flg=True)
 
-        return {
+        grads = {
             key: numerical_gradient(loss_w, value).astype(self.dtype, copy=False)
             for key, value in net.params.items()
         }
+        rewind()
+        return grads
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
         """∂loss/∂param by backprop through the layers (training mode), with λ·W added."""
