@@ -27,7 +27,25 @@ H = 1e-4
 
 
 def numerical_diff(f: Callable[[float], Any], x: float) -> float:
-    """Central difference df/dx ≈ (f(x + h) − f(x − h)) / 2h with h = 1e-4, x a number."""
+    """Central difference df/dx ≈ (f(x + h) − f(x − h)) / 2h with h = 1e-4 (the book's ch. 4).
+
+    Parameters
+    ----------
+    f : callable
+        A function of one number, returning a number.
+    x : float
+        The point to differentiate at (a single number).
+
+    Returns
+    -------
+    float
+        The approximate derivative.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is an array: :func:`numerical_gradient` differentiates element by element.
+    """
     if np.ndim(x) != 0:
         raise TypeError(
             f"numerical_diff: x must be a single number, got an array of shape {np.shape(x)}; "
@@ -53,8 +71,27 @@ def numerical_gradient(f: Callable[[NDArray], Any], x: ArrayLike) -> NDArray[np.
     """∂f/∂x for every element of x by central differences (h = 1e-4); same shape as x.
 
     ``x`` of any shape is probed in place and restored after each probe (also when ``f``
-    raises). A float array is used as is, so ``f`` may read it through a shared reference;
-    integer input is converted to a float64 copy first. The result has x's dtype.
+    raises). A float array is used as is, so ``f`` may read it through a shared reference,
+    as the book's networks do; integer input is converted to a float64 copy first.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x)`` → a number; it may ignore its argument and read ``x`` through a reference.
+    x : array_like
+        The point, any shape; a float array must be writeable.
+
+    Returns
+    -------
+    numpy.ndarray
+        The gradient, x's shape and dtype (float64 for integer x).
+
+    Raises
+    ------
+    ValueError
+        ``x`` is a read-only float array.
+    TypeError
+        ``x`` is not real numbers.
     """
     arr = _float_array(x, "numerical_gradient")
     grad = np.zeros_like(arr)
@@ -72,10 +109,27 @@ def numerical_gradient(f: Callable[[NDArray], Any], x: ArrayLike) -> NDArray[np.
 
 
 def numerical_gradient_2d(f: Callable[[NDArray], Any], X: ArrayLike) -> NDArray[np.floating]:
-    """∇f at each row of X (n, d) → (n, d); a 1-D X is one point (DLFS common/gradient.py).
+    """∇f at each row of X (DLFS common/gradient.py); a 1-D X is one point.
 
-    ``f`` takes one point (d,) at a time: the gradient field of ``f(x) = Σ x²`` over a
+    ``f`` takes one point (D,) at a time: the gradient field of ``f(x) = Σ x²`` over a
     grid of points is ``numerical_gradient_2d(f, points)`` (the book's gradient_2d.py).
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x)`` of one point x (D,) → a number.
+    X : array_like, shape (N, D) or (D,)
+        The points.
+
+    Returns
+    -------
+    numpy.ndarray
+        X's shape: row i is ∇f at X[i].
+
+    Raises
+    ------
+    ValueError
+        ``X`` has more than 2 dimensions, or is a read-only float array.
     """
     arr = _float_array(X, "numerical_gradient_2d")
     if arr.ndim == 1:
@@ -118,10 +172,32 @@ def gradient_descent(
     *,
     return_history: bool = False,
 ) -> NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]]:
-    """``step_num`` steps of x ← x − lr·∇f(x) from ``init_x`` (not modified).
+    """``step_num`` steps of x ← x − lr·∇f(x) from ``init_x`` (the book's ch. 4).
 
-    Returns the final x, or ``(x, history)`` with ``history`` of shape
-    ``(step_num, *x.shape)`` holding x before each step (the book's ``x_history``).
+    Parameters
+    ----------
+    f : callable
+        ``f(x)`` → a number, differentiated by :func:`numerical_gradient`.
+    init_x : array_like
+        Starting point, any shape; not modified.
+    lr : float, default 0.01
+        Learning rate.
+    step_num : int, default 100
+        Number of steps (0 returns a copy of ``init_x``).
+    return_history : bool, default False
+        Also return every point visited.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        The last point, init_x's shape (float64 for integer input).
+    history : numpy.ndarray, shape (step_num, *x.shape)
+        Only with ``return_history``: x before each step (the book's ``x_history``).
+
+    Raises
+    ------
+    ValueError
+        ``step_num`` is not an int >= 0.
     """
     if isinstance(step_num, bool) or not isinstance(step_num, (int, np.integer)) or step_num < 0:
         raise ValueError(f"gradient_descent: step_num must be an int >= 0, got {step_num!r}")

@@ -23,9 +23,16 @@ def _input(x: ArrayLike, gate: str, name: str) -> NDArray:
 
 @dataclass(frozen=True)
 class Perceptron:
-    """A two-input perceptron: 1 if w[0]·x1 + w[1]·x2 + b > 0, else 0.
+    """A two-input perceptron: 1 if w[0]·x1 + w[1]·x2 + b > 0, else 0 (the book's ch. 2).
 
-    Scalars give an ``int``; arrays (broadcast together) give an int64 array.
+    Attributes
+    ----------
+    w : tuple of float
+        The weights (w1, w2).
+    b : float
+        The bias.
+    name : str, default "Perceptron"
+        The gate's name, used in error messages.
     """
 
     w: tuple[float, float]
@@ -33,6 +40,23 @@ class Perceptron:
     name: str = "Perceptron"
 
     def __call__(self, x1: ArrayLike, x2: ArrayLike) -> int | NDArray[np.int64]:
+        """The gate's output for inputs x1, x2.
+
+        Parameters
+        ----------
+        x1, x2 : array_like
+            Numbers (usually 0 or 1), or arrays that broadcast together.
+
+        Returns
+        -------
+        int or numpy.ndarray of int64
+            0 or 1: an ``int`` for two scalars, else an array of the broadcast shape.
+
+        Raises
+        ------
+        TypeError
+            An input is not a number (e.g. a string).
+        """
         a1, a2 = _input(x1, self.name, "x1"), _input(x2, self.name, "x2")
         # Same order of operations as the book: np.sum(w * x) + b.
         tmp = (self.w[0] * a1 + self.w[1] * a2) + self.b
@@ -51,7 +75,18 @@ OR = Perceptron(w=(0.5, 0.5), b=-0.2, name="OR")
 
 
 def XOR(x1: ArrayLike, x2: ArrayLike) -> int | NDArray[np.int64]:
-    """XOR as a two-layer perceptron: s1 = NAND(x1, x2), s2 = OR(x1, x2), y = AND(s1, s2)."""
+    """XOR as a two-layer perceptron: s1 = NAND(x1, x2), s2 = OR(x1, x2), y = AND(s1, s2).
+
+    Parameters
+    ----------
+    x1, x2 : array_like
+        Numbers (usually 0 or 1), or arrays that broadcast together.
+
+    Returns
+    -------
+    int or numpy.ndarray of int64
+        0 or 1: an ``int`` for two scalars, else an array of the broadcast shape.
+    """
     s1 = NAND(x1, x2)
     s2 = OR(x1, x2)
     return AND(s1, s2)
