@@ -54,9 +54,34 @@ def _dout(layer: str, dout: ArrayLike, shape: tuple[int, ...], dtype: np.dtype) 
 def as_targets(op: str, t: ArrayLike, n: int, classes: int, dtype: np.dtype) -> NDArray:
     """Targets as the kernels take them: int64 labels (n,) or one-hot rows (n, classes).
 
-    Integer arrays hold class labels (n,) or (n, 1) (checked to lie in [0, classes)) unless they are
-    shaped like one-hot rows ((n, classes), or (classes,) for a single sample, as the
-    book's ``t = np.array([0, 0, 1])``); one-hot rows are converted to ``dtype``.
+    Integer arrays hold class labels (n,) or (n, 1) (checked to lie in [0, classes)) unless
+    they are shaped like one-hot rows ((n, classes), or (classes,) for a single sample, as
+    the book's ``t = np.array([0, 0, 1])``); one-hot rows are converted to ``dtype``.
+
+    Parameters
+    ----------
+    op : str
+        The caller's name, used in error messages.
+    t : array_like
+        Integer labels or one-hot rows.
+    n : int
+        Number of samples.
+    classes : int
+        Number of classes.
+    dtype : numpy.dtype
+        float32 or float64, for one-hot rows.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 labels (n,), or one-hot rows (n, classes) of ``dtype``, C-contiguous.
+
+    Raises
+    ------
+    TypeError
+        ``t`` is neither integer labels nor real numbers, or is a masked array.
+    ValueError
+        ``t`` has neither shape, or a label is outside [0, classes).
     """
     refuse_masked(t, f"{op}: t")
     arr = np.asarray(t)
@@ -83,20 +108,47 @@ def as_targets(op: str, t: ArrayLike, n: int, classes: int, dtype: np.dtype) -> 
 
 
 class MulLayer:
-    """out = x·y; backward: dx = dout·y, dy = dout·x."""
+    """The book's multiplication node (ch. 5): out = x·y; backward: dx = dout·y, dy = dout·x."""
 
     def __init__(self) -> None:
         self.x: Any = None
         self.y: Any = None
 
     def forward(self, x: Any, y: Any) -> Any:
-        """out = x·y (scalars or broadcastable arrays)."""
+        """out = x·y, remembering x and y for backward.
+
+        Parameters
+        ----------
+        x, y : float or array_like
+            Scalars or broadcastable arrays (the book's apple price and count).
+
+        Returns
+        -------
+        float or numpy.ndarray
+            ``x * y``.
+        """
         self.x = x
         self.y = y
         return x * y
 
     def backward(self, dout: Any = 1) -> tuple[Any, Any]:
-        """(dout·y, dout·x): each input's gradient is the other input times dout."""
+        """Each input's gradient is the other input times dout.
+
+        Parameters
+        ----------
+        dout : float or array_like, default 1
+            Upstream gradient ∂L/∂out.
+
+        Returns
+        -------
+        dx, dy : float or numpy.ndarray
+            ``dout * y`` and ``dout * x``.
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        """
         if self.x is None:
             raise _not_run("MulLayer")
         dx = dout * self.y  # the inputs are swapped
@@ -105,25 +157,58 @@ class MulLayer:
 
 
 class AddLayer:
-    """out = x + y; backward passes dout to both inputs unchanged."""
+    """The book's addition node (ch. 5): out = x + y; backward passes dout to both inputs."""
 
     def forward(self, x: Any, y: Any) -> Any:
-        """out = x + y."""
+        """out = x + y.
+
+        Parameters
+        ----------
+        x, y : float or array_like
+            Scalars or broadcastable arrays.
+
+        Returns
+        -------
+        float or numpy.ndarray
+            ``x + y``.
+        """
         return x + y
 
     def backward(self, dout: Any = 1) -> tuple[Any, Any]:
-        """(dout·1, dout·1)."""
+        """Both inputs get dout unchanged.
+
+        Parameters
+        ----------
+        dout : float or array_like, default 1
+            Upstream gradient ∂L/∂out.
+
+        Returns
+        -------
+        dx, dy : float or numpy.ndarray
+            ``dout * 1`` twice.
+        """
         return dout * 1, dout * 1
 
 
 class Relu:
-    """out = max(0, x); backward: dout where x > 0, else 0."""
+    """The ReLU layer (ch. 5): out = max(0, x); backward: dout where x > 0, else 0."""
 
     def __init__(self) -> None:
         self.x: FloatArray | None = None
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """max(0, x) elementwise, any shape (float32/float64; other numbers → float64)."""
+        """max(0, x) elementwise, remembering x for backward.
+
+        Parameters
+        ----------
+        x : array_like
+            Any shape; float32/float64 kept, other numbers become float64.
+
+        Returns
+        -------
+        numpy.ndarray
+            x's shape and float dtype.
+        """
         self.x = as_float_array(x, "x")
         return _core.relu(self.x)
 
@@ -133,25 +218,72 @@ class Relu:
         return None if self.x is None else self.x <= 0
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx = dout · [x > 0]."""
+        """dx = dout · [x > 0].
+
+        Parameters
+        ----------
+        dout : array_like, default 1
+            Upstream gradient of the forward output's shape (a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray
+            The forward input's shape and dtype.
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        ValueError
+            ``dout`` has another shape than the forward output.
+        """
         if self.x is None:
             raise _not_run("Relu")
         return _core.relu_backward(self.x, _dout("Relu", dout, self.x.shape, self.x.dtype))
 
 
 class Sigmoid:
-    """out = σ(x) = 1 / (1 + exp(−x)); backward: dout·(1 − out)·out."""
+    """The sigmoid layer (ch. 5): out = 1 / (1 + exp(−x)); backward: dout·(1 − out)·out."""
 
     def __init__(self) -> None:
         self.out: FloatArray | None = None
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """σ(x) elementwise, any shape."""
+        """σ(x) elementwise, remembering the output for backward.
+
+        Parameters
+        ----------
+        x : array_like
+            Any shape; float32/float64 kept, other numbers become float64.
+
+        Returns
+        -------
+        numpy.ndarray
+            x's shape and float dtype.
+        """
         self.out = _core.sigmoid(as_float_array(x, "x"))
         return self.out
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx = dout·(1 − y)·y with y the forward output."""
+        """dx = dout·(1 − y)·y with y the forward output.
+
+        Parameters
+        ----------
+        dout : array_like, default 1
+            Upstream gradient of the forward output's shape (a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray
+            The forward output's shape and dtype.
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        ValueError
+            ``dout`` has another shape than the forward output.
+        """
         if self.out is None:
             raise _not_run("Sigmoid")
         d = _dout("Sigmoid", dout, self.out.shape, self.out.dtype)
@@ -159,12 +291,26 @@ class Sigmoid:
 
 
 class Affine:
-    """out = x·W + b with x (n, d) (N-D input is flattened to (n, d) as in the book).
+    """The Affine layer (ch. 5): out = x·W + b, N-D input flattened to (N, D) as in the book.
 
-    ``W`` (d, h) and ``b`` (h,) are held by reference (not copied), so an optimizer that
-    updates the network's ``params`` in place updates this layer too. ``backward`` stores
-    ``dW`` = xᵀ·dout and ``db`` = Σₙ dout and returns dx = dout·Wᵀ in x's original shape.
-    A 1-D x (d,) is one sample and gives a 1-D output (h,).
+    ``W`` and ``b`` are held by reference (not copied), so an optimizer that updates the
+    network's ``params`` in place updates this layer too. ``backward`` stores ``dW`` = xᵀ·dout
+    and ``db`` = Σₙ dout and returns dx = dout·Wᵀ in x's original shape. A 1-D x (D,) is one
+    sample and gives a 1-D output (H,).
+
+    Parameters
+    ----------
+    W : numpy.ndarray, shape (D, H)
+        Weights, float32 or float64.
+    b : numpy.ndarray, shape (H,)
+        Bias, W's dtype.
+
+    Raises
+    ------
+    TypeError
+        ``W`` is not a float32/float64 ndarray, or ``b`` not an ndarray of W's dtype.
+    ValueError
+        ``W`` is not 2-D or ``b`` is not (H,).
     """
 
     def __init__(self, W: NDArray[np.floating], b: NDArray[np.floating]) -> None:
@@ -191,7 +337,23 @@ class Affine:
         self.db: FloatArray | None = None
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """x·W + b; x is converted to W's dtype and flattened to (n, d) if N-D."""
+        """x·W + b; x is converted to W's dtype and flattened to (N, D) if N-D.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D), (N, ...) with D values per sample, or (D,)
+            Inputs, e.g. (N, 784) images.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, H), or (H,) for one sample (D,), in W's dtype.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is empty or a scalar, or does not hold D values per sample.
+        """
         arr = as_float_array(x, "x", self.W.dtype)
         self.original_x_shape = arr.shape
         if arr.ndim == 0 or arr.size == 0:
@@ -209,7 +371,25 @@ class Affine:
         return out[0] if arr.ndim == 1 else out
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx = dout·Wᵀ (x's shape); sets dW = xᵀ·dout and db = Σₙ dout."""
+        """dx = dout·Wᵀ in x's shape; sets ``dW`` = xᵀ·dout and ``db`` = Σₙ dout.
+
+        Parameters
+        ----------
+        dout : array_like, default 1
+            Upstream gradient (N, H) (or (H,) for one sample; a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray
+            The forward input's original shape, W's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        ValueError
+            ``dout`` has another shape than the forward output.
+        """
         if self.x is None or self.original_x_shape is None:
             raise _not_run("Affine")
         n, h = self.x.shape[0], self.W.shape[1]
@@ -222,9 +402,10 @@ class Affine:
 
 
 class SoftmaxWithLoss:
-    """loss = cross_entropy_error(softmax(x), t); backward: (y − t)/n · dout.
+    """The output layer (ch. 5): loss = cross_entropy_error(softmax(x), t); backward: (y − t)/N.
 
-    ``t`` is one-hot rows (n, k) or integer labels (n,); a 1-D x (k,) is one sample.
+    ``t`` is one-hot rows (N, K) or integer labels (N,); a 1-D x (K,) is one sample. After
+    ``forward``, ``y`` holds the probabilities (N, K), ``t`` the targets and ``loss`` the loss.
     """
 
     def __init__(self) -> None:
@@ -233,7 +414,25 @@ class SoftmaxWithLoss:
         self.t: NDArray | None = None
 
     def forward(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Mean cross-entropy of softmax(x) against t (δ = 1e-7 inside the log)."""
+        """Mean cross-entropy of softmax(x) against t (δ = 1e-7 inside the log).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, K) or (K,)
+            Scores before softmax.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            The mean loss per sample.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not a non-empty (N, K) or (K,) array, or ``t`` does not fit it.
+        """
         arr = as_float_array(x, "x")
         if arr.ndim not in (1, 2) or arr.shape[-1] == 0 or arr.size == 0:
             raise ValueError(
@@ -247,7 +446,25 @@ class SoftmaxWithLoss:
         return self.loss
 
     def backward(self, dout: float = 1) -> FloatArray:
-        """dx = dout·(y − t)/n, of shape (n, k)."""
+        """dx = dout·(y − t)/N.
+
+        Parameters
+        ----------
+        dout : float, default 1
+            Upstream gradient of the (scalar) loss.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, K)
+            x's dtype ((1, K) for one sample (K,)).
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        ValueError
+            ``dout`` is not a scalar.
+        """
         if self.y is None or self.t is None:
             raise _not_run("SoftmaxWithLoss")
         dx = _core.softmax_cross_entropy_backward(self.y, self.t)
@@ -282,12 +499,31 @@ def _image_batch(layer: str, x: ArrayLike, channels: int, dtype: np.dtype) -> Fl
 class Convolution:
     """The convolution of chapter 7: out[n, f] = Σ_c W[f, c] ⋆ x[n, c] + b[f].
 
-    x (N, C, H, W) → out (N, FN, oh, ow) with oh = (H + 2·pad − FH) // stride + 1, for
-    ``W`` (FN, C, FH, FW) and ``b`` (FN,) held by reference (a scalar b, as the book's
-    apply_filter.py passes, becomes one value per filter). ``backward`` sets ``dW``
-    (like W) and ``db`` (FN,) and returns dx like x. The book's ``col`` (im2col of the
-    last input, (N·oh·ow, C·FH·FW)) and ``col_W`` (W as (C·FH·FW, FN)) are computed on
-    access; the kernels do not need them whole.
+    x (N, C, H, W) → out (N, FN, OH, OW) with OH = (H + 2·pad − FH) // stride + 1 (OW
+    alike). ``W`` and ``b`` are held by reference. ``backward`` sets ``dW`` (like W) and
+    ``db`` (FN,) and returns dx like x. The book's ``col`` (im2col of the last input,
+    (N·OH·OW, C·FH·FW)) and ``col_W`` (W as (C·FH·FW, FN)) are computed on access; the
+    kernels do not need them whole.
+
+    Parameters
+    ----------
+    W : numpy.ndarray, shape (FN, C, FH, FW)
+        Filters, float32 or float64.
+    b : array_like, shape (FN,) or scalar
+        Bias per filter; a scalar (as the book's apply_filter.py passes) becomes one value
+        per filter.
+    stride : int, default 1
+        Step between filter positions, >= 1.
+    pad : int, default 0
+        Zero padding on each side, >= 0.
+
+    Raises
+    ------
+    TypeError
+        ``W`` is not a float32/float64 ndarray, or ``b`` has another dtype.
+    ValueError
+        ``W`` is not 4-D, ``b`` has not one value per filter, or ``stride``/``pad`` are
+        out of range.
     """
 
     def __init__(
@@ -332,7 +568,23 @@ class Convolution:
         return self.W.reshape(self.W.shape[0], -1).T
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """out (N, FN, oh, ow); x is converted to W's dtype."""
+        """The convolution of a batch of images; x is converted to W's dtype.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W)
+            Images with W's C channels.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, FN, OH, OW)
+            W's dtype.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not (N, C, H, W) with C channels, or the filter does not fit it.
+        """
         arr = _image_batch("Convolution", x, self.W.shape[1], self.W.dtype)
         _, _, fh, fw = self.W.shape
         _, _, h, w = arr.shape
@@ -345,7 +597,25 @@ class Convolution:
         return _core.conv_forward(arr, self.W, self.b, self.stride, self.pad)
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx like x; sets dW = Σ_n dout[n]·colsᵀ and db = Σ dout over n, i, j."""
+        """dx like x; sets dW = Σ_n dout[n]·colsᵀ (like W) and db = Σ dout over n, i, j (FN,).
+
+        Parameters
+        ----------
+        dout : array_like, shape (N, FN, OH, OW), default 1
+            Upstream gradient (a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, C, H, W)
+            W's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        ValueError
+            ``dout`` has another shape than the forward output.
+        """
         if self.x is None:
             raise _not_run("Convolution")
         n, _, h, w = self.x.shape
@@ -364,10 +634,24 @@ class Convolution:
 class Pooling:
     """Max pooling of chapter 7: the largest entry of each pool_h×pool_w window.
 
-    x (N, C, H, W) → (N, C, oh, ow), oh = (H + 2·pad − pool_h) // stride + 1 (zero
-    padding counts as an entry, as in the book's im2col). ``arg_max`` is the book's: the
-    index ky·pool_w + kx of each window's maximum, flat in (n, i, j, c) order; backward
-    routes dout there (overlapping windows add up) and returns dx like x.
+    x (N, C, H, W) → (N, C, OH, OW), OH = (H + 2·pad − pool_h) // stride + 1 (zero padding
+    counts as an entry, as in the book's im2col). ``arg_max`` is the book's: the index
+    ky·pool_w + kx of each window's maximum, flat in (n, i, j, c) order; backward routes dout
+    there (overlapping windows add up) and returns dx like x.
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        Window height and width, >= 1.
+    stride : int, default 1
+        Step between windows, >= 1 (the book's nets pool 2×2 with stride 2).
+    pad : int, default 0
+        Zero padding on each side, >= 0.
+
+    Raises
+    ------
+    ValueError
+        A size is not an int in range.
     """
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
@@ -384,7 +668,23 @@ class Pooling:
         return None if self._arg is None else self._arg.transpose(0, 2, 3, 1).ravel()
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """The window maxima, (N, C, oh, ow)."""
+        """The window maxima.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W)
+            Images; float32/float64 kept, other numbers become float64.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, C, OH, OW)
+            x's float dtype.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not 4-D and non-empty, or the window does not fit it.
+        """
         arr = as_float_array(x, "x")
         if arr.ndim != 4 or 0 in arr.shape:
             raise ValueError(f"Pooling.forward: x has shape {arr.shape}; expected (N, C, H, W)")
@@ -399,7 +699,25 @@ class Pooling:
         return out
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx like x: each dout entry at its window's maximum, 0 elsewhere."""
+        """dx like x: each dout entry at its window's maximum, 0 elsewhere.
+
+        Parameters
+        ----------
+        dout : array_like, shape (N, C, OH, OW), default 1
+            Upstream gradient (a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, C, H, W)
+            The forward input's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            Called before ``forward``.
+        ValueError
+            ``dout`` has another shape than the forward output.
+        """
         if self.x is None or self._arg is None:
             raise _not_run("Pooling")
         d = _dout("Pooling", dout, self._arg.shape, self.x.dtype)
@@ -419,9 +737,25 @@ def _rng(rng: np.random.Generator | None, seed: int | None, layer: str) -> np.ra
 
 
 class Dropout:
-    """Dropout as in the book: training keeps each unit with probability 1 − ratio,
-    inference scales by (1 − ratio). Masks come from ``rng``, ``default_rng(seed)``, or
-    with neither NumPy's global generator (``np.random.rand``, as the book).
+    """Dropout (ch. 6): training keeps each unit with probability 1 − ratio; inference
+    scales by 1 − ratio.
+
+    Parameters
+    ----------
+    dropout_ratio : float, default 0.5
+        Probability of dropping a unit, in [0, 1).
+    rng : numpy.random.Generator, optional
+        Where the masks come from.
+    seed : int, optional
+        Seed of a new ``default_rng`` for the masks. With neither ``rng`` nor ``seed``,
+        NumPy's global generator (``np.random.rand``, as the book).
+
+    Raises
+    ------
+    ValueError
+        ``dropout_ratio`` is outside [0, 1), or both ``rng`` and ``seed`` are given.
+    TypeError
+        ``rng`` is not a Generator.
     """
 
     def __init__(
@@ -438,7 +772,20 @@ class Dropout:
         self.mask: NDArray[np.bool_] | None = None
 
     def forward(self, x: ArrayLike, train_flg: bool = True) -> FloatArray:
-        """train: x·mask with mask ~ U[0,1) > ratio; test: x·(1 − ratio)."""
+        """Training: x·mask, mask = U[0, 1) > ratio (new each call); inference: x·(1 − ratio).
+
+        Parameters
+        ----------
+        x : array_like
+            Any shape.
+        train_flg : bool, default True
+            Training (drop units) or inference (scale).
+
+        Returns
+        -------
+        numpy.ndarray
+            x's shape and float dtype.
+        """
         arr = as_float_array(x, "x")
         if train_flg:
             self.mask = self.rng.random(arr.shape) > self.dropout_ratio
@@ -446,7 +793,25 @@ class Dropout:
         return arr * (1.0 - self.dropout_ratio)
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx = dout·mask (the units dropped in the last training forward get 0)."""
+        """dx = dout·mask: the units dropped in the last training forward get 0.
+
+        Parameters
+        ----------
+        dout : array_like, default 1
+            Upstream gradient of the mask's shape (a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray
+            The mask's shape.
+
+        Raises
+        ------
+        RuntimeError
+            Called before a training ``forward``.
+        ValueError
+            ``dout`` has another shape than the mask.
+        """
         if self.mask is None:
             raise _not_run("Dropout")
         d = np.asarray(dout)
@@ -459,11 +824,28 @@ class Dropout:
 
 
 class BatchNormalization:
-    """y = γ·(x − μ)/√(σ² + ε) + β per feature, ε = 1e-6 (the book's ``10e-7``).
+    """Batch normalization (ch. 6): y = γ·(x − μ)/√(σ² + ε) + β per feature.
 
-    Training uses the batch mean/variance and updates running averages with
-    ``momentum``; inference uses the running ones. ``gamma``/``beta`` (d,) are held by
-    reference; ``backward`` sets ``dgamma`` and ``dbeta``. N-D x is flattened to (n, d).
+    ε = 1e-6 (the book's ``10e-7``). Training uses the batch mean/variance and updates
+    the running averages with ``momentum``; inference uses the running ones.
+    ``gamma``/``beta`` are held by reference; ``backward`` sets ``dgamma`` and ``dbeta``.
+    N-D x is flattened to (N, D).
+
+    Parameters
+    ----------
+    gamma, beta : numpy.ndarray, shape (D,)
+        Scale and shift (the network's ``params``), one dtype.
+    momentum : float, default 0.9
+        Weight of the old value in the running averages.
+    running_mean, running_var : numpy.ndarray, shape (D,), optional
+        Inference statistics; zeros of gamma's dtype at the first forward when None.
+
+    Raises
+    ------
+    TypeError
+        ``gamma`` or ``beta`` is not an ndarray.
+    ValueError
+        ``gamma`` and ``beta`` are not 1-D arrays of one length.
     """
 
     EPS = 10e-7
@@ -497,7 +879,25 @@ class BatchNormalization:
         self.dbeta: FloatArray | None = None
 
     def forward(self, x: ArrayLike, train_flg: bool = True) -> FloatArray:
-        """Normalised, scaled and shifted x, shape of x."""
+        """Normalised, scaled and shifted x.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (N, ...) with D values per sample
+            Inputs, converted to gamma's dtype.
+        train_flg : bool, default True
+            Batch statistics (and update the running ones) or the running statistics.
+
+        Returns
+        -------
+        numpy.ndarray
+            x's shape, gamma's dtype.
+
+        Raises
+        ------
+        ValueError
+            ``x`` has no rows or not D values per sample.
+        """
         arr = as_float_array(x, "x", self.gamma.dtype)
         self.input_shape = arr.shape
         if arr.ndim != 2:
@@ -533,7 +933,25 @@ class BatchNormalization:
         return self.gamma * xn + self.beta
 
     def backward(self, dout: ArrayLike = 1) -> FloatArray:
-        """dx through the batch statistics; sets dgamma = Σ xn·dout, dbeta = Σ dout."""
+        """dx through the batch statistics; sets dgamma = Σ xn·dout and dbeta = Σ dout.
+
+        Parameters
+        ----------
+        dout : array_like, default 1
+            Upstream gradient of the forward input's size (a scalar broadcasts).
+
+        Returns
+        -------
+        numpy.ndarray
+            The forward input's shape, gamma's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            Called before a training ``forward``.
+        ValueError
+            ``dout`` has another size than the forward input.
+        """
         if self.xc is None or self.input_shape is None:
             raise RuntimeError("BatchNormalization.backward called before a training forward")
         d = np.asarray(dout, dtype=self.gamma.dtype)
