@@ -140,7 +140,13 @@ class ModelMixin:
         return rows
 
     def summary(self, print_fn: Callable[[str], Any] | None = None) -> None:
-        """Print the layers, their output shapes and parameter counts (Keras' summary)."""
+        """Print the layers, their output shapes and parameter counts (Keras' ``summary()``).
+
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Called once with the whole table as one string; default ``print``.
+        """
         rows = self._summary_rows()
         params = getattr(self, "params", None)
         total = sum(int(np.size(v)) for v in params.values()) if params else sum(r[2] for r in rows)
@@ -155,13 +161,46 @@ class ModelMixin:
         (print_fn or print)("\n".join(lines))
 
     def predict_classes(self, x: ArrayLike) -> NDArray[np.int64]:
-        """The arg-max class of each row of x: (n,), or a 0-d array for one sample (d,)."""
+        """The arg-max class of each sample.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D)
+            Inputs, as ``predict`` takes them.
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape (N,)
+            Class indices (a 0-d array when ``predict`` gives one sample's scores (K,)).
+        """
         scores = self.predict(x)  # type: ignore[attr-defined]
         return np.argmax(scores, axis=-1).astype(np.int64)
 
     def evaluate(self, x: ArrayLike, t: ArrayLike) -> tuple[float, float]:
-        """(loss, accuracy) over all of (x, t), as Keras' ``model.evaluate`` prints them:
-        the mean loss the net trains on (weight decay included) and the fraction correct."""
+        """(loss, accuracy) over all of (x, t), as Keras' ``model.evaluate`` gives them.
+
+        The loss is the mean loss the net trains on (weight decay included), computed in
+        chunks of 10,000 rows.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Inputs, N > 0.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        loss : float
+            Mean loss per sample.
+        accuracy : float
+            Fraction of samples classified correctly, in [0, 1].
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not at least 2-D with N > 0 rows, or ``t`` has another number of rows.
+        """
         x_arr = np.asarray(x)
         t_arr = np.asarray(t)
         if x_arr.ndim < 2 or t_arr.shape[:1] != x_arr.shape[:1] or x_arr.shape[0] == 0:

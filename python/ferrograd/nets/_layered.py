@@ -68,6 +68,7 @@ class LayeredNet:
 
     @property
     def output_size(self) -> int:
+        """Number of classes K (columns of the last weight matrix)."""
         return int(self.params[f"W{len(self._param_layers())}"].shape[-1])
 
     def _images(self, op: str, x: ArrayLike) -> FloatArray:
@@ -85,7 +86,25 @@ class LayeredNet:
         return arr
 
     def predict(self, x: ArrayLike, train_flg: bool = False) -> FloatArray:
-        """Scores (N, classes) before softmax; dropout layers drop only with train_flg."""
+        """Scores (N, K) before softmax, through every layer.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W) or (N, C·H·W)
+            Images of ``input_dim``; flat rows are reshaped.
+        train_flg : bool, default False
+            Training mode: dropout layers drop units (and draw new masks).
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, K)
+            The net's dtype.
+
+        Raises
+        ------
+        ValueError
+            ``x`` does not have the shape of ``input_dim`` images.
+        """
         out = self._images("predict", x)
         for layer in self._layer_list():
             out = (
@@ -94,15 +113,47 @@ class LayeredNet:
         return out
 
     def loss(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Mean cross-entropy of softmax(predict(x)) against t (labels or one-hot rows)."""
+        """Mean cross-entropy of softmax(predict(x, train_flg=True)) against t (as ch08's).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W) or (N, C·H·W)
+            Images of ``input_dim``; flat rows are reshaped.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            Mean loss per sample.
+        """
         y = self.predict(x, train_flg=True)
         t2 = as_targets(f"{type(self).__name__}.loss", t, y.shape[0], y.shape[1], self.dtype)
         return float(self.last_layer.forward(y, t2))
 
     def accuracy(self, x: ArrayLike, t: ArrayLike, batch_size: int = 100) -> float:
-        """Fraction of samples whose top score is the target class, in batches.
+        """Fraction of samples whose top score is the target class, ``batch_size`` at a time.
 
-        Every sample counts (the book's loop skips a last partial batch).
+        Every sample counts (the book's loop skips a last partial batch); inference mode.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W) or (N, C·H·W)
+            Images of ``input_dim``; flat rows are reshaped.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+        batch_size : int, default 100
+            Samples per forward pass.
+
+        Returns
+        -------
+        float
+            In [0, 1].
+
+        Raises
+        ------
+        ValueError
+            ``batch_size`` is not a positive int, or x and t do not fit the net.
         """
         name = f"{type(self).__name__}.accuracy"
         if (
@@ -121,7 +172,22 @@ class LayeredNet:
         return correct / xs.shape[0]
 
     def loss_and_gradient(self, x: ArrayLike, t: ArrayLike) -> tuple[float, Grads]:
-        """The loss at the current parameters and its gradient by backprop, one forward pass."""
+        """The loss at the current parameters and its gradient by backprop, in one forward pass.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W) or (N, C·H·W)
+            Images of ``input_dim``; flat rows are reshaped.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        loss : float
+            As :meth:`loss`.
+        grads : dict of str to numpy.ndarray
+            ∂loss/∂param under the ``params`` keys (W1, b1, …), each of its parameter's shape.
+        """
         loss = self.loss(x, t)
         dout = self.last_layer.backward(1)
         for layer in reversed(self._layer_list()):
@@ -133,14 +199,40 @@ class LayeredNet:
         return loss, grads
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
-        """∂loss/∂params by backprop through the layers (keys W1, b1, …)."""
+        """∂loss/∂params by backprop through the layers (the book's ``gradient``).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W) or (N, C·H·W)
+            Images of ``input_dim``; flat rows are reshaped.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            One array per ``params`` key (W1, b1, …), of that parameter's shape and dtype.
+        """
         return self.loss_and_gradient(x, t)[1]
 
     def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
         """∂loss/∂params by central differences (h = 1e-4), probing each entry in place.
 
-        float32 networks are probed through a float64 copy (float32 rounding at h = 1e-4
-        is as large as the gradient); the result has the network's dtype.
+        Slow (two forward passes per parameter): for gradient checks on a few samples.
+        float32 networks are probed through a float64 copy (float32 rounding at h = 1e-4 is
+        as large as the gradient); the result has the network's dtype.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, C, H, W) or (N, C·H·W)
+            Images of ``input_dim``; flat rows are reshaped.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            One array per ``params`` key, of that parameter's shape.
         """
         net = self if self.dtype == np.float64 else self._float64_copy()
         x64 = net._images("numerical_gradient", x)
@@ -161,7 +253,13 @@ class LayeredNet:
         raise NotImplementedError
 
     def save_params(self, file_name: str | os.PathLike[str] = "params.pkl") -> None:
-        """Write ``params`` to ``file_name`` as an npz archive (under that exact name)."""
+        """Write ``params`` to ``file_name`` as an npz archive (under that exact name).
+
+        Parameters
+        ----------
+        file_name : str or path-like, default "params.pkl"
+            The book's default name; the content is npz, not a pickle.
+        """
         arrays: dict[str, Any] = {k: np.asarray(v) for k, v in self.params.items()}
         with open(file_name, "wb") as fh:
             np.savez(fh, **arrays)
@@ -169,8 +267,21 @@ class LayeredNet:
     def load_params(self, file_name: str | os.PathLike[str] = "params.pkl") -> None:
         """Copy the arrays of an npz file written by :meth:`save_params` into ``params``.
 
-        Same keys, shapes and dtypes are required (ValueError otherwise); the copy is in
-        place, so the layers see the new values. The book's pickles are not read.
+        The copy is in place, so the layers see the new values. The book's pickles are not
+        read.
+
+        Parameters
+        ----------
+        file_name : str or path-like, default "params.pkl"
+            A file of :meth:`save_params` (or ``ferrograd.save``).
+
+        Raises
+        ------
+        ValueError
+            The file is a pickle, not an npz archive, or its keys, shapes or dtypes differ
+            from ``params``.
+        FileNotFoundError
+            No such file.
         """
         from ferrograd.trainer import load_params
 

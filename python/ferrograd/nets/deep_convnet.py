@@ -32,14 +32,38 @@ CONV_PARAMS = (
 
 
 class DeepConvNet(LayeredNet):
-    """The book's DeepConvNet for (N, C, H, W) input (about 99.4 % on MNIST in the book).
+    """The book's DeepConvNet (ch. 8): about 99.4 % on MNIST in the book.
 
-    ``params`` W1…W6 (convolutions), W7 (64·4·4 → hidden_size), W8 (hidden_size →
-    output_size) and their biases; weights He-scaled standard normal draws (NumPy's
-    global generator, as the book, when ``seed`` is None; the dropout masks come from
-    the same generator), biases 0, of ``dtype``. ``layers`` is the book's list.
-    ``conv_param_i`` None means the book's :data:`CONV_PARAMS` entry. The sizes follow
-    the input: W7's rows are the last pooling's output size (64·4·4 for 28×28).
+    conv-ReLU-conv-ReLU-pool three times, then Affine → ReLU → Dropout(0.5) → Affine →
+    Dropout(0.5) → softmax. ``params`` W1…W6 (convolutions), W7 (64·4·4 → hidden_size for
+    28×28 input: its rows follow the last pooling's output size), W8 (hidden_size →
+    output_size) and their biases; He-scaled standard normal weights √(2 / fan-in), biases
+    0, of ``dtype``. ``layers`` is the book's list. Inputs are images (N, C, H, W) or flat
+    rows (N, C·H·W).
+
+    Parameters
+    ----------
+    input_dim : tuple of int, default (1, 28, 28)
+        (C, H, W) of one image.
+    conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6
+        One mapping per convolution: ``filter_num``, ``filter_size``, ``pad``, ``stride``;
+        None is the book's entry of :data:`CONV_PARAMS` (3×3 filters: 16, 16, 32, 32, 64,
+        64).
+    hidden_size : int, default 50
+        Width of the hidden Affine layer.
+    output_size : int, default 10
+        K, the number of classes.
+    seed : int or numpy.random.Generator, optional
+        Seed or generator of the weights and the dropout masks; None: NumPy's global
+        generator (as the book).
+    dtype : dtype_like, default float64
+        float64 as the book, or float32.
+
+    Raises
+    ------
+    ValueError
+        ``input_dim`` is not three positive sizes or too small for the layers, a
+        ``conv_param_i`` lacks a key or holds a bad value, or a size is not a positive int.
     """
 
     def __init__(

@@ -50,13 +50,47 @@ def _init_scale(weight_init_std: str | float, fan_in: int) -> float:
 
 
 class MultiLayerNet(ModelMixin):
-    """Fully connected net of widths input_size → hidden_size_list… → output_size.
+    """The book's fully connected net with the chapter 6 extras.
 
-    ``params``: W1, b1, …, W{L}, b{L} (L = len(hidden_size_list) + 1) and, with
-    ``use_batchnorm``, gamma{i}/beta{i} for each hidden layer i. Weights are drawn from
-    ``numpy.random.default_rng(seed)`` (NumPy's global generator when ``seed`` is
-    None, as the book), which also drives the dropout masks. ``loss``
-    adds ½·λ·Σ‖W‖² (``weight_decay_lambda`` = λ).
+    As DLFS common/multi_layer_net_extend.py: (Affine → [BatchNorm] → activation →
+    [Dropout]) per hidden layer, then Affine → softmax. ``params``: W1, b1, …, W{L}, b{L}
+    (L = len(hidden_size_list) + 1) and, with ``use_batchnorm``, gamma{i}/beta{i} for each
+    hidden layer i. ``loss`` adds the weight decay ½·λ·Σ‖W‖².
+
+    Parameters
+    ----------
+    input_size : int
+        D, e.g. 784.
+    hidden_size_list : sequence of int
+        Width of each hidden layer, e.g. ``[100, 100, 100]``.
+    output_size : int
+        K, e.g. 10.
+    activation : {"relu", "sigmoid"}, default "relu"
+        Hidden activation.
+    weight_init_std : float or str, default "relu"
+        Scale of the initial weights: "relu"/"he" (√(2/fan_in)), "sigmoid"/"xavier"
+        (√(1/fan_in)) or a number >= 0.
+    weight_decay_lambda : float, default 0
+        λ of the L2 weight decay, >= 0.
+    use_batchnorm : bool, default False
+        Batch normalization after each hidden Affine.
+    use_dropout : bool, default False
+        Dropout after each hidden activation.
+    dropout_ratio : float, default 0.5
+        Probability of dropping a unit.
+    dropout_ration : float, optional
+        The book's spelling of ``dropout_ratio``.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng`` for the weights and the dropout masks; None
+        draws from NumPy's global generator (as the book).
+    dtype : dtype_like, default float64
+        float64 as the book, or float32.
+
+    Raises
+    ------
+    ValueError
+        A size is not a positive int, ``activation`` is unknown, λ is negative, or
+        ``dropout_ratio`` and ``dropout_ration`` disagree.
     """
 
     def __init__(
@@ -162,17 +196,58 @@ class MultiLayerNet(ModelMixin):
         return self.last_layer.forward(y, t2) + weight_decay
 
     def predict(self, x: ArrayLike, train_flg: bool = False) -> FloatArray:
-        """Scores (logits, before softmax) of shape (n, k), or (k,) for one sample x (d,)."""
+        """Scores (logits, before softmax).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        train_flg : bool, default False
+            Training mode: batch statistics and dropout masks.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, K), or (K,) for one sample (D,).
+        """
         y = self._forward(self._batch("predict", x), train_flg)
         return y[0] if np.ndim(x) == 1 else y
 
     def loss(self, x: ArrayLike, t: ArrayLike, train_flg: bool = False) -> float:
-        """Mean cross-entropy of softmax(scores) plus the weight decay ½·λ·Σ‖W‖²."""
+        """Mean cross-entropy of softmax(scores) plus the weight decay ½·λ·Σ‖W‖².
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+        train_flg : bool, default False
+            Training mode: batch statistics and dropout masks (the book's default is False).
+
+        Returns
+        -------
+        float
+            Mean loss per sample plus the weight decay.
+        """
         x2 = self._batch("loss", x)
         return self._loss(x2, self._targets("loss", t, x2.shape[0]), train_flg)
 
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Fraction of samples whose top score is the target class (inference mode)."""
+        """Fraction of samples whose top score is the target class (inference mode).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
         y = self._forward(self._batch("accuracy", x), train_flg=False)
         return accuracy("MultiLayerNet.accuracy", y, t)
 
@@ -181,6 +256,18 @@ class MultiLayerNet(ModelMixin):
 
         Training-mode loss; slow (two forward passes per parameter), for checking small
         nets. A float32 net is probed through a float64 copy and the result cast back.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            One array per ``params`` key, of that parameter's shape and the net's dtype.
         """
         net = self
         if self.dtype != np.float64:
@@ -204,7 +291,20 @@ class MultiLayerNet(ModelMixin):
         return grads
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
-        """∂loss/∂param by backprop through the layers (training mode), with λ·W added."""
+        """∂loss/∂param by backprop through the layers (training mode), with λ·W added.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            One array per ``params`` key (W, b, and gamma/beta with batch norm).
+        """
         x2 = self._batch("gradient", x)
         self._loss(x2, self._targets("gradient", t, x2.shape[0]), train_flg=True)
         dout = self.last_layer.backward(1)

@@ -18,7 +18,36 @@ __all__ = ["MultiLayerNetExtend"]
 
 
 class MultiLayerNetExtend(MultiLayerNet):
-    """MultiLayerNet with dropout and batch normalization as positional options."""
+    """:class:`MultiLayerNet` with the book's name and positional order.
+
+    As DLFS common/multi_layer_net_extend.py: dropout and batch norm are positional
+    arguments, the dropout ratio is spelled ``dropout_ration``.
+
+    Parameters
+    ----------
+    input_size : int
+        D, e.g. 784.
+    hidden_size_list : sequence of int
+        Width of each hidden layer.
+    output_size : int
+        K, e.g. 10.
+    activation : {"relu", "sigmoid"}, default "relu"
+        Hidden activation.
+    weight_init_std : float or str, default "relu"
+        "relu"/"he", "sigmoid"/"xavier" or a number >= 0.
+    weight_decay_lambda : float, default 0
+        λ of the L2 weight decay.
+    use_dropout : bool, default False
+        Dropout after each hidden activation.
+    dropout_ration : float, default 0.5
+        Probability of dropping a unit (the book's spelling).
+    use_batchnorm : bool, default False
+        Batch normalization after each hidden Affine.
+    seed : int, optional
+        Seed of the weights and dropout masks; None: NumPy's global generator.
+    dtype : dtype_like, default float64
+        float64 or float32.
+    """
 
     def __init__(
         self,

@@ -26,15 +26,39 @@ CONV_PARAM = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 
 
 class SimpleConvNet(LayeredNet):
-    """conv → ReLU → pool → Affine → ReLU → Affine → softmax, for (N, C, H, W) input.
+    """The book's SimpleConvNet (ch. 7): conv → ReLU → pool → Affine → ReLU → Affine → softmax.
 
-    ``params``: W1 (FN, C, FS, FS), b1 (FN,), W2 (FN·ph·pw, hidden_size), b2, W3
-    (hidden_size, output_size), b3; weights ``weight_init_std`` × standard normal draws
-    (NumPy's global generator, as the book, when ``seed`` is None), biases 0, of ``dtype``
-    (float64 as the book, or float32). ``layers`` is the book's ordered dict Conv1, Relu1,
-    Pool1, Affine1, Relu2, Affine2. ``conv_param`` None means the book's default
-    :data:`CONV_PARAM`. Odd convolution outputs are pooled to floor(size / 2) (the book's
-    sizes assume an even one).
+    ``params``: W1 (FN, C, FS, FS), b1 (FN,), W2 (FN·PH·PW, hidden_size), b2, W3
+    (hidden_size, output_size), b3; weights ``weight_init_std`` × standard normal draws,
+    biases 0, of ``dtype``. ``layers`` is the book's ordered dict Conv1, Relu1, Pool1,
+    Affine1, Relu2, Affine2. Odd convolution outputs are pooled to floor(size / 2) (the
+    book's sizes assume an even one). Inputs are images (N, C, H, W) or flat rows
+    (N, C·H·W).
+
+    Parameters
+    ----------
+    input_dim : tuple of int, default (1, 28, 28)
+        (C, H, W) of one image.
+    conv_param : mapping, optional
+        ``filter_num``, ``filter_size``, ``pad``, ``stride`` of the convolution; None is
+        the book's :data:`CONV_PARAM` (30 filters of 5×5, pad 0, stride 1).
+    hidden_size : int, default 100
+        Width of the hidden Affine layer.
+    output_size : int, default 10
+        K, the number of classes.
+    weight_init_std : float, default 0.01
+        Scale of the initial weights.
+    seed : int or numpy.random.Generator, optional
+        Seed or generator of the draws; None: NumPy's global generator (as the book).
+    dtype : dtype_like, default float64
+        float64 as the book, or float32.
+
+    Raises
+    ------
+    ValueError
+        ``input_dim`` is not three positive sizes, ``conv_param`` lacks a key or holds a
+        bad value, a size is not a positive int, or the filter or the 2×2 pooling does not
+        fit the image.
     """
 
     def __init__(

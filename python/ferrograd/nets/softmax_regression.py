@@ -24,11 +24,23 @@ FloatArray = NDArray[np.floating]
 
 
 class SoftmaxRegression(ModelMixin):
-    """y = softmax(x·W + b) with ``params`` W (d, k) and b (k,), trained on cross-entropy.
+    """Softmax regression y = softmax(x·W + b), the linear classifier the nets are compared with.
 
-    Weights start as ``weight_init_std`` × standard normal draws (seeded), b at 0.
-    Targets ``t`` are integer labels (n,) or one-hot rows (n, k); one-hot rows count as
-    the label of their largest entry.
+    ``params`` W (D, K) and b (K,), trained on cross-entropy. Weights start as
+    ``weight_init_std`` × standard normal draws, b at 0.
+
+    Parameters
+    ----------
+    input_size : int, default 784
+        D.
+    output_size : int, default 10
+        K.
+    weight_init_std : float or str, default 0.01
+        A number >= 0, or "he"/"relu", "xavier"/"sigmoid" (scaled by fan-in D).
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; None: NumPy's global generator.
+    dtype : dtype_like, default float32
+        float32 or float64.
     """
 
     def __init__(
@@ -69,10 +81,12 @@ class SoftmaxRegression(ModelMixin):
 
     @property
     def input_size(self) -> int:
+        """D, the number of inputs per sample (rows of W)."""
         return int(self.params["W"].shape[0])
 
     @property
     def output_size(self) -> int:
+        """K, the number of classes (columns of W)."""
         return int(self.params["W"].shape[1])
 
     def _batch(self, op: str, x: ArrayLike) -> FloatArray:
@@ -83,23 +97,73 @@ class SoftmaxRegression(ModelMixin):
         return target if target.ndim == 1 else np.argmax(target, axis=1)
 
     def predict(self, x: ArrayLike) -> FloatArray:
-        """Scores x·W + b (before softmax): (n, d) → (n, k); one sample (d,) gives (1, k)."""
+        """Scores x·W + b (before softmax).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, K)
+            The net's dtype; one sample (D,) gives (1, K).
+        """
         x2 = self._batch("predict", x)
         return x2 @ self.params["W"] + self.params["b"]
 
     def loss(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Mean cross-entropy of softmax(x·W + b) against t."""
+        """Mean cross-entropy of softmax(x·W + b) against t.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K) (a row counts as its largest entry).
+
+        Returns
+        -------
+        float
+            Mean loss per sample.
+        """
         x2 = self._batch("loss", x)
         y = softmax(x2 @ self.params["W"] + self.params["b"])
         return float(cross_entropy_error(y, self._labels("loss", t, x2.shape[0])))
 
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Fraction of rows whose arg-max score is the label."""
+        """Fraction of samples whose arg-max score is the label.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K) (a row counts as its largest entry).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
         x2 = self._batch("accuracy", x)
         return accuracy("SoftmaxRegression.accuracy", self.predict(x2), t)
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
-        """∂L/∂W = xᵀ·(y − t)/n, ∂L/∂b = Σ (y − t)/n."""
+        """∂L/∂W = xᵀ·(y − t)/N and ∂L/∂b = Σ (y − t)/N.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K) (a row counts as its largest entry).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            W (D, K) and b (K,), the net's dtype.
+        """
         x2 = self._batch("gradient", x)
         n = x2.shape[0]
         labels = self._labels("gradient", t, n)
@@ -109,7 +173,20 @@ class SoftmaxRegression(ModelMixin):
         return {"W": x2.T @ dy, "b": dy.sum(axis=0)}
 
     def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
-        """Central differences (h = 1e-4) of the loss for every parameter, in its dtype."""
+        """Central differences (h = 1e-4) of the loss for every parameter, in its dtype.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K) (a row counts as its largest entry).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            W (D, K) and b (K,).
+        """
         x2 = self._batch("numerical_gradient", x)
         labels = self._labels("numerical_gradient", t, x2.shape[0])
         return {

@@ -34,14 +34,38 @@ _KEYS = ("W1", "b1", "W2", "b2")
 
 
 class TwoLayerNet(ModelMixin):
-    """Two-layer classifier with ``params`` W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
+    """The book's two-layer net (ch. 4–5): ``params`` W1 (D, H), b1 (H,), W2 (H, K), b2 (K,).
 
-    Weights start as ``weight_init_std`` (a number, or "he"/"xavier": √(2/fan_in),
-    √(1/fan_in) per layer) × standard normal draws from
-    ``numpy.random.default_rng(seed)`` (NumPy's global generator, as the book, when
-    ``seed`` is None), biases at 0, all of ``dtype`` (float64 as in the
-    book, or float32). ``activation`` is ``"sigmoid"`` (chapter 4) or ``"relu"`` (chapter 5).
-    Targets ``t`` are integer labels (n,) or one-hot rows (n, k) everywhere.
+    Weights start as ``weight_init_std`` × standard normal draws, biases at 0, all of
+    ``dtype``. ``predict``, ``loss`` and ``gradient`` each run as one native call;
+    ``layers`` and ``gradient_layers`` give the same network as the book's layer objects.
+
+    Parameters
+    ----------
+    input_size : int
+        D, e.g. 784 for MNIST.
+    hidden_size : int
+        H, the book's 50 (ch. 4) or 100.
+    output_size : int
+        K, 10 classes for MNIST.
+    weight_init_std : float or str, default 0.01
+        Scale of the initial weights: a number >= 0, or "he"/"relu" (√(2/fan_in)) or
+        "xavier"/"sigmoid" (√(1/fan_in)) per layer.
+    activation : {"sigmoid", "relu"}, default "sigmoid"
+        Hidden activation: sigmoid as chapter 4, ReLU as chapter 5.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; None draws from NumPy's global generator
+        (as the book).
+    dtype : dtype_like, default float64
+        float64 as the book, or float32 (faster).
+
+    Raises
+    ------
+    ValueError
+        A size is not a positive int, ``activation`` is unknown, or ``weight_init_std``
+        is negative or an unknown name.
+    TypeError
+        ``dtype`` is not float32/float64, or ``weight_init_std`` is neither number nor name.
     """
 
     def __init__(
@@ -83,17 +107,20 @@ class TwoLayerNet(ModelMixin):
 
     @property
     def input_size(self) -> int:
+        """D, the number of inputs per sample (rows of W1)."""
         return int(self.params["W1"].shape[0])
 
     @property
     def output_size(self) -> int:
+        """K, the number of classes (columns of W2)."""
         return int(self.params["W2"].shape[1])
 
     @property
     def layers(self) -> OrderedDict[str, Affine | Sigmoid | Relu]:
-        """Affine1, Sigmoid1 or Relu1, Affine2: layer objects sharing the ``params`` arrays.
+        """Affine1, Sigmoid1 or Relu1, Affine2: the book's layer objects (ch. 5).
 
-        Rebuilt when a ``params`` entry has been replaced by another array.
+        They share the ``params`` arrays; rebuilt when a ``params`` entry has been replaced
+        by another array.
         """
         p = self.params
         cached = self._layers
@@ -122,19 +149,56 @@ class TwoLayerNet(ModelMixin):
         return as_targets(f"TwoLayerNet.{op}", t, n, self.output_size, dtype or self.dtype)
 
     def predict(self, x: ArrayLike) -> FloatArray:
-        """Class probabilities softmax(act(x·W1 + b1)·W2 + b2): (n, k), or (k,) for x (d,)."""
+        """Class probabilities softmax(act(x·W1 + b1)·W2 + b2).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs, e.g. (N, 784) MNIST rows; converted to the net's dtype.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, K), or (K,) for one sample (D,); the net's dtype, rows summing to 1.
+        """
         x2 = self._batch("predict", x)
         y = _core.two_layer_predict(*self._params(), x2, activation=self.activation)
         return y[0] if np.ndim(x) == 1 else y
 
     def loss(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Mean cross-entropy −Σ t·log(y + 1e-7) / n of the predictions."""
+        """Mean cross-entropy −Σ t·log(y + 1e-7) / N of the predictions.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs, e.g. (N, 784) MNIST rows; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            Mean loss per sample.
+        """
         x2 = self._batch("loss", x)
         t2 = self._targets("loss", t, x2.shape[0])
         return _core.two_layer_loss(*self._params(), x2, t2, activation=self.activation)
 
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Fraction of samples whose most probable class is the target's."""
+        """Fraction of samples whose most probable class is the target's.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs, e.g. (N, 784) MNIST rows; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
         x2 = self._batch("accuracy", x)
         y = _core.two_layer_predict(*self._params(), x2, activation=self.activation)
         return accuracy("TwoLayerNet.accuracy", y, t)
@@ -142,8 +206,20 @@ class TwoLayerNet(ModelMixin):
     def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
         """∂loss/∂(W1, b1, W2, b2) by central differences (h = 1e-4), in float64.
 
-        float32 parameters and inputs are promoted to float64 for the probes (float32
-        rounding at h = 1e-4 is as large as the gradient) and the result cast back.
+        float32 parameters and inputs are promoted to float64 for the probes (float32 rounding
+        at h = 1e-4 is as large as the gradient) and the result cast back.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs, e.g. (N, 784) MNIST rows; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            W1, b1, W2, b2: each of its parameter's shape and the net's dtype.
         """
         x2 = as_batch("TwoLayerNet.numerical_gradient", x, self.input_size, np.dtype(np.float64))
         t2 = self._targets("numerical_gradient", t, x2.shape[0], np.dtype(np.float64))
@@ -155,14 +231,40 @@ class TwoLayerNet(ModelMixin):
         return {key: gi.astype(self.dtype, copy=False) for key, gi in zip(_KEYS, g, strict=True)}
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
-        """∂loss/∂(W1, b1, W2, b2) by backprop, one native call."""
+        """∂loss/∂(W1, b1, W2, b2) by backprop, one native call.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs, e.g. (N, 784) MNIST rows; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            W1, b1, W2, b2: each of its parameter's shape and the net's dtype.
+        """
         x2 = self._batch("gradient", x)
         t2 = self._targets("gradient", t, x2.shape[0])
         g = _core.two_layer_gradient(*self._params(), x2, t2, activation=self.activation)
         return dict(zip(_KEYS, g, strict=True))
 
     def gradient_layers(self, x: ArrayLike, t: ArrayLike) -> Grads:
-        """The same gradient as :meth:`gradient`, through the layer objects (chapter 5)."""
+        """The same gradient as :meth:`gradient`, through the layer objects (chapter 5).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) or (D,)
+            Inputs, e.g. (N, 784) MNIST rows; converted to the net's dtype.
+        t : array_like
+            Integer labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            W1, b1, W2, b2: the layers' ``dW`` and ``db``.
+        """
         x2 = self._batch("gradient_layers", x)
         t2 = self._targets("gradient_layers", t, x2.shape[0])
         layers = self.layers
