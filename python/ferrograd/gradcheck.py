@@ -28,10 +28,23 @@ class Differentiable(Protocol):
 
 @dataclass(frozen=True)
 class GradCheckRow:
-    """Agreement of one parameter's two gradients.
+    """Agreement of one parameter's two gradients (a row of :func:`gradient_check`'s table).
 
-    ``ok`` holds when ``rel_error <= rtol`` or, for a gradient that is zero by
-    construction (a bias before batch normalization), ``max_abs_diff <= atol``.
+    Attributes
+    ----------
+    name : str
+        The parameter's key (W1, b1, ...).
+    shape : tuple of int
+        Its shape.
+    max_abs_diff, mean_abs_diff : float
+        Largest and mean |g_num − g_bp| over its entries.
+    rel_error : float
+        ‖g_num − g_bp‖ / ‖g_bp‖ (0 when both are 0, inf when only g_bp is).
+    norm : float
+        ‖g_bp‖.
+    ok : bool
+        ``rel_error <= rtol``, or ``max_abs_diff <= atol`` for a gradient that is zero by
+        construction (a bias before batch normalization).
     """
 
     name: str
@@ -52,10 +65,32 @@ def gradient_check(
     atol: float = 1e-9,
     verbose: bool = True,
 ) -> list[GradCheckRow]:
-    """Compare ``network.numerical_gradient(x, t)`` with ``network.gradient(x, t)``.
+    """Compare ``network.numerical_gradient(x, t)`` with ``network.gradient(x, t)`` (ch. 5).
 
-    Returns one :class:`GradCheckRow` per parameter (in the network's order) and, with
-    ``verbose``, prints them as a table.
+    Parameters
+    ----------
+    network : object
+        A net with the book's ``numerical_gradient(x, t)`` and ``gradient(x, t)``.
+    x : array_like
+        A few input samples, e.g. (3, 784) (the numerical gradient is slow).
+    t : array_like
+        Their targets: labels (N,) or one-hot rows (N, K).
+    rtol : float, default 1e-5
+        Largest relative error that counts as agreement.
+    atol : float, default 1e-9
+        Largest absolute difference that counts as agreement for a zero gradient.
+    verbose : bool, default True
+        Print the rows as a table.
+
+    Returns
+    -------
+    list of GradCheckRow
+        One row per parameter, in the network's order.
+
+    Raises
+    ------
+    ValueError
+        The two gradients have different keys, or a parameter's two shapes differ.
     """
     g_num = network.numerical_gradient(x, t)
     g_bp = network.gradient(x, t)
@@ -95,7 +130,18 @@ def gradient_check(
 
 
 def format_table(rows: list[GradCheckRow]) -> str:
-    """The rows as a fixed-width text table."""
+    """The rows as a fixed-width text table, one line per parameter under a header.
+
+    Parameters
+    ----------
+    rows : list of GradCheckRow
+        As :func:`gradient_check` returns them.
+
+    Returns
+    -------
+    str
+        The table (no trailing newline).
+    """
     head = f"{'param':<8} {'shape':<12} {'max |diff|':>11} {'mean |diff|':>11} {'rel error':>10} ok"
     lines = [head, "-" * len(head)]
     for r in rows:

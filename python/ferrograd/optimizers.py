@@ -73,7 +73,13 @@ class Optimizer:
     """The update rule's hyperparameters, by the book's names (the ``__init__`` arguments)."""
 
     def hyperparameters(self) -> dict[str, float]:
-        """The rule's hyperparameters as set on this instance now, e.g. ``{"lr": 0.01}``."""
+        """The rule's hyperparameters as set on this instance now.
+
+        Returns
+        -------
+        dict of str to float
+            By the book's names, e.g. ``{"lr": 0.01}`` for SGD.
+        """
         return {name: float(getattr(self, name)) for name in self.hyperparameter_names}
 
     def _check(self, params: Params, grads: Grads) -> None:
@@ -103,12 +109,43 @@ class Optimizer:
                 )
 
     def update(self, params: Params, grads: Grads) -> None:
-        """Update every array in ``params`` in place from ``grads``."""
+        """Update every array in ``params`` in place from ``grads``.
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         raise NotImplementedError
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent: W ← W − lr·∂L/∂W."""
+    """Stochastic gradient descent: W ← W − lr·∂L/∂W.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, > 0.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter is out of range.
+    TypeError
+        A hyperparameter is not a number.
+    """
 
     state_names = ()
     hyperparameter_names = ("lr",)
@@ -117,14 +154,47 @@ class SGD(Optimizer):
         self.lr = _check_positive("SGD", "lr", lr)
 
     def update(self, params: Params, grads: Grads) -> None:
-        """W ← W − lr·g for every key, in place."""
+        """W ← W − lr·g for every key, in place.
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         self._check(params, grads)
         for key in params:
             params[key] -= self.lr * grads[key]
 
 
 class Momentum(Optimizer):
-    """v ← momentum·v − lr·g;  W ← W + v."""
+    """Momentum SGD: v ← momentum·v − lr·g;  W ← W + v.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, > 0.
+    momentum : float, default 0.9
+        Decay of the velocity ``v``, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter is out of range.
+    TypeError
+        A hyperparameter is not a number.
+    """
 
     state_names = ("v",)
     hyperparameter_names = ("lr", "momentum")
@@ -135,7 +205,25 @@ class Momentum(Optimizer):
         self.v: dict[str, NDArray[np.floating]] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        """One momentum step, in place (params and the velocity ``v``)."""
+        """One momentum step, in place (params and the velocity ``v``).
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         self._check(params, grads)
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
@@ -146,8 +234,23 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Optimizer):
-    """Nesterov's accelerated gradient in the book's form (DLFS common/optimizer.py):
+    """Nesterov's accelerated gradient in the book's form (DLFS common/optimizer.py).
+
     v ← momentum·v − lr·g;  W ← W + momentum²·v − (1 + momentum)·lr·g.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, > 0.
+    momentum : float, default 0.9
+        Decay of the velocity ``v``, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter is out of range.
+    TypeError
+        A hyperparameter is not a number.
     """
 
     state_names = ("v",)
@@ -159,7 +262,25 @@ class Nesterov(Optimizer):
         self.v: dict[str, NDArray[np.floating]] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        """One Nesterov step, in place (params and ``v``)."""
+        """One Nesterov step, in place (params and ``v``).
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         self._check(params, grads)
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
@@ -171,7 +292,20 @@ class Nesterov(Optimizer):
 
 
 class AdaGrad(Optimizer):
-    """h ← h + g⊙g;  W ← W − lr·g / (√h + 1e-7)."""
+    """AdaGrad: h ← h + g⊙g;  W ← W − lr·g / (√h + 1e-7).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, > 0.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter is out of range.
+    TypeError
+        A hyperparameter is not a number.
+    """
 
     state_names = ("h",)
     hyperparameter_names = ("lr",)
@@ -181,7 +315,25 @@ class AdaGrad(Optimizer):
         self.h: dict[str, NDArray[np.floating]] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        """One AdaGrad step, in place (params and the squared-gradient sum ``h``)."""
+        """One AdaGrad step, in place (params and the squared-gradient sum ``h``).
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         self._check(params, grads)
         if self.h is None:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
@@ -192,7 +344,22 @@ class AdaGrad(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """h ← ρ·h + (1 − ρ)·g⊙g with ρ = decay_rate;  W ← W − lr·g / (√h + 1e-7)."""
+    """RMSprop: h ← ρ·h + (1 − ρ)·g⊙g with ρ = decay_rate;  W ← W − lr·g / (√h + 1e-7).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Learning rate, > 0.
+    decay_rate : float, default 0.99
+        ρ, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter is out of range.
+    TypeError
+        A hyperparameter is not a number.
+    """
 
     state_names = ("h",)
     hyperparameter_names = ("lr", "decay_rate")
@@ -203,7 +370,25 @@ class RMSprop(Optimizer):
         self.h: dict[str, NDArray[np.floating]] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        """One RMSprop step, in place (params and the running mean square ``h``)."""
+        """One RMSprop step, in place (params and the running mean square ``h``).
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         self._check(params, grads)
         if self.h is None:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
@@ -215,9 +400,26 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (http://arxiv.org/abs/1412.6980v8) in the book's form:
+    """Adam (http://arxiv.org/abs/1412.6980v8) in the book's form.
+
     m ← m + (1 − β₁)(g − m);  v ← v + (1 − β₂)(g² − v);
-    W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + 1e-7), t = ``iter``.
+    W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + 1e-7), t = ``iter`` (steps taken).
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        Learning rate, > 0.
+    beta1 : float, default 0.9
+        β₁, decay of the first moment ``m``, in [0, 1).
+    beta2 : float, default 0.999
+        β₂, decay of the second moment ``v``, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter is out of range.
+    TypeError
+        A hyperparameter is not a number.
     """
 
     state_names = ("m", "v")
@@ -232,7 +434,25 @@ class Adam(Optimizer):
         self.v: dict[str, NDArray[np.floating]] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        """One Adam step, in place (params and the moments ``m``, ``v``)."""
+        """One Adam step, in place (params and the moments ``m``, ``v``; ``iter`` += 1).
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            The network's parameters, updated in place (float arrays; a plain float is
+            replaced under its key instead).
+        grads : dict of str to array_like
+            A gradient for every key of ``params``, of its shape.
+
+        Raises
+        ------
+        KeyError
+            ``grads`` lacks a key of ``params``.
+        TypeError
+            A parameter is not a float array or float, or a gradient not real numbers.
+        ValueError
+            A gradient's shape differs from its parameter's.
+        """
         self._check(params, grads)
         if self.m is None or self.v is None:
             self.m = {key: np.zeros_like(val) for key, val in params.items()}
@@ -259,7 +479,27 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 
 def get_optimizer(name: str, **kwargs: float) -> Optimizer:
-    """A new optimizer by case-insensitive name, e.g. ``get_optimizer("adam", lr=1e-3)``."""
+    """A new optimizer by case-insensitive name, e.g. ``get_optimizer("adam", lr=1e-3)``.
+
+    Parameters
+    ----------
+    name : str
+        sgd, momentum, nesterov, adagrad, rmsprop or adam (keys of :data:`OPTIMIZERS`).
+    **kwargs : float
+        Hyperparameters of that optimizer (``lr``, ``momentum``, ...).
+
+    Returns
+    -------
+    Optimizer
+        A fresh instance, no state yet.
+
+    Raises
+    ------
+    ValueError
+        Unknown name, or a hyperparameter out of range.
+    TypeError
+        An argument that optimizer does not take, or not a number.
+    """
     cls = OPTIMIZERS.get(str(name).lower())
     if cls is None:
         raise ValueError(

@@ -34,8 +34,23 @@ _WINDOW = 11  # the book's window: 11 points, Kaiser β = 2
 def smooth_curve(x: ArrayLike) -> NDArray[np.float64]:
     """x smoothed by a normalised 11-point Kaiser window (β = 2), reflected at both ends.
 
-    Same length as x (at least 11 points, ValueError otherwise); the book uses it to draw
-    the per-iteration loss of the optimizer and weight-init comparisons.
+    The book uses it to draw the per-iteration loss of the optimizer and weight-init
+    comparisons.
+
+    Parameters
+    ----------
+    x : array_like, shape (N,)
+        A curve of at least 11 points.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N,)
+        The smoothed curve, x's length.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not 1-D or has fewer than 11 points.
     """
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 1 or arr.size < _WINDOW:
@@ -50,7 +65,25 @@ def smooth_curve(x: ArrayLike) -> NDArray[np.float64]:
 
 
 def shuffle_dataset(x: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
-    """x and t reordered by one ``np.random.permutation(len(x))`` (rows of x, 2-D or 4-D)."""
+    """x and t reordered by one ``np.random.permutation(len(x))`` (NumPy's global generator).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N, D) or (N, C, H, W)
+        Inputs.
+    t : numpy.ndarray, shape (N, ...)
+        Targets, one per row of x.
+
+    Returns
+    -------
+    x, t : numpy.ndarray
+        The shuffled copies.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is neither 2-D nor 4-D, or t has another number of rows.
+    """
     x_arr, t_arr = np.asarray(x), np.asarray(t)
     if x_arr.ndim not in (2, 4):
         raise ValueError(f"shuffle_dataset: x must be 2-D or 4-D, got shape {x_arr.shape}")
@@ -63,7 +96,29 @@ def shuffle_dataset(x: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> float:
-    """(input_size + 2·pad − filter_size) / stride + 1, a float as in the book."""
+    """(input_size + 2·pad − filter_size) / stride + 1, a float as in the book.
+
+    Parameters
+    ----------
+    input_size : int
+        Height (or width) of the input.
+    filter_size : int
+        Height (or width) of the filter.
+    stride : int, default 1
+        Step between filter positions, > 0.
+    pad : int, default 0
+        Zero padding on each side.
+
+    Returns
+    -------
+    float
+        The output size (not an integer when the filter does not tile the input).
+
+    Raises
+    ------
+    ValueError
+        ``stride`` is not positive.
+    """
     if stride <= 0:
         raise ValueError(f"conv_output_size: stride must be positive, got {stride!r}")
     return (input_size + 2 * pad - filter_size) / stride + 1
@@ -92,11 +147,32 @@ def _out_hw(
 def im2col(
     input_data: ArrayLike, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0
 ) -> NDArray[np.floating]:
-    """(N, C, H, W) → (N·out_h·out_w, C·filter_h·filter_w): one row per filter position.
+    """Images to rows, one per filter position, so convolution is one matrix product (ch. 7).
 
     Row ``(n, i, j)`` holds the C×filter_h×filter_w patch under the filter at output
-    position (i, j) of image n, zero-padded by ``pad``, in C order. float32 input gives
-    float32 (the book's is always float64), anything else float64.
+    position (i, j) of image n, zero-padded by ``pad``, in C order.
+
+    Parameters
+    ----------
+    input_data : array_like, shape (N, C, H, W)
+        Images.
+    filter_h, filter_w : int
+        Filter height and width, >= 1.
+    stride : int, default 1
+        Step between filter positions, >= 1.
+    pad : int, default 0
+        Zero padding on each side, >= 0.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N·OH·OW, C·filter_h·filter_w)
+        OH = (H + 2·pad − filter_h) // stride + 1 (OW alike); float32 input gives float32
+        (the book's is always float64), anything else float64.
+
+    Raises
+    ------
+    ValueError
+        ``input_data`` is not 4-D, a size is out of range, or the filter does not fit.
     """
     img = as_float_array(input_data, "im2col: input_data")
     _out_hw("im2col", img.shape, filter_h, filter_w, stride, pad)
@@ -111,11 +187,34 @@ def col2im(
     stride: int = 1,
     pad: int = 0,
 ) -> NDArray[np.floating]:
-    """The adjoint of :func:`im2col`: patches summed back into an (N, C, H, W) image.
+    """The adjoint of :func:`im2col`: patches summed back into (N, C, H, W) images.
 
     Where filter positions overlap, their entries add up (so ``col2im(im2col(x))`` is x
-    times how many patches cover each pixel); padding is cut off. The result has col's
-    dtype (float32 or float64; other numbers become float64).
+    times how many patches cover each pixel); padding is cut off.
+
+    Parameters
+    ----------
+    col : array_like, shape (N·OH·OW, C·filter_h·filter_w)
+        Rows as :func:`im2col` makes them.
+    input_shape : sequence of int
+        (N, C, H, W) of the images.
+    filter_h, filter_w : int
+        Filter height and width, >= 1.
+    stride : int, default 1
+        Step between filter positions, >= 1.
+    pad : int, default 0
+        Zero padding on each side, >= 0.
+
+    Returns
+    -------
+    numpy.ndarray, shape input_shape
+        col's dtype (float32 or float64; other numbers become float64).
+
+    Raises
+    ------
+    ValueError
+        ``input_shape`` is not 4 sizes, a size is out of range, the filter does not fit,
+        or ``col`` has not the shape those give.
     """
     shape = tuple(int(v) for v in input_shape)
     n, c, _, _ = shape if len(shape) == 4 else (0, 0, 0, 0)
@@ -132,9 +231,29 @@ def col2im(
 def to_categorical(
     labels: ArrayLike, num_classes: int | None = None, dtype: npt.DTypeLike = np.float32
 ) -> NDArray[Any]:
-    """One-hot rows (n, num_classes) of integer ``labels`` (n,), as Keras'
-    ``to_categorical``: row i has a 1 in column labels[i]. ``num_classes`` defaults to
-    max(labels) + 1; a label outside [0, num_classes) is a ValueError.
+    """One-hot rows of integer labels, as Keras' ``to_categorical``: a 1 in column labels[i].
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (N,) or (N, 1)
+        Class labels (floats with integer values, such as 3.0, are accepted).
+    num_classes : int, optional
+        Number of columns; default max(labels) + 1.
+    dtype : dtype_like, default float32
+        The result's dtype.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, num_classes)
+        Zeros with one 1 per row.
+
+    Raises
+    ------
+    TypeError
+        ``labels`` are not integers.
+    ValueError
+        ``labels`` is not (N,), ``num_classes`` is not a positive int, or a label lies
+        outside [0, num_classes).
     """
     arr = np.asarray(labels)
     if (
