@@ -38,33 +38,100 @@ Logs = dict[str, float]
 
 
 class Callback:
-    """Base class: every hook does nothing; ``trainer`` is set before training starts."""
+    """Base class of the Trainer's callbacks: every hook does nothing until overridden.
+
+    ``trainer`` is set (by :meth:`set_trainer`) before training starts; a hook may set
+    ``trainer.stop_training = True`` to end the run after the current epoch.
+    """
 
     trainer: Any = None
 
     def set_trainer(self, trainer: Any) -> None:
+        """Give the callback its Trainer (called by ``Trainer.train`` before any hook).
+
+        Parameters
+        ----------
+        trainer : Trainer
+            The trainer that will call the hooks.
+        """
         self.trainer = trainer
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        """Before the first epoch of ``Trainer.train``."""
+        """Called before the first epoch of ``Trainer.train``.
+
+        Parameters
+        ----------
+        logs : dict of str to float, optional
+            Empty (Keras passes its logs here; the Trainer has none yet).
+        """
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        """Before epoch ``epoch`` (from 0); a change of ``optimizer.lr`` here applies to it."""
+        """Called before each epoch; a change of ``trainer.optimizer.lr`` here applies to it.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch of this run, from 0.
+        logs : dict of str to float, optional
+            Empty (Keras passes its logs here; the Trainer has none yet).
+        """
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        """After epoch ``epoch`` was evaluated; ``logs`` holds its numbers."""
+        """Called after each epoch was evaluated.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch of this run, from 0.
+        logs : dict of str to float, optional
+            The epoch's numbers: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
+            ``test_loss``, ``test_accuracy`` (those measured), ``lr``, ``seconds``.
+        """
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        """After the last epoch (also after an early stop or Ctrl-C)."""
+        """Called after the last epoch (also after an early stop or Ctrl-C).
+
+        Parameters
+        ----------
+        logs : dict of str to float, optional
+            Empty (Keras passes its logs here; the Trainer has none yet).
+        """
 
     def learning_rates(self, start: int, count: int) -> NDArray[np.float64] | None:
-        """One learning rate for each of the ``count`` steps from global step ``start``,
-        or None to leave ``optimizer.lr`` as it is."""
+        """One learning rate per step for the next ``count`` steps, or None to leave ``lr`` alone.
+
+        The fused native step takes them as its ``learning_rates``, so a schedule per
+        iteration never leaves the native path.
+
+        Parameters
+        ----------
+        start : int
+            Global step of the first of them (iterations done, ``initial_iteration`` included).
+        count : int
+            Number of steps.
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape (count,), or None
+            The rates; None (the base class) keeps ``optimizer.lr``.
+        """
         return None
 
 
 class LambdaCallback(Callback):
-    """A callback from plain functions (Keras' LambdaCallback): ``on_epoch_end(epoch, logs)``…"""
+    """A callback made of plain functions (Keras' LambdaCallback).
+
+    Parameters
+    ----------
+    on_epoch_begin : callable, optional
+        ``fn(epoch, logs)`` before each epoch.
+    on_epoch_end : callable, optional
+        ``fn(epoch, logs)`` after each epoch.
+    on_train_begin : callable, optional
+        ``fn(logs)`` before training.
+    on_train_end : callable, optional
+        ``fn(logs)`` after training.
+    """
 
     def __init__(
         self,
@@ -135,9 +202,30 @@ def _monitored(cls: str, monitor: str, logs: Logs | None) -> float | None:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs; with ``restore_best_weights`` the parameters (and batch-norm statistics) of the
-    best epoch are copied back into the network at the end of training.
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    After the run, ``best`` holds the best value, ``best_epoch`` its epoch and
+    ``stopped_epoch`` the epoch it stopped at (None if it did not).
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        A name of the epoch's logs (``loss``, ``accuracy``, ``val_loss``, ...).
+    min_delta : float, default 0.0
+        Smallest change that counts as an improvement (its absolute value is used).
+    patience : int, default 0
+        Epochs without improvement to wait before stopping.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto": higher for names with "acc".
+    restore_best_weights : bool, default False
+        At the end, copy the parameters (and batch-norm statistics) of the best epoch back
+        into the network.
+
+    Raises
+    ------
+    ValueError
+        ``patience`` is not an int >= 0, or ``mode`` is unknown. During training: the
+        monitored name is not measured in this run.
     """
 
     def __init__(
@@ -221,10 +309,26 @@ class TerminateOnNaN(Callback):
 class ModelCheckpoint(Callback):
     """Save the model, optimizer and trainer state with ``ferrograd.save`` after each epoch.
 
-    ``filepath`` may hold ``{epoch}`` (from 1) and any logged name (``{val_loss:.4f}``).
     With ``save_best_only`` a file is written only when ``monitor`` improved: two
     checkpoints, one with ``save_best_only=True`` and one without, keep the best and the
-    last epoch.
+    last epoch. ``saved`` lists the files written.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        Where to save; may hold ``{epoch}`` (from 1) and any logged name
+        (``"ck-{epoch:02d}-{val_loss:.4f}.npz"``).
+    monitor : str, default "val_loss"
+        The logged number that decides "best".
+    save_best_only : bool, default False
+        Save only epochs that improve on the best so far.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto": higher for names with "acc".
+
+    Raises
+    ------
+    ValueError
+        ``mode`` is unknown.
     """
 
     def __init__(
@@ -242,6 +346,18 @@ class ModelCheckpoint(Callback):
         self.saved: list[Path] = []
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Check, before any training, that the folder of ``filepath`` exists.
+
+        Parameters
+        ----------
+        logs : dict of str to float, optional
+            Empty (Keras passes its logs here; the Trainer has none yet).
+
+        Raises
+        ------
+        FileNotFoundError
+            The folder does not exist.
+        """
         parent = Path(self.filepath).parent
         if not parent.is_dir():
             raise FileNotFoundError(f"ModelCheckpoint: directory {parent} does not exist")
@@ -265,22 +381,71 @@ class ModelCheckpoint(Callback):
 
 
 def inverse_time_decay(initial_lr: float, decay: float) -> Callable[[int], float]:
-    """t ↦ initial_lr / (1 + decay·t): Keras' ``decay=`` argument (t = iterations done)."""
+    """The schedule t ↦ initial_lr / (1 + decay·t): Keras' ``decay=`` argument.
+
+    Parameters
+    ----------
+    initial_lr : float
+        The rate at t = 0.
+    decay : float
+        Decay per iteration.
+
+    Returns
+    -------
+    callable
+        ``f(t)`` → the rate after t iterations; for
+        ``LearningRateScheduler(..., per="iteration")``.
+    """
     return lambda t: initial_lr / (1.0 + decay * t)
 
 
 def step_decay(initial_lr: float, drop: float = 0.5, every: int = 10) -> Callable[[int], float]:
-    """epoch ↦ initial_lr · drop^⌊epoch / every⌋."""
+    """The schedule epoch ↦ initial_lr · drop^⌊epoch / every⌋.
+
+    Parameters
+    ----------
+    initial_lr : float
+        The rate of the first ``every`` epochs.
+    drop : float, default 0.5
+        Factor applied every ``every`` epochs.
+    every : int, default 10
+        Epochs between drops, > 0.
+
+    Returns
+    -------
+    callable
+        ``f(epoch)`` → the rate; for ``LearningRateScheduler(...)``.
+
+    Raises
+    ------
+    ValueError
+        ``every`` is not positive.
+    """
     if every <= 0:
         raise ValueError(f"step_decay: every must be a positive int, got {every!r}")
     return lambda epoch: initial_lr * drop ** (epoch // every)
 
 
 class LearningRateScheduler(Callback):
-    """Set the learning rate from ``schedule``, a function of the epoch (from 0, before
-    each epoch) or, with ``per="iteration"``, of the global step t (iterations done before
-    the step, counting the trainer's ``initial_iteration``): e.g.
-    ``LearningRateScheduler(inverse_time_decay(0.01, 1e-4), per="iteration")``.
+    """Set the learning rate from ``schedule`` before each epoch, or at every iteration.
+
+    e.g. ``LearningRateScheduler(inverse_time_decay(0.01, 1e-4), per="iteration")``. On
+    the fused path a per-iteration schedule reaches the native step as one rate per step.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``f(n)`` → a positive rate: n is the epoch (from the trainer's ``initial_epoch``)
+        or, with ``per="iteration"``, the global step (iterations done before the step,
+        ``initial_iteration`` included).
+    per : {"epoch", "iteration"}, default "epoch"
+        What ``n`` counts.
+
+    Raises
+    ------
+    ValueError
+        ``per`` is unknown. During training: the schedule gives a rate that is not a
+        positive finite number.
     """
 
     def __init__(self, schedule: Callable[[int], float], per: str = "epoch") -> None:

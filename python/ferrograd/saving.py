@@ -200,10 +200,35 @@ def save(
     optimizer: Any = None,
     trainer: Any = None,
 ) -> Path:
-    """Write ``model`` (and optionally ``optimizer`` and ``trainer``'s progress and random
-    state) to one ``.npz`` file, atomically; returns the path (``.npz`` appended if missing).
+    """Write ``model`` (and optionally its training state) to one ``.npz`` file, atomically.
 
-    ``trainer`` implies its optimizer when ``optimizer`` is not given.
+    The file holds the architecture, every parameter and batch-norm statistic, and with
+    ``optimizer``/``trainer`` the optimizer's state, the trainer's iteration and epoch
+    counts and its random generator's state (the table in the module doc); no pickles.
+
+    Parameters
+    ----------
+    model : network
+        A ferrograd net (``TwoLayerNet``, ``MultiLayerNet``, ``SoftmaxRegression``, ...).
+    path : str or path-like
+        Where to write; ``.npz`` is appended when missing.
+    optimizer : Optimizer, optional
+        Its hyperparameters and state are saved too.
+    trainer : Trainer, optional
+        Its progress and generator are saved too; implies its optimizer when
+        ``optimizer`` is not given.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    TypeError
+        ``model`` or ``optimizer`` is of a class ``save`` cannot describe.
     """
     from ferrograd.trainer import _atomic_write
 
@@ -355,10 +380,31 @@ def _set_buffers(model: Any, buffers: dict[str, np.ndarray], path: Path, op: str
 
 
 def load(path: str | os.PathLike[str], model: Any = None) -> Any:
-    """The model saved at ``path``, rebuilt from the file alone; or, with ``model``,
-    the saved values copied into that model, which must have the same class and
-    architecture (ValueError naming the first difference). Files of the first
-    ``save_params`` (parameters only) load into a given ``model``.
+    """The model saved at ``path``, rebuilt from the file alone, or loaded into ``model``.
+
+    Files of ``save_params`` (parameters only) load into a given ``model``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save` (or ``save_params``).
+    model : network, optional
+        Copy the saved values into this model instead: it must have the saved class and
+        architecture.
+
+    Returns
+    -------
+    network
+        The rebuilt model, or ``model`` itself.
+
+    Raises
+    ------
+    ValueError
+        The file is not a saved model, has another format version, or differs from
+        ``model`` (class, architecture, names, shapes, dtypes: the message names the first
+        difference); or it holds parameters only and no ``model`` is given.
+    FileNotFoundError
+        No such file.
     """
     return _load(Path(path), model, "load")[0]
 
@@ -447,8 +493,25 @@ def model_info(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 @dataclass
 class Checkpoint:
-    """What ``load_checkpoint`` restores: train on with
-    ``Trainer(ck.model, ..., optimizer=ck.optimizer, seed=ck.rng)``."""
+    """What :func:`load_checkpoint` restores.
+
+    Train on with ``Trainer(ck.model, ..., optimizer=ck.optimizer, seed=ck.rng,
+    initial_iteration=ck.iterations, initial_epoch=ck.epochs)``.
+
+    Attributes
+    ----------
+    model : network
+        The model with its saved parameters.
+    optimizer : Optimizer or None
+        The optimizer with its state (None when none was saved).
+    rng : numpy.random.Generator or None
+        The trainer's generator, continuing where the saved run stopped (None without a
+        trainer).
+    iterations : int
+        Iterations the saved run had done.
+    epochs : int
+        Epochs the saved run had done.
+    """
 
     model: Any
     optimizer: Any
@@ -460,8 +523,27 @@ class Checkpoint:
 def load_checkpoint(path: str | os.PathLike[str], model: Any = None) -> Checkpoint:
     """The model, optimizer (with its state) and trainer generator saved at ``path``.
 
-    When the trainer drew from NumPy's global generator, its state is restored in place
-    (``np.random.set_state``), as the book's scripts expect.
+    A run resumed from them continues bit for bit. When the trainer drew from NumPy's
+    global generator, its state is restored in place (``np.random.set_state``), as the
+    book's scripts expect.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save` with ``trainer`` (or ``optimizer``).
+    model : network, optional
+        Load into this model instead of rebuilding one.
+
+    Returns
+    -------
+    Checkpoint
+        Model, optimizer, generator and the counts; for a parameters-only file, the
+        model with ``optimizer`` and ``rng`` None and zero counts.
+
+    Raises
+    ------
+    ValueError
+        As :func:`load`, or the optimizer or generator saved is unknown.
     """
     path = Path(path)
     model, meta, arrays = _load(path, model, "load_checkpoint")

@@ -53,20 +53,116 @@ class Network(Protocol):
     """
 
     @property
-    def params(self) -> Mapping[str, NDArray[Any]]: ...
+    def params(self) -> Mapping[str, NDArray[Any]]:
+        """Parameter name (W1, b1, …) → array, updated in place by the optimizer."""
+        ...
 
-    def loss(self, x: Any, t: Any) -> float: ...
+    def loss(self, x: Any, t: Any) -> float:
+        """Mean loss of a mini-batch.
 
-    def accuracy(self, x: Any, t: Any) -> float: ...
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Inputs.
+        t : array_like
+            Targets: labels (N,) or one-hot rows (N, K).
 
-    def gradient(self, x: Any, t: Any) -> Mapping[str, NDArray[Any]]: ...
+        Returns
+        -------
+        float
+            Mean loss per sample.
+        """
+        ...
 
-    def numerical_gradient(self, x: Any, t: Any) -> Mapping[str, NDArray[Any]]: ...
+    def accuracy(self, x: Any, t: Any) -> float:
+        """Fraction of samples classified correctly.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Inputs.
+        t : array_like
+            Targets: labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
+        ...
+
+    def gradient(self, x: Any, t: Any) -> Mapping[str, NDArray[Any]]:
+        """∂loss/∂params by backprop.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Inputs.
+        t : array_like
+            Targets: labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        Mapping of str to numpy.ndarray
+            One array per ``params`` key, of that parameter's shape.
+        """
+        ...
+
+    def numerical_gradient(self, x: Any, t: Any) -> Mapping[str, NDArray[Any]]:
+        """∂loss/∂params by central differences (``Trainer(gradient="numerical")``).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Inputs.
+        t : array_like
+            Targets: labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        Mapping of str to numpy.ndarray
+            One array per ``params`` key, of that parameter's shape.
+        """
+        ...
 
 
 @dataclass
 class History:
-    """What a training run did: loss per iteration, accuracy and seconds per epoch."""
+    """What a training run did: loss per iteration, accuracies, losses and seconds per epoch.
+
+    ``Trainer.train`` fills it; ``history.history`` is the Keras dict of the per-epoch
+    lists.
+
+    Attributes
+    ----------
+    train_loss : list of float
+        Mini-batch loss of every iteration (the book's ``train_loss_list``).
+    train_acc : list of float
+        Training accuracy after each epoch (the book's ``train_acc_list``).
+    test_acc : list of float
+        Test accuracy after each epoch (the book's ``test_acc_list``), when there is a test
+        set.
+    epoch_seconds : list of float
+        Training time of each epoch (evaluation not included).
+    epoch_iterations : list of int
+        Iterations of each epoch (the last may be partial).
+    iterations : int
+        Iterations done.
+    interrupted : bool
+        Ctrl-C stopped the run.
+    fused : bool
+        The run used the fused native step (whole epochs in one call).
+    epoch_loss : list of float
+        Mean training (mini-batch) loss of each epoch: Keras' ``loss``.
+    val_acc, val_loss : list of float
+        Validation accuracy and loss after each epoch, when there is validation data.
+    test_loss : list of float
+        Test loss after each epoch, when there is a test set.
+    lr : list of float
+        The learning rate of each epoch's last step.
+    stopped_early : bool
+        A callback or a diverged loss stopped the run (``trainer.stop_training``).
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
@@ -77,12 +173,10 @@ class History:
     interrupted: bool = False
     fused: bool = False
     epoch_loss: list[float] = field(default_factory=list)
-    """Mean training (mini-batch) loss of each epoch: Keras' ``loss``."""
     val_acc: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
-    """The learning rate of each epoch's last step."""
     stopped_early: bool = False
 
     @property
@@ -109,6 +203,7 @@ class History:
 
     @property
     def seconds(self) -> float:
+        """Training time of all epochs, in seconds."""
         return float(sum(self.epoch_seconds))
 
     def __repr__(self) -> str:
@@ -129,10 +224,23 @@ class History:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, plus ``epochs`` and ``seconds``, as plain Python lists and numbers.
+
+        Returns
+        -------
+        dict of str to object
+            JSON-able apart from NaN/infinite losses (:meth:`save_json` writes them as null).
+        """
         return {**asdict(self), "epochs": self.epochs, "seconds": self.seconds}
 
     def save_json(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_dict` as JSON (atomically)."""
+        """Write :meth:`to_dict` as JSON, atomically; NaN and infinities become null.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (``-`` is standard output).
+        """
         text = json.dumps(_json_ready(self.to_dict()), indent=1, allow_nan=False)
         _atomic_write(Path(path), text.encode())
 
@@ -221,10 +329,28 @@ def _restore_sigterm(old: Any) -> None:
 
 
 def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
-    """Save ``network.params`` to an ``.npz`` file (atomically: temp file + os.replace).
+    """Save ``network.params`` to an ``.npz`` file, atomically (temp file + os.replace).
 
-    Parameters only, under their own names: ``ferrograd.save`` also keeps the
-    architecture, batch norm's running statistics and the training state.
+    Parameters only, under their own names: ``ferrograd.save`` also keeps the architecture,
+    batch norm's running statistics and the training state.
+
+    Parameters
+    ----------
+    network : network
+        Any object with a ``params`` dict of arrays.
+    path : str or path-like
+        Where to write; ``.npz`` is appended when missing (not to ``-``, stdout, or a
+        device).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist.
     """
     path = Path(path)
     special = str(path) == "-" or (path.exists() and not path.is_file())  # stdout, a device
@@ -238,12 +364,25 @@ def save_params(network: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def load_params(network: Any, path: str | os.PathLike[str]) -> None:
-    """Copy parameters saved by :func:`save_params` (or ``ferrograd.save``) into
-    ``network.params`` in place.
+    """Copy parameters saved by :func:`save_params` or ``ferrograd.save`` into ``network.params``.
 
-    The file must hold exactly the network's keys with the same shapes and dtypes
-    (ValueError otherwise); arrays are copied into the existing ones, so layers that share
-    them see the new values.
+    Arrays are copied into the existing ones, so layers that share them see the new values.
+    Pickles are never loaded.
+
+    Parameters
+    ----------
+    network : network
+        Any object with a ``params`` dict of writeable arrays.
+    path : str or path-like
+        A file of :func:`save_params` or :func:`ferrograd.save`.
+
+    Raises
+    ------
+    ValueError
+        The file is not such an archive, or does not hold exactly the network's keys with
+        their shapes and dtypes, or a parameter is read-only.
+    FileNotFoundError
+        No such file.
     """
     path = Path(path)
     params = network.params
@@ -368,6 +507,10 @@ class Trainer:
     book's ``np.random.choice``; ``train_loss_list``, ``train_acc_list`` and
     ``test_acc_list`` are the book's names for the History lists.
 
+    The test set is optional. Per epoch the History records the mean training loss,
+    train accuracy, validation and test accuracy and loss, the learning rate and the
+    seconds; ``history.history`` is the Keras dict of them.
+
     Parameters
     ----------
     network
@@ -423,9 +566,13 @@ class Trainer:
         (default). False: warn once and go on, on the NumPy path, whose IEEE
         arithmetic the compressed-input kernels do not share for non-finite weights.
 
-    The test set is optional. Per epoch the History records the mean training loss,
-    train accuracy, validation and test accuracy and loss, the learning rate and the
-    seconds; ``history.history`` is the Keras dict of them.
+    Raises
+    ------
+    ValueError
+        An option is out of range (sizes, ``gradient``, ``log_format``, the validation
+        options), only one of x_test/t_test is given, or x and t differ in rows.
+    TypeError
+        ``network`` has no ``params`` dict, or the data are not real numbers.
     """
 
     def __init__(
@@ -691,7 +838,18 @@ class Trainer:
         return self.rng.integers(0, n_train, size=(todo, self.batch_size))
 
     def train(self) -> History:
-        """Run the remaining iterations; Ctrl-C stops after the current step (or epoch)."""
+        """Run the remaining iterations; Ctrl-C ends the run, keeping the steps done.
+
+        Returns
+        -------
+        History
+            ``self.history``, with ``interrupted`` set when Ctrl-C stopped the run.
+
+        Raises
+        ------
+        ValueError
+            A callback's monitored name is not measured, or a schedule gives a bad rate.
+        """
         hist = self.history
         fused = self._fused_trainer = self._fused()
         hist.fused = fused is not None
@@ -889,7 +1047,18 @@ class Trainer:
         return total / n
 
     def test_accuracy(self) -> float:
-        """Accuracy on the whole test set."""
+        """Accuracy on the whole test set.
+
+        Returns
+        -------
+        float
+            In [0, 1].
+
+        Raises
+        ------
+        ValueError
+            The trainer has no test set.
+        """
         if self.x_test is None or self.t_test is None:
             raise ValueError("Trainer.test_accuracy: this trainer has no test set")
         return self._accuracy(self.x_test, self.t_test)
