@@ -75,8 +75,21 @@ class DownloadError(DatasetError):
 class IdxFile:
     """One IDX file of a dataset: its name, kind, expected count and accepted SHA-256 sums.
 
-    ``sha256`` are sums of the decompressed bytes; ``gz_sha256`` of published ``.gz`` files
-    (a file passes when either matches).
+    A file passes its check when either the sum of its decompressed bytes is in ``sha256``
+    or the sum of the file itself in ``gz_sha256``.
+
+    Attributes
+    ----------
+    name : str
+        File name without ``.gz``, e.g. ``train-images-idx3-ubyte``.
+    kind : {"images", "labels"}
+        What it holds.
+    count : int
+        Number of images or labels it must declare.
+    sha256 : frozenset of str
+        Accepted SHA-256 sums of the decompressed bytes (hex).
+    gz_sha256 : frozenset of str
+        Accepted SHA-256 sums of published ``.gz`` files.
     """
 
     name: str
@@ -87,12 +100,31 @@ class IdxFile:
 
     @property
     def magic(self) -> int:
+        """The IDX magic number its header must hold: 0x0803 for images, 0x0801 for labels."""
         return IMAGE_MAGIC if self.kind == "images" else LABEL_MAGIC
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A four-file IDX dataset: the files, its mirrors and extra folders to look in."""
+    """A four-file IDX dataset: the files, its mirrors and extra folders to look in.
+
+    Attributes
+    ----------
+    name : str
+        Key in :data:`DATASETS` and the cache folder's name, e.g. "mnist".
+    title : str
+        Name for messages, e.g. "MNIST".
+    files : tuple of IdxFile
+        Train images, train labels, test images, test labels.
+    mirrors : tuple of str
+        Base URLs to download from, in order.
+    mirrors_env : str or None
+        Environment variable whose comma-separated URLs replace ``mirrors``.
+    system_dirs : tuple of str
+        Folders of system packages to look in (Debian's ``dataset-fashion-mnist``).
+    license : str
+        The data's license and authors.
+    """
 
     name: str
     title: str
@@ -313,10 +345,32 @@ def parse_idx(data: bytes, spec: IdxFile | None = None, *, source: str = "<bytes
 def read_idx(
     path: str | os.PathLike[str], spec: IdxFile | None = None, *, checksums: bool = True
 ) -> NDArray[np.uint8]:
-    """Read and check one IDX file (gzip or raw) → uint8 array (read-only view of the bytes).
+    """Read and check one IDX file (gzip or raw) into a uint8 array.
 
-    With ``spec`` (and ``checksums``), the SHA-256 of the decompressed bytes must be one of
-    ``spec.sha256``, or the file's own bytes one of ``spec.gz_sha256``.
+    Checks the magic number, the declared dimensions against the byte length and, with
+    ``spec``, the kind, the count and (with ``checksums``) the SHA-256 sums.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file, gzip-compressed or raw.
+    spec : IdxFile, optional
+        What the file must be.
+    checksums : bool, default True
+        Check ``spec``'s SHA-256 sums.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+        (count, rows, cols) images or (count,) labels; a read-only view of the bytes.
+
+    Raises
+    ------
+    DatasetError
+        The file is missing its header, truncated, too long, corrupt, not a regular file,
+        or does not match ``spec`` (the message names the file and the expectation).
+    FileNotFoundError
+        No such file.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -357,13 +411,30 @@ def _check_sha(path: Path, data: bytes, spec: IdxFile) -> None:
 
 
 def cache_dir(name: str = "mnist") -> Path:
-    """The user cache folder of a dataset: ``$XDG_CACHE_HOME/ferrograd/<name>``."""
+    """The user cache folder of a dataset: ``$XDG_CACHE_HOME/ferrograd/<name>``.
+
+    Parameters
+    ----------
+    name : str, default "mnist"
+        The dataset's name.
+
+    Returns
+    -------
+    pathlib.Path
+        ``~/.cache/ferrograd/<name>`` when ``XDG_CACHE_HOME`` is not set; not created.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ferrograd" / name
 
 
 def sample_dir() -> Path:
-    """The folder of the shipped MNIST sample (5,000 train / 1,000 test images)."""
+    """The folder of the shipped MNIST sample (5,000 train / 1,000 test images).
+
+    Returns
+    -------
+    pathlib.Path
+        Inside the installed package.
+    """
     return Path(__file__).resolve().parent / "data" / "mnist-sample"
 
 
@@ -381,9 +452,27 @@ def _has_all(folder: Path, ds: DatasetSpec) -> bool:
 def find_data_dir(
     ds: DatasetSpec = MNIST, data_dir: str | os.PathLike[str] | None = None
 ) -> Path | None:
-    """The first folder holding all four files (lookup order in the module doc), or None.
+    """The first folder holding all four files of ``ds``, in the order of the module doc.
 
-    An explicit ``data_dir`` or ``$FERROGRAD_DATA`` that is not a folder raises DatasetError.
+    ``data_dir``, then ``$FERROGRAD_DATA`` (or its ``<name>`` subfolder), the system
+    folders, the user cache.
+
+    Parameters
+    ----------
+    ds : DatasetSpec, default MNIST
+        The dataset.
+    data_dir : str or path-like, optional
+        Folder to look in first.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder, or None when no folder holds all four files.
+
+    Raises
+    ------
+    DatasetError
+        ``data_dir`` or ``$FERROGRAD_DATA`` is given but is not a folder.
     """
     explicit: list[tuple[str, Path]] = []
     if data_dir is not None:
@@ -470,7 +559,37 @@ def download(
 
     Each file is tried on each mirror in order (``retries`` extra attempts on timeouts and
     server errors, none on 404), streamed to a temp file, verified, then renamed
-    atomically. Raises DownloadError listing every failure; nothing half-written remains.
+    atomically; nothing half-written remains.
+
+    Parameters
+    ----------
+    ds : DatasetSpec or str, default MNIST
+        The dataset, or its name in :data:`DATASETS`.
+    dest : str or path-like, optional
+        Folder to download into (created); default :func:`cache_dir`.
+    mirrors : sequence of str, optional
+        Base URLs instead of the dataset's (or ``$FERROGRAD_MNIST_MIRRORS``).
+    timeout : float, default 30.0
+        Seconds a connection or read may stall.
+    retries : int, default 2
+        Extra attempts per mirror after a timeout or server error.
+    progress : bool, optional
+        Show a progress bar (needs tqdm); default: on a terminal.
+    log : callable, optional
+        Called with a line before each attempt (``downloading URL``).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder holding the four files.
+
+    Raises
+    ------
+    DownloadError
+        The folder cannot be made, or a file could not be fetched from any mirror (the
+        message lists every attempt and what to do instead).
+    KeyError
+        ``ds`` is an unknown name.
     """
     if isinstance(ds, str):
         ds = DATASETS[ds]
@@ -705,6 +824,10 @@ def load_mnist(
         the file and the expectation).
     DownloadError
         The files are nowhere on this machine and no mirror could deliver them.
+    ValueError
+        ``dataset`` is unknown.
+    TypeError
+        ``dtype`` is not float32 or float64.
     """
     dt = check_dtype("load_mnist", dtype)
     if dataset == "sample":
@@ -737,7 +860,37 @@ def load_fashion_mnist(
     download_ok: bool = True,
     progress: bool | None = None,
 ) -> MnistData[np.floating[Any] | np.uint8, np.floating[Any] | np.uint8]:
-    """Fashion-MNIST with :func:`load_mnist`'s format (labels 0-9 are clothing classes)."""
+    """Fashion-MNIST with :func:`load_mnist`'s format (labels 0-9 are clothing classes).
+
+    Parameters
+    ----------
+    normalize : bool, default True
+        Pixels as ``dtype`` in [0, 1] (the book's ``x / 255``); else uint8 0..255.
+    flatten : bool, default True
+        Images as rows of 784; else (N, 1, 28, 28).
+    one_hot_label : bool, default False
+        Targets as one-hot rows (N, 10) in ``dtype``; else uint8 labels (N,).
+    data_dir : str or path-like, optional
+        Folder with the four IDX files; searched first.
+    dtype : dtype_like, default float32
+        float32 or float64, for normalized images and one-hot targets.
+    download_ok : bool, default True
+        Download missing files into the user cache; else raise DatasetError.
+    progress : bool, optional
+        Show a download progress bar (needs tqdm); default: on a terminal.
+
+    Returns
+    -------
+    MnistData
+        ``(x_train, t_train), (x_test, t_test)`` in :func:`load_mnist`'s shapes and dtypes.
+
+    Raises
+    ------
+    DatasetError
+        A file is missing or fails its checks.
+    DownloadError
+        The files are nowhere on this machine and no mirror could deliver them.
+    """
     return load_mnist(
         normalize,
         flatten,
@@ -757,5 +910,24 @@ def load_mnist_sample(
     *,
     dtype: DTypeLike = np.float32,
 ) -> MnistData[np.floating[Any] | np.uint8, np.floating[Any] | np.uint8]:
-    """The shipped MNIST sample: the first 5,000 training and 1,000 test images."""
+    """The MNIST sample shipped in the package: the first 5,000 training and 1,000 test images.
+
+    Works offline; the same as ``load_mnist(dataset="sample")``.
+
+    Parameters
+    ----------
+    normalize : bool, default True
+        Pixels as ``dtype`` in [0, 1] (the book's ``x / 255``); else uint8 0..255.
+    flatten : bool, default True
+        Images as rows of 784; else (N, 1, 28, 28).
+    one_hot_label : bool, default False
+        Targets as one-hot rows (N, 10) in ``dtype``; else uint8 labels (N,).
+    dtype : dtype_like, default float32
+        float32 or float64, for normalized images and one-hot targets.
+
+    Returns
+    -------
+    MnistData
+        ``(x_train, t_train), (x_test, t_test)`` in :func:`load_mnist`'s shapes and dtypes.
+    """
     return load_mnist(normalize, flatten, one_hot_label, dtype=dtype, dataset="sample")
