@@ -67,7 +67,25 @@ def _mnist(dataset: str, train_size: int | None = None) -> tuple[Any, Any, Any, 
 def activation_functions(
     names: Sequence[str] = ("step", "sigmoid", "relu"), *, ax: Any = None
 ) -> Any:
-    """Step, sigmoid and ReLU over x ∈ [−5, 5] (the book's figures 3-6 to 3-9)."""
+    """Step, sigmoid and ReLU over x ∈ [−5, 5] (the book's figures 3-6 to 3-9).
+
+    Parameters
+    ----------
+    names : sequence of str, default ("step", "sigmoid", "relu")
+        Which curves to draw.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
+
+    Raises
+    ------
+    ValueError
+        ``names`` is empty or holds another name.
+    """
     curves: dict[str, tuple[Callable[[Any], Any], str]] = {
         "step": (step_function, "--"),
         "sigmoid": (sigmoid, "-"),
@@ -102,7 +120,20 @@ def _function_2(x: Any) -> Any:
 
 
 def tangent_line(x0: float = 5.0, *, ax: Any = None) -> Any:
-    """f(x) = 0.01x² + 0.1x and its tangent at ``x0`` by ``numerical_diff`` (figure 4-7)."""
+    """f(x) = 0.01x² + 0.1x and its tangent at ``x0`` by ``numerical_diff`` (figure 4-7).
+
+    Parameters
+    ----------
+    x0 : float, default 5.0
+        Where the tangent touches.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
+    """
     fig, ax = _axes(ax)
     x = np.arange(0.0, 20.0, 0.1)
     slope = numerical_diff(_function_1, x0)
@@ -118,7 +149,18 @@ def tangent_line(x0: float = 5.0, *, ax: Any = None) -> Any:
 
 
 def gradient_field(*, ax: Any = None) -> Any:
-    """−∇f of f(x0, x1) = x0² + x1² on a grid, by ``numerical_gradient_2d`` (figure 4-9)."""
+    """−∇f of f(x0, x1) = x0² + x1² on a grid, by ``numerical_gradient_2d`` (figure 4-9).
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
+    """
     fig, ax = _axes(ax, (6, 6))
     x0, x1 = np.meshgrid(np.arange(-2, 2.5, 0.25), np.arange(-2, 2.5, 0.25))
     points = np.stack([x0.ravel(), x1.ravel()], axis=1)
@@ -137,7 +179,24 @@ def gradient_field(*, ax: Any = None) -> Any:
 def gradient_descent_path(
     init_x: Sequence[float] = (-3.0, 4.0), lr: float = 0.1, step_num: int = 20, *, ax: Any = None
 ) -> Any:
-    """The points ``gradient_descent`` visits on x0² + x1² from (−3, 4) (figure 4-10)."""
+    """The points ``gradient_descent`` visits on x0² + x1² from (−3, 4) (figure 4-10).
+
+    Parameters
+    ----------
+    init_x : sequence of float, default (-3.0, 4.0)
+        Starting point.
+    lr : float, default 0.1
+        Learning rate.
+    step_num : int, default 20
+        Steps.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
+    """
     fig, ax = _axes(ax, (6, 6))
     x, history = gradient_descent(
         _function_2, np.array(init_x, dtype=float), lr, step_num, return_history=True
@@ -158,8 +217,24 @@ def training_curves(
 ) -> Any:
     """Train and test accuracy per epoch of the chapter 4 two-layer net (figure 4-12).
 
-    784-50-10 sigmoid net, SGD lr 0.1, batch 100, ``epochs`` epochs; with ``ax`` only
-    the accuracy panel is drawn there, otherwise accuracy and loss side by side.
+    A 784-50-10 sigmoid net, SGD lr 0.1, batch 100; without ``ax`` accuracy and loss side
+    by side, with ``ax`` only the accuracy panel, drawn there.
+
+    Parameters
+    ----------
+    epochs : int, default 17
+        Epochs to train (the book's 10,000 iterations are about 17).
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
     """
     x, t, xt, tt = _mnist(dataset)
     net = TwoLayerNet(784, 50, 10, seed=seed)
@@ -177,7 +252,24 @@ def training_curves(
 def misclassified_digits(
     epochs: int = 5, dataset: str = "mnist", *, seed: int | None = 0, max_images: int = 36
 ) -> Any:
-    """Test digits the chapter 5 ReLU two-layer net gets wrong after ``epochs`` epochs."""
+    """Test digits the chapter 5 ReLU two-layer net gets wrong after ``epochs`` epochs.
+
+    Parameters
+    ----------
+    epochs : int, default 5
+        Epochs to train (784-50-10 ReLU, SGD lr 0.1).
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+    max_images : int, default 36
+        Mistakes shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     x, t, xt, tt = _mnist(dataset)
     net = TwoLayerNet(784, 50, 10, activation="relu", seed=seed)
     Trainer(
@@ -190,7 +282,18 @@ def misclassified_digits(
 
 
 def optimizer_paths(steps: int = 30) -> Any:
-    """SGD, Momentum, AdaGrad and Adam from (−7, 2) on f = x²/20 + y² (figure 6-8)."""
+    """SGD, Momentum, AdaGrad and Adam from (−7, 2) on f = x²/20 + y² (figure 6-8).
+
+    Parameters
+    ----------
+    steps : int, default 30
+        Updates per optimizer (the book's learning rates: 0.95, 0.1, 1.5, 0.3).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     optimizers = {
         "SGD": SGD(lr=0.95),
         "Momentum": Momentum(lr=0.1),
@@ -224,8 +327,27 @@ def optimizer_paths(steps: int = 30) -> Any:
 def weight_init_histograms(activation: str = "sigmoid", layers: int = 5, n: int = 1000) -> Any:
     """Activation histograms of 5 layers for std 1, 0.01, Xavier, He (figures 6-10 to 6-14).
 
-    One row per initial weight scale, one column per layer; ``activation`` is
-    "sigmoid", "tanh" or "relu". Inputs are ``n`` standard-normal samples (seed 0).
+    One row per initial weight scale, one column per layer of 100 units; inputs are ``n``
+    standard-normal samples (seed 0).
+
+    Parameters
+    ----------
+    activation : {"sigmoid", "tanh", "relu"}, default "sigmoid"
+        The layers' activation.
+    layers : int, default 5
+        Layers (columns).
+    n : int, default 1000
+        Input samples.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+
+    Raises
+    ------
+    ValueError
+        ``activation`` is unknown.
     """
     acts: dict[str, Callable[[Any], Any]] = {"sigmoid": sigmoid, "tanh": np.tanh, "relu": relu}
     if activation not in acts:
@@ -286,7 +408,24 @@ def optimizer_comparison(
 ) -> Any:
     """Smoothed MNIST loss of SGD, Momentum, AdaGrad and Adam (figure 6-9).
 
-    A 784-100-100-100-100-10 ReLU net per optimizer, the same mini-batches of 128.
+    A 784-100-100-100-100-10 ReLU net per optimizer (default hyperparameters), the same
+    mini-batches of 128.
+
+    Parameters
+    ----------
+    iters : int, default 2000
+        Iterations.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
     """
     opts = {"SGD": SGD(), "Momentum": Momentum(), "AdaGrad": AdaGrad(), "Adam": Adam()}
     nets = {
@@ -301,7 +440,27 @@ def optimizer_comparison(
 def weight_init_comparison(
     iters: int = 2000, dataset: str = "mnist", *, seed: int | None = 0, ax: Any = None
 ) -> Any:
-    """Smoothed MNIST loss for initial weights std 0.01, Xavier and He (figure 6-15)."""
+    """Smoothed MNIST loss for initial weights std 0.01, Xavier and He (figure 6-15).
+
+    A 784-100-100-100-100-10 ReLU net per initialisation, SGD lr 0.01, the same
+    mini-batches of 128.
+
+    Parameters
+    ----------
+    iters : int, default 2000
+        Iterations.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
+    """
     inits: dict[str, str | float] = {"std=0.01": 0.01, "Xavier": "sigmoid", "He": "relu"}
     nets = {
         k: (MultiLayerNet(784, [100] * 4, 10, weight_init_std=w, seed=seed), SGD(lr=0.01))
@@ -322,7 +481,25 @@ def batch_norm_comparison(
 ) -> Any:
     """Train accuracy with and without batch norm over weight scales 1 to 1e-4 (figure 6-19).
 
-    5 hidden layers of 100, SGD lr 0.01, batch 100, ``train_size`` samples.
+    5 hidden layers of 100, SGD lr 0.01, batch 100; one panel per weight scale.
+
+    Parameters
+    ----------
+    n_scales : int, default 16
+        Weight scales, log-spaced from 1 to 1e-4.
+    epochs : int, default 20
+        Epochs per run.
+    train_size : int, default 1000
+        Training samples used.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
     """
     x, t, xt, tt = _mnist(dataset, train_size)
     scales = np.logspace(0, -4, num=n_scales)
@@ -370,6 +547,22 @@ def overfitting(
 
     A 6×100 ReLU net on ``train_size`` samples, SGD lr 0.01: no regularization, weight
     decay λ = 0.1, dropout ratio 0.2.
+
+    Parameters
+    ----------
+    epochs : int, default 201
+        Epochs per run.
+    train_size : int, default 300
+        Training samples used.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
     """
     x, t, xt, tt = _mnist(dataset, train_size)
     variants: dict[str, dict[str, Any]] = {
@@ -406,7 +599,26 @@ def hyperparameter_search(
 ) -> Any:
     """Random search over lr and weight decay: validation accuracy per trial (section 6.5).
 
-    One point per trial at (lr, λ), coloured by accuracy, the best three labelled.
+    One point per trial at (lr, λ), coloured by accuracy, the best three labelled; the
+    trials run in this process (:func:`ferrograd.search.random_search`).
+
+    Parameters
+    ----------
+    trials : int, default 100
+        Trials.
+    epochs : int, default 50
+        Epochs per trial.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the weights and mini-batches; None: NumPy's global generator.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes instead of a new Figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (with ``ax``: the Axes' figure).
     """
     from ferrograd.search import random_search
 
@@ -459,7 +671,20 @@ _USES_MNIST = set(_QUICK)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ferrograd.figures") -> int:
-    """``[NAME ...] --out DIR [--dataset mnist|sample] [--quick]`` or ``--list``."""
+    """The ``ferrograd figures`` command: ``[NAME ...] --out DIR [--dataset D] [--quick]``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments; default ``sys.argv[1:]``.
+    prog : str, default "python -m ferrograd.figures"
+        Program name in help and error messages.
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 2 for an unknown name or an unusable ``--out``.
+    """
     parser = argparse.ArgumentParser(prog=prog, description="Draw the book's figures as PNG.")
     parser.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: all)")
     parser.add_argument("--out", default=".", help="directory for NAME.png (default: .)")

@@ -21,7 +21,23 @@ __all__ = ["new_figure", "plot_accuracy", "plot_history", "plot_loss", "plot_mis
 
 
 def new_figure(figsize: tuple[float, float] = (6, 4)) -> Any:
-    """A matplotlib Figure made without pyplot (no backend switch, no global figure list)."""
+    """A matplotlib Figure made without pyplot (no backend switch, no global figure list).
+
+    Parameters
+    ----------
+    figsize : tuple of float, default (6, 4)
+        Width and height in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        An empty figure.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'ferrograd[plot]'``).
+    """
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
@@ -68,7 +84,31 @@ def plot_accuracy(
     title: str | None = None,
     dpi: int = 80,
 ) -> Any:
-    """Train vs test accuracy per epoch (the book's figure 4-12): a Figure, or a PNG at ``path``."""
+    """Train vs test accuracy per epoch (the book's figure 4-12).
+
+    Parameters
+    ----------
+    history : History
+        What ``Trainer.train`` returned.
+    path : str or path-like, optional
+        Write a PNG there (the folder must exist) instead of returning the Figure.
+    title : str, optional
+        Figure title.
+    dpi : int, default 80
+        Resolution of the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The Figure, or ``path`` when one is given.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'ferrograd[plot]'``).
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    """
     fig = new_figure((6, 4))
     ax = fig.subplots()
     _accuracy_axes(ax, history)
@@ -86,7 +126,33 @@ def plot_loss(
     dpi: int = 80,
     smooth: int = 50,
 ) -> Any:
-    """Mini-batch loss per iteration (light) and its ``smooth``-iteration moving mean: a Figure, or a PNG at ``path``."""
+    """Mini-batch loss per iteration (light) and its ``smooth``-iteration moving mean.
+
+    Parameters
+    ----------
+    history : History
+        What ``Trainer.train`` returned.
+    path : str or path-like, optional
+        Write a PNG there (the folder must exist) instead of returning the Figure.
+    title : str, optional
+        Figure title.
+    dpi : int, default 80
+        Resolution of the PNG.
+    smooth : int, default 50
+        Iterations per moving mean (no mean drawn for 1 or more than the run has).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The Figure, or ``path`` when one is given.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'ferrograd[plot]'``).
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    """
     fig = new_figure((6, 4))
     ax = fig.subplots()
     _loss_axes(ax, history, smooth)
@@ -115,7 +181,31 @@ def plot_history(
     title: str | None = None,
     dpi: int = 80,
 ) -> Any:
-    """Accuracy (left) and loss (right) side by side: a Figure, or a PNG at ``path``."""
+    """Accuracy (left) and loss (right) side by side.
+
+    Parameters
+    ----------
+    history : History
+        What ``Trainer.train`` returned.
+    path : str or path-like, optional
+        Write a PNG there (the folder must exist) instead of returning the Figure.
+    title : str, optional
+        Figure title.
+    dpi : int, default 80
+        Resolution of the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The Figure, or ``path`` when one is given.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'ferrograd[plot]'``).
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    """
     fig = new_figure((10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
     _accuracy_axes(ax1, history)
@@ -135,9 +225,34 @@ def plot_misclassified(
     max_images: int = 36,
     dpi: int = 80,
 ) -> Any:
-    """A grid of test digits the network gets wrong, titled "label→prediction": a Figure, or a PNG at ``path``.
+    """A grid of test digits the network gets wrong, each titled "label→prediction".
 
-    ``x``: (n, 784) or (n, 1, 28, 28); ``t``: labels (n,) or one-hot (n, 10).
+    Parameters
+    ----------
+    network : network
+        Anything with ``predict(x)`` giving scores (N, 10).
+    x : array_like, shape (N, 784) or (N, 1, 28, 28)
+        Images.
+    t : array_like
+        Labels (N,) or one-hot rows (N, 10).
+    path : str or path-like, optional
+        Write a PNG there (the folder must exist) instead of returning the Figure.
+    max_images : int, default 36
+        The first this many mistakes are shown, 6 per row.
+    dpi : int, default 80
+        Resolution of the PNG.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or pathlib.Path
+        The Figure, or ``path`` when one is given.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'ferrograd[plot]'``).
+    FileNotFoundError
+        The folder of ``path`` does not exist.
     """
     x_arr = np.asarray(x)
     labels = np.asarray(t)
