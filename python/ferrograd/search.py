@@ -27,7 +27,23 @@ __all__ = ["Trial", "random_search", "save_results", "split_validation"]
 
 @dataclass(frozen=True)
 class Trial:
-    """One search trial: its hyperparameters and final accuracies."""
+    """One search trial: its hyperparameters and final accuracies.
+
+    Attributes
+    ----------
+    index : int
+        Trial number, from 0, in drawing order.
+    lr : float
+        Learning rate.
+    weight_decay : float
+        λ of the weight decay.
+    val_acc : float
+        Validation accuracy after the last epoch (NaN if none was measured).
+    train_acc : float
+        Training accuracy after the last epoch.
+    seconds : float
+        Wall time of the trial.
+    """
 
     index: int
     lr: float
@@ -43,8 +59,29 @@ def split_validation(
     validation_ratio: float = 0.2,
     seed: int | np.random.Generator | None = None,
 ) -> tuple[tuple[NDArray, NDArray], tuple[NDArray, NDArray]]:
-    """Shuffle (x, t) and split off the first ``validation_ratio`` as validation data
-    (``seed``: as ``numpy.random.default_rng`` takes it, a Generator is drawn from)."""
+    """Shuffle (x, t) and split off the first ``validation_ratio`` as validation data (ch. 6).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N, ...)
+        Inputs.
+    t : numpy.ndarray, shape (N, ...)
+        Targets, one per row of x.
+    validation_ratio : float, default 0.2
+        Fraction held out, in (0, 1).
+    seed : int or numpy.random.Generator, optional
+        As ``numpy.random.default_rng`` takes it; a Generator is drawn from.
+
+    Returns
+    -------
+    (x_train, t_train), (x_val, t_val) : tuple of numpy.ndarray
+        N − ⌊N·ratio⌋ and ⌊N·ratio⌋ rows.
+
+    Raises
+    ------
+    ValueError
+        ``validation_ratio`` is outside (0, 1), or leaves one part empty.
+    """
     if not 0.0 < validation_ratio < 1.0:
         raise ValueError(
             f"split_validation: validation_ratio must be in (0, 1), got {validation_ratio}"
@@ -128,11 +165,59 @@ def random_search(
     seed: int | None = None,
     on_result: Callable[[Trial], None] | None = None,
 ) -> list[Trial]:
-    """Run ``trials`` trainings with lr = 10^U(log lr_range) and λ = 10^U(log weight_decay_range).
+    """Random search over lr and weight decay, as the book's hyperparameter_optimization.py.
 
-    The book's setting by default: the first 500 training samples, 20 % of them for
-    validation, a 6×100 ReLU MultiLayerNet with SGD. Returns trials best first (by
-    validation accuracy). ``processes`` = 1 runs in this process (no pool).
+    Each trial draws lr = 10^U(log lr_range) and λ = 10^U(log weight_decay_range), trains a
+    fresh MultiLayerNet for ``epochs`` epochs and scores it on the validation split. The
+    book's setting by default: the first 500 training samples, 20 % of them for validation,
+    a 6×100 ReLU net with SGD.
+
+    Parameters
+    ----------
+    x_train : numpy.ndarray, shape (N, D)
+        Training inputs (the test set is never used).
+    t_train : numpy.ndarray
+        Labels (N,) or one-hot rows (N, K).
+    trials : int, default 20
+        Trials to run, > 0.
+    epochs : int, default 20
+        Epochs per trial, > 0.
+    train_size : int or None, default 500
+        Use the first this many samples (None: all).
+    validation_ratio : float, default 0.2
+        Fraction of them held out for validation.
+    lr_range, weight_decay_range : tuple of float
+        (low, high) of the log-uniform draws, 0 < low <= high.
+    hidden : sequence of int, default six 100s
+        Hidden layer widths.
+    activation : str, default "relu"
+        Hidden activation.
+    weight_init : str or float, default "relu"
+        The nets' ``weight_init_std``.
+    optimizer : str, default "sgd"
+        Optimizer name (``lr`` is the drawn one).
+    batch_size : int, default 100
+        Mini-batch size.
+    dtype : dtype_like, default float64
+        The nets' dtype.
+    processes : int, optional
+        Worker processes (one native thread each); default one per core; 1 runs in this
+        process, without a pool.
+    seed : int, optional
+        Seed of the split, the draws and each trial's net (seed + index); None: not
+        reproducible.
+    on_result : callable, optional
+        Called with each Trial as it finishes.
+
+    Returns
+    -------
+    list of Trial
+        Best validation accuracy first.
+
+    Raises
+    ------
+    ValueError
+        ``trials`` or ``epochs`` is not positive, or a range is not 0 < low <= high.
     """
     if trials <= 0 or epochs <= 0:
         raise ValueError(
@@ -201,7 +286,20 @@ def format_ranking(results: Sequence[Trial], top: int | None = None) -> str:
 
 
 def save_results(results: Sequence[Trial], path: str | os.PathLike[str]) -> Path:
-    """Write the ranking (best first) as CSV, or JSON when ``path`` ends in ``.json``."""
+    """Write the ranking (best first) as CSV, or JSON when ``path`` ends in ``.json``; atomically.
+
+    Parameters
+    ----------
+    results : sequence of Trial
+        As :func:`random_search` returns them.
+    path : str or path-like
+        The file (``-`` is standard output).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     rows = [{"rank": i, **asdict(r)} for i, r in enumerate(results, start=1)]
     if path.suffix == ".json":
