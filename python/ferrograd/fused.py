@@ -49,11 +49,24 @@ def _keys(params: object) -> tuple[str, ...] | None:
 
 
 def supports(network: Any, optimizer: object) -> bool:
-    """True when the fused step computes exactly what ``network.gradient`` followed by
-    ``optimizer.update`` would: a fully connected net (``params`` W1, b1, …, WL, bL,
-    C-contiguous, writeable, one float dtype, shapes chained; ``activation`` 'sigmoid' or
-    'relu'; no dropout or batch norm, so TwoLayerNet and MultiLayerNet with or without
-    weight decay qualify) and an optimizer of ``ferrograd.optimizers``.
+    """True when the fused step computes what ``gradient`` + ``optimizer.update`` would.
+
+    That is: a fully connected net (``params`` W1, b1, …, WL, bL, C-contiguous, writeable,
+    one float dtype, shapes chained; ``activation`` 'sigmoid' or 'relu'; no dropout or
+    batch norm, so TwoLayerNet and MultiLayerNet with or without weight decay qualify) and
+    an optimizer of ``ferrograd.optimizers`` (not a subclass).
+
+    Parameters
+    ----------
+    network : network
+        The net to train.
+    optimizer : object
+        The optimizer to update it with.
+
+    Returns
+    -------
+    bool
+        Whether :class:`FusedTrainer` accepts the pair.
     """
     params = getattr(network, "params", None)
     keys = _keys(params)
@@ -83,7 +96,22 @@ def supports(network: Any, optimizer: object) -> bool:
 
 
 class FusedTrainer:
-    """Trains ``network`` with ``optimizer`` through ``_core.FusedTrainer``."""
+    """Trains ``network`` with ``optimizer`` through ``_core.FusedTrainer``, many steps a call.
+
+    ``Trainer`` makes one by itself when :func:`supports` holds.
+
+    Parameters
+    ----------
+    network : network
+        A net :func:`supports` accepts; its ``params`` arrays are updated in place.
+    optimizer : Optimizer
+        One of ``ferrograd.optimizers``; its state lives in it, as in the book.
+
+    Raises
+    ------
+    ValueError
+        :func:`supports` does not hold for the pair.
+    """
 
     def __init__(self, network: Any, optimizer: Any) -> None:
         if not supports(network, optimizer):
@@ -164,13 +192,34 @@ class FusedTrainer:
         *,
         learning_rates: ArrayLike | None = None,
     ) -> NDArray[np.float64]:
-        """One step per row of ``batch_index_matrix`` (iters, batch) of row indices into
-        ``x_train`` (N, d) and ``t_train`` (labels (N,) or one-hot (N, k)); returns each
-        step's mean cross-entropy (iters,), computed before that step's update.
+        """One training step per row of ``batch_index_matrix``, in one native call.
 
-        The optimizer's hyperparameters are read at every call, so a schedule that
-        changes ``optimizer.lr`` between calls is followed; ``learning_rates`` (one per
-        step) sets each step's learning rate within the call.
+        Each step gathers its mini-batch, runs forward and backprop and updates ``params`` (and
+        the optimizer's state) in place. The optimizer's hyperparameters are read at every
+        call, so a schedule that changes ``optimizer.lr`` between calls is followed. Ctrl-C
+        stops between steps: the steps applied stay applied and ``optimizer.iter`` counts them.
+
+        Parameters
+        ----------
+        x_train : array_like, shape (N, D) (or (N, 1, 28, 28) images)
+            Training inputs; compressed once per array object and reused (change x in place
+            only between trainers).
+        t_train : array_like
+            Labels (N,) or one-hot rows (N, K).
+        batch_index_matrix : array_like of int, shape (iters, batch)
+            Row indices into x_train, one row per step.
+        learning_rates : array_like, shape (iters,), optional
+            One learning rate per step (a schedule); default ``optimizer.lr`` throughout.
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape (iters,)
+            Each step's mean cross-entropy (plus weight decay), before that step's update.
+
+        Raises
+        ------
+        TypeError
+            ``batch_index_matrix`` is not integers.
         """
         x = self._rows(x_train, train=True)
         t = self._targets(t_train, _row_count(x_train))
@@ -203,7 +252,20 @@ class FusedTrainer:
         return losses
 
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Fraction of rows of x whose argmax prediction equals t (labels or one-hot)."""
+        """Fraction of rows of x whose arg-max prediction equals t, in one native call.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D)
+            Inputs.
+        t : array_like
+            Labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            In [0, 1].
+        """
         p = self.network.params
         return _core.accuracy(
             [p[k] for k in self._keys],
