@@ -265,8 +265,41 @@ def build_network(
     output_size: int = 10,
     weight_decay: float = 0.0,
 ) -> Any:
-    """A network by name: "two-layer" (hidden[0]), "multi-layer" (hidden list), "softmax",
-    "conv" (SimpleConvNet, hidden[0]) or "deep-conv" (DeepConvNet, hidden[0])."""
+    """A network by the CLI's name for it, as ``ferrograd train --net`` builds it.
+
+    Parameters
+    ----------
+    net : {"two-layer", "multi-layer", "softmax", "conv", "deep-conv"}, default "two-layer"
+        TwoLayerNet, MultiLayerNet, SoftmaxRegression, SimpleConvNet or DeepConvNet.
+    hidden : sequence of int, default (50,)
+        Hidden widths: one for two-layer, conv and deep-conv, any number for multi-layer;
+        unused by softmax.
+    activation : {"sigmoid", "relu"}, default "sigmoid"
+        Hidden activation of the fully connected nets (the conv nets use ReLU).
+    weight_init : str or float, default 0.01
+        Standard deviation of the initial weights, or "he"/"relu", "xavier"/"sigmoid"
+        (per layer's fan-in); the deep conv net takes only "he".
+    dtype : dtype_like, default float64
+        float32 or float64.
+    seed : int, optional
+        Seed of the initial weights; None: NumPy's global generator.
+    input_size : int, default 784
+        Inputs per sample (784 for the conv nets).
+    output_size : int, default 10
+        Classes.
+    weight_decay : float, default 0.0
+        λ of the multi-layer net's weight decay.
+
+    Returns
+    -------
+    network
+        The new network.
+
+    Raises
+    ------
+    CliError
+        The options do not fit the network (reported as a usage error, exit code 2).
+    """
     dtype = np.dtype(dtype)
     if net in CONV_NETS:
         if input_size != 784:
@@ -837,7 +870,21 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ferrograd`` console script; returns the exit code."""
+    """Entry point of the ``ferrograd`` console script.
+
+    Runs the subcommand and turns errors into one line on stderr.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 success, 1 runtime error, 2 usage error, 130 interrupted (``--help``,
+        ``--version`` and argparse's usage errors exit through ``SystemExit`` with 0 / 2).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["book"]:  # the book's own scripts: ferrograd.book has its own parser
         from ferrograd.book import main as book_main
