@@ -48,10 +48,20 @@ def _submodules(package: str) -> list[str]:
 
 
 def book_modules(chapter: str | None = None) -> dict[str, ModuleType]:
-    """The ``sys.modules`` entries a script of ``chapter`` (e.g. "ch05") is run with.
+    """The ``sys.modules`` entries a script of ``chapter`` is run with.
 
-    ``common``, ``common.*``, ``dataset``, ``dataset.mnist`` and, for a chapter with
-    modules of its own, their plain names (``two_layer_net``, ``layer_naive``, ...).
+    ``common``, ``common.*``, ``dataset``, ``dataset.mnist`` and, for a chapter with modules
+    of its own, their plain names (``two_layer_net``, ``layer_naive``, ...).
+
+    Parameters
+    ----------
+    chapter : str, optional
+        The script's folder, e.g. "ch05"; None gives the shared packages only.
+
+    Returns
+    -------
+    dict of str to module
+        Module name as the book imports it → ferrograd's module.
     """
     mapping: dict[str, ModuleType] = {}
     for package in _SHARED:
@@ -69,7 +79,26 @@ def book_modules(chapter: str | None = None) -> dict[str, ModuleType]:
 
 
 def find_script(script: str | os.PathLike[str], book: str | os.PathLike[str] | None = None) -> Path:
-    """The script file: ``script`` inside ``book`` (or ``$FERROGRAD_BOOK``), else as given."""
+    """The script file: ``script`` inside ``book`` (or ``$FERROGRAD_BOOK``), else as given.
+
+    Parameters
+    ----------
+    script : str or path-like
+        e.g. ``ch06/optimizer_compare_mnist.py``, or a path to any script.
+    book : str or path-like, optional
+        The book's checkout; default ``$FERROGRAD_BOOK``.
+
+    Returns
+    -------
+    pathlib.Path
+        The script's absolute path.
+
+    Raises
+    ------
+    BookNotFoundError
+        ``book`` is not a folder, or no such script exists (the message says where to get
+        the book's code).
+    """
     root = book if book is not None else os.environ.get(BOOK_ENV) or None
     candidates = []
     if root is not None:
@@ -119,10 +148,29 @@ def run_script(
     book: str | os.PathLike[str] | None = None,
     dataset: str | None = None,
 ) -> dict[str, object]:
-    """Run a book script unchanged on ferrograd; returns its globals.
+    """Run a book script unchanged on ferrograd, as ``cd chNN; python script.py`` would.
 
-    ``dataset="sample"`` makes ``dataset.mnist.load_mnist`` read the shipped MNIST
-    sample (5,000 training and 1,000 test images) instead of the full set.
+    Parameters
+    ----------
+    script : str or path-like
+        e.g. ``ch05/train_neuralnet.py`` (see :func:`find_script`).
+    args : sequence of str, default ()
+        The script's ``sys.argv[1:]``.
+    book : str or path-like, optional
+        The book's checkout; default ``$FERROGRAD_BOOK``.
+    dataset : {"mnist", "sample"}, optional
+        What ``dataset.mnist.load_mnist`` reads: full MNIST (default) or the shipped
+        sample (5,000 training and 1,000 test images).
+
+    Returns
+    -------
+    dict of str to object
+        The script's globals after it ran.
+
+    Raises
+    ------
+    BookNotFoundError
+        The script is not found.
     """
     path = find_script(script, book)
     folder = path.parent
@@ -139,7 +187,23 @@ def run_script(
 
 
 def list_scripts(book: str | os.PathLike[str] | None = None) -> list[str]:
-    """The script files of chapters 2–8 in the book checkout, e.g. ``ch06/overfit_dropout.py``."""
+    """The script files of chapters 2–8 in the book checkout, e.g. ``ch06/overfit_dropout.py``.
+
+    Parameters
+    ----------
+    book : str or path-like, optional
+        The book's checkout; default ``$FERROGRAD_BOOK``.
+
+    Returns
+    -------
+    list of str
+        Sorted ``chNN/name.py`` paths.
+
+    Raises
+    ------
+    BookNotFoundError
+        No checkout is given or it is not a folder.
+    """
     root = book if book is not None else os.environ.get(BOOK_ENV) or None
     if root is None or not Path(root).is_dir():
         raise BookNotFoundError(
@@ -154,7 +218,20 @@ def list_scripts(book: str | os.PathLike[str] | None = None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ferrograd.book") -> int:
-    """``run [--book DIR] [--dataset NAME] SCRIPT [ARGS...]`` or ``list [--book DIR]``."""
+    """``ferrograd book``: ``run [--book DIR] [--dataset NAME] SCRIPT [ARGS...]`` or ``list``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments; default ``sys.argv[1:]``.
+    prog : str, default "python -m ferrograd.book"
+        Program name in help and error messages.
+
+    Returns
+    -------
+    int
+        Exit code: 0, or 2 when the book or script is not found.
+    """
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -16,7 +16,7 @@ __all__ = ["SGD", "AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop", "Trainer
 
 
 class Trainer:
-    """The book's Trainer with its signature, defaults (SGD, lr 0.01), lists and lines.
+    """The book's Trainer (DLFS common/trainer.py) with its signature, defaults, lists and lines.
 
     Each iteration does what the book's ``train_step`` does, in its order: a mini-batch
     drawn by ``np.random.choice(train_size, batch_size)`` (NumPy's global generator, so
@@ -25,6 +25,25 @@ class Trainer:
     ``network.gradient`` and ``optimizer.update``), then the loss of the batch after the
     update (``train loss:``). After the first iteration of every epoch it measures train
     and test accuracy (``=== epoch:… ===``); at the end, the test accuracy.
+
+    Parameters
+    ----------
+    network : network
+        A net with ``params``, ``gradient``, ``loss`` and ``accuracy``.
+    x_train, t_train, x_test, t_test : numpy.ndarray
+        Inputs and targets (labels or one-hot rows).
+    epochs : int, default 20
+        Epochs of ``train_size / mini_batch_size`` iterations.
+    mini_batch_size : int, default 100
+        Samples per iteration, drawn with replacement.
+    optimizer : str, default "SGD"
+        Optimizer name, any case (sgd, momentum, nesterov, adagrad, rmsprop, adam).
+    optimizer_param : mapping, optional
+        Its hyperparameters; default ``{"lr": 0.01}``.
+    evaluate_sample_num_per_epoch : int, optional
+        Measure the per-epoch accuracies on the first N samples only.
+    verbose : bool, default True
+        Print the book's lines.
     """
 
     def __init__(

@@ -46,7 +46,24 @@ def init_mnist() -> None:
 def load_mnist(
     normalize: bool = True, flatten: bool = True, one_hot_label: bool = False
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """``(x_train, t_train), (x_test, t_test)`` in the book's shapes and dtypes."""
+    """``(x_train, t_train), (x_test, t_test)`` in the book's shapes and dtypes.
+
+    Reads ``DATASET`` ("mnist" or "sample") through :func:`ferrograd.load_mnist`.
+
+    Parameters
+    ----------
+    normalize : bool, default True
+        float32 pixels in [0, 1]; else uint8 0..255.
+    flatten : bool, default True
+        Rows of 784; else (N, 1, 28, 28).
+    one_hot_label : bool, default False
+        float64 one-hot rows (N, 10), as the book's; else uint8 labels (N,).
+
+    Returns
+    -------
+    tuple of tuple of numpy.ndarray
+        60,000 training and 10,000 test images (5,000 and 1,000 for the sample).
+    """
     (x, t), (xt, tt) = _load_mnist(normalize, flatten, one_hot_label, dataset=DATASET)
     if one_hot_label:  # the book's one-hot rows are float64 (np.zeros), whatever x is
         t, tt = t.astype(np.float64), tt.astype(np.float64)
