@@ -508,9 +508,10 @@ class Checkpoint:
         The trainer's generator, continuing where the saved run stopped (None without a
         trainer).
     iterations : int
-        Iterations the saved run had done.
+        Iterations done when it was saved, from the start of the whole run (earlier
+        resumes included).
     epochs : int
-        Epochs the saved run had done.
+        Epochs done when it was saved, counted the same way.
     """
 
     model: Any
