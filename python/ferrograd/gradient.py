@@ -191,8 +191,9 @@ def gradient_descent(
     -------
     x : numpy.ndarray
         The last point, init_x's shape (float64 for integer input).
-    history : numpy.ndarray, shape (step_num, *x.shape)
-        Only with ``return_history``: x before each step (the book's ``x_history``).
+    history : numpy.ndarray
+        Only with ``return_history``: x before each step (the book's ``x_history``),
+        shape (step_num, *x.shape).
 
     Raises
     ------
