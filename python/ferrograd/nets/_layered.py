@@ -220,7 +220,8 @@ class LayeredNet:
 
         Slow (two forward passes per parameter): for gradient checks on a few samples.
         float32 networks are probed through a float64 copy (float32 rounding at h = 1e-4 is
-        as large as the gradient); the result has the network's dtype.
+        as large as the gradient); the result has the network's dtype. Every probe sees
+        the dropout masks the next :meth:`gradient` call draws.
 
         Parameters
         ----------

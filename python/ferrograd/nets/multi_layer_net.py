@@ -256,6 +256,7 @@ class MultiLayerNet(ModelMixin):
 
         Training-mode loss; slow (two forward passes per parameter), for checking small
         nets. A float32 net is probed through a float64 copy and the result cast back.
+        Every probe sees the dropout masks the next :meth:`gradient` call draws.
 
         Parameters
         ----------
