@@ -97,6 +97,30 @@ def numerical_gradient(
     activation: _Activation = "sigmoid",
     method: Literal["fast", "bruteforce"] = "fast",
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]: ...
+def chain_numerical_gradient(
+    layers: Sequence[
+        tuple[
+            NDArray[np.float64],
+            NDArray[np.float64],
+            NDArray[np.float64] | None,
+            NDArray[np.float64] | None,
+            NDArray[np.float64] | None,
+        ]
+    ],
+    x: NDArray[np.float64],
+    t: _Targets,
+    *,
+    activation: _Activation,
+    weight_decay: float = 0.0,
+    method: Literal["fast", "bruteforce"] = "fast",
+) -> list[
+    tuple[
+        NDArray[np.float64],
+        NDArray[np.float64],
+        NDArray[np.float64] | None,
+        NDArray[np.float64] | None,
+    ]
+]: ...
 def accuracy(
     params: Sequence[NDArray[Any]],
     x: NDArray[Any] | SparseRows,

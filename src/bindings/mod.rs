@@ -13,6 +13,7 @@ mod loss;
 mod matmul;
 mod net;
 mod numgrad;
+mod numgrad_chain;
 mod optimizer;
 mod parallel;
 mod pooling;
@@ -43,6 +44,8 @@ mod _core {
     use super::net::{two_layer_gradient, two_layer_loss, two_layer_predict};
     #[pymodule_export]
     use super::numgrad::numerical_gradient;
+    #[pymodule_export]
+    use super::numgrad_chain::chain_numerical_gradient;
     #[pymodule_export]
     use super::parallel::num_threads;
     #[pymodule_export]

@@ -13,6 +13,7 @@ pub mod math;
 pub mod matmul;
 pub mod net;
 pub mod numgrad;
+pub mod numgrad_chain;
 pub mod optimizer;
 pub mod parallel;
 pub mod pooling;

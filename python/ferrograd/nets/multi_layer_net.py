@@ -7,7 +7,6 @@ and loss layers run on the Rust kernels.
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from ferrograd import _core
 from ferrograd._random import make_rng
-from ferrograd.gradient import numerical_gradient
 from ferrograd.layers import (
     Affine,
     BatchNormalization,
@@ -254,14 +253,17 @@ class MultiLayerNet(ModelMixin):
     def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
         """∂loss/∂param for every entry of ``params`` by central differences (h = 1e-4).
 
-        Training-mode loss; slow (two forward passes per parameter), for checking small
-        nets. A float32 net is probed through a float64 copy and the result cast back.
-        Every probe sees the dropout masks the next :meth:`gradient` call draws.
+        The training-mode loss (batch norm on the batch's statistics, weight decay
+        included), as the book's loop computes it, in one native call that re-evaluates
+        only what each probe moves (equal to the loop up to rounding, ~1e-12). Every
+        probe sees the dropout masks the next :meth:`gradient` call draws; batch norm's
+        running statistics are left as they are. A float32 net is probed in float64 and
+        the result cast back.
 
         Parameters
         ----------
         x : array_like, shape (N, D) or (D,)
-            Inputs; converted to the net's dtype.
+            Inputs; converted to float64.
         t : array_like
             Integer labels (N,) or one-hot rows (N, K).
 
@@ -270,26 +272,40 @@ class MultiLayerNet(ModelMixin):
         dict of str to numpy.ndarray
             One array per ``params`` key, of that parameter's shape and the net's dtype.
         """
-        net = self
-        if self.dtype != np.float64:
-            net = copy.deepcopy(self)
-            net.dtype = np.dtype(np.float64)
-            net.params = {k: v.astype(np.float64) for k, v in self.params.items()}
-            net._build_layers()
-        x2 = net._batch("numerical_gradient", x)
-        t2 = net._targets("numerical_gradient", t, x2.shape[0])
-        rewind = same_dropout_masks(list(self.layers.values()), list(net.layers.values()))
-
-        def loss_w(_w: FloatArray) -> float:
-            rewind()  # every probe draws the dropout masks the next gradient() draws
-            return net._loss(x2, t2, train_flg=True)
-
-        grads = {
-            key: numerical_gradient(loss_w, value).astype(self.dtype, copy=False)
-            for key, value in net.params.items()
-        }
+        x2 = self._batch("numerical_gradient", x).astype(np.float64, copy=False)
+        t2 = as_targets(
+            "MultiLayerNet.numerical_gradient", t, x2.shape[0], self.output_size, np.float64
+        )
+        rewind = same_dropout_masks(list(self.layers.values()), list(self.layers.values()))
         rewind()
-        return grads
+        layers = []
+        for idx in range(1, self.hidden_layer_num + 2):
+            w, b = (np.asarray(self.params[f"{k}{idx}"], dtype=np.float64) for k in "Wb")
+            gamma = beta = mask = None
+            if idx <= self.hidden_layer_num:
+                if self.use_batchnorm:
+                    gamma = np.asarray(self.params[f"gamma{idx}"], dtype=np.float64)
+                    beta = np.asarray(self.params[f"beta{idx}"], dtype=np.float64)
+                if self.use_dropout:
+                    # the draw the layer's next training forward pass makes
+                    drop = self.layers[f"Dropout{idx}"]
+                    keep = drop.rng.random((x2.shape[0], w.shape[1])) > drop.dropout_ratio
+                    mask = keep.astype(np.float64)
+            layers.append((w, b, gamma, beta, mask))
+        rewind()
+        out = _core.chain_numerical_gradient(
+            layers,
+            x2,
+            t2,
+            activation=self.activation,
+            weight_decay=float(self.weight_decay_lambda),
+        )
+        grads: Grads = {}
+        for idx, (dw, db, dgamma, dbeta) in enumerate(out, start=1):
+            grads[f"W{idx}"], grads[f"b{idx}"] = dw, db
+            if dgamma is not None and dbeta is not None:
+                grads[f"gamma{idx}"], grads[f"beta{idx}"] = dgamma, dbeta
+        return {key: grads[key].astype(self.dtype, copy=False) for key in self.params}
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> Grads:
         """∂loss/∂param by backprop through the layers (training mode), with λ·W added.
