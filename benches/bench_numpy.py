@@ -1,9 +1,15 @@
 """Each kernel in NumPy and in ferrograd, side by side in one process.
 
-    python benches/bench_numpy.py [--repeat 30] [--csv] [--threads 2]
+    python benches/bench_numpy.py [--repeat 30] [--csv] [--threads 2] [--only net]
 
 Contenders alternate (NumPy, ferrograd, NumPy, ...) so machine noise hits both;
 the table gives the median and best of the repeats and the ratio of medians.
+
+The ``net ...`` rows time the per-call methods a learner types (``TwoLayerNet``
+``gradient``, ``predict``, ``loss``, ``accuracy``) against the book's NumPy
+``TwoLayerNet`` (benches/book_numpy.py, its formulas run in the same dtype) on a batch
+of 100 and on 10,000 rows, for dense input (uniform, no zeros) and for real MNIST rows
+(from ``FERROGRAD_DATA``; skipped with a note when the files are not there).
 """
 
 from __future__ import annotations
@@ -45,6 +51,57 @@ def _softmax(x):
 
 def _cross_entropy(y, t):
     return -np.sum(np.log(y[np.arange(y.shape[0]), t] + 1e-7)) / y.shape[0]
+
+
+def _mnist_rows() -> np.ndarray | None:
+    """Normalised MNIST training images (60000, 784) float64, or None without the files."""
+    try:
+        from ferrograd.datasets import load_mnist
+
+        (x, _), _ = load_mnist(normalize=True, data_dir=os.environ.get("FERROGRAD_DATA"))
+    except (OSError, ValueError) as exc:
+        print(f"# MNIST not found ({exc}); the net rows use dense input only", file=sys.stderr)
+        return None
+    return np.asarray(x, dtype=np.float64)
+
+
+def net_cases(dtype: type) -> list[tuple[str, str, Callable[[], object], Callable[[], object]]]:
+    """The per-call TwoLayerNet methods against the book's NumPy network, one dtype."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import book_numpy
+    from ferrograd import TwoLayerNet
+
+    rng = np.random.default_rng(0)
+    book = book_numpy.TwoLayerNet(784, 50, 10, seed=0)
+    book.params = {k: v.astype(dtype) for k, v in book.params.items()}
+    # Trained-like weights: the book's initial 0.01 scale, then a few steps of noise.
+    for v in book.params.values():
+        v += (0.05 * rng.standard_normal(v.shape)).astype(dtype)
+    net = TwoLayerNet(784, 50, 10, dtype=dtype)
+    for key, v in book.params.items():
+        net.params[key][...] = v
+    mnist = _mnist_rows()
+    out = []
+    for n in (100, 10_000):
+        inputs = [("dense", rng.random((n, 784)))]
+        if mnist is not None:
+            inputs.append(("mnist", mnist[rng.choice(len(mnist), n, replace=False)]))
+        t = rng.integers(0, 10, n)
+        for kind, x in inputs:
+            x = np.ascontiguousarray(x, dtype=dtype)
+            for op in ("gradient", "predict", "loss", "accuracy"):
+                if op == "gradient" and n > 100:
+                    continue
+                args = (x,) if op == "predict" else (x, t)
+                out.append(
+                    (
+                        f"net {op}",
+                        f"{n}x784 {kind}",
+                        lambda op=op, args=args: getattr(book, op)(*args),
+                        lambda op=op, args=args: getattr(net, op)(*args),
+                    )
+                )
+    return out
 
 
 def cases(dtype: type) -> list[tuple[str, str, Callable[[], object], Callable[[], object]]]:
@@ -160,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows = []
     for dtype in (np.float64, np.float32):
-        for op, shape, np_call, fg_call in cases(dtype):
+        kernel_cases = cases(dtype) if "net" not in args.only else []
+        net_rows = net_cases(dtype) if args.only in "net" or "net" in args.only else []
+        for op, shape, np_call, fg_call in kernel_cases + net_rows:
             if args.only not in op:
                 continue
             np_t, fg_t = measure(

@@ -316,3 +316,170 @@ fn learning_rate_per_step_equals_a_rate_set_between_runs() -> Result<()> {
     assert!(other_rule, "a trainer keeps its rule");
     Ok(())
 }
+
+/// x (n, d) with about `density` of its entries non-zero (values in (0, 1]), row 0
+/// all zeros and row 1 all non-zero.
+fn sparse_input(n: usize, d: usize, density: f64, seed: usize) -> Array2<f64> {
+    Array2::from_shape_fn((n, d), |(r, c)| {
+        let u = unit(seed + r * d + c);
+        match r {
+            0 => 0.0,
+            1 => 0.5 + u,
+            _ if u < density => u / density,
+            _ => 0.0,
+        }
+    })
+}
+
+/// Plain triple loop in f64: the reference of the products.
+fn naive(a: ndarray::ArrayView2<'_, f64>, b: ndarray::ArrayView2<'_, f64>) -> Array2<f64> {
+    Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
+        (0..a.ncols()).map(|p| a[[i, p]] * b[[p, j]]).sum()
+    })
+}
+
+fn worst(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f64::max)
+}
+
+/// x·W and xᵀ·D skipping x's zeros equal the dense products for widths that are not
+/// whole register blocks (1 … 121 columns), in both dtypes; dense x takes the GEMM.
+#[test]
+fn zero_skipping_products_equal_the_dense_ones() -> Result<()> {
+    use ferrograd::kernels::matmul::matmul;
+    use ferrograd::kernels::sparse_input::{compress_for_products, NonZeroColumns};
+    let (n, d) = (120, 300);
+    for (density, h) in [
+        (0.2, 50),
+        (0.2, 1),
+        (0.05, 7),
+        (0.3, 53),
+        (0.45, 121),
+        (0.2, 104),
+    ] {
+        let x = sparse_input(n, d, density, h);
+        assert!(
+            NonZeroColumns::of(x.view()).is_some(),
+            "sparse x compresses"
+        );
+        let w = Array2::from_shape_fn((d, h), |(i, j)| unit(5 * i + 11 * j + 1) - 0.5);
+        let dm = Array2::from_shape_fn((n, h), |(i, j)| unit(3 * i + 7 * j + 2) - 0.5);
+        let (xw, xtd) = (naive(x.view(), w.view()), naive(x.t(), dm.view()));
+        assert!(
+            worst(&matmul(x.view(), w.view())?, &xw) < 1e-12,
+            "x·W h={h}"
+        );
+        assert!(
+            worst(&matmul(x.t(), dm.view())?, &xtd) < 1e-12,
+            "xᵀ·D h={h}"
+        );
+        let (x32, w32, d32) = (
+            x.mapv(|v| v as f32),
+            w.mapv(|v| v as f32),
+            dm.mapv(|v| v as f32),
+        );
+        let y = matmul(x32.view(), w32.view())?.mapv(f64::from);
+        assert!(worst(&y, &xw) < 1e-4, "x·W f32 h={h}");
+        let g = matmul(x32.t(), d32.view())?.mapv(f64::from);
+        assert!(worst(&g, &xtd) < 1e-4, "xᵀ·D f32 h={h}");
+        // The same through the net's entry points, with accumulation onto c.
+        let nz = compress_for_products(x.view(), h);
+        let worth = n * d * h >= ferrograd::kernels::sparse_input::MIN_MACS;
+        assert_eq!(nz.is_some(), worth, "compressed only when worth it, h={h}");
+        let mut c = Array2::from_elem((n, h), 1.0);
+        ferrograd::kernels::sparse_input::times_into(
+            x.view(),
+            nz.as_ref(),
+            w.view(),
+            c.view_mut(),
+            true,
+        );
+        assert!(worst(&c, &(&xw + 1.0)) < 1e-12);
+    }
+    // Dense input is refused by the compression and goes to the GEMM.
+    let dense = Array2::from_shape_fn((20, 64), |(r, c)| 1.0 + unit(r * 64 + c));
+    assert!(NonZeroColumns::of(dense.view()).is_none());
+    Ok(())
+}
+
+/// IEEE semantics as the dense product: NaN and ±inf inputs propagate, and a
+/// non-finite W (or D) gives NaN where x is zero, as 0·inf does.
+#[test]
+fn zero_skipping_products_keep_nan_and_inf() -> Result<()> {
+    use ferrograd::kernels::matmul::matmul;
+    let (n, d, h) = (40, 200, 50);
+    let mut x = sparse_input(n, d, 0.2, 9);
+    x[[5, 17]] = f64::NAN;
+    x[[6, 3]] = f64::INFINITY;
+    let w = Array2::from_shape_fn((d, h), |(i, j)| unit(i + 3 * j) - 0.5);
+    let y = matmul(x.view(), w.view())?;
+    let want = naive(x.view(), w.view());
+    for (p, q) in y.iter().zip(&want) {
+        assert!(p.is_nan() == q.is_nan() && (p.is_nan() || (p - q).abs() < 1e-12 || p == q));
+    }
+    assert!(y.row(5).iter().all(|v| v.is_nan()));
+    let mut w_inf = w.clone();
+    w_inf[[100, 4]] = f64::INFINITY;
+    let x = sparse_input(n, d, 0.2, 9);
+    let y = matmul(x.view(), w_inf.view())?;
+    // Every row has x[r, 100] = 0 or a product with inf: column 4 is never finite.
+    assert!(y.column(4).iter().all(|v| !v.is_finite()));
+    assert_eq!(
+        y.column(4).iter().filter(|v| v.is_nan()).count(),
+        naive(x.view(), w_inf.view())
+            .column(4)
+            .iter()
+            .filter(|v| v.is_nan())
+            .count()
+    );
+    let mut dm = Array2::from_shape_fn((n, h), |(i, j)| unit(i * h + j) - 0.5);
+    dm[[0, 2]] = f64::NAN; // row 0 of x is all zeros: the dense xᵀ·D has NaN in column 2
+    let g = matmul(x.t(), dm.view())?;
+    assert!(g.column(2).iter().all(|v| v.is_nan()));
+    Ok(())
+}
+
+/// The two-layer net's gradient on sparse input equals the one on the same input
+/// through the dense products (a one-row-dense copy defeats the compression per
+/// layer, not the values).
+#[test]
+fn two_layer_gradient_on_sparse_input_matches_the_naive_backprop() -> Result<()> {
+    let (n, d, h, k) = (100, 784, 50, 10);
+    let x = sparse_input(n, d, 0.19, 4);
+    let t = Array1::from_shape_fn(n, |r| (unit(7 * r) * k as f64) as i64);
+    let w1 = Array2::from_shape_fn((d, h), |(i, j)| 0.1 * (unit(i * h + j) - 0.5));
+    let w2 = Array2::from_shape_fn((h, k), |(i, j)| 0.3 * (unit(99 + i * k + j) - 0.5));
+    let (b1, b2) = (Array1::from_elem(h, 0.01), Array1::from_elem(k, -0.02));
+    let net = TwoLayerNet {
+        w1: w1.view(),
+        b1: b1.view(),
+        w2: w2.view(),
+        b2: b2.view(),
+        activation: Activation::Sigmoid,
+    };
+    let g = net.gradient(x.view(), Targets::Labels(t.view()))?;
+    // Backprop by the naive products.
+    let a1 = naive(x.view(), w1.view()) + &b1;
+    let z1 = a1.mapv(|a| 1.0 / (1.0 + (-a).exp()));
+    let a2 = naive(z1.view(), w2.view()) + &b2;
+    let mut y = a2.clone();
+    for mut row in y.rows_mut() {
+        let m = row.fold(f64::MIN, |a, &b| a.max(b));
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+    for (r, &l) in t.iter().enumerate() {
+        y[[r, l as usize]] -= 1.0;
+    }
+    let dy = y / n as f64;
+    let da1 = naive(dy.view(), w2.t()) * z1.mapv(|z| (1.0 - z) * z);
+    assert!(worst(&g.w1, &naive(x.t(), da1.view())) < 1e-13);
+    assert!(worst(&g.w2, &naive(z1.t(), dy.view())) < 1e-13);
+    let db1 = da1.sum_axis(Axis(0)).insert_axis(Axis(0));
+    assert!(worst(&g.b1.insert_axis(Axis(0)), &db1) < 1e-13);
+    Ok(())
+}

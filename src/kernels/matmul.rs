@@ -5,7 +5,7 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
-use super::{parallel, Float};
+use super::{parallel, sparse_input, Float};
 use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
 /// Products with fewer multiply-adds × bytes per element than this run on one thread:
@@ -32,12 +32,32 @@ fn check_inner<T>(op: &'static str, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>
     Ok(())
 }
 
-/// `C = A·B`.  a: (m, k), b: (k, n) -> (m, n). Any strides.
+/// `C = A·B`.  a: (m, k), b: (k, n) -> (m, n). Any strides. When A (or Aᵀ, for
+/// `xᵀ·D`) is an input batch with mostly exact zeros, its zeros are skipped
+/// ([`sparse_input`]); the result is the dense product's up to rounding order.
 pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_inner("matmul", &a, &b)?;
     let mut c = try_zeros2("matmul", a.nrows(), b.ncols())?;
-    gemm_into(a, b, c.view_mut(), false);
+    product_into(a, b, c.view_mut(), false);
     Ok(c)
+}
+
+/// `c ← A·B` (or `c + A·B`), skipping A's zeros where that pays: A with contiguous
+/// rows through [`sparse_input::product_into`], A = xᵀ of such an x through
+/// [`sparse_input::transposed_times_into`]; otherwise the GEMM. Shapes checked.
+pub(crate) fn product_into<T: Float>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+) {
+    let (m, k) = a.dim();
+    if m > 1 && k > 1 && a.stride_of(Axis(0)) == 1 && a.stride_of(Axis(1)) != 1 {
+        let x = a.t();
+        let nz = sparse_input::compress_for_products(x, b.ncols());
+        return sparse_input::transposed_times_into(x, nz.as_ref(), b, c, accumulate);
+    }
+    sparse_input::product_into(a, b, c, accumulate)
 }
 
 /// `C ← A·B`, or `C ← C + A·B` with `accumulate`.  a: (m, k), b: (k, n), c: (m, n).
@@ -83,7 +103,7 @@ pub fn affine<T: Float>(
     // Fill the output with the bias first, then let the GEMM accumulate onto it.
     let mut y = try_zeros2("affine", x.nrows(), w.ncols())?;
     y.rows_mut().into_iter().for_each(|mut row| row.assign(&b));
-    gemm_into(x, w, y.view_mut(), true);
+    sparse_input::product_into(x, w, y.view_mut(), true);
     Ok(y)
 }
 

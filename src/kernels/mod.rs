@@ -20,6 +20,7 @@ pub mod pooling;
 pub mod predict;
 pub mod softmax;
 pub mod sparse;
+pub mod sparse_input;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
@@ -50,6 +51,10 @@ pub trait Float:
 
     /// eˣ, branch-free so that loops over it vectorise ([`math`]).
     fn exp_v(self) -> Self;
+
+    /// The indices of the non-zero entries of `row` written to the front of `out`
+    /// (at least as long as `row`), and their count ([`sparse_input`]).
+    fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize;
 }
 
 impl Float for f32 {
@@ -69,6 +74,11 @@ impl Float for f32 {
     fn exp_v(self) -> Self {
         math::exp_f32(self)
     }
+
+    #[inline(always)]
+    fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize {
+        sparse_input::nonzero_columns_f32(row, out)
+    }
 }
 
 impl Float for f64 {
@@ -87,6 +97,11 @@ impl Float for f64 {
     #[inline(always)]
     fn exp_v(self) -> Self {
         math::exp_f64(self)
+    }
+
+    #[inline(always)]
+    fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize {
+        sparse_input::nonzero_columns_f64(row, out)
     }
 }
 

@@ -4,10 +4,12 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 
-use super::activation::Activation;
+use super::activation::{activation_backward, Activation};
 use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
+use super::math::map_slice;
 use super::matmul::gemm_into;
 use super::softmax::softmax_into;
+use super::sparse_input::{self, NonZeroColumns};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
@@ -87,17 +89,33 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         Ok(())
     }
 
-    /// Forward pass; shapes already checked. Errors only when memory runs out
-    /// ([`KernelError::Alloc`] naming `op`).
+    /// Forward pass; shapes already checked. x·W1 skips x's zero inputs when there
+    /// are enough of them ([`sparse_input::product_into`]). Errors only when memory
+    /// runs out ([`KernelError::Alloc`] naming `op`).
     pub fn forward(&self, op: &'static str, x: ArrayView2<'_, T>) -> Result<Forward<T>> {
-        let n = x.nrows();
+        self.forward_with(op, x.nrows(), |a1| {
+            sparse_input::product_into(x, self.w1, a1, true)
+        })
+    }
+
+    /// Forward pass with `first(a1)` adding x·W1 onto a1 (which holds b1 in each row).
+    fn forward_with(
+        &self,
+        op: &'static str,
+        n: usize,
+        first: impl FnOnce(ndarray::ArrayViewMut2<'_, T>),
+    ) -> Result<Forward<T>> {
         let (_, h, k) = self.sizes();
         let mut a1 = bias_rows(op, self.b1, n)?;
-        gemm_into(x, self.w1, a1.view_mut(), true);
+        first(a1.view_mut());
         let mut z1 = try_zeros2(op, n, h)?;
-        ndarray::Zip::from(&mut z1)
-            .and(&a1)
-            .for_each(|z, &a| *z = self.activation.apply(a));
+        let act = self.activation;
+        match (a1.as_slice(), z1.as_slice_mut()) {
+            (Some(a), Some(z)) => map_slice(a, z, |a| act.apply(a)),
+            _ => ndarray::Zip::from(&mut z1)
+                .and(&a1)
+                .for_each(|z, &a| *z = act.apply(a)),
+        }
         let mut a2 = bias_rows(op, self.b2, n)?;
         gemm_into(z1.view(), self.w2, a2.view_mut(), true);
         let mut y = try_zeros2(op, n, k)?;
@@ -121,7 +139,11 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     pub fn gradient(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<Gradients<T>> {
         self.check("gradient", &x)?;
         const OP: &str = "gradient";
-        let Forward { a1, z1, y } = self.forward(OP, x)?;
+        // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
+        let nz: Option<NonZeroColumns> = sparse_input::compress_for_products(x, self.w1.ncols());
+        let Forward { a1, z1, y } = self.forward_with(OP, x.nrows(), |a1| {
+            sparse_input::times_into(x, nz.as_ref(), self.w1, a1, true)
+        })?;
         let dy = softmax_cross_entropy_backward(y.view(), t)?; // (y − t) / n
         let (d, h, k) = self.sizes();
         let mut w2 = try_zeros2(OP, h, k)?;
@@ -129,15 +151,18 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         let b2 = dy.sum_axis(Axis(0)); // db2 = Σ_rows dy
         let mut da1 = try_zeros2(OP, x.nrows(), h)?;
         gemm_into(dy.view(), self.w2.t(), da1.view_mut(), false); // dz1 = dy·W2ᵀ
-        ndarray::Zip::from(&mut da1)
-            .and(&a1)
-            .and(&z1)
-            .for_each(|g, &a, &z| {
-                *g = *g * self.activation.derivative(a, z); // da1 = dz1 ⊙ act'(a1)
-            });
+        let mut b1 = Array1::zeros(h);
+        // da1 = dz1 ⊙ act'(a1), db1 = Σ_rows da1 (all four arrays are fresh and contiguous).
+        if let (Some(g), Some(a), Some(z), Some(db)) = (
+            da1.as_slice_mut(),
+            a1.as_slice(),
+            z1.as_slice(),
+            b1.as_slice_mut(),
+        ) {
+            activation_backward(self.activation, g, a, z, db);
+        }
         let mut w1 = try_zeros2(OP, d, h)?;
-        gemm_into(x.t(), da1.view(), w1.view_mut(), false); // dW1 = xᵀ·da1
-        let b1 = da1.sum_axis(Axis(0));
+        sparse_input::transposed_times_into(x, nz.as_ref(), da1.view(), w1.view_mut(), false); // dW1 = xᵀ·da1
         Ok(Gradients { w1, b1, w2, b2 })
     }
 }
