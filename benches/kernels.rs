@@ -298,9 +298,78 @@ fn bench_fused_epoch(c: &mut Criterion) {
     group.finish();
 }
 
+/// MNIST-like input: 19 % of the entries non-zero, in runs along the row as pen
+/// strokes are, values in (0, 1].
+fn strokes<T: Float>(rows: usize, cols: usize) -> Array2<T> {
+    Array2::from_shape_fn((rows, cols), |(r, c)| {
+        let phase = (r * 37 + c / 6 * 11) % 100;
+        if phase < 19 {
+            T::lit(((r + c) % 255 + 1) as f64 / 255.0)
+        } else {
+            T::zero()
+        }
+    })
+}
+
+/// The products of the network's first layer on sparse input: the GEMM (matmul_into)
+/// against the zero-skipping products, the row compression alone, and the two-layer
+/// gradient of a batch of 100.
+fn bench_sparse_input_t<T: Float>(c: &mut Criterion) {
+    use ferrograd::kernels::sparse_input::NonZeroColumns;
+    let mut group = c.benchmark_group(format!("sparse_input_{}", T::DTYPE));
+    let (n, d, h, k) = (100, 784, 50, 10);
+    let x = strokes::<T>(n, d);
+    let (w1, da1) = (filled::<T>(d, h, 1), filled::<T>(n, h, 2));
+    let macs = (2 * n * d * h) as u64;
+    group.throughput(Throughput::Elements(macs));
+    group.bench_function("x·W1 100x784x50 GEMM", |b| {
+        let mut out = Array2::<T>::zeros((n, h));
+        b.iter(|| matmul::matmul_into(black_box(x.view()), w1.view(), out.view_mut(), false))
+    });
+    group.bench_function("x·W1 100x784x50 zero-skipping", |b| {
+        b.iter(|| matmul::matmul(black_box(x.view()), w1.view()))
+    });
+    group.bench_function("xᵀ·da1 784x100x50 GEMM", |b| {
+        let mut out = Array2::<T>::zeros((d, h));
+        b.iter(|| matmul::matmul_into(black_box(x.t()), da1.view(), out.view_mut(), false))
+    });
+    group.bench_function("xᵀ·da1 784x100x50 zero-skipping", |b| {
+        b.iter(|| matmul::matmul(black_box(x.t()), da1.view()))
+    });
+    group.throughput(Throughput::Elements((n * d) as u64));
+    group.bench_function("compress 100x784", |b| {
+        let mut nz = NonZeroColumns::default();
+        b.iter(|| nz.compress(black_box(x.view())))
+    });
+    let (w2, b1, b2) = (
+        filled::<T>(h, k, 3),
+        Array1::<T>::zeros(h),
+        Array1::<T>::zeros(k),
+    );
+    let t = Array1::from_shape_fn(n, |r| (r % k) as i64);
+    let net = TwoLayerNet {
+        w1: w1.view(),
+        b1: b1.view(),
+        w2: w2.view(),
+        b2: b2.view(),
+        activation: Activation::Sigmoid,
+    };
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("two-layer gradient batch 100", |b| {
+        b.iter(|| net.gradient(black_box(x.view()), Targets::Labels(t.view())))
+    });
+    group.finish();
+}
+
+fn bench_sparse_input(c: &mut Criterion) {
+    bench_sparse_input_t::<f32>(c);
+    bench_sparse_input_t::<f64>(c);
+}
+
 criterion_group!(
     benches,
     bench_matmul,
+    bench_sparse_input,
     bench_elementwise,
     bench_numerical_gradient,
     bench_fused_epoch

@@ -162,11 +162,17 @@ const fn pack_table() -> [[u32; 8]; 256] {
     t
 }
 
+/// Whether the CPU has AVX2 and POPCNT (the compression's vector path).
+#[cfg(target_arch = "x86_64")]
+fn avx2_present() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
+}
+
 /// [`nonzero_columns_scalar`] for f32 rows, with AVX2 when the CPU has it.
 pub fn nonzero_columns_f32(row: &[f32], out: &mut [u32]) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if out.len() >= row.len() && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above); out is at least row's length.
+    if out.len() >= row.len() && avx2_present() {
+        // SAFETY: AVX2 and POPCNT are present (checked just above); out is at least row's length.
         return unsafe { avx2::nonzero_columns_f32(row, out) };
     }
     nonzero_columns_scalar(row, out)
@@ -175,8 +181,8 @@ pub fn nonzero_columns_f32(row: &[f32], out: &mut [u32]) -> usize {
 /// [`nonzero_columns_scalar`] for f64 rows, with AVX2 when the CPU has it.
 pub fn nonzero_columns_f64(row: &[f64], out: &mut [u32]) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if out.len() >= row.len() && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above); out is at least row's length.
+    if out.len() >= row.len() && avx2_present() {
+        // SAFETY: AVX2 and POPCNT are present (checked just above); out is at least row's length.
         return unsafe { avx2::nonzero_columns_f64(row, out) };
     }
     nonzero_columns_scalar(row, out)
@@ -192,7 +198,7 @@ mod avx2 {
     /// (eight lanes written, the count of set bits kept); returns the new length.
     ///
     /// # Safety
-    /// AVX2 must be present and out[len..len + 8] in bounds.
+    /// AVX2 and POPCNT must be present and out[len..len + 8] in bounds.
     #[inline(always)]
     unsafe fn emit(m: usize, base: __m256i, out: &mut [u32], len: usize) -> usize {
         // SAFETY: m < 256 indexes the table; the table rows are 32-byte aligned; the
@@ -206,8 +212,8 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2 must be present; out.len() ≥ row.len().
-    #[target_feature(enable = "avx2")]
+    /// AVX2 and POPCNT must be present; out.len() ≥ row.len().
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn nonzero_columns_f32(row: &[f32], out: &mut [u32]) -> usize {
         let whole = row.len() / 8 * 8;
         let mut len = 0;
@@ -230,8 +236,8 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2 must be present; out.len() ≥ row.len().
-    #[target_feature(enable = "avx2")]
+    /// AVX2 and POPCNT must be present; out.len() ≥ row.len().
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn nonzero_columns_f64(row: &[f64], out: &mut [u32]) -> usize {
         let whole = row.len() / 8 * 8;
         let mut len = 0;
