@@ -63,3 +63,30 @@ def test_multi_layer_net_with_dropout_gradient_check(seed):
     backprop = net.gradient(x, t)
     for key, value in numerical.items():
         assert relative_error(backprop[key], value) < 1e-5, key
+
+
+@pytest.mark.parametrize("make", [lambda: small_deep_convnet(np.float64), lambda: None])
+def test_conv_nets_summary_evaluate_and_classes(make, rng):
+    """Keras' conveniences on the conv nets too; evaluate's loss has dropout off."""
+    from ferrograd.nets import SimpleConvNet
+
+    conv = {"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1}
+    net = make() or SimpleConvNet((1, 8, 8), conv, hidden_size=5, output_size=3, seed=0)
+    lines: list[str] = []
+    net.summary(print_fn=lines.append)
+    table = lines[0].splitlines()
+    assert table[0] == repr(net)
+    assert table[-1] == f"Total params: {sum(v.size for v in net.params.values()):,}"
+    assert sum(int(row.split()[-1].replace(",", "")) for row in table[4:-2]) == sum(
+        v.size for v in net.params.values()
+    )
+    assert "(None, 3)" in table[-3]  # the scores' shape
+    x = rng.standard_normal((4, *net.input_dim))
+    t = np.array([0, 1, 2, 1])
+    loss, acc = net.evaluate(x, t)
+    scores = net.predict(x, train_flg=False)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert loss == pytest.approx(-np.mean(np.log(probs[np.arange(4), t] + 1e-7)), rel=1e-12)
+    np.testing.assert_array_equal(net.predict_classes(x), scores.argmax(axis=1))
+    assert acc == np.mean(scores.argmax(axis=1) == t)

@@ -160,6 +160,10 @@ class ModelMixin:
         lines.append(f"Total params: {total:,}")
         (print_fn or print)("\n".join(lines))
 
+    def _evaluation_loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """The mean loss ``evaluate`` reports: the net's ``loss`` (inference mode)."""
+        return float(self.loss(x, t))  # type: ignore[attr-defined]
+
     def predict_classes(self, x: ArrayLike) -> NDArray[np.int64]:
         """The arg-max class of each sample.
 
@@ -213,7 +217,7 @@ class ModelMixin:
         for start in range(0, n, _EVAL_CHUNK):
             xs, ts = x_arr[start : start + _EVAL_CHUNK], t_arr[start : start + _EVAL_CHUNK]
             rows = xs.shape[0]
-            loss += float(self.loss(xs, ts)) * rows  # type: ignore[attr-defined]
+            loss += self._evaluation_loss(xs, ts) * rows
             scores = self.predict(xs)  # type: ignore[attr-defined]
             correct += accuracy(f"{type(self).__name__}.evaluate", scores, ts) * rows
         return loss / n, correct / n

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 from ferrograd.functions import as_float_array
 from ferrograd.gradient import numerical_gradient as _numerical_gradient
 from ferrograd.layers import Affine, Convolution, Dropout, SoftmaxWithLoss, as_targets
-from ferrograd.nets._common import same_dropout_masks
+from ferrograd.nets._common import ModelMixin, same_dropout_masks
 
 __all__ = ["LayeredNet", "conv_args"]
 
@@ -46,7 +46,7 @@ def conv_args(
     return out
 
 
-class LayeredNet:
+class LayeredNet(ModelMixin):
     """A network run as its ``layers`` in order, then ``last_layer``.
 
     Subclasses set ``params``, ``layers`` (a list or an ordered dict of layer objects),
@@ -57,6 +57,32 @@ class LayeredNet:
     input_dim: tuple[int, int, int]
     dtype: np.dtype
     last_layer: SoftmaxWithLoss
+
+    def _summary_rows(self) -> list[tuple[str, str, int]]:
+        """(layer name, output shape, parameter count) in order, from one zero image."""
+        layers = self.layers  # type: ignore[attr-defined]
+        named = (
+            list(layers.items())
+            if isinstance(layers, Mapping)
+            else [(f"{type(la).__name__}{i}", la) for i, la in enumerate(layers, start=1)]
+        )
+        out: NDArray[Any] = np.zeros((1, *self.input_dim), dtype=self.dtype)
+        rows: list[tuple[str, str, int]] = []
+        for name, layer in named:
+            out = layer.forward(out, False) if isinstance(layer, Dropout) else layer.forward(out)
+            count = 0
+            if isinstance(layer, (Affine, Convolution)):
+                count = int(layer.W.size + layer.b.size)
+            shape = ", ".join(str(d) for d in out.shape[1:])
+            rows.append((f"{name} ({type(layer).__name__})", f"(None, {shape})", count))
+        rows.append(("softmax (SoftmaxWithLoss)", f"(None, {out.shape[-1]})", 0))
+        return rows
+
+    def _evaluation_loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """The mean loss with dropout off (``loss`` keeps the book's training mode)."""
+        y = self.predict(x, train_flg=False)
+        t2 = as_targets(f"{type(self).__name__}.evaluate", t, y.shape[0], y.shape[1], self.dtype)
+        return float(self.last_layer.forward(y, t2))
 
     def _layer_list(self) -> list[Any]:
         layers = self.layers  # type: ignore[attr-defined]
