@@ -94,6 +94,27 @@ def test_pooling_forward_backward_equal_reference(case, dtype):
     close(layer.backward(dout), ref.pool_backward(dout, rarg, x.shape, ph, pw, s, p), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("shape", "pad"), [((3, 4, 24, 24), 0), ((2, 3, 9, 7), 0), ((2, 2, 5, 6), 1)]
+)
+def test_pooling_2x2_stride_2_equals_reference(shape, pad, dtype):
+    # The book's pooling (its own code path): ReLU'd small integers make many ties and
+    # zeros, where the first maximum must win as in np.argmax; odd sizes drop a last row.
+    rng = np.random.default_rng(11)
+    x = np.maximum(rng.integers(-3, 4, shape), 0).astype(dtype)
+    x[0, 0, 0, :4] = [-0.0, 0.0, 0.0, -0.0]
+    layer = Pooling(2, 2, stride=2, pad=pad)
+    out = layer.forward(x)
+    rout, rarg = ref.pool_forward(x, 2, 2, 2, pad)
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(layer._arg, rarg)
+    book_arg = ref.im2col(x, 2, 2, 2, pad).reshape(-1, 4).argmax(axis=1)
+    np.testing.assert_array_equal(layer.arg_max, book_arg)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    close(layer.backward(dout), ref.pool_backward(dout, rarg, x.shape, 2, 2, 2, pad), dtype)
+
+
 def test_pooling_ties_and_padding_follow_numpy():
     # Ties: the first maximum (np.argmax); padding is a 0 entry that can win.
     x = np.full((1, 1, 4, 4), -1.0)

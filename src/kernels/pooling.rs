@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 
+use multiversion::multiversion;
 use ndarray::{Array4, ArrayView4};
 
 use super::conv::{over_batch, Window};
@@ -94,15 +95,18 @@ fn pad_plane<T: Float>(plane: &[T], g: &Window, padded: &mut [T]) {
 }
 
 /// The max and arg-max of each window of a plane (padded, or unpadded when pad = 0),
-/// out and arg (oh·ow) in row order. One output row at a time, window offset by window
-/// offset, without branches on the data (a branch on random data is mispredicted half
-/// the time, which made this loop four to five times slower).
+/// out and arg (oh·ow) in row order. 2×2 windows with stride 2 take
+/// [`pool_plane_2x2`]; other windows, and planes holding a NaN, go one output row at a
+/// time, window offset by window offset.
 fn pool_plane<T: Float>(src: &[T], g: &Window, out: &mut [T], arg: &mut [i64]) {
     let wp = g.w + 2 * g.pad;
     let (fw, s, ow) = (g.fw, g.stride, g.ow);
+    if (g.fh, fw, s) == (2, 2, 2) && !pool_plane_2x2(src, wp, ow, out, arg) {
+        return;
+    }
     // Without NaN (the usual case) max and an arithmetic index update; a plane with NaN
     // takes the comparisons that give np.argmax's answer (the first NaN).
-    let has_nan = src.iter().any(|v| v.is_nan());
+    let has_nan = src.iter().fold(false, |acc, v| acc | v.is_nan());
     let rows = out.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow));
     for (i, (orow, arow)) in rows.enumerate() {
         let top = i * s * wp;
@@ -134,6 +138,53 @@ fn pool_plane<T: Float>(src: &[T], g: &Window, out: &mut [T], arg: &mut [i64]) {
             }
         }
     }
+}
+
+/// 2×2 windows with stride 2 (the book's pooling), every output row in one pass: each
+/// window's four entries are read once, the max by comparisons that compile to SIMD
+/// max and the arg-max as selects on equality with it (the first maximal entry).
+/// Returns whether the plane held a NaN, in which case out and arg are not the
+/// book's answer and the caller must redo the plane.
+fn pool_plane_2x2<T: Float>(
+    src: &[T],
+    wp: usize,
+    ow: usize,
+    out: &mut [T],
+    arg: &mut [i64],
+) -> bool {
+    let mut nan = false;
+    let rows = out.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow));
+    for (i, (orow, arow)) in rows.enumerate() {
+        let top = &src[2 * i * wp..];
+        let (r0, r1) = (&top[..2 * ow], &top[wp..wp + 2 * ow]);
+        nan |= pool_row_2x2(r0, r1, orow, arow);
+    }
+    nan
+}
+
+/// One output row of 2×2, stride-2 pooling over input rows `r0`, `r1` (2·ow long);
+/// returns whether a NaN was seen.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn pool_row_2x2<T: Float>(r0: &[T], r1: &[T], out: &mut [T], arg: &mut [i64]) -> bool {
+    let mut nan = false;
+    let cells = out
+        .iter_mut()
+        .zip(arg.iter_mut())
+        .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)));
+    for ((o, a), (p, q)) in cells {
+        let (v0, v1, v2, v3) = (p[0], p[1], q[0], q[1]);
+        let m01 = if v1 > v0 { v1 } else { v0 };
+        let m23 = if v3 > v2 { v3 } else { v2 };
+        let m = if m23 > m01 { m23 } else { m01 };
+        // The first of the four equal to the max: checked last to first.
+        let k = if v2 == m { 2 } else { 3 };
+        let k = if v1 == m { 1 } else { k };
+        *a = if v0 == m { 0 } else { k };
+        *o = m;
+        // m is NaN only if v0 is; v1..v3 being NaN leaves m a number.
+        nan |= v0.is_nan() | v1.is_nan() | v2.is_nan() | v3.is_nan();
+    }
+    nan
 }
 
 /// The Pooling layer's backward: dx (N, C, H, W) of `x_shape`, zero except that each
