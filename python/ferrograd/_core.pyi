@@ -151,6 +151,42 @@ class SparseRows:
     def nbytes(self) -> int: ...
 
 @final
+class ConvNetTrainer:
+    """Fused training of the book's SimpleConvNet (conv, ReLU, 2x2 max pooling, Affine,
+    ReLU, Affine, softmax): forward, backward and update in one call per run of steps."""
+
+    def __new__(
+        cls,
+        input_dim: tuple[int, int, int],
+        filters: tuple[int, int, int],
+        *,
+        stride: int,
+        pad: int,
+        hidden_size: int,
+        output_size: int,
+        dtype: Literal["float32", "float64"],
+        optimizer: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+        hyperparameters: Mapping[str, float],
+    ) -> ConvNetTrainer: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def state_size(self) -> int: ...
+    def run(
+        self,
+        params: Sequence[NDArray[Any]],
+        state: Sequence[NDArray[Any]],
+        x: NDArray[Any],
+        t: NDArray[Any],
+        batch_indices: NDArray[np.int64],
+        *,
+        iter: int = 0,
+        hyperparameters: Mapping[str, float] | None = None,
+        learning_rates: NDArray[np.float64] | None = None,
+    ) -> NDArray[np.float64]: ...
+
 class FusedTrainer:
     """Fused training of a fully connected net (the two-layer net, MultiLayerNet with
     weight decay): gather, forward, backward and update in one call per run of steps."""

@@ -3,7 +3,8 @@
 ``FusedTrainer(network, optimizer).run_epoch(x, t, batch_index_matrix)`` does, for each
 row of batch indices, the batch gather, forward, backprop and the optimizer update in
 place on ``network.params`` (the same arrays, never rebound), with the GIL released, in
-``_core.FusedTrainer``: the two-layer net and MultiLayerNet alike.
+``_core.FusedTrainer``: the two-layer net and MultiLayerNet alike; the book's
+SimpleConvNet (chapter 7) goes through ``_core.ConvNetTrainer`` the same way.
 The optimizer's state (``v``, ``h``, ``m``, ``iter``) lives in the optimizer object as
 in the book, created on first use, so fused and unfused steps can be mixed freely.
 
@@ -48,13 +49,60 @@ def _keys(params: object) -> tuple[str, ...] | None:
     return keys if set(params) == set(keys) else None
 
 
+_CONV_KEYS = ("W1", "b1", "W2", "b2", "W3", "b3")
+
+
+def _conv_layers(network: Any) -> tuple[int, int] | None:
+    """(stride, pad) of a SimpleConvNet whose layers are the book's, on its params (conv,
+    ReLU, 2×2 max pooling with stride 2, Affine, ReLU, Affine), C-contiguous, writeable,
+    one float dtype; else None."""
+    from ferrograd.layers import Affine, Convolution, Pooling, Relu
+    from ferrograd.nets.simple_convnet import SimpleConvNet
+
+    if type(network) is not SimpleConvNet:  # a subclass may change what a step does
+        return None
+    kinds = {
+        "Conv1": Convolution,
+        "Relu1": Relu,
+        "Pool1": Pooling,
+        "Affine1": Affine,
+        "Relu2": Relu,
+        "Affine2": Affine,
+    }
+    params, layers = network.params, network.layers
+    if _keys(params) != _CONV_KEYS or list(layers) != list(kinds):
+        return None
+    if not all(type(layers[k]) is cls for k, cls in kinds.items()):
+        return None
+    conv, pool = layers["Conv1"], layers["Pool1"]
+    held = [conv.W, conv.b]
+    held += [layers["Affine1"].W, layers["Affine1"].b, layers["Affine2"].W, layers["Affine2"].b]
+    if any(a is not params[k] for a, k in zip(held, _CONV_KEYS, strict=True)):
+        return None
+    if (pool.pool_h, pool.pool_w, pool.stride, pool.pad) != (2, 2, 2, 0):
+        return None
+    arrays = [params[k] for k in _CONV_KEYS]
+    dtype = arrays[0].dtype
+    if dtype not in (np.float32, np.float64):
+        return None
+    ok = all(
+        isinstance(a, np.ndarray)
+        and a.dtype == dtype
+        and a.flags.c_contiguous
+        and a.flags.writeable
+        for a in arrays
+    )
+    return (conv.stride, conv.pad) if ok else None
+
+
 def supports(network: Any, optimizer: object) -> bool:
     """True when the fused step computes what ``gradient`` + ``optimizer.update`` would.
 
     That is: a fully connected net (``params`` W1, b1, …, WL, bL, C-contiguous, writeable,
     one float dtype, shapes chained; ``activation`` 'sigmoid' or 'relu'; no dropout or
     batch norm, so TwoLayerNet and MultiLayerNet with or without weight decay qualify) and
-    an optimizer of ``ferrograd.optimizers`` (not a subclass).
+    an optimizer of ``ferrograd.optimizers`` (not a subclass); or the book's SimpleConvNet
+    (its layers as built, on its params) with such an optimizer.
 
     Parameters
     ----------
@@ -68,6 +116,8 @@ def supports(network: Any, optimizer: object) -> bool:
     bool
         Whether :class:`FusedTrainer` accepts the pair.
     """
+    if _rule(optimizer) is not None and _conv_layers(network) is not None:
+        return True
     params = getattr(network, "params", None)
     keys = _keys(params)
     if keys is None or _rule(optimizer) is None:
@@ -118,7 +168,7 @@ class FusedTrainer:
             raise ValueError(
                 "FusedTrainer: needs a fully connected net (params W1 b1 W2 b2 ... of one "
                 "float dtype, C-contiguous; activation 'sigmoid' or 'relu'; no dropout or "
-                "batch norm) and an optimizer from "
+                "batch norm) or the book's SimpleConvNet, and an optimizer from "
                 f"ferrograd.optimizers, got {type(network).__name__} and "
                 f"{type(optimizer).__name__}"
             )
@@ -127,6 +177,29 @@ class FusedTrainer:
         self.network = network
         self.optimizer = optimizer
         self._state_names = type(optimizer).state_names
+        # id(x) -> (x, x as the kernels read it): the training matrix and one other (the
+        # last one evaluated). Holding x keeps its id from being reused.
+        self._train_rows: tuple[object, Any] | None = None
+        self._other_rows: tuple[object, Any] | None = None
+        conv = _conv_layers(network)
+        self._conv = conv is not None
+        if conv is not None:
+            self._keys = _CONV_KEYS
+            w1 = network.params["W1"]
+            self.dtype = w1.dtype
+            fn, _, fh, fw = w1.shape
+            self._core: Any = _core.ConvNetTrainer(
+                network.input_dim,
+                (fn, fh, fw),
+                stride=conv[0],
+                pad=conv[1],
+                hidden_size=network.params["W3"].shape[0],
+                output_size=network.params["W3"].shape[1],
+                dtype=str(self.dtype),
+                optimizer=rule,
+                hyperparameters=optimizer.hyperparameters(),
+            )
+            return
         keys = _keys(network.params)
         assert keys is not None
         self._keys = keys
@@ -135,10 +208,6 @@ class FusedTrainer:
         self.dtype = w1.dtype
         self.activation: str = network.activation
         self.input_size: int = w1.shape[0]
-        # id(x) -> (x, its compressed rows): the training matrix and one other (the
-        # last one evaluated). Holding x keeps its id from being reused.
-        self._train_rows: tuple[object, _core.SparseRows] | None = None
-        self._other_rows: tuple[object, _core.SparseRows] | None = None
         self._core = _core.FusedTrainer(
             [w1.shape[0], *(w.shape[1] for w in weights)],
             activation=self.activation,
@@ -166,7 +235,10 @@ class FusedTrainer:
         return as_targets("FusedTrainer", t, n, k, self.dtype)
 
     def _rows(self, x: ArrayLike, train: bool) -> _core.SparseRows | NDArray[Any]:
-        """x as the kernels read it: its compressed rows, made once per array object."""
+        """x as the kernels read it (its compressed rows; images of the working dtype,
+        C-contiguous, for the convolutional net), made once per array object."""
+        if self._conv:
+            return self._images(x, train)
         if not isinstance(x, np.ndarray):
             return np.ascontiguousarray(x, dtype=self.dtype)  # the kernel names the problem
         flat = x
@@ -183,6 +255,20 @@ class FusedTrainer:
         else:
             self._other_rows = (x, rows)
         return rows
+
+    def _images(self, x: ArrayLike, train: bool) -> NDArray[Any]:
+        """x as C-contiguous images of the working dtype, converted once per array."""
+        if not isinstance(x, np.ndarray):
+            return np.ascontiguousarray(x, dtype=self.dtype)  # the kernel names the problem
+        for cached in (self._train_rows, self._other_rows):
+            if cached is not None and cached[0] is x:
+                return cast(NDArray[Any], cached[1])
+        images = np.ascontiguousarray(x, dtype=self.dtype)
+        if train:
+            self._train_rows = (x, images)
+        else:
+            self._other_rows = (x, images)
+        return images
 
     def run_epoch(
         self,
@@ -201,9 +287,10 @@ class FusedTrainer:
 
         Parameters
         ----------
-        x_train : array_like, shape (N, D) (or (N, 1, 28, 28) images)
-            Training inputs; compressed once per array object and reused (change x in place
-            only between trainers).
+        x_train : array_like, shape (N, D) (or (N, C, H, W) images)
+            Training inputs; compressed (for the convolutional net: converted to the working
+            dtype) once per array object and reused (change x in place only between
+            trainers).
         t_train : array_like
             Labels (N,) or one-hot rows (N, K).
         batch_index_matrix : array_like of int, shape (iters, batch)
@@ -252,11 +339,12 @@ class FusedTrainer:
         return losses
 
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
-        """Fraction of rows of x whose arg-max prediction equals t, in one native call.
+        """Fraction of rows of x whose arg-max prediction equals t, in one native call
+        (for the convolutional net, its layers' batched forward pass).
 
         Parameters
         ----------
-        x : array_like, shape (N, D)
+        x : array_like, shape (N, D) (or (N, C, H, W) images)
             Inputs.
         t : array_like
             Labels (N,) or one-hot rows (N, K).
@@ -266,6 +354,8 @@ class FusedTrainer:
         float
             In [0, 1].
         """
+        if self._conv:
+            return float(self.network.accuracy(x, t))
         p = self.network.params
         return _core.accuracy(
             [p[k] for k in self._keys],

@@ -39,7 +39,7 @@ pub struct FusedTrainer {
 
 /// Borrows a sequence of `want` arrays of dtype T mutably; `layout` says what they are
 /// and `name(i)` names array i in errors.
-fn borrow_list<'py, T: Float + Element>(
+pub(super) fn borrow_list<'py, T: Float + Element>(
     op: &str,
     what: &str,
     seq: &Bound<'py, PyAny>,

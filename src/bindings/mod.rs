@@ -8,6 +8,7 @@
 mod activation;
 mod conv;
 mod convert;
+mod convnet;
 mod fused;
 mod loss;
 mod matmul;
@@ -34,6 +35,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::conv::{col2im, conv_backward, conv_forward, im2col};
+    #[pymodule_export]
+    use super::convnet::ConvNetTrainer;
     #[pymodule_export]
     use super::fused::FusedTrainer;
     #[pymodule_export]

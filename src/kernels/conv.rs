@@ -120,15 +120,15 @@ fn valid(len: usize, out: usize, stride: usize, pad: usize, k: usize) -> Range<u
 /// Where one image's columns sit in a matrix of columns: rows (c, ky, kx) of length
 /// `ld`, this image's oh·ow columns from `at` on.
 #[derive(Clone, Copy)]
-struct ColumnsAt {
-    ld: usize,
-    at: usize,
+pub(crate) struct ColumnsAt {
+    pub ld: usize,
+    pub at: usize,
 }
 
 /// The columns of one C-contiguous image `img` (C, H, W) for its convolution: row
 /// (c, ky, kx), column (i, j) = x[c, i·stride + ky − pad, j·stride + kx − pad], 0 in the
 /// padding (the transpose of the image's rows of [`im2col`]).
-fn image_columns<T: Float>(img: &[T], g: &Window, cols: &mut [T], pos: ColumnsAt) {
+pub(crate) fn image_columns<T: Float>(img: &[T], g: &Window, cols: &mut [T], pos: ColumnsAt) {
     let (ow, s, pad, hw) = (g.ow, g.stride, g.pad, g.h * g.w);
     let mut row = 0;
     for c in 0..g.c {
@@ -327,7 +327,7 @@ fn conv_window<T>(
 const COLS_PER_PRODUCT: usize = 1 << 17;
 
 /// Images whose columns go into one product.
-fn images_per_product(g: &Window) -> usize {
+pub(crate) fn images_per_product(g: &Window) -> usize {
     (COLS_PER_PRODUCT / g.patch().saturating_mul(g.positions()).max(1)).max(1)
 }
 
@@ -597,7 +597,7 @@ fn row_sums_into<T: Float>(d: ArrayView2<'_, T>, db: &mut Array1<T>) {
 
 /// Σ v, eight interleaved partial sums so the adds vectorise.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn sum_slice<T: Float>(v: &[T]) -> T {
+pub(crate) fn sum_slice<T: Float>(v: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {

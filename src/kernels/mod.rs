@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod aligned;
 pub mod conv;
+pub mod convnet;
 pub mod fused;
 pub mod input_layer;
 pub mod loss;

@@ -98,7 +98,7 @@ fn pad_plane<T: Float>(plane: &[T], g: &Window, padded: &mut [T]) {
 /// out and arg (oh·ow) in row order. 2×2 windows with stride 2 take
 /// [`pool_plane_2x2`]; other windows, and planes holding a NaN, go one output row at a
 /// time, window offset by window offset.
-fn pool_plane<T: Float>(src: &[T], g: &Window, out: &mut [T], arg: &mut [i64]) {
+pub(crate) fn pool_plane<T: Float>(src: &[T], g: &Window, out: &mut [T], arg: &mut [i64]) {
     let wp = g.w + 2 * g.pad;
     let (fw, s, ow) = (g.fw, g.stride, g.ow);
     if (g.fh, fw, s) == (2, 2, 2) && !pool_plane_2x2(src, wp, ow, out, arg) {

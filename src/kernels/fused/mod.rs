@@ -10,4 +10,5 @@
 mod shard;
 mod trainer;
 
+pub(crate) use trainer::{check_batches, check_learning_rates};
 pub use trainer::{FusedTrainer, LayerMut};

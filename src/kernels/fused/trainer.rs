@@ -584,7 +584,7 @@ impl<T: Float> FusedTrainer<T> {
 }
 
 /// Errors unless there is one learning rate per step, each positive and finite.
-fn check_learning_rates(op: &'static str, lrs: &[f64], steps: usize) -> Result<()> {
+pub(crate) fn check_learning_rates(op: &'static str, lrs: &[f64], steps: usize) -> Result<()> {
     if lrs.len() != steps {
         return Err(KernelError::shape(
             op,
@@ -608,7 +608,11 @@ fn check_learning_rates(op: &'static str, lrs: &[f64], steps: usize) -> Result<(
 
 /// Errors unless `batches` (iters, batch) holds at least one column and only row
 /// indices in [0, rows).
-fn check_batches(op: &'static str, batches: ArrayView2<'_, i64>, rows: usize) -> Result<()> {
+pub(crate) fn check_batches(
+    op: &'static str,
+    batches: ArrayView2<'_, i64>,
+    rows: usize,
+) -> Result<()> {
     if batches.ncols() == 0 {
         return Err(KernelError::shape(
             op,
