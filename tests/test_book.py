@@ -13,7 +13,13 @@ import pytest
 from ferrograd import book, util
 from ferrograd.cli import main as cli_main
 from ferrograd.layers import Dropout
-from ferrograd.nets import MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
+from ferrograd.nets import (
+    DeepConvNet,
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    SimpleConvNet,
+    TwoLayerNet,
+)
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum
 from ferrograd.trainer import Trainer
 
@@ -312,6 +318,24 @@ def test_runner_chapter8_deep_convnet(scripts, capsys):
     assert 0.0 <= float(lines[2].split()[-1]) <= 1.0
 
 
+def test_runner_chapter8_params_file_npz_or_a_clear_refusal(scripts, capsys):
+    """ch08's scripts load the book's trained pickle: refused with the command that makes
+    the npz; with an npz in its place (what train_deepnet.py's save_params writes) the
+    book's half-float check runs, float16-rounded weights kept in the float64 arrays."""
+    import pickle
+
+    params = scripts / "ch08" / "deep_convnet_params.pkl"
+    params.write_bytes(pickle.dumps({"W1": np.zeros(3)}))
+    with pytest.raises(ValueError, match=r"never loads pickles .* `ferrograd book run ch08/train"):
+        _run(scripts, capsys, "ch08/half_float_small.py")
+    DeepConvNet(seed=0).save_params(params)
+    lines = _run(scripts, capsys, "ch08/half_float_small.py").splitlines()
+    acc64, acc16 = (float(line.split()[-1]) for line in lines[:2])
+    assert 0.0 <= acc64 <= 1.0 and abs(acc16 - acc64) <= 0.02  # the book: about equal
+    dtype, distinct = lines[2].split()[1:]
+    assert dtype == "float64" and int(distinct) > 100
+
+
 def test_runner_without_a_book_says_where_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FERROGRAD_BOOK", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -334,6 +358,7 @@ def test_book_list_and_env(scripts, monkeypatch, capsys):
         "ch06/optimizers_small.py",
         "ch07/convnet_small.py",
         "ch08/deepnet_small.py",
+        "ch08/half_float_small.py",
     ]
 
 

@@ -122,3 +122,65 @@ def test_plot_functions_return_figures_without_a_path():
     assert isinstance(fig, Figure)
     np.testing.assert_allclose(fig.axes[0].get_lines()[1].get_ydata(), [0.4, 0.7])
     assert isinstance(plot.plot_history(hist), Figure)
+
+
+def _panels(fig):
+    """The image panels of a figure, in drawing order."""
+    return [ax for ax in fig.axes if ax.get_images()]
+
+
+def test_conv_filters_before_and_after_training():
+    from ferrograd.nets import SimpleConvNet
+
+    fig = figures.conv_filters(epochs=1, dataset="sample", train_size=300, seed=0)
+    shown = np.array([ax.get_images()[0].get_array() for ax in _panels(fig)])
+    assert shown.shape == (60, 5, 5)  # the 30 filters twice
+    initial = SimpleConvNet(seed=0, dtype=np.float32).params["W1"][:, 0]
+    np.testing.assert_array_equal(shown[:30], initial)
+    moved = np.abs(shown[30:] - initial).max(axis=(1, 2))
+    assert np.all(moved > 1e-4)  # three Adam steps of lr 0.001 move every filter
+    titles = [sub._suptitle.get_text() for sub in fig.subfigs]
+    assert titles == ["random initial weights", "after 1 epoch of training"]
+
+
+def test_conv_filters_and_misclassified_from_a_params_file(tmp_path):
+    from ferrograd.datasets import load_mnist
+    from ferrograd.nets import SimpleConvNet
+
+    net = SimpleConvNet(seed=7, weight_init_std=0.1)
+    path = tmp_path / "params.npz"
+    net.save_params(path)
+    fig = figures.conv_filters(params=path)
+    shown = np.array([ax.get_images()[0].get_array() for ax in _panels(fig)[30:]])
+    np.testing.assert_array_equal(shown, net.params["W1"][:, 0])
+    assert fig.subfigs[1]._suptitle.get_text() == f"trained ({path})"
+
+    fig = figures.convnet_misclassified(params=path, dataset="sample", max_images=8)
+    _, (xt, tt) = load_mnist(dataset="sample", flatten=False)
+    pred = np.argmax(net.predict(xt), axis=1)
+    wrong = np.flatnonzero(pred != tt)
+    assert fig._suptitle.get_text() == f"misclassified: {len(wrong)} of {len(tt)}"
+    titles = [ax.get_title() for ax in _panels(fig)]
+    assert titles == [f"{tt[i]}→{pred[i]}" for i in wrong[:8]]
+    with pytest.raises(ValueError, match="net must be 'simple' or 'deep'"):
+        figures.convnet_misclassified(net="resnet", params=path)
+
+
+def test_deep_convnet_misclassified_from_a_params_file(tmp_path):
+    from ferrograd.nets import DeepConvNet
+
+    path = tmp_path / "deep.npz"
+    DeepConvNet(seed=1).save_params(path)
+    fig = figures.convnet_misclassified(net="deep", params=path, dataset="sample")
+    titles = [ax.get_title() for ax in _panels(fig)]
+    assert len(titles) == 20  # an untrained net gets far more than 20 wrong
+    assert all(a != b for a, b in (t.split("→") for t in titles))
+
+
+def test_conv_figures_from_the_command_line(tmp_path):
+    out = tmp_path / "new" / "figs"
+    argv = ["figures", "conv_filters", "convnet_misclassified", "--quick", "--dataset", "sample"]
+    assert cli_main([*argv, "--out", str(out)]) == 0
+    for name in ("conv_filters", "convnet_misclassified"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -11,6 +11,7 @@ names to the functions.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from ferrograd.datasets import load_mnist
 from ferrograd.functions import relu, sigmoid, step_function
 from ferrograd.gradient import gradient_descent, numerical_diff, numerical_gradient_2d
-from ferrograd.nets import MultiLayerNet, TwoLayerNet
+from ferrograd.nets import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
 from ferrograd.optimizers import SGD, AdaGrad, Adam, Momentum
 from ferrograd.plot import new_figure, plot_history, plot_misclassified
 from ferrograd.trainer import Trainer
@@ -31,6 +32,8 @@ __all__ = [
     "FIGURES",
     "activation_functions",
     "batch_norm_comparison",
+    "conv_filters",
+    "convnet_misclassified",
     "gradient_descent_path",
     "gradient_field",
     "hyperparameter_search",
@@ -276,6 +279,91 @@ def misclassified_digits(
         net, x, t, xt, tt, epochs=epochs, optimizer=SGD(lr=0.1), seed=seed, verbose=False
     ).train()
     return plot_misclassified(net, xt, tt, max_images=max_images)
+
+
+# --------------------------------------------------------------------------- chapters 7, 8
+
+
+def _train_convnet(
+    net: Any, epochs: int, dataset: str, seed: int | None, train_size: int | None
+) -> None:
+    """``train_convnet.py``'s run: Adam lr 0.001, batch 100, ``epochs`` epochs (for
+    SimpleConvNet the fused native step), on (N, 1, 28, 28) images."""
+    x, t, xt, tt = _mnist(dataset, train_size)
+    images = (x.reshape(-1, 1, 28, 28), xt.reshape(-1, 1, 28, 28))
+    Trainer(
+        net, images[0], t, images[1], tt, epochs=epochs, optimizer=Adam(lr=0.001),
+        evaluate_sample_num_per_epoch=1000, seed=seed, verbose=False,
+    ).train()  # fmt: skip
+
+
+def conv_filters(
+    epochs: int = 1,
+    dataset: str = "mnist",
+    *,
+    seed: int | None = 0,
+    train_size: int | None = None,
+    params: str | os.PathLike[str] | None = None,
+) -> Any:
+    """The chapter 7 SimpleConvNet's first-layer filters before and after training (figure 7-24).
+
+    The 30 5×5 filters of W1 as the book's ``visualize_filter.py`` draws them (gray,
+    darker = larger): random at first, edge and blob detectors after ``epochs`` epochs
+    of ``train_convnet.py``'s training (Adam lr 0.001, batch 100, float32), or, with
+    ``params``, the weights of a file written by ``save_params`` (float64, the book's
+    dtype) instead of training.
+    """
+    dtype = np.float32 if params is None else np.float64
+    net = SimpleConvNet(seed=seed, dtype=dtype)
+    before = net.params["W1"].copy()
+    if params is None:
+        _train_convnet(net, epochs, dataset, seed, train_size)
+        after_title = f"after {epochs} epoch{'s' if epochs != 1 else ''} of training"
+    else:
+        net.load_params(params)
+        after_title = f"trained ({os.fspath(params)})"
+    fig = new_figure((8, 5.6))
+    halves = fig.subfigures(2, 1)
+    for half, w, title in ((halves[0], before, "random initial weights"), (halves[1], net.params["W1"], after_title)):  # fmt: skip
+        columns = 10
+        axes = half.subplots(-(-w.shape[0] // columns), columns, squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, f in zip(axes.ravel(), w, strict=False):
+            ax.imshow(f[0], cmap="gray_r", interpolation="nearest")
+        half.suptitle(title, fontsize=10)
+    return fig
+
+
+def convnet_misclassified(
+    epochs: int = 1,
+    dataset: str = "mnist",
+    *,
+    seed: int | None = 0,
+    train_size: int | None = None,
+    net: str = "simple",
+    params: str | os.PathLike[str] | None = None,
+    max_images: int = 20,
+) -> Any:
+    """Test digits a convolutional net gets wrong, as ``ch08/misclassified_mnist.py`` shows them.
+
+    ``net`` "simple" (SimpleConvNet, ch. 7) or "deep" (DeepConvNet, ch. 8, as the book's
+    script; no fused step, so training it takes far longer), trained ``epochs`` epochs
+    as ``train_convnet.py``, or loaded from ``params`` (an npz written by
+    ``save_params``, e.g. by ``ferrograd train --net deep-conv --save FILE``). The first
+    ``max_images`` mistakes (the book shows 20), titled "label→prediction".
+    """
+    if net not in ("simple", "deep"):
+        raise ValueError(f"convnet_misclassified: net must be 'simple' or 'deep', got {net!r}")
+    dtype = np.float32 if params is None else np.float64
+    model: Any = SimpleConvNet(seed=seed, dtype=dtype) if net == "simple" else DeepConvNet(seed=seed, dtype=dtype)  # fmt: skip
+    if params is None:
+        _train_convnet(model, epochs, dataset, seed, train_size)
+    else:
+        model.load_params(params)
+    _, _, xt, tt = _mnist(dataset)
+    fig = plot_misclassified(model, xt.reshape(-1, 1, 28, 28), tt, max_images=max_images)
+    return fig
 
 
 # --------------------------------------------------------------------------- chapter 6
@@ -654,6 +742,8 @@ FIGURES: dict[str, Callable[..., Any]] = {
     "batch_norm_comparison": batch_norm_comparison,
     "overfitting": overfitting,
     "hyperparameter_search": hyperparameter_search,
+    "conv_filters": conv_filters,
+    "convnet_misclassified": convnet_misclassified,
 }
 """Figure name → function (``ferrograd figures NAME``)."""
 
@@ -666,6 +756,8 @@ _QUICK: dict[str, dict[str, Any]] = {
     "batch_norm_comparison": {"n_scales": 4, "epochs": 5, "train_size": 300},
     "overfitting": {"epochs": 30},
     "hyperparameter_search": {"trials": 10, "epochs": 5},
+    "conv_filters": {"epochs": 1, "train_size": 5000},
+    "convnet_misclassified": {"epochs": 1, "train_size": 5000},
 }
 _USES_MNIST = set(_QUICK)
 

@@ -257,10 +257,11 @@ def plot_misclassified(
     x_arr = np.asarray(x)
     labels = np.asarray(t)
     labels = np.argmax(labels, axis=1) if labels.ndim == 2 else labels
+    # 1000 images per predict: a conv net's activations of 10,000 would take gigabytes
     pred = np.concatenate(
         [
-            np.argmax(network.predict(x_arr[i : i + 10_000]), axis=1)
-            for i in range(0, len(x_arr), 10_000)
+            np.argmax(network.predict(x_arr[i : i + 1000]), axis=1)
+            for i in range(0, len(x_arr), 1000)
         ]
     )
     wrong = np.flatnonzero(pred != labels)[:max_images]

@@ -55,6 +55,7 @@ class LayeredNet(ModelMixin):
 
     params: dict[str, FloatArray]
     input_dim: tuple[int, int, int]
+    _book_trainer: str = "ch07/train_convnet.py"  # the book's script that trains and saves it
     dtype: np.dtype
     last_layer: SoftmaxWithLoss
 
@@ -315,8 +316,13 @@ class LayeredNet(ModelMixin):
         with open(file_name, "rb") as fh:
             start = fh.read(1)
         if start == _PICKLE_START:
+            name = type(self).__name__
             raise ValueError(
-                f"{type(self).__name__}.load_params: {os.fspath(file_name)} is a pickle (the "
-                f"book's format); ferrograd reads only npz files written by save_params"
+                f"{name}.load_params: {os.fspath(file_name)} is a pickle (the book's trained "
+                f"parameters), and ferrograd never loads pickles (they can run any code). "
+                f"Train the net with ferrograd first: `ferrograd book run {self._book_trainer}`"
+                f" saves its parameters under the book's name in ferrograd's npz format (or "
+                f'call save_params("{os.fspath(file_name)}") on a trained {self.dtype} '
+                f"{name}), then run this again"
             )
         load_params(self, file_name)

@@ -66,6 +66,8 @@ class DeepConvNet(LayeredNet):
         ``conv_param_i`` lacks a key or holds a bad value, or a size is not a positive int.
     """
 
+    _book_trainer = "ch08/train_deepnet.py"
+
     def __init__(
         self,
         input_dim: tuple[int, int, int] = (1, 28, 28),
