@@ -1,6 +1,7 @@
 """One training step of the book's SimpleConvNet (ch. 7): ferrograd against NumPy and PyTorch.
 
-    python benches/conv_numpy.py [--steps 30] [--repeat 5] [--only numpy,fg32,fg64,torch]
+    python benches/conv_numpy.py [--steps 30] [--repeat 5] [--only numpy,fg32,fg64,fused32,fused64,torch]
+    python benches/conv_numpy.py --layers [--dtype float32]   # where a layer-path step goes
 
 conv 30×5×5 → ReLU → 2×2 max pool → Affine 100 → ReLU → Affine 10 → softmax
 cross-entropy, batch 100, Adam lr 0.001, on real MNIST (FERROGRAD_DATA or the cache).
@@ -9,9 +10,12 @@ Contenders:
 - ``numpy``: the book's formulas written out here in NumPy (im2col, one product, col2im;
   pooling through im2col and argmax; Adam in place), float64 as the book runs;
 - ``fg32`` / ``fg64``: ``ferrograd.nets.SimpleConvNet`` (``loss_and_gradient``) and
-  ``ferrograd.optimizers.Adam``, the step ``Trainer`` takes;
-- ``torch``: the same net in PyTorch (float32, ``torch.set_num_threads`` = the cores),
-  skipped when torch is not installed.
+  ``ferrograd.optimizers.Adam``, layer by layer (the book's loop);
+- ``fused32`` / ``fused64``: the same net and optimizer through ``ferrograd.fused`` (one
+  native call per run of steps), the step ``Trainer`` takes;
+- ``torch``: the same net in PyTorch (float32, ``torch.set_num_threads`` = the cores or
+  ``--torch-threads``; on a loaded 2-core VM one thread is several times faster than
+  two), skipped when torch is not installed.
 
 Each repeat runs ``--steps`` steps per contender, contenders taking turns (A B A B ...);
 prints ms per step (median and best) and the epoch (600 steps) it implies, with ratios.
@@ -120,7 +124,9 @@ class NumpyAdam:
 # ---- contenders -----------------------------------------------------------------------
 
 
-def contenders(only: set[str], x, t) -> dict[str, Callable[[np.ndarray], float]]:
+def contenders(
+    only: set[str], x, t, torch_threads: int | None = None
+) -> dict[str, Callable[[np.ndarray], float]]:
     import ferrograd as fg
     from ferrograd.nets import SimpleConvNet
 
@@ -129,8 +135,9 @@ def contenders(only: set[str], x, t) -> dict[str, Callable[[np.ndarray], float]]
         net, opt, x64 = NumpyConvNet(np.random.default_rng(0)), NumpyAdam(), x.astype(np.float64)
 
         def numpy_step(idx, net=net, opt=opt, x64=x64):
-            loss, g = net.loss_and_gradient(x64[idx], t[idx])
-            opt.update(net.p, g)
+            for rows in idx:
+                loss, g = net.loss_and_gradient(x64[rows], t[rows])
+                opt.update(net.p, g)
             return loss
 
         steps["numpy f64 (book)"] = numpy_step
@@ -139,18 +146,30 @@ def contenders(only: set[str], x, t) -> dict[str, Callable[[np.ndarray], float]]
             net, opt, xd = SimpleConvNet(seed=0, dtype=dtype), fg.Adam(lr=0.001), x.astype(dtype)
 
             def fg_step(idx, net=net, opt=opt, xd=xd):
-                loss, g = net.loss_and_gradient(xd[idx], t[idx])
-                opt.update(net.params, g)
+                for rows in idx:
+                    loss, g = net.loss_and_gradient(xd[rows], t[rows])
+                    opt.update(net.params, g)
                 return loss
 
-            steps[f"ferrograd {np.dtype(dtype).name}"] = fg_step
+            steps[f"ferrograd {np.dtype(dtype).name} layers"] = fg_step
+    for name, dtype in (("fused32", np.float32), ("fused64", np.float64)):
+        if name in only:
+            from ferrograd.fused import FusedTrainer
+
+            net, opt, xd = SimpleConvNet(seed=0, dtype=dtype), fg.Adam(lr=0.001), x.astype(dtype)
+            trainer = FusedTrainer(net, opt)
+
+            def fused_steps(idx, trainer=trainer, xd=xd):
+                return trainer.run_epoch(xd, t, idx)[-1]
+
+            steps[f"ferrograd {np.dtype(dtype).name} fused"] = fused_steps
     if "torch" in only:
         try:
             import torch
         except ImportError:
             print("torch is not installed: skipped")
         else:
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(torch_threads or os.cpu_count() or 1)
             torch.manual_seed(0)
             model = torch.nn.Sequential(
                 torch.nn.Conv2d(1, 30, 5),
@@ -166,14 +185,16 @@ def contenders(only: set[str], x, t) -> dict[str, Callable[[np.ndarray], float]]
             lossf = torch.nn.CrossEntropyLoss()
 
             def torch_step(idx):
-                i = torch.from_numpy(idx)
-                opt_t.zero_grad()
-                loss = lossf(model(xt[i]), tt[i])
-                loss.backward()
-                opt_t.step()
+                for rows in idx:
+                    i = torch.from_numpy(rows)
+                    opt_t.zero_grad()
+                    loss = lossf(model(xt[i]), tt[i])
+                    loss.backward()
+                    opt_t.step()
                 return float(loss.detach())
 
-            steps[f"torch {torch.__version__} float32"] = torch_step
+            threads = torch.get_num_threads()
+            steps[f"torch {torch.__version__} float32, {threads} thread(s)"] = torch_step
     return steps
 
 
@@ -188,28 +209,78 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def layer_breakdown(x, t, dtype, repeat: int) -> None:
+    """ms per layer (forward, backward) of the layer path at batch 100, median and best."""
+    import ferrograd as fg
+    from ferrograd.layers import as_targets
+    from ferrograd.nets import SimpleConvNet
+
+    net, opt = SimpleConvNet(seed=0, dtype=dtype), fg.Adam(lr=0.001)
+    xd, rng = x.astype(dtype), np.random.default_rng(2)
+    names = list(net.layers)
+    rows = {f"{k} {d}": [] for k in names for d in ("forward", "backward")}
+    rows.update({"softmax-with-loss": [], "Adam update": [], "whole step": []})
+    for it in range(repeat + 20):  # 20 steps first: trained weights, warm caches
+        idx = rng.integers(0, len(x), 100)
+        t0 = time.perf_counter()
+        out, tb = net._images("loss", xd[idx]), t[idx]
+        for k in names:
+            s = time.perf_counter()
+            out = net.layers[k].forward(out)
+            rows[f"{k} forward"].append(time.perf_counter() - s)
+        s = time.perf_counter()
+        net.last_layer.forward(out, as_targets("bench", tb, 100, 10, net.dtype))
+        d = net.last_layer.backward(1)
+        rows["softmax-with-loss"].append(time.perf_counter() - s)
+        for k in reversed(names):
+            s = time.perf_counter()
+            d = net.layers[k].backward(d)
+            rows[f"{k} backward"].append(time.perf_counter() - s)
+        grads = {}
+        for i, layer in enumerate(net._param_layers(), start=1):
+            grads[f"W{i}"], grads[f"b{i}"] = layer.dW, layer.db
+        s = time.perf_counter()
+        opt.update(net.params, grads)
+        rows["Adam update"].append(time.perf_counter() - s)
+        rows["whole step"].append(time.perf_counter() - t0)
+        if it == 19:
+            for v in rows.values():
+                v.clear()
+    print(f"# layer path, {np.dtype(dtype).name}, batch 100, {repeat} steps after 20")
+    print("part | ms median | ms best")
+    for name, v in rows.items():
+        print(f"{name} | {statistics.median(v) * 1e3:.3f} | {min(v) * 1e3:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--only", default="numpy,fg32,fg64,torch")
+    ap.add_argument("--only", default="numpy,fg32,fg64,fused32,fused64,torch")
+    ap.add_argument("--layers", action="store_true", help="per-layer times of the layer path")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument(
+        "--torch-threads", type=int, default=None, help="PyTorch's threads (default: the cores)"
+    )
     args = ap.parse_args()
     import ferrograd as fg
 
     (x, t), _ = fg.load_mnist(flatten=False, dtype=np.float32, download_ok=False)
     t = t.astype(np.int64)
-    steps = contenders(set(args.only.split(",")), x, t)
+    if args.layers:
+        print(f"# {cpu_name()}, {os.cpu_count()} cores; numpy {np.__version__}")
+        layer_breakdown(x, t, np.dtype(args.dtype), max(args.repeat, 30))
+        return
+    steps = contenders(set(args.only.split(",")), x, t, args.torch_threads)
     rng = np.random.default_rng(1)
     for step in steps.values():  # warm-up
-        for _ in range(3):
-            step(rng.integers(0, len(x), 100))
+        step(rng.integers(0, len(x), (3, 100)))
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(args.repeat):
         for name, step in steps.items():
             batches = rng.integers(0, len(x), (args.steps, 100))
             start = time.perf_counter()
-            for idx in batches:
-                step(idx)
+            step(batches)  # one call per run of steps (the fused trainer's unit)
             times[name].append((time.perf_counter() - start) / args.steps * 1e3)
     threads = os.environ.get("FERROGRAD_NUM_THREADS", "all cores")
     print(

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -172,6 +175,39 @@ def test_large_batch_runs_in_parallel_and_matches():
         _core.conv_backward(x, W, dout, 1, 2), ref.conv_backward(x, W, dout, 1, 2), strict=True
     ):
         close(got, want, np.float32)
+
+
+THREADS_SCRIPT = """
+import hashlib, numpy as np
+from ferrograd import _core
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    x = rng.random((100, 3, 28, 28)).astype(dtype)
+    W = rng.standard_normal((30, 3, 5, 5)).astype(dtype)
+    dout = rng.standard_normal((100, 30, 24, 24)).astype(dtype)
+    out = _core.conv_forward(x, W, np.zeros(30, dtype))
+    arrays = [out, *_core.conv_backward(x, W, dout), *_core.pool_forward(out, 2, 2, 2)]
+    print([hashlib.sha256(a.tobytes()).hexdigest() for a in arrays])
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    """dW and db are sums over the batch: each group of images' part is added in image
+    order, whichever thread computed it (a batch above the threshold for two threads)."""
+    outs = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
+        run = subprocess.run(
+            [sys.executable, "-c", THREADS_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        outs.append(run.stdout)
+    assert len(outs[0].splitlines()) == 2
+    assert outs[0] == outs[1]
 
 
 def test_errors_are_python_exceptions():

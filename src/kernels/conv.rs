@@ -336,19 +336,26 @@ const BLOCK_MACS: usize = 1 << 27;
 
 /// Runs `part(images, output)` over a batch of `n` images: blocks of images between
 /// calls to `interrupt` (on the calling thread), each block cut into one part per
-/// thread when its work pays for threads ([`parallel_worth`]). `outputs(block, per)`
-/// hands out the disjoint outputs of a block's parts of `per` images; `collect` takes
-/// each part's result in image order.
+/// thread when its work pays for threads ([`parallel_worth`]). Blocks and parts start at
+/// multiples of `align` images (parts that sum over groups of `align` images then sum
+/// the same groups whatever the thread count). `outputs(block, per)` hands out the
+/// disjoint outputs of a block's parts of `per` images; `collect` takes each part's
+/// result in image order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn over_batch<T, O: Send, R: Send>(
     op: &'static str,
     n: usize,
     macs_per_image: usize,
+    align: usize,
     interrupt: &(dyn Fn() -> bool + Sync),
     mut outputs: impl FnMut(Range<usize>, usize) -> Vec<O>,
     part: impl Fn(Range<usize>, O) -> R + Sync,
     mut collect: impl FnMut(R),
 ) -> Result<()> {
-    let per_block = (BLOCK_MACS / macs_per_image.max(1)).max(1);
+    let align = align.max(1);
+    let per_block = (BLOCK_MACS / macs_per_image.max(1))
+        .max(1)
+        .next_multiple_of(align);
     let mut start = 0;
     while start < n {
         let end = n.min(start + per_block);
@@ -358,7 +365,9 @@ pub(crate) fn over_batch<T, O: Send, R: Send>(
         } else {
             1
         };
-        let per = (end - start).div_ceil(threads.max(1));
+        let per = (end - start)
+            .div_ceil(threads.max(1))
+            .next_multiple_of(align);
         let outs = outputs(start..end, per);
         let run = |(p, o): (usize, O)| {
             let lo = start + p * per;
@@ -475,7 +484,7 @@ pub fn conv_forward<T: Float>(
         Ok(())
     };
     let mut status = Ok(());
-    over_batch::<T, _, _>(OP, g.n, macs, interrupt, outputs, part, |r| {
+    over_batch::<T, _, _>(OP, g.n, macs, per_gemm, interrupt, outputs, part, |r| {
         if status.is_ok() {
             status = r;
         }
@@ -530,16 +539,18 @@ pub fn conv_backward<T: Float>(
         let xs = contiguous(OP, xs.as_slice())?;
         let ds = contiguous(OP, dout.as_slice())?;
         let chw = g.c * g.h * g.w;
+        // dW and db of every group of per_gemm images (groups start at multiples of
+        // per_gemm: over_batch aligns the parts), added up in image order afterwards, so
+        // the sums do not depend on how many threads shared the batch.
         let part = |images: Range<usize>,
                     mut dxo: ndarray::ArrayViewMut4<'_, T>|
-         -> Result<(Array2<T>, Array1<T>)> {
+         -> Result<Vec<(Array2<T>, Array1<T>)>> {
             let dxs = contiguous_mut(OP, dxo.as_slice_mut())?;
             let width = per_gemm.min(images.len()) * p;
             let mut cols = try_zeros2::<T>(OP, g.patch(), width)?;
             let mut dcols = try_zeros2::<T>(OP, g.patch(), width)?;
             let mut d = try_zeros2::<T>(OP, fnum, width)?;
-            let mut dw_part = try_zeros2::<T>(OP, fnum, g.patch())?;
-            let mut db_part = Array1::<T>::zeros(fnum);
+            let mut sums = Vec::with_capacity(images.len().div_ceil(per_gemm));
             for first in images.clone().step_by(per_gemm) {
                 let last = images.end.min(first + per_gemm);
                 let w = (last - first) * p;
@@ -556,7 +567,9 @@ pub fn conv_backward<T: Float>(
                     }
                 }
                 let (cols_b, d_b) = (cols.slice(s![.., ..w]), d.slice(s![.., ..w]));
-                gemm_into(d_b, cols_b.t(), dw_part.view_mut(), true); // dW += d·colsᵀ
+                let mut dw_group = try_zeros2::<T>(OP, fnum, g.patch())?;
+                let mut db_group = Array1::<T>::zeros(fnum);
+                gemm_into(d_b, cols_b.t(), dw_group.view_mut(), false); // d·colsᵀ
                 gemm_into(wf.t(), d_b, dcols.slice_mut(s![.., ..w]), false); // dcols = Wᵀ·d
                 let dcs = contiguous(OP, dcols.as_slice())?;
                 for n in first..last {
@@ -564,22 +577,34 @@ pub fn conv_backward<T: Float>(
                     let pos = ColumnsAt { ld: width, at };
                     add_image_columns(dcs, pos, &g, &mut dxs[k * chw..(k + 1) * chw]);
                 }
-                row_sums_into(d_b, &mut db_part);
+                row_sums_into(d_b, &mut db_group);
+                sums.push((dw_group, db_group));
             }
-            Ok((dw_part, db_part))
+            Ok(sums)
         };
         let mut status = Ok(());
-        over_batch::<T, _, _>(OP, g.n, macs, interrupt, outputs, part, |r| match r {
-            Ok((dwp, dbp)) => {
-                dw.zip_mut_with(&dwp, |a, &v| *a = *a + v);
-                db.zip_mut_with(&dbp, |a, &v| *a = *a + v);
-            }
-            Err(e) => {
-                if status.is_ok() {
-                    status = Err(e);
+        over_batch::<T, _, _>(
+            OP,
+            g.n,
+            macs,
+            per_gemm,
+            interrupt,
+            outputs,
+            part,
+            |r| match r {
+                Ok(sums) => {
+                    for (dwg, dbg) in sums {
+                        dw.zip_mut_with(&dwg, |a, &v| *a = *a + v);
+                        db.zip_mut_with(&dbg, |a, &v| *a = *a + v);
+                    }
                 }
-            }
-        })?;
+                Err(e) => {
+                    if status.is_ok() {
+                        status = Err(e);
+                    }
+                }
+            },
+        )?;
         status?;
     }
     let dw = dw

@@ -80,7 +80,7 @@ pub fn pool_forward<T: Float>(
             }
         }
     };
-    over_batch::<T, _, _>(OP, g.n, work, interrupt, outputs, part, |()| {})?;
+    over_batch::<T, _, _>(OP, g.n, work, 1, interrupt, outputs, part, |()| {})?;
     Ok((out, arg))
 }
 
