@@ -100,6 +100,28 @@ def test_one_hot_targets_and_learning_rates_per_step():
     assert opt2.lr == 1.0  # a schedule within the call leaves the optimizer alone
 
 
+@pytest.mark.parametrize("kind", ["book", "stride"])
+def test_native_loss_equals_the_nets_loss(kind):
+    x, t = data(kind, 120)
+    net = make_net(kind)
+    trainer = fused.FusedTrainer(net, Adam())
+    assert trainer.loss(x, t) == pytest.approx(net.loss(x, t), rel=1e-12)
+    onehot = np.eye(net.output_size)[t[:7]]
+    assert trainer.loss(x[:7], onehot) == pytest.approx(net.loss(x[:7], onehot), rel=1e-12)
+    n32 = make_net(kind, np.float32)
+    assert fused.FusedTrainer(n32, Adam()).loss(x, t) == pytest.approx(n32.loss(x, t), rel=1e-5)
+    core = trainer._core
+    params = [net.params[k] for k in KEYS]
+    with pytest.raises(ValueError, match="params must hold 6 arrays"):
+        core.loss(params[:4], x, t)
+    with pytest.raises(TypeError, match="W2 has dtype float32"):
+        core.loss([*params[:2], params[2].astype(np.float32), *params[3:]], x, t)
+    with pytest.raises(ValueError, match="x holds no images"):
+        core.loss(params, x[:0], t[:0])
+    with pytest.raises(ValueError, match="x has shape"):
+        core.loss(params, np.ascontiguousarray(x[:, :, :-1]), t)
+
+
 def test_trainer_takes_the_fused_step_and_matches_the_python_loop():
     x, t = data("odd", 60)
     runs = []

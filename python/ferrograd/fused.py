@@ -338,6 +338,15 @@ class FusedTrainer:
             self.optimizer.iter = start + len(losses)
         return losses
 
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """``network.loss(x, t)`` at the current parameters; one native forward pass for the
+        convolutional net (the same operations as its layers, which keep their state)."""
+        if not self._conv:
+            return float(self.network.loss(x, t))
+        images = np.ascontiguousarray(x, dtype=self.dtype)
+        params = [self.network.params[k] for k in self._keys]
+        return float(self._core.loss(params, images, self._targets(t, _row_count(images))))
+
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
         """Fraction of rows of x whose arg-max prediction equals t, in one native call
         (for the convolutional net, its layers' batched forward pass).

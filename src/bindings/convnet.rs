@@ -1,13 +1,13 @@
 //! SimpleConvNet's fused training step for Python: `_core.ConvNetTrainer`.
 
-use ndarray::Ix2;
+use ndarray::{ArrayView2, Ix2};
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
-    PyReadwriteArrayDyn, PyUntypedArrayMethods,
+    PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PySequence};
 
 use super::convert::{dims, same_dtype, targets, SignalCheck};
 use super::fused::borrow_list;
@@ -66,6 +66,72 @@ fn slices<'a, T: Float + Element>(
     Ok(sets)
 }
 
+/// x (N, C, H, W) or (N, C·H·W), C-contiguous, as rows of one image each.
+fn image_rows<'a, T: Element>(
+    op: &str,
+    xs: &'a PyReadonlyArrayDyn<'_, T>,
+) -> PyResult<ArrayView2<'a, T>> {
+    let xv = xs.as_array();
+    let shape = xv.shape().to_vec();
+    let n = shape.first().copied().unwrap_or(0);
+    let per_image = shape.iter().skip(1).product::<usize>();
+    if !(shape.len() == 2 || shape.len() == 4) || !xs.is_c_contiguous() {
+        let layout = if xs.is_c_contiguous() {
+            "C-contiguous"
+        } else {
+            "not C-contiguous"
+        };
+        return Err(PyValueError::new_err(format!(
+            "{op}: x must be C-contiguous images (N, C, H, W) or rows (N, C*H*W), got shape \
+             {} ({layout})",
+            fmt_shape(&shape),
+        )));
+    }
+    xv.into_shape_with_order((n, per_image))
+        .map_err(|e| PyValueError::new_err(format!("{op}: x: {e}")))
+}
+
+fn loss_typed<'py, T: Float + Element>(
+    py: Python<'py>,
+    trainer: &mut kernel::ConvNetTrainer<T>,
+    params: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    t: &Bound<'py, PyAny>,
+) -> PyResult<f64> {
+    const OP: &str = "ConvNetTrainer.loss";
+    let xs = same_dtype::<T>(OP, "x", x)?;
+    let ts = targets::<T>(OP, t)?;
+    let seq = params.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err(format!("{OP}: params must be a sequence of numpy arrays"))
+    })?;
+    if seq.len()? != 6 {
+        return Err(PyValueError::new_err(format!(
+            "{OP}: params must hold 6 arrays (W1, b1, W2, b2, W3, b3), got {}",
+            seq.len()?
+        )));
+    }
+    let mut arrs = Vec::with_capacity(6);
+    for (i, name) in NAMES.iter().enumerate() {
+        arrs.push(same_dtype::<T>(OP, name, &seq.get_item(i)?)?);
+    }
+    let mut views = Vec::with_capacity(6);
+    for (a, name) in arrs.iter().zip(NAMES) {
+        views
+            .push(a.as_slice().map_err(|_| {
+                PyValueError::new_err(format!("{OP}: {name} must be C-contiguous"))
+            })?);
+    }
+    let [w1, b1, w2, b2, w3, b3] = views[..] else {
+        return Err(PyValueError::new_err(format!(
+            "{OP}: params must hold 6 arrays"
+        )));
+    };
+    let x2 = image_rows(OP, &xs)?;
+    let tv = ts.view(OP)?;
+    let loss = py.detach(|| trainer.loss([w1, b1, w2, b2, w3, b3], x2, tv));
+    Ok(loss?)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_typed<'py, T: Float + Element>(
     py: Python<'py>,
@@ -90,25 +156,7 @@ fn run_typed<'py, T: Float + Element>(
         })?
         .try_readonly()
         .map_err(|e| PyValueError::new_err(format!("{OP}: cannot read batch_indices: {e}")))?;
-    let xv = xs.as_array();
-    let shape = xv.shape().to_vec();
-    let n = shape.first().copied().unwrap_or(0);
-    let per_image = shape.iter().skip(1).product::<usize>();
-    if !(shape.len() == 2 || shape.len() == 4) || !xs.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{OP}: x must be C-contiguous images (N, C, H, W) or rows (N, C*H*W), got shape \
-             {} ({})",
-            fmt_shape(&shape),
-            if xs.is_c_contiguous() {
-                "C-contiguous"
-            } else {
-                "not C-contiguous"
-            }
-        )));
-    }
-    let x2 = xv
-        .into_shape_with_order((n, per_image))
-        .map_err(|e| PyValueError::new_err(format!("{OP}: x: {e}")))?;
+    let x2 = image_rows(OP, &xs)?;
     let tv = ts.view(OP)?;
     let idx = dims::<i64, Ix2>(OP, "batch_indices", idx_arr.as_array())?;
     let name = |i: usize| NAMES[i % 6].to_owned();
@@ -212,6 +260,23 @@ impl ConvNetTrainer {
     #[getter]
     fn state_size(&self) -> usize {
         self.state_size
+    }
+
+    /// The mean cross-entropy of softmax(predict(x)) against t at ``params`` [W1, b1, W2,
+    /// b2, W3, b3] (read only): SimpleConvNet's ``loss`` for a batch x (N, C, H, W) or
+    /// (N, C·H·W) of the trainer's dtype, C-contiguous, and t (int64 labels or one-hot
+    /// rows). Runs without the GIL.
+    fn loss<'py>(
+        &mut self,
+        py: Python<'py>,
+        params: &Bound<'py, PyAny>,
+        x: &Bound<'py, PyAny>,
+        t: &Bound<'py, PyAny>,
+    ) -> PyResult<f64> {
+        match &mut self.inner {
+            Inner::F32(tr) => loss_typed(py, tr, params, x, t),
+            Inner::F64(tr) => loss_typed(py, tr, params, x, t),
+        }
     }
 
     /// Runs one training step per row of ``batch_indices`` (iters, batch) of row

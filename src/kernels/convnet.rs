@@ -296,6 +296,63 @@ impl<T: Float> ConvNetTrainer<T> {
             .ok_or_else(|| KernelError::value(op, "internal: no buffers"))
     }
 
+    /// The mean cross-entropy of softmax(predict(x)) against t at `params` (W1, b1, …,
+    /// b3), x (n, C·H·W) C-contiguous images: SimpleConvNet's `loss`, forward only.
+    /// Errors: lengths or shapes that do not fit, labels out of range.
+    pub fn loss(
+        &mut self,
+        params: [&[T]; 6],
+        x: ArrayView2<'_, T>,
+        t: Targets<'_, T>,
+    ) -> Result<f64> {
+        const OP: &str = "ConvNetTrainer.loss";
+        for ((arr, (len, shape)), name) in params.iter().zip(self.sizes.params()).zip(NAMES) {
+            if arr.len() != len {
+                return Err(KernelError::shape(
+                    OP,
+                    format!(
+                        "{name} has {} entries but the network needs shape {} ({len})",
+                        arr.len(),
+                        fmt_shape(&shape)
+                    ),
+                ));
+            }
+        }
+        let xs = self.images(OP, x)?;
+        let n = x.nrows();
+        t.check(OP, n, self.sizes.classes)?;
+        if n == 0 {
+            return Err(KernelError::shape(OP, "x holds no images"));
+        }
+        let sizes = self.sizes;
+        let rows: Vec<usize> = (0..n).collect();
+        let bufs = self.buffers(OP, n)?;
+        forward(&sizes, bufs, &params, xs, &rows)?;
+        let ys = bufs
+            .y
+            .as_slice_mut()
+            .ok_or_else(|| KernelError::value(OP, "internal: y"))?;
+        let mut db = vec![T::zero(); sizes.classes];
+        Ok(softmax_with_loss_rows(ys, sizes.classes, &rows, t, &mut db) / n as f64)
+    }
+
+    /// x's data: C-contiguous rows of C·H·W values.
+    fn images<'x>(&self, op: &'static str, x: ArrayView2<'x, T>) -> Result<&'x [T]> {
+        if x.ncols() != self.sizes.image {
+            let [c, h, w] = self.shape.input;
+            return Err(KernelError::shape(
+                op,
+                format!(
+                    "x has shape {} but the network takes images ({c}, {h}, {w}), {} values each",
+                    fmt_shape(x.shape()),
+                    self.sizes.image
+                ),
+            ));
+        }
+        x.to_slice()
+            .ok_or_else(|| KernelError::value(op, "x must be C-contiguous"))
+    }
+
     /// Runs one step per row of `batches` (iters, batch) of row indices into x (N, C·H·W,
     /// C-contiguous images) and t (labels or one-hot rows), updating `params` and
     /// `state` (one set per optimizer state slot) in place; `losses` gets each step's
@@ -322,20 +379,7 @@ impl<T: Float> ConvNetTrainer<T> {
             self.check_lengths(OP, "state ", set)?;
         }
         self.optimizer.check_state_sets(OP, state.len())?;
-        if x.ncols() != self.sizes.image {
-            let [c, h, w] = self.shape.input;
-            return Err(KernelError::shape(
-                OP,
-                format!(
-                    "x has shape {} but the network takes images ({c}, {h}, {w}), {} values each",
-                    fmt_shape(x.shape()),
-                    self.sizes.image
-                ),
-            ));
-        }
-        let Some(xs) = x.as_slice() else {
-            return Err(KernelError::value(OP, "x must be C-contiguous"));
-        };
+        let xs = self.images(OP, x)?;
         t.check(OP, x.nrows(), self.sizes.classes)?;
         check_batches(OP, batches, x.nrows())?;
         if let Some(lrs) = learning_rates {
@@ -364,6 +408,33 @@ impl<T: Float> ConvNetTrainer<T> {
     }
 }
 
+/// Forward to the scores: b.z, b.arg, b.a2, b.r2 and b.y (scores) for the images `rows`
+/// of x.
+fn forward<T: Float>(
+    z: &Sizes,
+    b: &mut Buffers<T>,
+    p: &[&[T]; 6],
+    x: &[T],
+    rows: &[usize],
+) -> Result<()> {
+    const OP: &str = "ConvNetTrainer";
+    let shape_err = |e: ndarray::ShapeError| KernelError::value(OP, e.to_string());
+    let w1 = ArrayView2::from_shape((z.fnum, z.conv.patch()), p[0]).map_err(shape_err)?;
+    let w2 = ArrayView2::from_shape((z.flat, z.hidden), p[2]).map_err(shape_err)?;
+    let w3 = ArrayView2::from_shape((z.hidden, z.classes), p[4]).map_err(shape_err)?;
+    conv_relu_pool(z, b, w1, p[1], x, rows)?;
+    // Affine1 and ReLU: a2 = z·W2 + b2, r2 = max(a2, 0).
+    fill_rows(&mut b.a2, p[3]);
+    gemm_into(b.z.view(), w2, b.a2.view_mut(), true);
+    b.r2.zip_mut_with(&b.a2, |r, &a| {
+        *r = if a > T::zero() { a } else { T::zero() }
+    });
+    // Affine2: y = r2·W3 + b3.
+    fill_rows(&mut b.y, p[5]);
+    gemm_into(b.r2.view(), w3, b.y.view_mut(), true);
+    Ok(())
+}
+
 /// One step's forward and backward: fills `b.grads`, returns the mean loss.
 fn step<T: Float>(
     z: &Sizes,
@@ -376,21 +447,12 @@ fn step<T: Float>(
     const OP: &str = "ConvNetTrainer.run";
     let n = rows.len();
     let shape_err = |e: ndarray::ShapeError| KernelError::value(OP, e.to_string());
-    let view = |v, r, c| ArrayView2::from_shape((r, c), v);
-    let w1 = view(p[0], z.fnum, z.conv.patch()).map_err(shape_err)?;
-    let w2 = view(p[2], z.flat, z.hidden).map_err(shape_err)?;
-    let w3 = view(p[4], z.hidden, z.classes).map_err(shape_err)?;
-    conv_relu_pool(z, b, w1, p[1], x, rows)?;
+    let pr: [&[T]; 6] = p.each_ref().map(|s| &**s);
+    forward(z, b, &pr, x, rows)?;
+    let w2 = ArrayView2::from_shape((z.flat, z.hidden), pr[2]).map_err(shape_err)?;
+    let w3 = ArrayView2::from_shape((z.hidden, z.classes), pr[4]).map_err(shape_err)?;
     transpose_into(b.z.view(), &mut b.zt);
-    // Affine1 and ReLU: a2 = z·W2 + b2, r2 = max(a2, 0).
-    fill_rows(&mut b.a2, p[3]);
-    gemm_into(b.z.view(), w2, b.a2.view_mut(), true);
-    b.r2.zip_mut_with(&b.a2, |r, &a| {
-        *r = if a > T::zero() { a } else { T::zero() }
-    });
-    // Affine2 and SoftmaxWithLoss: y = r2·W3 + b3 → (softmax(y) − t)/n, db3.
-    fill_rows(&mut b.y, p[5]);
-    gemm_into(b.r2.view(), w3, b.y.view_mut(), true);
+    // SoftmaxWithLoss: y → (softmax(y) − t)/n, db3.
     let loss = {
         let [_, _, gw2, gb2, gw3, gb3] = &mut b.grads;
         let ys =

@@ -87,10 +87,11 @@ class Trainer:
         t_batch = self.t_train[batch_mask]
         if self._fused is not None:
             self._fused.run_epoch(self.x_train, self.t_train, batch_mask[None, :])
+            loss = self._fused.loss(x_batch, t_batch)  # the net's loss, natively if it can
         else:
             grads = self.network.gradient(x_batch, t_batch)
             self.optimizer.update(self.network.params, grads)
-        loss = self.network.loss(x_batch, t_batch)
+            loss = self.network.loss(x_batch, t_batch)
         self.train_loss_list.append(loss)
         if self.verbose:
             print("train loss:" + str(loss))
