@@ -312,6 +312,24 @@ def conv_filters(
     of ``train_convnet.py``'s training (Adam lr 0.001, batch 100, float32), or, with
     ``params``, the weights of a file written by ``save_params`` (float64, the book's
     dtype) instead of training.
+
+    Parameters
+    ----------
+    epochs : int, default 1
+        Epochs to train (Adam lr 0.001, batch 100, float32) when ``params`` is None.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the initial weights and mini-batches; None: NumPy's global generator.
+    train_size : int, optional
+        Train on the first ``train_size`` images only (default: all).
+    params : path, optional
+        An npz file of ``SimpleConvNet.save_params`` (float64) to show instead of training.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two subfigures: the initial filters and the trained ones.
     """
     dtype = np.float32 if params is None else np.float64
     net = SimpleConvNet(seed=seed, dtype=dtype)
@@ -352,6 +370,33 @@ def convnet_misclassified(
     as ``train_convnet.py``, or loaded from ``params`` (an npz written by
     ``save_params``, e.g. by ``ferrograd train --net deep-conv --save FILE``). The first
     ``max_images`` mistakes (the book shows 20), titled "label→prediction".
+
+    Parameters
+    ----------
+    epochs : int, default 1
+        Epochs to train (Adam lr 0.001, batch 100, float32) when ``params`` is None.
+    dataset : {"mnist", "sample"}, default "mnist"
+        Full MNIST or the shipped 5,000/1,000 sample.
+    seed : int, optional, default 0
+        Seed of the initial weights and mini-batches; None: NumPy's global generator.
+    train_size : int, optional
+        Train on the first ``train_size`` images only (default: all).
+    net : {"simple", "deep"}, default "simple"
+        SimpleConvNet (chapter 7) or DeepConvNet (chapter 8).
+    params : path, optional
+        An npz file of the net's ``save_params`` (float64) to load instead of training.
+    max_images : int, default 20
+        Mistakes shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+
+    Raises
+    ------
+    ValueError
+        ``net`` is neither "simple" nor "deep".
     """
     if net not in ("simple", "deep"):
         raise ValueError(f"convnet_misclassified: net must be 'simple' or 'deep', got {net!r}")

@@ -339,8 +339,23 @@ class FusedTrainer:
         return losses
 
     def loss(self, x: ArrayLike, t: ArrayLike) -> float:
-        """``network.loss(x, t)`` at the current parameters; one native forward pass for the
-        convolutional net (the same operations as its layers, which keep their state)."""
+        """``network.loss(x, t)`` at the current parameters.
+
+        One native forward pass for the convolutional net (the same operations as its
+        layers, whose state it leaves alone); the network's own ``loss`` otherwise.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D) (or (N, C, H, W) images)
+            A batch of inputs.
+        t : array_like
+            Labels (N,) or one-hot rows (N, K).
+
+        Returns
+        -------
+        float
+            The mean cross-entropy.
+        """
         if not self._conv:
             return float(self.network.loss(x, t))
         images = np.ascontiguousarray(x, dtype=self.dtype)
