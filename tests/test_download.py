@@ -1,13 +1,20 @@
 """Downloads against a local HTTP server on 127.0.0.1 only (never the real mirrors).
 
 The server serves files built from the shipped sample (and, for one test, the full MNIST
-folder of FERROGRAD_DATA) and can misbehave per path: 404, 500, slow, truncated.
+folder of FERROGRAD_DATA) and can misbehave per path: 404, 500, slow, truncated, trickling,
+endless, lying about its length or sending a web page. Transfers that could hang run in a
+child interpreter with a timeout.
 """
 
 from __future__ import annotations
 
 import gzip
 import http.server
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +57,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         site.hits.append(self.path)
         how = site.behaviour.get(self.path, "ok")
         body = site.files.get(self.path)
+        if how in MISBEHAVIOURS:
+            try:
+                MISBEHAVIOURS[how](self, body or b"")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
+            return
         if body is None or how == "404":
             self.send_error(404, "Not Found")
             return
@@ -69,6 +82,62 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test): nothing to report
+
+
+def _trickle(handler: Handler, body: bytes) -> None:
+    """Headers at once, then one byte every 50 ms: each read is quick, the whole never ends."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    for byte in body:
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        time.sleep(0.05)
+
+
+def _trickle_headers(handler: Handler, body: bytes) -> None:
+    """The status line and headers themselves one byte every 50 ms, then nothing more."""
+    for byte in b"HTTP/1.0 200 OK\r\nContent-Type: application/gzip\r\nX-Pad: " + b"a" * 10000:
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        time.sleep(0.05)
+
+
+def _endless(handler: Handler, body: bytes) -> None:
+    """No Content-Length (the body ends when the connection closes), then zeros for ever."""
+    handler.send_response(200)
+    handler.end_headers()
+    zeros = bytes(1 << 16)
+    while True:
+        handler.wfile.write(zeros)
+
+
+def _huge_length(handler: Handler, body: bytes) -> None:
+    """Promises a terabyte, then sends zeros for ever."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(10**12))
+    handler.end_headers()
+    zeros = bytes(1 << 16)
+    while True:
+        handler.wfile.write(zeros)
+
+
+def _web_page(handler: Handler, body: bytes) -> None:
+    page = b"<html><body>Please log in to use this network</body></html>"
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html; charset=utf-8")
+    handler.send_header("Content-Length", str(len(page)))
+    handler.end_headers()
+    handler.wfile.write(page)
+
+
+MISBEHAVIOURS = {
+    "trickle": _trickle,
+    "trickle-headers": _trickle_headers,
+    "endless": _endless,
+    "huge-length": _huge_length,
+    "web-page": _web_page,
+}
 
 
 @pytest.fixture
@@ -211,3 +280,138 @@ def test_unwritable_cache_is_a_download_error(tmp_path):
     blocker.write_bytes(b"")  # a file where the cache folder should go
     with pytest.raises(DownloadError, match="cannot create the download folder"):
         download(SAMPLE, blocker / "mnist", mirrors=["http://127.0.0.1:9/"], progress=False)
+
+
+# ------------------------------------------------------------- deadlines and size limits
+
+
+def download_in_child(base: str, dest: Path, timeout: float = 60, **kw) -> tuple[int, str, float]:
+    """``download(SAMPLE, dest, ...)`` in a new interpreter: (returncode, stderr, seconds)."""
+    code = f"""
+        from ferrograd.datasets import DatasetSpec, _sample_specs, download
+        spec = DatasetSpec(name="s", title="MNIST sample", files=_sample_specs())
+        download(spec, {str(dest)!r}, mirrors=[{base + "/a/"!r}], progress=False, **{kw!r})
+    """
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stderr, time.monotonic() - start
+
+
+def test_sizes_and_limits_of_the_known_files():
+    train_images, train_labels, test_images, test_labels = MNIST.files
+    assert (train_images.nbytes, test_labels.nbytes) == (47040016, 10008)
+    assert train_labels.nbytes == 60008 and test_images.nbytes == 7840016
+    # the limit leaves room for gzip's worst case (stored blocks), not for much more
+    for spec in MNIST.files:
+        assert spec.nbytes + spec.nbytes // 65535 * 5 + 100 < spec.download_limit
+        assert spec.download_limit < spec.nbytes * 1.01 + 5000
+    # every shipped sample file, compressed as published, fits its limit
+    for spec in SAMPLE.files:
+        assert (sample_dir() / f"{spec.name}.gz").stat().st_size < spec.download_limit
+
+
+@pytest.mark.parametrize("how", ["trickle", "trickle-headers"])
+def test_a_trickling_server_meets_the_total_deadline(server, tmp_path, how):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = how
+    rc, err, seconds = download_in_child(base, tmp_path, timeout=2.0, deadline=1.5, retries=1)
+    assert rc == 1 and "DownloadError" in err
+    assert "not finished within the 1.5 s deadline" in err and FILE_NAMES[0] in err
+    # each read is well within the 2 s timeout; only the deadline ends it, and no retry
+    assert seconds < 15 and site.hits.count("/a/" + FILE_NAMES[0]) == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_a_stream_without_length_stops_one_byte_past_the_limit(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "endless"
+    limit = SAMPLE.files[0].download_limit
+    rc, err, _ = download_in_child(base, tmp_path, retries=2)
+    assert rc == 1 and f"sent more than {limit} bytes" in err and "stopped there" in err
+    assert site.hits.count("/a/" + FILE_NAMES[0]) == 1  # not retried: it would do it again
+    assert leftovers(tmp_path) == []
+
+
+def test_a_content_length_beyond_the_limit_is_refused_before_reading(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "huge-length"
+    with pytest.raises(
+        DownloadError, match=r"Content-Length is 1000000000000 bytes, more than"
+    ) as e:
+        download(SAMPLE, tmp_path, mirrors=[f"{base}/a/"], progress=False, retries=2)
+    assert f"{SAMPLE.files[0].nbytes} bytes uncompressed" in str(e.value)
+    assert site.hits.count("/a/" + FILE_NAMES[0]) == 1 and leftovers(tmp_path) == []
+
+
+def test_a_web_page_is_named_as_such(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "web-page"
+    _fails(base, site, tmp_path, r"sent a web page \(text/html; charset=utf-8\), not train-images")
+
+
+def test_a_slow_mirror_does_not_stop_the_next_one(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    publish(site, "/b", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[1]] = "trickle"
+    out = download(
+        SAMPLE, tmp_path, mirrors=[f"{base}/a", f"{base}/b"], deadline=1.0, progress=False
+    )
+    assert leftovers(out) == sorted(FILE_NAMES)
+    assert site.hits.count("/a/" + FILE_NAMES[1]) == 1 and "/b/" + FILE_NAMES[1] in site.hits
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "message"),
+    [
+        ({"deadline": 0}, ValueError, "deadline must be a positive number of seconds, got 0"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be a positive number"),
+        ({"deadline": "60"}, TypeError, "deadline must be a number of seconds, got '60'"),
+    ],
+)
+def test_bad_time_limits(tmp_path, kw, error, message):
+    with pytest.raises(error, match=message):
+        download(SAMPLE, tmp_path, mirrors=["http://127.0.0.1:9/"], progress=False, **kw)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, -signal.SIGTERM)]
+)
+def test_an_interrupted_download_leaves_no_temp_file(server, tmp_path, sig, code):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.behaviour["/a/" + FILE_NAMES[0]] = "trickle"
+    script = f"""
+        from ferrograd.datasets import DatasetSpec, _sample_specs, download
+        spec = DatasetSpec(name="s", title="MNIST sample", files=_sample_specs())
+        download(spec, {str(tmp_path)!r}, mirrors=[{base + "/a/"!r}], progress=False)
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for _ in range(400):  # until the transfer has begun: its temp file exists
+            if any(n.endswith(".part") for n in leftovers(tmp_path)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the download never started")
+        time.sleep(0.3)
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == code
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in err
+    assert leftovers(tmp_path) == []

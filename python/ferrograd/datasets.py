@@ -19,9 +19,11 @@ import gzip
 import hashlib
 import math
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -102,6 +104,17 @@ class IdxFile:
     def magic(self) -> int:
         """The IDX magic number its header must hold: 0x0803 for images, 0x0801 for labels."""
         return IMAGE_MAGIC if self.kind == "images" else LABEL_MAGIC
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decompressed file: the IDX header, then 28x28 pixels or a label each."""
+        return 16 + self.count * 784 if self.kind == "images" else 8 + self.count
+
+    @property
+    def download_limit(self) -> int:
+        """Most bytes a download of this file may take: the decompressed size plus what
+        gzip adds at worst (5 bytes per stored 64 KiB block, header and trailer)."""
+        return self.nbytes + self.nbytes // 8192 + 4096
 
 
 @dataclass(frozen=True)
@@ -522,27 +535,177 @@ class _NullBar:
         pass
 
 
-def _fetch(url: str, dest: Path, spec: IdxFile, timeout: float, progress: bool | None) -> None:
-    """Stream ``url`` to a temp file beside ``dest``, verify it, then rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+class _TransferError(DatasetError):
+    """One transfer failed; ``retry`` says whether the same mirror is worth another try."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class _Deadline:
+    """The total time one transfer may take. The socket timeout bounds each read only, so
+    a server trickling a byte a second never trips it: when the time is up, this shuts
+    the transfer's sockets down, which ends a read that is waiting."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: Any) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: Any) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(2)  # SHUT_RDWR: a blocked recv returns at once
+
+
+class _WatchedHandler(urllib.request.AbstractHTTPHandler):
+    """Opens HTTP(S) connections whose sockets a :class:`_Deadline` watches (redirects
+    included: each new connection is watched)."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class: Any, req: Any, **http_conn_args: Any) -> Any:
+        deadline = self._deadline
+
+        def connection(host: str, **kwargs: Any) -> Any:
+            conn = http_class(host, **kwargs)
+            connect = conn.connect
+
+            def watched_connect() -> None:
+                connect()
+                deadline.watch(conn.sock)
+
+            conn.connect = watched_connect
+            return conn
+
+        return super().do_open(connection, req, **http_conn_args)
+
+
+class _HTTPHandler(_WatchedHandler, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_WatchedHandler, urllib.request.HTTPSHandler):
+    pass
+
+
+def _fetch(
+    url: str,
+    dest: Path,
+    spec: IdxFile,
+    timeout: float,
+    deadline: float,
+    progress: bool | None,
+) -> None:
+    """Stream ``url`` to a temp file beside ``dest``, verify it, then rename it into place.
+
+    The transfer takes at most ``deadline`` seconds in all (``timeout`` per read) and at
+    most ``spec.download_limit`` bytes: a larger Content-Length is refused before reading,
+    a stream without one is cut at the limit. Nothing partial stays behind, whatever
+    stops it (an error, Ctrl-C, SIGTERM).
+    """
+    from ferrograd.trainer import _catch_sigterm, _restore_sigterm, _Terminated
+
+    limit = spec.download_limit
+    old_handler = _catch_sigterm()
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        with _Deadline(deadline) as clock, os.fdopen(fd, "wb") as out:
+            opener = urllib.request.build_opener(_HTTPHandler(clock), _HTTPSHandler(clock))
             got = 0
-            with _progress(total, spec.name, progress) as bar:
-                while chunk := resp.read(_CHUNK):
-                    out.write(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and got != total:
-                raise DatasetError(f"{url}: transfer truncated ({got} of {total} bytes)")
+            try:
+                with opener.open(url, timeout=timeout) as resp:
+                    kind = resp.headers.get("Content-Type", "")
+                    if kind.startswith("text/html"):
+                        raise _TransferError(
+                            f"{url}: the server sent a web page ({kind}), not {dest.name} "
+                            "(a proxy or a login page in the way?)",
+                            retry=False,
+                        )
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.strip().isdigit() else None
+                    if total is not None and total > limit:
+                        raise _TransferError(
+                            f"{url}: Content-Length is {total} bytes, more than the {limit} "
+                            f"bytes {dest.name} can take ({spec.nbytes} bytes uncompressed); "
+                            "not downloaded",
+                            retry=False,
+                        )
+                    with _progress(total, spec.name, progress) as bar:
+                        # One byte past the limit at most: enough to know it is too long.
+                        while chunk := resp.read(min(_CHUNK, limit + 1 - got)):
+                            out.write(chunk)
+                            got += len(chunk)
+                            bar.update(len(chunk))
+                            if got > limit:
+                                raise _TransferError(
+                                    f"{url}: sent more than {limit} bytes, the most "
+                                    f"{dest.name} can take ({spec.nbytes} bytes "
+                                    "uncompressed); stopped there",
+                                    retry=False,
+                                )
+                            if clock.expired:
+                                break
+                    if clock.expired:
+                        raise TimeoutError
+                    if total is not None and got != total:
+                        raise _TransferError(
+                            f"{url}: transfer truncated ({got} of {total} bytes)", retry=True
+                        )
+            except Exception as exc:
+                if not clock.expired:
+                    raise
+                raise _TransferError(
+                    f"{url}: not finished within the {deadline:g} s deadline ({got} bytes "
+                    "received); a slow mirror or connection (download(..., deadline=...) "
+                    "allows more)",
+                    retry=False,
+                ) from exc
         read_idx(tmp, spec)  # magic, sizes and checksum before it may take the real name
         os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        _restore_sigterm(old_handler)
+        if isinstance(exc, _Terminated):  # cleaned up: now die of SIGTERM as asked
+            os.kill(os.getpid(), signal.SIGTERM)
         raise
+    _restore_sigterm(old_handler)
+
+
+def _positive_seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"download: {name} must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"download: {name} must be a positive number of seconds, got {value}")
+    return float(value)
 
 
 def download(
@@ -551,6 +714,7 @@ def download(
     *,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    deadline: float = 600.0,
     retries: int = 2,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
@@ -559,7 +723,9 @@ def download(
 
     Each file is tried on each mirror in order (``retries`` extra attempts on timeouts and
     server errors, none on 404), streamed to a temp file, verified, then renamed
-    atomically; nothing half-written remains.
+    atomically; nothing half-written remains. Each transfer waits at most ``timeout``
+    seconds for any read, takes at most ``deadline`` seconds in all and at most the file's
+    size (plus gzip's overhead) in bytes.
 
     Parameters
     ----------
@@ -571,6 +737,9 @@ def download(
         Base URLs instead of the dataset's (or ``$FERROGRAD_MNIST_MIRRORS``).
     timeout : float, default 30.0
         Seconds a connection or read may stall.
+    deadline : float, default 600.0
+        Seconds one file's transfer may take in all (a server trickling bytes never
+        trips ``timeout``).
     retries : int, default 2
         Extra attempts per mirror after a timeout or server error.
     progress : bool, optional
@@ -590,9 +759,15 @@ def download(
         message lists every attempt and what to do instead).
     KeyError
         ``ds`` is an unknown name.
+    ValueError
+        ``timeout`` or ``deadline`` is not a positive number of seconds.
+    TypeError
+        ``timeout`` or ``deadline`` is not a number.
     """
     if isinstance(ds, str):
         ds = DATASETS[ds]
+    timeout = _positive_seconds("timeout", timeout)
+    deadline = _positive_seconds("deadline", deadline)
     folder = Path(dest) if dest is not None else cache_dir(ds.name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -615,19 +790,24 @@ def download(
                 try:
                     if log is not None:
                         log(f"downloading {url}")
-                    _fetch(url, target, spec, timeout, progress)
+                    _fetch(url, target, spec, timeout, deadline, progress)
                     break
                 except urllib.error.HTTPError as exc:
                     failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
                     if exc.code < 500:
                         break  # 404 and friends will not change on retry
-                except (urllib.error.URLError, OSError, DatasetError) as exc:
+                except _TransferError as exc:
+                    failures.append(str(exc))
+                    if not exc.retry:
+                        break  # too slow, too big, a web page: try the next mirror
+                except DatasetError as exc:
+                    failures.append(f"{url}: {exc}")
+                    break  # the mirror serves a different file; try the next one
+                except (urllib.error.URLError, OSError) as exc:
                     reason = getattr(exc, "reason", None) or exc
                     if isinstance(reason, TimeoutError):
                         reason = f"timed out after {timeout:g} s"
                     failures.append(f"{url}: {reason}")
-                    if isinstance(exc, DatasetError) and "transfer truncated" not in str(exc):
-                        break  # the mirror serves a different file; try the next one
                 except Exception as exc:  # http.client errors (IncompleteRead, BadStatusLine)
                     failures.append(f"{url}: {type(exc).__name__}: {exc}")
                 if attempt < retries:
