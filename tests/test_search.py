@@ -1,9 +1,19 @@
-"""Random search over lr and weight decay: sampling, validation split, ranking, output."""
+"""Random search over lr and weight decay: sampling, validation split, ranking, output,
+and its worker processes: scripts without a main guard, daemonic callers, Ctrl-C (each in
+a child interpreter with a timeout, where a hang is the failure)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +100,177 @@ def test_bad_ranges(sample):
         random_search(x, t, lr_range=(0, 1))
     with pytest.raises(ValueError, match="trials and epochs must be positive"):
         random_search(x, t, trials=0)
+
+
+def test_processes_must_be_a_positive_int(sample):
+    x, t = sample
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="processes must be a positive int or None, got"):
+            random_search(x, t, trials=1, epochs=1, processes=bad)
+
+
+# ------------------------------------------------------------- workers and the caller
+
+
+SEARCH = """
+import numpy as np
+from ferrograd.datasets import load_mnist_sample
+from ferrograd.search import random_search
+print("top level of", __name__, flush=True)
+(x, t), _ = load_mnist_sample()
+res = random_search(x, t, trials=3, epochs=1, train_size=300, hidden=[10], seed=7, processes=2)
+print("trials", sorted(r.index for r in res), flush=True)
+"""
+
+
+def run(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("how", ["unguarded script", "unguarded module", "guarded script"])
+def test_a_script_runs_its_search_once_with_or_without_a_main_guard(tmp_path, how):
+    """The book writes its scripts without ``if __name__ == "__main__":``; the workers must
+    not run such a script again (they did, each started its own search, and the caller
+    waited for ever)."""
+    code = SEARCH
+    if how == "guarded script":
+        code = "if __name__ == '__main__':\n" + textwrap.indent(SEARCH, "    ")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "search_script.py").write_text(code)
+    argv = ["-m", "pkg.search_script"] if how == "unguarded module" else ["pkg/search_script.py"]
+    proc = run(argv, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["top level of __main__", "trials [0, 1, 2]"]
+
+
+def test_a_book_style_script_searches_through_the_book_runner(tmp_path):
+    """A script in the book's manner (its imports, no main guard) run by ``ferrograd book
+    run``, as the book's ch06/hyperparameter_optimization.py is."""
+    chapter = tmp_path / "book" / "ch06"
+    chapter.mkdir(parents=True)
+    (chapter / "search_small.py").write_text(
+        textwrap.dedent("""
+        import sys, os
+        sys.path.append(os.pardir)
+        import numpy as np
+        from dataset.mnist import load_mnist
+        from common.util import shuffle_dataset
+        from ferrograd.search import random_search, format_ranking
+
+        (x_train, t_train), (x_test, t_test) = load_mnist(normalize=True)
+        x_train, t_train = shuffle_dataset(x_train[:500], t_train[:500])
+        results = random_search(x_train, t_train, trials=2, epochs=1, hidden=[20], processes=2)
+        print(format_ranking(results))
+        """)
+    )
+    argv = ["-m", "ferrograd", "book", "run", "--book", str(tmp_path / "book")]
+    proc = run([*argv, "--dataset", "sample", "ch06/search_small.py"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("rank | val acc") and len(lines) == 3
+
+
+@pytest.mark.slow
+def test_the_books_hyperparameter_optimization_runs_through_the_runner(tmp_path):
+    """The book's own script, unchanged (100 trials of 50 epochs: about 2.5 minutes on
+    the sample, two cores). Needs the book's checkout in $FERROGRAD_BOOK."""
+    book_dir = os.environ.get("FERROGRAD_BOOK")
+    if not book_dir or not (Path(book_dir) / "ch06/hyperparameter_optimization.py").exists():
+        pytest.skip("FERROGRAD_BOOK does not name a checkout of the book's code")
+    argv = ["-m", "ferrograd", "book", "run", "--book", book_dir, "--dataset", "sample"]
+    proc = subprocess.run(
+        [sys.executable, *argv, "ch06/hyperparameter_optimization.py"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert sum(ln.startswith("val acc:") for ln in lines) == 100
+    assert sum(ln.startswith("Best-") for ln in lines) == 20
+
+
+def test_a_search_from_a_daemonic_process_runs_in_that_process(tmp_path):
+    """A multiprocessing.Pool worker may not start processes of its own: the trials run
+    there instead of failing on an assertion about daemonic processes."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        textwrap.dedent("""
+        import multiprocessing
+        from ferrograd.datasets import load_mnist_sample
+        from ferrograd.search import random_search
+
+        def work(seed):
+            (x, t), _ = load_mnist_sample()
+            res = random_search(x, t, trials=2, epochs=1, train_size=300, hidden=[10], seed=seed)
+            return sorted(r.index for r in res)
+
+        if __name__ == "__main__":
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                print(pool.map(work, [3]))
+        """)
+    )
+    proc = run([str(script)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[[0, 1]]"
+
+
+def _processes_marked(mark: str) -> list[int]:
+    """PIDs of live processes whose environment holds ``mark`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux /proc")
+def test_ctrl_c_stops_the_search_and_its_workers_at_once(tmp_path):
+    """Ctrl-C to the caller alone: the queued trials (minutes of work) are not waited for
+    and no worker is left running."""
+    mark = f"FERROGRAD_TEST_MARK={uuid.uuid4().hex}"
+    script = tmp_path / "long.py"
+    script.write_text(
+        textwrap.dedent("""
+        from ferrograd.datasets import load_mnist_sample
+        from ferrograd.search import random_search
+        if __name__ == "__main__":
+            (x, t), _ = load_mnist_sample()
+            print("start", flush=True)
+            random_search(x, t, trials=6, epochs=500, train_size=5000, hidden=[100, 100],
+                          processes=2)
+        """)
+    )
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "start\n"
+        for _ in range(600):  # the two workers are up
+            if len(_processes_marked(mark)) >= 3:
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        child.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = child.communicate(timeout=60)
+        took = time.monotonic() - start
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGINT and "KeyboardInterrupt" in err
+    assert took < 10
+    for _ in range(100):  # terminated workers may take a moment to be reaped
+        if not _processes_marked(mark):
+            break
+        time.sleep(0.05)
+    assert _processes_marked(mark) == []

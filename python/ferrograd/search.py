@@ -3,19 +3,29 @@
 Each trial draws lr and λ log-uniformly, trains a fresh network for a few epochs on a
 training subset and scores it on a validation split carved from the training set (never
 on the test set). Trials run in parallel processes, one native thread each.
+
+The worker processes are started fresh ("spawn") and do not run the caller's script
+again: they need nothing from it (the trial function and its data come from here), and a
+script written as the book writes its scripts, with no ``if __name__ == "__main__":``
+guard, would otherwise start the search again in every worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import multiprocessing
 import os
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +107,67 @@ def split_validation(
 
 _DATA: dict[str, Any] = {}
 
+# Held while ``__main__`` is swapped out: one swap at a time, across threads.
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """``sys.modules["__main__"]`` replaced by an empty module for the duration: a process
+    spawned meanwhile is told of no main script or module to run again (multiprocessing
+    reads ``__main__.__file__`` and ``__spec__`` when it starts one)."""
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is None:
+                del sys.modules["__main__"]
+            else:
+                sys.modules["__main__"] = main
+
+
+class _WorkerProcess(SpawnProcess):
+    """A spawned worker that starts without importing the caller's ``__main__``."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        with _without_main():
+            return SpawnProcess._Popen(process_obj)
+
+
+class _WorkerContext(SpawnContext):
+    """The spawn start method, with :class:`_WorkerProcess` workers."""
+
+    Process = _WorkerProcess  # type: ignore[assignment]
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers now (Ctrl-C): a trial already queued would otherwise run to
+    its end, as each worker goes on to its next call after an interrupted one."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_count(processes: int | None, trials: int) -> int:
+    """Processes to start: ``processes`` (default: the CPU count), no more than trials;
+    1 (this process) inside a daemonic process, which may not start any."""
+    if processes is not None and (
+        isinstance(processes, bool) or not isinstance(processes, int) or processes < 1
+    ):
+        raise ValueError(
+            f"random_search: processes must be a positive int or None, got {processes!r}"
+        )
+    if multiprocessing.current_process().daemon:
+        return 1
+    return min(processes or os.cpu_count() or 1, trials)
+
 
 def _init_worker(data: tuple[NDArray, NDArray, NDArray, NDArray]) -> None:
     # One native thread per process: the trials themselves are the parallelism.
@@ -170,7 +241,9 @@ def random_search(
     Each trial draws lr = 10^U(log lr_range) and λ = 10^U(log weight_decay_range), trains a
     fresh MultiLayerNet for ``epochs`` epochs and scores it on the validation split. The
     book's setting by default: the first 500 training samples, 20 % of them for validation,
-    a 6×100 ReLU net with SGD.
+    a 6×100 ReLU net with SGD. Safe to call at the top level of a script without an
+    ``if __name__ == "__main__":`` guard (as the book writes its scripts): the worker
+    processes do not run the script again.
 
     Parameters
     ----------
@@ -201,8 +274,9 @@ def random_search(
     dtype : dtype_like, default float64
         The nets' dtype.
     processes : int, optional
-        Worker processes (one native thread each); default one per core; 1 runs in this
-        process, without a pool.
+        Worker processes (one native thread each), no more than ``trials``; default one
+        per core; 1 runs in this process, without a pool, as does a call from a daemonic
+        process (a ``multiprocessing.Pool`` worker).
     seed : int, optional
         Seed of the split, the draws and each trial's net (seed + index); None: not
         reproducible.
@@ -217,7 +291,8 @@ def random_search(
     Raises
     ------
     ValueError
-        ``trials`` or ``epochs`` is not positive, or a range is not 0 < low <= high.
+        ``trials`` or ``epochs`` is not positive, a range is not 0 < low <= high, or
+        ``processes`` is not a positive int.
     """
     if trials <= 0 or epochs <= 0:
         raise ValueError(
@@ -226,6 +301,7 @@ def random_search(
     for name, (lo, hi) in (("lr_range", lr_range), ("weight_decay_range", weight_decay_range)):
         if not 0 < lo <= hi:
             raise ValueError(f"random_search: {name} must be 0 < low <= high, got {(lo, hi)}")
+    workers = _worker_count(processes, trials)
     x = x_train[:train_size] if train_size else x_train
     t = t_train[:train_size] if train_size else t_train
     (x_tr, t_tr), (x_val, t_val) = split_validation(x, t, validation_ratio, seed)
@@ -249,7 +325,7 @@ def random_search(
     jobs = [(i, float(lrs[i]), float(wds[i]), cfg) for i in range(trials)]
     data = (x_tr, t_tr, x_val, t_val)
     results: list[Trial] = []
-    if processes == 1:
+    if workers == 1:
         saved = dict(_DATA)
         _DATA["data"] = data
         try:
@@ -262,15 +338,19 @@ def random_search(
             _DATA.update(saved)
     else:
         with ProcessPoolExecutor(
-            max_workers=processes or os.cpu_count() or 1,
-            mp_context=get_context("spawn"),
+            max_workers=workers,
+            mp_context=_WorkerContext(),
             initializer=_init_worker,
             initargs=(data,),
         ) as pool:
-            for trial in pool.map(_run_trial, jobs):
-                results.append(trial)
-                if on_result:
-                    on_result(trial)
+            try:
+                for trial in pool.map(_run_trial, jobs):
+                    results.append(trial)
+                    if on_result:
+                        on_result(trial)
+            except BaseException:
+                _stop_workers(pool)
+                raise
     return sorted(results, key=lambda r: (-np.nan_to_num(r.val_acc, nan=-1.0), r.index))
 
 
