@@ -295,3 +295,129 @@ def test_fashion_mnist_from_debian_package(clean_env):
     # Fashion-MNIST is exactly balanced: 6,000 / 1,000 per class.
     assert np.bincount(t, minlength=10).tolist() == [6000] * 10
     assert np.bincount(tt, minlength=10).tolist() == [1000] * 10
+
+
+# --------------------------------------------------------------------- known files, wrong place
+
+
+def _copy_sample(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in MNIST.files:
+        name = f"{spec.name}.gz"
+        (folder / name).write_bytes((sample_dir() / name).read_bytes())
+    return folder
+
+
+def test_the_sample_where_the_full_set_is_expected(clean_env, monkeypatch):
+    folder = _copy_sample(clean_env / "copy")
+    with pytest.raises(
+        DatasetError,
+        match=r"data_dir=.*copy holds the shipped MNIST sample \(5,000 training and 1,000 test "
+        r"images\), not the full MNIST: load it with dataset='sample' \(--dataset sample\)",
+    ):
+        load_mnist(data_dir=folder)
+    # one file of it among full ones: named by what it is, not "corrupt"
+    with pytest.raises(
+        DatasetError,
+        match=r"train-images-idx3-ubyte.gz: is the shipped MNIST sample's train-images-idx3-ubyte "
+        r"\(5,000 images\), not the full MNIST file train-images-idx3-ubyte \(60,000 images\)",
+    ):
+        read_idx(folder / "train-images-idx3-ubyte.gz", MNIST.files[0])
+    # as $FERROGRAD_DATA, it is passed over; with nothing else, the same words
+    monkeypatch.setenv("FERROGRAD_DATA", str(folder))
+    with pytest.raises(DatasetError, match=r"FERROGRAD_DATA=.* holds the shipped MNIST sample.*"
+                       r"or unset FERROGRAD_DATA to download MNIST into"):  # fmt: skip
+        find_data_dir(MNIST)
+    assert all((folder / f"{s.name}.gz").exists() for s in MNIST.files)  # nothing deleted
+
+
+def test_a_misnamed_file_is_named_by_what_it_is(tmp_path):
+    specs = datasets._sample_specs()
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes((sample_dir() / "train-labels-idx1-ubyte.gz").read_bytes())
+    with pytest.raises(
+        DatasetError,
+        match=r"is the shipped MNIST sample's train-labels-idx1-ubyte \(5,000 labels\), not "
+        r"t10k-labels-idx1-ubyte \(1,000 labels\): the file is misnamed",
+    ):
+        read_idx(path, specs[3])
+
+
+def test_an_unknown_file_still_says_checksum_mismatch(tmp_path, labels3):
+    data, spec = labels3
+    path = tmp_path / "lab"
+    path.write_bytes(data[:-1] + b"\x09")
+    with pytest.raises(
+        DatasetError, match=r"checksum mismatch: .* no file of MNIST, Fashion-MNIST"
+    ):
+        read_idx(path, spec)
+
+
+@pytest.fixture
+def other_dataset(monkeypatch, tmp_path) -> tuple[Path, datasets.DatasetSpec]:
+    """A folder of small files registered as Fashion-MNIST's, under MNIST's file names."""
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    files = []
+    for k, spec in enumerate(MNIST.files):
+        shape = (3, 28, 28) if spec.kind == "images" else (3,)
+        data = idx(np.full(shape, k + 1, dtype=np.uint8))
+        (folder / spec.name).write_bytes(data)
+        sums = frozenset([hashlib.sha256(data).hexdigest()])
+        files.append(IdxFile(spec.name, spec.kind, 3, sums))
+    fake = datasets.DatasetSpec("fashion-mnist", "Fashion-MNIST", tuple(files))  # type: ignore[arg-type]
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", fake)
+    return folder, fake
+
+
+def test_the_other_dataset_in_an_mnist_folder(clean_env, other_dataset):
+    folder, _ = other_dataset
+    with pytest.raises(
+        DatasetError,
+        match=r"data_dir=.*fashion holds the Fashion-MNIST files, not MNIST's \(they are valid: "
+        r"keep them\)\. For MNIST, point data_dir \(--data-dir\) to a folder with the MNIST "
+        r"files, or to a parent folder with mnist/ and fashion-mnist/ subfolders",
+    ):
+        load_mnist(data_dir=folder)
+    with pytest.raises(
+        DatasetError,
+        match=r"is Fashion-MNIST's train-images-idx3-ubyte \(3 images\), not MNIST's "
+        r"train-images-idx3-ubyte: a valid Fashion-MNIST file, keep it",
+    ):
+        read_idx(folder / "train-images-idx3-ubyte", MNIST.files[0])
+    (x, t), _ = load_mnist(data_dir=folder, dataset="fashion-mnist", normalize=False)
+    assert x.shape == (3, 784) and t.tolist() == [2, 2, 2]
+
+
+def test_ferrograd_data_set_for_one_dataset_is_passed_over_for_the_other(
+    clean_env, other_dataset, monkeypatch
+):
+    folder, _ = other_dataset
+    monkeypatch.setenv("FERROGRAD_DATA", str(folder))
+    # a parent folder with one folder per dataset is fine, in any order of lookup
+    root = clean_env / "root"
+    _copy_sample(root / "mnist")
+    (root / "fashion-mnist").symlink_to(folder)
+    cache = clean_env / "cache" / "ferrograd" / "mnist"
+    _fake_dataset(cache)
+    assert find_data_dir(MNIST) == cache  # FERROGRAD_DATA holds Fashion-MNIST: looked further
+    cache.joinpath("train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DatasetError, match=r"FERROGRAD_DATA=.*fashion holds the Fashion-MNIST "
+                       r"files.*point FERROGRAD_DATA \(or data_dir, --data-dir\) to a folder"):  # fmt: skip
+        load_mnist()
+    monkeypatch.setenv("FERROGRAD_DATA", str(root))
+    assert find_data_dir(datasets.DATASETS["fashion-mnist"]) == root / "fashion-mnist"
+
+
+def test_full_mnist_where_fashion_mnist_is_asked_for(mnist_dir, clean_env):
+    with pytest.raises(
+        DatasetError,
+        match=r"holds the MNIST files, not Fashion-MNIST's \(they are valid: keep them\)",
+    ):
+        load_fashion_mnist(data_dir=mnist_dir)
+    with pytest.raises(
+        DatasetError,
+        match=r"is MNIST's t10k-labels-idx1-ubyte \(10,000 labels\), not Fashion-MNIST's "
+        r"t10k-labels-idx1-ubyte: a valid MNIST file, keep it",
+    ):
+        read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", datasets.FASHION_MNIST.files[3])

@@ -415,3 +415,16 @@ def test_an_interrupted_download_leaves_no_temp_file(server, tmp_path, sig, code
     if sig == signal.SIGINT:
         assert "KeyboardInterrupt" in err
     assert leftovers(tmp_path) == []
+
+
+def test_a_mirror_serving_another_known_file_is_told_apart(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    site.files["/a/" + FILE_NAMES[1]] = site.files["/a/" + FILE_NAMES[3]]  # test labels
+    _fails(
+        base,
+        site,
+        tmp_path,
+        r"is the shipped MNIST sample's t10k-labels-idx1-ubyte \(1,000 labels\), not the shipped "
+        r"MNIST sample's train-labels-idx1-ubyte: the mirror serves another file",
+    )

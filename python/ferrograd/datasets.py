@@ -361,7 +361,9 @@ def read_idx(
     """Read and check one IDX file (gzip or raw) into a uint8 array.
 
     Checks the magic number, the declared dimensions against the byte length and, with
-    ``spec``, the kind, the count and (with ``checksums``) the SHA-256 sums.
+    ``spec``, the kind, the count and (with ``checksums``) the SHA-256 sums. A file that
+    fails but is a known file of another kind (the other dataset's, the shipped sample's,
+    another file of the same set) is named as such, never called corrupt.
 
     Parameters
     ----------
@@ -385,11 +387,22 @@ def read_idx(
     FileNotFoundError
         No such file.
     """
-    path = Path(path)
+    return _read_idx(Path(path), spec, checksums)
+
+
+def _read_idx(
+    path: Path, spec: IdxFile | None, checksums: bool, *, downloaded: bool = False
+) -> NDArray[np.uint8]:
     data = _read_bytes(path)
-    arr = parse_idx(data, spec, source=str(path))
-    if spec is not None and checksums:
-        _check_sha(path, data, spec)
+    try:
+        arr = parse_idx(data, spec, source=str(path))
+        if spec is not None and checksums:
+            _check_sha(path, data, spec)
+    except DatasetError as exc:
+        known = _known_file_message(path, data, spec, downloaded) if spec is not None else None
+        if known is None:
+            raise
+        raise DatasetError(known) from exc
     return arr
 
 
@@ -416,8 +429,103 @@ def _check_sha(path: Path, data: bytes, spec: IdxFile) -> None:
             if spec.gz_sha256
             else ""
         )
-        + "; the file is corrupt or is not the expected one: delete it and fetch it again"
+        + "; it is no file of MNIST, Fashion-MNIST or the sample: the file is corrupt or "
+        "altered (a download of it: delete it and fetch it again)"
     )
+
+
+# --------------------------------------------------------------------------- known files
+
+_SAMPLE_TITLE = "the shipped MNIST sample"
+
+
+def _titles() -> dict[str, str]:
+    return {**{name: ds.title for name, ds in DATASETS.items()}, "sample": _SAMPLE_TITLE}
+
+
+def _known_sets() -> dict[str, Sequence[IdxFile]]:
+    """Every dataset whose files are known by checksum, the sample included."""
+    return {**{name: ds.files for name, ds in DATASETS.items()}, "sample": _sample_specs()}
+
+
+def _identify(data: bytes) -> tuple[str, IdxFile] | None:
+    """(dataset name, file) of decompressed IDX bytes that are a known file, else None."""
+    digest = hashlib.sha256(data).hexdigest()
+    for name, files in _known_sets().items():
+        for f in files:
+            if digest in f.sha256:
+                return name, f
+    return None
+
+
+def _dataset_of(spec: IdxFile) -> str | None:
+    for name, files in _known_sets().items():
+        if spec in files:
+            return name
+    return None
+
+
+def _known_file_message(path: Path, data: bytes, spec: IdxFile, downloaded: bool) -> str | None:
+    """What a file that is not ``spec`` really is, and what to do, when it is a known file
+    (never "delete it": it is a valid file, only in the wrong place); None if unknown."""
+    found = _identify(data)
+    expected = _dataset_of(spec)
+    if found is None or expected is None or found == (expected, spec):
+        return None
+    name, f = found
+    titles = _titles()
+    what = f"{path}: is {titles[name]}'s {f.name} ({f.count:,} {f.kind})"
+    if downloaded:
+        return f"{what}, not {titles[expected]}'s {spec.name}: the mirror serves another file"
+    if name == expected:
+        return (
+            f"{what}, not {spec.name} ({spec.count:,} {spec.kind}): the file is misnamed; "
+            f"give it its own name ({f.name}.gz or {f.name})"
+        )
+    if name == "sample":
+        return (
+            f"{what}, not the full {titles[expected]} file {spec.name} ({spec.count:,} "
+            f"{spec.kind}): load the sample with dataset='sample' (--dataset sample), or point "
+            f"data_dir (--data-dir) to a folder with the full {titles[expected]} files"
+        )
+    folders = " and ".join(f"{n}/" for n in DATASETS)
+    return (
+        f"{what}, not {titles[expected]}'s {spec.name}: a valid {titles[name]} file, keep "
+        f"it. For {titles[expected]}, point data_dir (--data-dir, $FERROGRAD_DATA) to a folder "
+        f"with the {titles[expected]} files, or to a parent folder with {folders} subfolders"
+    )
+
+
+def _other_dataset_message(label: str, folder: Path, ds: DatasetSpec, other: str) -> str:
+    title = _titles()[other]
+    where = "data_dir (--data-dir)" if label == "data_dir" else f"{label} (or data_dir, --data-dir)"
+    if other == "sample":
+        return (
+            f"{label}={folder} holds {title} (5,000 training and 1,000 test images), not the "
+            f"full {ds.title}: load it with dataset='sample' (--dataset sample), or point "
+            f"{where} to a folder with the full {ds.title} files"
+        )
+    folders = " and ".join(f"{n}/" for n in DATASETS)
+    return (
+        f"{label}={folder} holds the {title} files, not {ds.title}'s (they are valid: keep "
+        f"them). For {ds.title}, point {where} to a folder with the {ds.title} files, or to "
+        f"a parent folder with {folders} subfolders"
+    )
+
+
+def _holds_other_dataset(folder: Path, ds: DatasetSpec) -> str | None:
+    """The name of the known dataset other than ``ds`` whose training labels are in
+    ``folder`` under ``ds``'s file name (a small file: 60,008 bytes), else None."""
+    path = _locate(folder, ds.files[1])
+    if path is None:
+        return None
+    try:
+        found = _identify(_read_bytes(path))
+    except (OSError, DatasetError):
+        return None  # unreadable or malformed: the load says what is wrong with it
+    if found is None or found[0] == ds.name:
+        return None
+    return found[0]
 
 
 # --------------------------------------------------------------------------- locating
@@ -468,7 +576,10 @@ def find_data_dir(
     """The first folder holding all four files of ``ds``, in the order of the module doc.
 
     ``data_dir``, then ``$FERROGRAD_DATA`` (or its ``<name>`` subfolder), the system
-    folders, the user cache.
+    folders, the user cache. A folder holding another known dataset under these names
+    (MNIST where Fashion-MNIST is asked for, the sample where the full set is) is said:
+    at once for ``data_dir``; for ``$FERROGRAD_DATA`` (which may be set for the other
+    dataset) when no later folder has the files.
 
     Parameters
     ----------
@@ -485,7 +596,8 @@ def find_data_dir(
     Raises
     ------
     DatasetError
-        ``data_dir`` or ``$FERROGRAD_DATA`` is given but is not a folder.
+        ``data_dir`` or ``$FERROGRAD_DATA`` is given but is not a folder, or holds
+        another dataset's files (the message says which, and where to point it).
     """
     explicit: list[tuple[str, Path]] = []
     if data_dir is not None:
@@ -493,17 +605,29 @@ def find_data_dir(
     env = os.environ.get("FERROGRAD_DATA")
     if env:
         explicit.append(("FERROGRAD_DATA", Path(env)))
+    passed_over: tuple[str, Path, str] | None = None
     for label, folder in explicit:
         if not folder.is_dir():
             raise DatasetError(f"{label}={folder}: no such directory")
-        if _has_all(folder, ds):
-            return folder
         # $FERROGRAD_DATA may name a parent holding one folder per dataset.
-        if _has_all(folder / ds.name, ds):
-            return folder / ds.name
+        for candidate in (folder, folder / ds.name):
+            if not _has_all(candidate, ds):
+                continue
+            other = _holds_other_dataset(candidate, ds)
+            if other is None:
+                return candidate
+            if label == "data_dir":  # asked for by name: say what it holds, look no further
+                raise DatasetError(_other_dataset_message(label, candidate, ds, other))
+            passed_over = passed_over or (label, candidate, other)
     for folder in [*map(Path, ds.system_dirs), cache_dir(ds.name)]:
         if folder.is_dir() and _has_all(folder, ds):
             return folder
+    if passed_over is not None:  # rather than a download the user may not expect
+        label, candidate, other = passed_over
+        raise DatasetError(
+            _other_dataset_message(label, candidate, ds, other)
+            + f"; or unset {label} to download {ds.title} into {cache_dir(ds.name)}"
+        )
     return None
 
 
@@ -688,7 +812,8 @@ def _fetch(
                     "allows more)",
                     retry=False,
                 ) from exc
-        read_idx(tmp, spec)  # magic, sizes and checksum before it may take the real name
+        # magic, sizes and checksum before it may take the real name
+        _read_idx(tmp, spec, True, downloaded=True)
         os.replace(tmp, dest)
     except BaseException as exc:
         if tmp is not None:
