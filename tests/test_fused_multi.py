@@ -176,7 +176,7 @@ def test_errors_name_the_problem(rng):
         )
     with pytest.raises(ValueError, match="label 3 at index 0 is out of range for 3 classes"):
         tr.run(plist, [], x, np.full(10, 3), idx)
-    with pytest.raises(ValueError, match=r"params\[2\] \(W2\) must be writeable and must not"):
+    with pytest.raises(ValueError, match=r"params\[2\] \(W2\) cannot be updated in place: its"):
         tr.run([plist[0], plist[1], plist[0], *plist[3:]], [], x, t, idx)
     with pytest.raises(ValueError, match="W1 must be C-contiguous"):
         tr.run([np.asfortranarray(plist[0]), *plist[1:]], [], x, t, idx)

@@ -606,3 +606,131 @@ def test_gradcheck_help_states_the_hidden_size_it_uses(capsys):
     help_text = "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens too
     assert "10fortwo-layer,10,10formulti-layer(thedefaults)" in help_text
     assert "50fortwo-layer" not in help_text
+
+
+# ------------------------------------------------ arrays a native call cannot borrow
+
+
+def _fused_setup(hidden: int = 8, seed: int = 0):
+    from ferrograd.fused import FusedTrainer
+
+    rng = np.random.default_rng(seed)
+    x, t = rng.random((60, 20)), rng.integers(0, 5, 60)
+    net = fg.TwoLayerNet(20, hidden, 5, seed=seed)
+    return FusedTrainer, net, x, t, np.arange(60).reshape(3, 20)
+
+
+def test_the_same_array_twice_is_named_at_the_native_boundary():
+    net = fg.TwoLayerNet(4, 4, 4, seed=0)
+    p = net.params
+    core = _core.FusedTrainer(
+        [4, 4, 4], activation="relu", dtype="float64", optimizer="sgd",
+        hyperparameters={"lr": 0.1}, weight_decay=0.0,
+    )  # fmt: skip
+    x, t, idx = np.ones((2, 4)), np.zeros(2, np.int64), np.zeros((1, 2), np.int64)
+    with pytest.raises(ValueError, match=r"params\[2\] \(W2\) cannot be updated in place: its "
+                       r"memory is in use, by another array of this call") as info:  # fmt: skip
+        core.run([p["W1"], p["b1"], p["W1"], p["b2"]], [], x, t, idx)
+    assert info.value.array_index == ("params", 2)  # type: ignore[attr-defined]
+    p["b1"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\[1\] \(b1\) is read-only"):
+        core.run([p["W1"], p["b1"], p["W2"], p["b2"]], [], x, t, idx)
+
+
+def test_tied_parameters_train_on_the_python_path_and_the_fused_step_says_why():
+    FusedTrainer, net, x, t, _ = _fused_setup()
+    net.params["W2"] = np.zeros((8, 5))
+    net.params["b2"] = net.params["b1"][:5]  # a view of b1
+    with pytest.raises(
+        ValueError,
+        match=r"network.params\['b2'\] shares its memory with network.params\['b1'\] \(the same "
+        r"array, or views of one array\).*network.params\['b2'\] = network.params\['b2'\].copy\(\)",
+    ):
+        FusedTrainer(net, fg.SGD())
+    tied = fg.Trainer(net, x, t, x, t, epochs=1, mini_batch_size=20, seed=1, verbose=False)
+    assert tied._fused() is None  # the Python path: both updates reach the one array
+    tied.train()
+    assert np.shares_memory(net.params["b1"], net.params["b2"])
+
+
+def test_optimizer_state_over_the_parameters_is_named():
+    FusedTrainer, net, x, t, idx = _fused_setup()
+    opt = fg.Adam()
+    fused = FusedTrainer(net, opt)
+    opt.m = net.params  # state built over the parameters themselves
+    with pytest.raises(ValueError, match=r"optimizer.m\['W1'\] shares its memory with "
+                       r"network.params\['W1'\].*optimizer.m\['W1'\] = optimizer.m\['W1'\]"):  # fmt: skip
+        fused.run_epoch(x, t, idx)
+
+
+def test_read_only_parameters_are_named_on_both_paths():
+    FusedTrainer, net, x, t, idx = _fused_setup()
+    fused = FusedTrainer(net, fg.SGD())
+    net.params["W2"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"network.params\['W2'\] is read-only, but training "
+                       r"updates it in place.*= network.params\['W2'\].copy\(\)"):  # fmt: skip
+        fused.run_epoch(x, t, idx)
+    for opt in (fg.SGD(), fg.Momentum(), fg.AdaGrad(), fg.Adam()):
+        with pytest.raises(ValueError, match=rf"{type(opt).__name__}.update: params\['W2'\] is "
+                           r"read-only.*params\['W2'\] = params\['W2'\].copy\(\)"):  # fmt: skip
+            opt.update(net.params, net.gradient(x[:5], t[:5]))
+
+
+# A net training in a thread (a long run: steps of a 784-300-10 net), then a second net
+# sharing its params dict, a fork while it runs, and the advice followed in the child.
+SHARED_PARAMS = """
+import os, threading, time
+from ferrograd import fused
+from ferrograd.fused import FusedTrainer
+rng = np.random.default_rng(0)
+x, t = rng.random((2000, 784)), rng.integers(0, 10, 2000)
+idx = rng.integers(0, 2000, (300, 100))
+net1 = fg.TwoLayerNet(784, 300, 10, seed=0)
+net2 = fg.TwoLayerNet(784, 300, 10, seed=1)
+net2.params = net1.params
+runner = threading.Thread(target=FusedTrainer(net1, fg.SGD()).run_epoch, args=(x, t, idx),
+                          name="trainer")
+runner.start()
+while not fused._BUSY:
+    time.sleep(0.001)
+
+def attempt(label, call):
+    try:
+        call()
+        print(label, "ok", sep="|")
+    except ValueError as e:
+        print(label, e, sep="|")
+
+attempt("thread", lambda: FusedTrainer(net2, fg.SGD()).run_epoch(x, t, idx[:1]))
+pid = os.fork()
+if pid == 0:
+    attempt("child", lambda: FusedTrainer(net1, fg.SGD()).run_epoch(x, t, idx[:1]))
+    attempt("child predict", lambda: net1.predict(x[:1]))
+    net1.params = {k: v.copy() for k, v in net1.params.items()}  # the advice
+    attempt("child after copy", lambda: FusedTrainer(net1, fg.SGD()).run_epoch(x, t, idx[:1]))
+    os._exit(0)
+os.waitpid(pid, 0)
+runner.join()
+attempt("after join", lambda: FusedTrainer(net2, fg.SGD()).run_epoch(x, t, idx[:1]))
+"""
+
+
+@posix
+def test_shared_params_in_another_thread_and_after_a_fork_are_explained():
+    rc, out, err = run_child(SHARED_PARAMS, timeout=240)
+    assert rc == 0, err
+    lines = dict(line.split("|", 1) for line in out.splitlines())
+    assert lines["thread"].startswith(
+        "FusedTrainer.run_epoch: network.params['W1'] is being updated by a training run in "
+        "thread 'trainer' that has not finished: nets sharing their parameter arrays"
+    )
+    assert "network.params = {k: v.copy() for k, v in network.params.items()}" in lines["thread"]
+    assert lines["child"].startswith(
+        "FusedTrainer.run_epoch: network.params['W1'] is locked: a training run on it was "
+        "running in thread 'trainer' when this process was forked"
+    )
+    assert lines["child predict"].startswith(
+        "predict: cannot read W1: it is being updated in place by a native call that has not "
+        "finished"
+    )
+    assert lines["child after copy"] == "ok" and lines["after join"] == "ok"

@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
@@ -142,7 +147,67 @@ def supports(network: Any, optimizer: object) -> bool:
             return False
     weights, biases = arrays[::2], arrays[1::2]
     chained = all(w.shape[1] == b.shape[0] for w, b in zip(weights, biases, strict=True))
-    return chained and all(a.shape[1] == b.shape[0] for a, b in itertools.pairwise(weights))
+    if not chained or any(a.shape[1] != b.shape[0] for a, b in itertools.pairwise(weights)):
+        return False
+    # Tied parameters (one array under two keys) get both updates on the Python path;
+    # the fused step updates each array as one parameter.
+    return _shared_pair(params, keys) is None
+
+
+def _shared_pair(params: dict[str, Any], keys: Sequence[str]) -> tuple[str, str] | None:
+    """Two keys of ``params`` whose arrays share memory, or None."""
+    for a, b in itertools.combinations(keys, 2):
+        if np.may_share_memory(params[a], params[b]):
+            return a, b
+    return None
+
+
+# Arrays a native call of this module is using right now, per call: (thread name, what
+# the call does, weak references to its arrays). A call that cannot borrow one of its
+# arrays looks here to say what holds it.
+_BUSY: dict[int, tuple[str, str, list[weakref.ref[np.ndarray]]]] = {}
+# The same, of calls that were running in another thread when this process was forked:
+# their borrows never end here.
+_ORPHANED: list[tuple[str, str, list[weakref.ref[np.ndarray]]]] = []
+_BUSY_LOCK = threading.Lock()
+
+
+@contextmanager
+def _busy(what: str, arrays: Sequence[np.ndarray]) -> Iterator[None]:
+    """Record ``arrays`` as in use by this thread's call ``what`` for the duration."""
+    token = object()
+    entry = (threading.current_thread().name, what, [weakref.ref(a) for a in arrays])
+    with _BUSY_LOCK:
+        _BUSY[id(token)] = entry
+    try:
+        yield
+    finally:
+        with _BUSY_LOCK:
+            del _BUSY[id(token)]
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread lives on; every other thread's call is orphaned.
+    me = threading.current_thread().name
+    with _BUSY_LOCK:
+        _ORPHANED.extend(entry for entry in _BUSY.values() if entry[0] != me)
+        _BUSY.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _holder(arr: np.ndarray) -> tuple[str, str, bool] | None:
+    """(thread name, what, orphaned) of a recorded call using memory of ``arr``."""
+    with _BUSY_LOCK:
+        entries = [(e, False) for e in _BUSY.values()] + [(e, True) for e in _ORPHANED]
+    for (thread, what, refs), orphaned in entries:
+        for ref in refs:
+            other = ref()
+            if other is not None and np.may_share_memory(arr, other):
+                return thread, what, orphaned
+    return None
 
 
 class FusedTrainer:
@@ -164,6 +229,17 @@ class FusedTrainer:
     """
 
     def __init__(self, network: Any, optimizer: Any) -> None:
+        keys = _keys(getattr(network, "params", None))
+        shared = _shared_pair(network.params, keys) if keys is not None else None
+        if shared is not None:
+            a, b = shared
+            raise ValueError(
+                f"FusedTrainer: network.params[{b!r}] shares its memory with "
+                f"network.params[{a!r}] (the same array, or views of one array); the fused "
+                f"step updates each parameter on its own. Give it a copy (network.params[{b!r}] "
+                f"= network.params[{b!r}].copy()), or train tied parameters on the Python path "
+                "(Trainer(..., use_fused=False))"
+            )
         if not supports(network, optimizer):
             raise ValueError(
                 "FusedTrainer: needs a fully connected net (params W1 b1 W2 b2 ... of one "
@@ -316,18 +392,25 @@ class FusedTrainer:
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         lrs = None if learning_rates is None else np.ascontiguousarray(learning_rates, np.float64)
         params = [self.network.params[k] for k in self._keys]
+        state = self._state()
         start = int(getattr(self.optimizer, "iter", 0))
         try:
-            losses = self._core.run(
-                params,
-                self._state(),
-                x,
-                t,
-                idx,
-                iter=start,
-                hyperparameters=self.optimizer.hyperparameters(),
-                learning_rates=lrs,
-            )
+            with _busy("a training run", [*params, *state]):
+                losses = self._core.run(
+                    params,
+                    state,
+                    x,
+                    t,
+                    idx,
+                    iter=start,
+                    hyperparameters=self.optimizer.hyperparameters(),
+                    learning_rates=lrs,
+                )
+        except ValueError as e:
+            where = getattr(e, "array_index", None)
+            if where is None:
+                raise
+            raise ValueError(self._borrow_message(params, state, *where, str(e))) from None
         except BaseException as e:
             # Interrupted (Ctrl-C): the steps applied before it stay applied, and the
             # exception's ``losses`` holds one loss per such step. Count exactly those.
@@ -337,6 +420,53 @@ class FusedTrainer:
         if hasattr(self.optimizer, "iter"):
             self.optimizer.iter = start + len(losses)
         return losses
+
+    def _array_name(self, what: str, i: int) -> str:
+        """``network.params['W1']`` or ``optimizer.m['W1']``: array i of ``what``."""
+        n = len(self._keys)
+        if what == "params":
+            return f"network.params[{self._keys[i]!r}]"
+        return f"optimizer.{self._state_names[i // n]}[{self._keys[i % n]!r}]"
+
+    def _borrow_message(
+        self, params: list[np.ndarray], state: list[np.ndarray], what: str, i: int, native: str
+    ) -> str:
+        """Why array i of ``what`` could not be updated in place, and what to do."""
+        op = "FusedTrainer.run_epoch"
+        arrays = {("params", j): a for j, a in enumerate(params)}
+        arrays.update({("state", j): a for j, a in enumerate(state)})
+        arr = arrays[(what, i)]
+        name = self._array_name(what, i)
+        if not arr.flags.writeable:
+            return (
+                f"{op}: {name} is read-only, but training updates it in place; make it "
+                f"writeable with a copy: {name} = {name}.copy()"
+            )
+        for key, other in arrays.items():
+            if key != (what, i) and np.shares_memory(arr, other):
+                return (
+                    f"{op}: {name} shares its memory with {self._array_name(*key)} (the same "
+                    "array, or views of one array), but each parameter and optimizer-state "
+                    f"array is updated on its own; give it a copy: {name} = {name}.copy()"
+                )
+        holder = _holder(arr)
+        copies = "network.params = {k: v.copy() for k, v in network.params.items()}"
+        if holder is not None and holder[2]:
+            return (
+                f"{op}: {name} is locked: {holder[1]} on it was running in thread "
+                f"{holder[0]!r} when this process was forked, and that call never finishes "
+                "in this process (its arrays hold whatever it had written by then). Give the "
+                f"net and the optimizer new arrays ({copies}, and a new optimizer), or fork "
+                "only while no training runs (or start processes with 'spawn' or 'forkserver')"
+            )
+        if holder is not None:
+            return (
+                f"{op}: {name} is being updated by {holder[1]} in thread {holder[0]!r} that "
+                "has not finished: nets sharing their parameter arrays (net2.params = "
+                "net1.params, or layers built over the same arrays) cannot train at the same "
+                f"time. Wait for that run, or give this net arrays of its own: {copies}"
+            )
+        return native
 
     def loss(self, x: ArrayLike, t: ArrayLike) -> float:
         """``network.loss(x, t)`` at the current parameters.
@@ -381,12 +511,10 @@ class FusedTrainer:
         if self._conv:
             return float(self.network.accuracy(x, t))
         p = self.network.params
-        return _core.accuracy(
-            [p[k] for k in self._keys],
-            self._rows(x, train=False),
-            self._targets(t, _row_count(x)),
-            activation=cast(Any, self.activation),
-        )
+        params = [p[k] for k in self._keys]
+        rows, targets = self._rows(x, train=False), self._targets(t, _row_count(x))
+        with _busy("an accuracy evaluation", params):
+            return _core.accuracy(params, rows, targets, activation=cast(Any, self.activation))
 
 
 def _row_count(x: ArrayLike) -> int:

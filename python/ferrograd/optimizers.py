@@ -95,6 +95,12 @@ class Optimizer:
                     f"{name}.update: params[{key!r}] must be a float numpy.ndarray (updated in "
                     f"place) or a float, got {type(p).__name__}"
                 )
+            if not scalar and not p.flags.writeable:
+                raise ValueError(
+                    f"{name}.update: params[{key!r}] is read-only, but the update changes it "
+                    f"in place; make it writeable with a copy: params[{key!r}] = "
+                    f"params[{key!r}].copy()"
+                )
             g_kind = np.asarray(grads[key]).dtype.kind
             if g_kind not in "biuf":
                 raise TypeError(

@@ -2,7 +2,8 @@
 
 use ndarray::{ArrayViewD, Dimension, Ix1, Ix2};
 use numpy::{
-    Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+    BorrowError, Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -98,7 +99,39 @@ pub fn readonly<'py, T: Element>(
         &owned
     };
     a.try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("{op}: cannot read {name}: {e}")))
+        .map_err(|e| borrow_error(op, name, &e, Access::Read))
+}
+
+/// How a call uses an array it borrows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The ValueError for an array the call cannot borrow: what is wrong and what to do, in
+/// place of rust-numpy's "already borrowed" / "not writeable".
+pub fn borrow_error(op: &str, name: &str, err: &BorrowError, access: Access) -> PyErr {
+    // A borrow that never ends: the thread holding it does not exist in a forked child.
+    const BUSY: &str = "a native call that has not finished (in another thread, or in a \
+                        thread that was running when this process was forked: that call \
+                        never finishes here)";
+    let msg = match (err, access) {
+        (BorrowError::NotWriteable, _) => format!(
+            "{op}: {name} is read-only (its writeable flag is off) but this call updates it \
+             in place; give it a writeable copy (arr.copy())"
+        ),
+        (_, Access::Write) => format!(
+            "{op}: {name} cannot be updated in place: its memory is in use, by another array \
+             of this call (one array, or views of one array, passed twice) or by {BUSY}; \
+             give each array memory of its own (arr.copy())"
+        ),
+        (_, Access::Read) => format!(
+            "{op}: cannot read {name}: it is being updated in place by {BUSY}; wait for that \
+             call to end, or use a copy of the array (arr.copy())"
+        ),
+    };
+    PyValueError::new_err(msg)
 }
 
 /// Borrows `obj` as an array of the same dtype `T` as the first argument.

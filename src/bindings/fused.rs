@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySequence};
 
 use super::activation::parse_activation;
-use super::convert::{dims, targets, SignalCheck, TargetArg};
+use super::convert::{borrow_error, dims, targets, Access, SignalCheck, TargetArg};
 use super::optimizer::parse_optimizer;
 use super::sparse::{RowsArg, SparseDtype};
 use crate::kernels::fused::{self as kernel, LayerMut};
@@ -70,10 +70,13 @@ pub(super) fn borrow_list<'py, T: Float + Element>(
                 PyTypeError::new_err(format!("{op}: {name} must be a numpy.ndarray"))
             }
         })?;
-        let rw = arr.try_readwrite().map_err(|_| {
-            PyValueError::new_err(format!(
-                "{op}: {name} must be writeable and must not overlap x, t or another parameter"
-            ))
+        let rw = arr.try_readwrite().map_err(|e| {
+            let err = borrow_error(op, &name, &e, Access::Write);
+            // Which array: the Python layer names it by its key and finds what holds it.
+            if let Err(set) = err.value(seq.py()).setattr("array_index", (what, i)) {
+                return set;
+            }
+            err
         })?;
         out.push(rw);
     }
@@ -130,7 +133,7 @@ fn run_inputs<'py, T: SparseDtype>(
             ))
         })?
         .try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("{op}: cannot read batch_indices: {e}")))?;
+        .map_err(|e| borrow_error(op, "batch_indices", &e, Access::Read))?;
     Ok((xs, ts, idx))
 }
 
@@ -252,7 +255,9 @@ impl FusedTrainer {
     /// in place. ``iter`` is Adam's step count before the first step;
     /// ``hyperparameters`` (the rule's, in full) replace the trainer's from this call
     /// on; ``learning_rates`` (float64, one per step) set each step's learning rate.
-    /// Returns the float64 loss of every step (iters,).
+    /// Returns the float64 loss of every step (iters,). An array that cannot be updated
+    /// in place (read-only, passed twice, or in use by an unfinished call) raises
+    /// ValueError with ``array_index`` = ('params' or 'state', its index).
     #[pyo3(signature = (params, state, x, t, batch_indices, *, iter = 0, hyperparameters = None,
                         learning_rates = None))]
     #[allow(clippy::too_many_arguments)]
