@@ -98,7 +98,7 @@ def test_bad_ranges(sample):
     x, t = sample
     with pytest.raises(ValueError, match="lr_range must be 0 < low <= high"):
         random_search(x, t, lr_range=(0, 1))
-    with pytest.raises(ValueError, match="trials and epochs must be positive"):
+    with pytest.raises(ValueError, match="trials must be a positive int, got 0"):
         random_search(x, t, trials=0)
 
 
@@ -233,9 +233,10 @@ def _processes_marked(mark: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux /proc")
-def test_ctrl_c_stops_the_search_and_its_workers_at_once(tmp_path):
-    """Ctrl-C to the caller alone: the queued trials (minutes of work) are not waited for
-    and no worker is left running."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_search_and_its_workers_at_once(tmp_path, sig):
+    """Ctrl-C or SIGTERM to the caller alone: the queued trials (minutes of work) are not
+    waited for and no worker is left running (orphans once went on for minutes)."""
     mark = f"FERROGRAD_TEST_MARK={uuid.uuid4().hex}"
     script = tmp_path / "long.py"
     script.write_text(
@@ -261,16 +262,47 @@ def test_ctrl_c_stops_the_search_and_its_workers_at_once(tmp_path):
                 break
             time.sleep(0.05)
         time.sleep(1.0)
-        child.send_signal(signal.SIGINT)
+        child.send_signal(sig)
         start = time.monotonic()
         _, err = child.communicate(timeout=60)
         took = time.monotonic() - start
     finally:
         child.kill()
-    assert child.returncode == -signal.SIGINT and "KeyboardInterrupt" in err
-    assert took < 10
-    for _ in range(100):  # terminated workers may take a moment to be reaped
-        if not _processes_marked(mark):
-            break
-        time.sleep(0.05)
-    assert _processes_marked(mark) == []
+        for _ in range(100):  # terminated workers may take a moment to be reaped
+            left = _processes_marked(mark)
+            if not left:
+                break
+            time.sleep(0.05)
+        for pid in left:  # a failed test must not leave them running
+            os.kill(pid, signal.SIGKILL)
+    assert child.returncode == -sig and took < 10
+    assert sig != signal.SIGINT or "KeyboardInterrupt" in err
+    assert left == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"train_size": 0}, "train_size must be a positive int .* or None .*, got 0"),
+        ({"train_size": -5}, "train_size must be a positive int"),
+        ({"epochs": 2.5}, "epochs must be a positive int, got 2.5"),
+        ({"lr_range": (1e-3, float("inf"))}, r"lr_range must be 0 < low <= high, got \(0.001, inf"),
+        ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
+        ({"optimizer": "adamw"}, "unknown optimizer 'adamw'"),
+        ({"activation": "tanh"}, "activation"),
+    ],
+)
+def test_mistakes_are_one_error_before_any_worker_starts(sample, kw, message):
+    x, t = sample
+    with pytest.raises(ValueError, match=message):
+        random_search(x, t, trials=2, processes=2, **{"epochs": 1, **kw})
+
+
+def test_rows_must_match_and_images_are_flattened(sample):
+    x, t = sample
+    with pytest.raises(ValueError, match=r"as many rows, got shapes \(5000, 784\) and \(100,\)"):
+        random_search(x, t[:100], trials=1, epochs=1)
+    kw = dict(trials=2, epochs=1, train_size=300, hidden=[10], seed=5, processes=1)
+    flat = random_search(x, t, **kw)
+    images = random_search(x.reshape(-1, 1, 28, 28), t, **kw)  # load_mnist(flatten=False)
+    assert [(r.lr, r.val_acc) for r in flat] == [(r.lr, r.val_acc) for r in images]

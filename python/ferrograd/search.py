@@ -16,8 +16,10 @@ import contextlib
 import csv
 import io
 import json
+import math
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -216,6 +218,27 @@ def _run_trial(args: tuple[int, float, float, dict[str, Any]]) -> Trial:
     )
 
 
+def _check_config(cfg: dict[str, Any], input_size: int, lr: float) -> None:
+    """Build a trial's net and optimizer once here: a mistake in them is one error from
+    this process, not one per worker after the pool has started."""
+    from ferrograd.nets import MultiLayerNet
+    from ferrograd.optimizers import get_optimizer
+
+    batch = cfg["batch_size"]
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch <= 0:
+        raise ValueError(f"random_search: batch_size must be a positive int, got {batch!r}")
+    MultiLayerNet(
+        input_size=input_size,
+        hidden_size_list=cfg["hidden"],
+        output_size=cfg["output_size"],
+        activation=cfg["activation"],
+        weight_init_std=cfg["weight_init"],
+        seed=0,
+        dtype=cfg["dtype"],
+    )
+    get_optimizer(cfg["optimizer"], lr=lr)
+
+
 def random_search(
     x_train: NDArray,
     t_train: NDArray,
@@ -294,16 +317,31 @@ def random_search(
         ``trials`` or ``epochs`` is not positive, a range is not 0 < low <= high, or
         ``processes`` is not a positive int.
     """
-    if trials <= 0 or epochs <= 0:
+    for name, value in (("trials", trials), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"random_search: {name} must be a positive int, got {value!r}")
+    if train_size is not None and (
+        isinstance(train_size, bool)
+        or not isinstance(train_size, (int, np.integer))
+        or train_size <= 0
+    ):
         raise ValueError(
-            f"random_search: trials and epochs must be positive, got {trials}, {epochs}"
+            f"random_search: train_size must be a positive int (the first samples used) or "
+            f"None (all of them), got {train_size!r}"
         )
     for name, (lo, hi) in (("lr_range", lr_range), ("weight_decay_range", weight_decay_range)):
-        if not 0 < lo <= hi:
+        if not (0 < lo <= hi and math.isfinite(hi)):
             raise ValueError(f"random_search: {name} must be 0 < low <= high, got {(lo, hi)}")
     workers = _worker_count(processes, trials)
-    x = x_train[:train_size] if train_size else x_train
-    t = t_train[:train_size] if train_size else t_train
+    x_all, t_all = np.asarray(x_train), np.asarray(t_train)
+    if x_all.ndim < 2 or t_all.ndim not in (1, 2) or x_all.shape[0] != t_all.shape[0]:
+        raise ValueError(
+            f"random_search: x_train (n, ...) and t_train (n,) or (n, k) must have as many "
+            f"rows, got shapes {x_all.shape} and {t_all.shape}"
+        )
+    # Images (n, 1, 28, 28) as rows of 784, as the nets flatten them.
+    x = x_all[:train_size].reshape(min(train_size or len(x_all), len(x_all)), -1)
+    t = t_all[:train_size]
     (x_tr, t_tr), (x_val, t_val) = split_validation(x, t, validation_ratio, seed)
     rng = np.random.default_rng(seed)
     lrs = 10 ** rng.uniform(np.log10(lr_range[0]), np.log10(lr_range[1]), trials)
@@ -322,6 +360,7 @@ def random_search(
         "seed": seed,
         "output_size": max(output_size, 10),
     }
+    _check_config(cfg, x_tr.shape[1], float(lrs[0]))
     jobs = [(i, float(lrs[i]), float(wds[i]), cfg) for i in range(trials)]
     data = (x_tr, t_tr, x_val, t_val)
     results: list[Trial] = []
@@ -337,20 +376,31 @@ def random_search(
             _DATA.clear()
             _DATA.update(saved)
     else:
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=_WorkerContext(),
-            initializer=_init_worker,
-            initargs=(data,),
-        ) as pool:
-            try:
-                for trial in pool.map(_run_trial, jobs):
-                    results.append(trial)
-                    if on_result:
-                        on_result(trial)
-            except BaseException:
-                _stop_workers(pool)
-                raise
+        from ferrograd.trainer import _catch_sigterm, _restore_sigterm, _Terminated
+
+        old_handler = _catch_sigterm()  # SIGTERM, as Ctrl-C, ends the workers too
+        try:
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=_WorkerContext(),
+                initializer=_init_worker,
+                initargs=(data,),
+            ) as pool:
+                try:
+                    for trial in pool.map(_run_trial, jobs):
+                        results.append(trial)
+                        if on_result:
+                            on_result(trial)
+                except BaseException:
+                    _stop_workers(pool)
+                    raise
+        except _Terminated:
+            _restore_sigterm(old_handler)
+            old_handler = None
+            os.kill(os.getpid(), signal.SIGTERM)  # the workers are gone: now die of it
+            raise
+        finally:
+            _restore_sigterm(old_handler)
     return sorted(results, key=lambda r: (-np.nan_to_num(r.val_acc, nan=-1.0), r.index))
 
 

@@ -310,7 +310,8 @@ def _umask() -> int:
 
 
 def _catch_sigterm() -> Any:
-    """Turn SIGTERM into an exception while a temp file exists (main thread only)."""
+    """Turn SIGTERM into an exception while cleanup is due (a temp file exists, worker
+    processes run), in the main thread and when no handler is set; the old handler."""
     if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
