@@ -210,6 +210,9 @@ def test_lookup_order(clean_env, monkeypatch):
 def test_missing_data_dir_is_an_error(clean_env):
     with pytest.raises(DatasetError, match="no such directory"):
         find_data_dir(MNIST, clean_env / "nope")
+    (clean_env / "file").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"data_dir=.*file: is not a directory"):
+        find_data_dir("mnist", clean_env / "file")
 
 
 def test_not_found_without_download(clean_env):

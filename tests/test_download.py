@@ -376,11 +376,22 @@ def test_a_slow_mirror_does_not_stop_the_next_one(server, tmp_path):
         ({"deadline": 0}, ValueError, "deadline must be a positive number of seconds, got 0"),
         ({"timeout": float("nan")}, ValueError, "timeout must be a positive number"),
         ({"deadline": "60"}, TypeError, "deadline must be a number of seconds, got '60'"),
+        ({"retries": -1}, ValueError, "retries must be an int >= 0, got -1"),
+        ({"retries": 2.5}, ValueError, "retries must be an int >= 0, got 2.5"),
+        ({"ds": "cifar"}, ValueError, "unknown dataset 'cifar'; expected one of mnist, fashion"),
     ],
 )
-def test_bad_time_limits(tmp_path, kw, error, message):
+def test_bad_download_arguments(tmp_path, kw, error, message):
+    kw = {"ds": SAMPLE, **kw}
     with pytest.raises(error, match=message):
-        download(SAMPLE, tmp_path, mirrors=["http://127.0.0.1:9/"], progress=False, **kw)
+        download(dest=tmp_path, mirrors=["http://127.0.0.1:9/"], progress=False, **kw)
+
+
+def test_one_mirror_as_a_string(server, tmp_path):
+    base, site = server
+    publish(site, "/a", sample_dir())
+    out = download(SAMPLE, tmp_path, mirrors=f"{base}/a", progress=False)  # type: ignore[arg-type]
+    assert leftovers(out) == sorted(FILE_NAMES)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")

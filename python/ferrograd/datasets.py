@@ -571,7 +571,7 @@ def _has_all(folder: Path, ds: DatasetSpec) -> bool:
 
 
 def find_data_dir(
-    ds: DatasetSpec = MNIST, data_dir: str | os.PathLike[str] | None = None
+    ds: DatasetSpec | str = MNIST, data_dir: str | os.PathLike[str] | None = None
 ) -> Path | None:
     """The first folder holding all four files of ``ds``, in the order of the module doc.
 
@@ -605,10 +605,12 @@ def find_data_dir(
     env = os.environ.get("FERROGRAD_DATA")
     if env:
         explicit.append(("FERROGRAD_DATA", Path(env)))
+    ds = _spec("find_data_dir", ds)
     passed_over: tuple[str, Path, str] | None = None
     for label, folder in explicit:
         if not folder.is_dir():
-            raise DatasetError(f"{label}={folder}: no such directory")
+            what = "is not a directory" if folder.exists() else "no such directory"
+            raise DatasetError(f"{label}={folder}: {what}")
         # $FERROGRAD_DATA may name a parent holding one folder per dataset.
         for candidate in (folder, folder / ds.name):
             if not _has_all(candidate, ds):
@@ -825,6 +827,15 @@ def _fetch(
     _restore_sigterm(old_handler)
 
 
+def _spec(op: str, ds: DatasetSpec | str) -> DatasetSpec:
+    """``ds`` itself, or the dataset of that name."""
+    if isinstance(ds, DatasetSpec):
+        return ds
+    if isinstance(ds, str) and ds in DATASETS:
+        return DATASETS[ds]
+    raise ValueError(f"{op}: unknown dataset {ds!r}; expected one of {', '.join(DATASETS)}")
+
+
 def _positive_seconds(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"download: {name} must be a number of seconds, got {value!r}")
@@ -889,10 +900,13 @@ def download(
     TypeError
         ``timeout`` or ``deadline`` is not a number.
     """
-    if isinstance(ds, str):
-        ds = DATASETS[ds]
+    ds = _spec("download", ds)
     timeout = _positive_seconds("timeout", timeout)
     deadline = _positive_seconds("deadline", deadline)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"download: retries must be an int >= 0, got {retries!r}")
+    if isinstance(mirrors, (str, os.PathLike)):
+        mirrors = [os.fspath(mirrors)]  # one mirror, not a sequence of characters
     folder = Path(dest) if dest is not None else cache_dir(ds.name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
