@@ -424,3 +424,15 @@ def test_full_mnist_where_fashion_mnist_is_asked_for(mnist_dir, clean_env):
         r"t10k-labels-idx1-ubyte: a valid MNIST file, keep it",
     ):
         read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", datasets.FASHION_MNIST.files[3])
+
+
+def test_files_named_as_kaggle_spells_them(clean_env, mnist_dir):
+    """train-images.idx3-ubyte (a dot before idx), as the Kaggle copy names them."""
+    folder = clean_env / "kaggle"
+    folder.mkdir()
+    for spec in MNIST.files:
+        dotted = spec.name.replace("-idx", ".idx")
+        (folder / f"{dotted}.gz").symlink_to(mnist_dir / f"{spec.name}.gz")
+    assert find_data_dir(MNIST, folder) == folder
+    (_, t), (_, tt) = load_mnist(data_dir=folder, download_ok=False)
+    assert t[:10].tolist() == FIRST_TRAIN_LABELS and tt[:10].tolist() == FIRST_TEST_LABELS

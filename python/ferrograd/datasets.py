@@ -560,9 +560,13 @@ def sample_dir() -> Path:
 
 
 def _locate(folder: Path, spec: IdxFile) -> Path | None:
-    for candidate in (folder / f"{spec.name}.gz", folder / spec.name):
-        if candidate.exists():
-            return candidate
+    """The file of ``spec`` in ``folder``: ``name.gz`` or ``name``, or as some copies spell
+    it (Kaggle's ``train-images.idx3-ubyte``); the checksums say whether it is the one."""
+    dotted = spec.name.replace("-idx", ".idx")
+    for name in (spec.name, dotted):
+        for candidate in (folder / f"{name}.gz", folder / name):
+            if candidate.exists():
+                return candidate
     return None
 
 
