@@ -426,7 +426,7 @@ def test_full_mnist_where_fashion_mnist_is_asked_for(mnist_dir, clean_env):
         read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz", datasets.FASHION_MNIST.files[3])
 
 
-def test_files_named_as_kaggle_spells_them(clean_env, mnist_dir):
+def test_files_named_as_kaggle_spells_them(mnist_dir, clean_env):
     """train-images.idx3-ubyte (a dot before idx), as the Kaggle copy names them."""
     folder = clean_env / "kaggle"
     folder.mkdir()
