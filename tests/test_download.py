@@ -285,9 +285,12 @@ def test_unwritable_cache_is_a_download_error(tmp_path):
 # ------------------------------------------------------------- deadlines and size limits
 
 
-def download_in_child(base: str, dest: Path, timeout: float = 60, **kw) -> tuple[int, str, float]:
-    """``download(SAMPLE, dest, ...)`` in a new interpreter: (returncode, stderr, seconds)."""
+def download_in_child(base: str, dest: Path, **kw) -> tuple[int, str, float]:
+    """``download(SAMPLE, dest, **kw)`` in a new interpreter given a minute (its stacks are
+    printed if it hangs): (returncode, stderr, seconds)."""
     code = f"""
+        import faulthandler
+        faulthandler.dump_traceback_later(50, exit=True)
         from ferrograd.datasets import DatasetSpec, _sample_specs, download
         spec = DatasetSpec(name="s", title="MNIST sample", files=_sample_specs())
         download(spec, {str(dest)!r}, mirrors=[{base + "/a/"!r}], progress=False, **{kw!r})
@@ -297,7 +300,7 @@ def download_in_child(base: str, dest: Path, timeout: float = 60, **kw) -> tuple
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=60,
     )
     return proc.returncode, proc.stderr, time.monotonic() - start
 
