@@ -410,7 +410,8 @@ class FusedTrainer:
             where = getattr(e, "array_index", None)
             if where is None:
                 raise
-            raise ValueError(self._borrow_message(params, state, *where, str(e))) from None
+            what, index = where
+            raise ValueError(self._borrow_message(params, state, what, index, str(e))) from None
         except BaseException as e:
             # Interrupted (Ctrl-C): the steps applied before it stay applied, and the
             # exception's ``losses`` holds one loss per such step. Count exactly those.

@@ -142,7 +142,7 @@ class _WorkerProcess(SpawnProcess):
 class _WorkerContext(SpawnContext):
     """The spawn start method, with :class:`_WorkerProcess` workers."""
 
-    Process = _WorkerProcess  # type: ignore[assignment]
+    Process = _WorkerProcess
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
