@@ -587,8 +587,8 @@ def find_data_dir(
 
     Parameters
     ----------
-    ds : DatasetSpec, default MNIST
-        The dataset.
+    ds : DatasetSpec or str, default MNIST
+        The dataset, or its name in :data:`DATASETS`.
     data_dir : str or path-like, optional
         Folder to look in first.
 
@@ -602,6 +602,8 @@ def find_data_dir(
     DatasetError
         ``data_dir`` or ``$FERROGRAD_DATA`` is given but is not a folder, or holds
         another dataset's files (the message says which, and where to point it).
+    ValueError
+        ``ds`` is an unknown name.
     """
     explicit: list[tuple[str, Path]] = []
     if data_dir is not None:
@@ -897,10 +899,9 @@ def download(
     DownloadError
         The folder cannot be made, or a file could not be fetched from any mirror (the
         message lists every attempt and what to do instead).
-    KeyError
-        ``ds`` is an unknown name.
     ValueError
-        ``timeout`` or ``deadline`` is not a positive number of seconds.
+        ``ds`` is an unknown name, ``timeout`` or ``deadline`` is not a positive number
+        of seconds, or ``retries`` is not an int >= 0.
     TypeError
         ``timeout`` or ``deadline`` is not a number.
     """

@@ -225,7 +225,8 @@ class FusedTrainer:
     Raises
     ------
     ValueError
-        :func:`supports` does not hold for the pair.
+        :func:`supports` does not hold for the pair, e.g. two parameters share memory
+        (tied parameters train on the Python path).
     """
 
     def __init__(self, network: Any, optimizer: Any) -> None:
@@ -383,6 +384,10 @@ class FusedTrainer:
         ------
         TypeError
             ``batch_index_matrix`` is not integers.
+        ValueError
+            A parameter or optimizer-state array cannot be updated in place: read-only,
+            sharing memory with another, being trained by another thread, or locked by a
+            fork during a training run (the message names it and says what to copy).
         """
         x = self._rows(x_train, train=True)
         t = self._targets(t_train, _row_count(x_train))

@@ -132,7 +132,8 @@ class Optimizer:
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         raise NotImplementedError
 
@@ -177,7 +178,8 @@ class SGD(Optimizer):
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         self._check(params, grads)
         for key in params:
@@ -228,7 +230,8 @@ class Momentum(Optimizer):
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         self._check(params, grads)
         if self.v is None:
@@ -285,7 +288,8 @@ class Nesterov(Optimizer):
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         self._check(params, grads)
         if self.v is None:
@@ -338,7 +342,8 @@ class AdaGrad(Optimizer):
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         self._check(params, grads)
         if self.h is None:
@@ -393,7 +398,8 @@ class RMSprop(Optimizer):
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         self._check(params, grads)
         if self.h is None:
@@ -457,7 +463,8 @@ class Adam(Optimizer):
         TypeError
             A parameter is not a float array or float, or a gradient not real numbers.
         ValueError
-            A gradient's shape differs from its parameter's.
+            A gradient's shape differs from its parameter's, or a parameter array is
+            read-only.
         """
         self._check(params, grads)
         if self.m is None or self.v is None:

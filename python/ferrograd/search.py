@@ -271,7 +271,8 @@ def random_search(
     Parameters
     ----------
     x_train : numpy.ndarray, shape (N, D)
-        Training inputs (the test set is never used).
+        Training inputs (the test set is never used); images (N, 1, 28, 28) are
+        flattened as the nets do.
     t_train : numpy.ndarray
         Labels (N,) or one-hot rows (N, K).
     trials : int, default 20
@@ -314,8 +315,9 @@ def random_search(
     Raises
     ------
     ValueError
-        ``trials`` or ``epochs`` is not positive, a range is not 0 < low <= high, or
-        ``processes`` is not a positive int.
+        ``trials``, ``epochs``, ``train_size``, ``batch_size`` or ``processes`` is not a
+        positive int, a range is not 0 < low <= high, x and t differ in rows, or the net
+        or optimizer cannot be made (all checked before any worker starts).
     """
     for name, value in (("trials", trials), ("epochs", epochs)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
