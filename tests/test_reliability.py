@@ -5,6 +5,7 @@ test instead of killing or stalling the suite."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -638,18 +639,18 @@ def test_the_same_array_twice_is_named_at_the_native_boundary():
 
 
 def test_tied_parameters_train_on_the_python_path_and_the_fused_step_says_why():
-    FusedTrainer, net, x, t, _ = _fused_setup()
+    FusedTrainer, net, x, t, idx = _fused_setup()
+    fused = FusedTrainer(net, fg.SGD())
     net.params["W2"] = np.zeros((8, 5))
-    net.params["b2"] = net.params["b1"][:5]  # a view of b1
-    with pytest.raises(
-        ValueError,
-        match=r"network.params\['b2'\] shares its memory with network.params\['b1'\] \(the same "
-        r"array, or views of one array\).*network.params\['b2'\] = network.params\['b2'\].copy\(\)",
-    ):
+    net.params["b2"] = net.params["b1"][:5]  # a view of b1: tied after the trainer was made
+    tied = r"network.params\['b2'\] shares its memory with network.params\['b1'\] \(tied"
+    with pytest.raises(ValueError, match=tied + r".*Python path \(Trainer\(\.\.\., use_fused"):
+        fused.run_epoch(x, t, idx)
+    with pytest.raises(ValueError, match=tied):
         FusedTrainer(net, fg.SGD())
-    tied = fg.Trainer(net, x, t, x, t, epochs=1, mini_batch_size=20, seed=1, verbose=False)
-    assert tied._fused() is None  # the Python path: both updates reach the one array
-    tied.train()
+    trainer = fg.Trainer(net, x, t, x, t, epochs=1, mini_batch_size=20, seed=1, verbose=False)
+    assert trainer._fused() is None  # the Python path: both updates reach the one array
+    trainer.train()
     assert np.shares_memory(net.params["b1"], net.params["b2"])
 
 
@@ -661,25 +662,56 @@ def test_optimizer_state_over_the_parameters_is_named():
     with pytest.raises(ValueError, match=r"optimizer.m\['W1'\] shares its memory with "
                        r"network.params\['W1'\].*optimizer.m\['W1'\] = optimizer.m\['W1'\]"):  # fmt: skip
         fused.run_epoch(x, t, idx)
+    # the convolutional net's trainer says the same of two state arrays over one
+    from ferrograd.nets import SimpleConvNet
+
+    conv = SimpleConvNet(
+        input_dim=(1, 8, 8),
+        conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+        hidden_size=4, output_size=5, seed=0,
+    )  # fmt: skip
+    images = np.random.default_rng(0).random((60, 1, 8, 8))
+    opt = fg.Adam()
+    fused = FusedTrainer(conv, opt)
+    fused.run_epoch(images, t, idx)
+    opt.v["W3"] = opt.m["W3"]
+    with pytest.raises(ValueError, match=r"optimizer.v\['W3'\] shares its memory with "
+                       r"optimizer.m\['W3'\].*optimizer.v\['W3'\] = optimizer.v\['W3'\]"):  # fmt: skip
+        fused.run_epoch(images, t, idx)
 
 
-def test_read_only_parameters_are_named_on_both_paths():
-    FusedTrainer, net, x, t, idx = _fused_setup()
+def test_read_only_parameters_are_named_on_both_paths_and_the_advice_works():
+    """The advice never rebinds params[key] (a layered net's layers hold the arrays):
+    copy.deepcopy(net) gives writeable arrays its layers still share."""
+    from ferrograd.fused import FusedTrainer
+
+    rng = np.random.default_rng(0)
+    x, t, idx = rng.random((60, 20)), rng.integers(0, 5, 60), np.arange(60).reshape(3, 20)
+    net = fg.MultiLayerNet(20, [8, 8], 5, seed=0)
     fused = FusedTrainer(net, fg.SGD())
     net.params["W2"].flags.writeable = False
     with pytest.raises(ValueError, match=r"network.params\['W2'\] is read-only, but training "
-                       r"updates it in place.*= network.params\['W2'\].copy\(\)"):  # fmt: skip
+                       r"updates it in place.*net = copy.deepcopy\(net\)"):  # fmt: skip
         fused.run_epoch(x, t, idx)
     for opt in (fg.SGD(), fg.Momentum(), fg.AdaGrad(), fg.Adam()):
         with pytest.raises(ValueError, match=rf"{type(opt).__name__}.update: params\['W2'\] is "
-                           r"read-only.*params\['W2'\] = params\['W2'\].copy\(\)"):  # fmt: skip
+                           r"read-only.*copy.deepcopy\(net\)"):  # fmt: skip
             opt.update(net.params, net.gradient(x[:5], t[:5]))
+    fresh = copy.deepcopy(net)
+    want = copy.deepcopy(fresh)
+    FusedTrainer(fresh, fg.SGD(lr=0.5)).run_epoch(x, t, idx)
+    opt = fg.SGD(lr=0.5)
+    for row in idx:  # the Python path on the other copy: its layers see its arrays
+        opt.update(want.params, want.gradient(x[row], t[row]))
+    for key in want.params:
+        np.testing.assert_allclose(fresh.params[key], want.params[key], rtol=1e-10, atol=1e-12)
+    assert not np.allclose(fresh.params["W2"], net.params["W2"])  # it trained
 
 
 # A net training in a thread (a long run: steps of a 784-300-10 net), then a second net
 # sharing its params dict, a fork while it runs, and the advice followed in the child.
 SHARED_PARAMS = """
-import os, threading, time
+import copy, os, threading, time
 from ferrograd import fused
 from ferrograd.fused import FusedTrainer
 rng = np.random.default_rng(0)
@@ -706,7 +738,7 @@ pid = os.fork()
 if pid == 0:
     attempt("child", lambda: FusedTrainer(net1, fg.SGD()).run_epoch(x, t, idx[:1]))
     attempt("child predict", lambda: net1.predict(x[:1]))
-    net1.params = {k: v.copy() for k, v in net1.params.items()}  # the advice
+    net1 = copy.deepcopy(net1)  # the advice
     attempt("child after copy", lambda: FusedTrainer(net1, fg.SGD()).run_epoch(x, t, idx[:1]))
     os._exit(0)
 os.waitpid(pid, 0)
@@ -724,11 +756,12 @@ def test_shared_params_in_another_thread_and_after_a_fork_are_explained():
         "FusedTrainer.run_epoch: network.params['W1'] is being updated by a training run in "
         "thread 'trainer' that has not finished: nets sharing their parameter arrays"
     )
-    assert "network.params = {k: v.copy() for k, v in network.params.items()}" in lines["thread"]
+    assert "train a net with arrays of its own (copy.deepcopy(net))" in lines["thread"]
     assert lines["child"].startswith(
         "FusedTrainer.run_epoch: network.params['W1'] is locked: a training run on it was "
         "running in thread 'trainer' when this process was forked"
     )
+    assert "net = copy.deepcopy(net), optimizer = copy.deepcopy(optimizer)" in lines["child"]
     assert lines["child predict"].startswith(
         "predict: cannot read W1: it is being updated in place by a native call that has not "
         "finished"

@@ -236,10 +236,10 @@ class FusedTrainer:
             a, b = shared
             raise ValueError(
                 f"FusedTrainer: network.params[{b!r}] shares its memory with "
-                f"network.params[{a!r}] (the same array, or views of one array); the fused "
-                f"step updates each parameter on its own. Give it a copy (network.params[{b!r}] "
-                f"= network.params[{b!r}].copy()), or train tied parameters on the Python path "
-                "(Trainer(..., use_fused=False))"
+                f"network.params[{a!r}] (tied parameters: the same array, or views of one "
+                "array), but the fused step updates each parameter on its own; train tied "
+                "parameters on the Python path (Trainer(..., use_fused=False), which Trainer "
+                "chooses by itself for them)"
             )
         if not supports(network, optimizer):
             raise ValueError(
@@ -437,7 +437,12 @@ class FusedTrainer:
     def _borrow_message(
         self, params: list[np.ndarray], state: list[np.ndarray], what: str, i: int, native: str
     ) -> str:
-        """Why array i of ``what`` could not be updated in place, and what to do."""
+        """Why array i of ``what`` could not be updated in place, and what to do.
+
+        The advice never rebinds ``network.params[key]``: a layered net's layers hold the
+        arrays themselves. ``copy.deepcopy`` copies a net with its layers still sharing
+        the copied arrays, and an optimizer with its state.
+        """
         op = "FusedTrainer.run_epoch"
         arrays = {("params", j): a for j, a in enumerate(params)}
         arrays.update({("state", j): a for j, a in enumerate(state)})
@@ -446,31 +451,41 @@ class FusedTrainer:
         if not arr.flags.writeable:
             return (
                 f"{op}: {name} is read-only, but training updates it in place; make it "
-                f"writeable with a copy: {name} = {name}.copy()"
+                f"writeable ({name}.flags.writeable = True, where it owns its memory), or "
+                "train a copy (net = copy.deepcopy(net): its arrays are writeable)"
             )
         for key, other in arrays.items():
-            if key != (what, i) and np.shares_memory(arr, other):
+            if key == (what, i) or not np.shares_memory(arr, other):
+                continue
+            shared = f"{op}: {name} shares its memory with {self._array_name(*key)}"
+            if "state" in (what, key[0]):  # the optimizer's state: only it holds those
+                state_name = name if what == "state" else self._array_name(*key)
                 return (
-                    f"{op}: {name} shares its memory with {self._array_name(*key)} (the same "
-                    "array, or views of one array), but each parameter and optimizer-state "
-                    f"array is updated on its own; give it a copy: {name} = {name}.copy()"
+                    f"{shared}, but parameters and optimizer state are updated on their "
+                    f"own; give the state its own array: {state_name} = {state_name}.copy()"
                 )
+            return (
+                f"{shared} (tied parameters), but the fused step updates each parameter "
+                "on its own; train tied parameters on the Python path "
+                "(Trainer(..., use_fused=False))"
+            )
         holder = _holder(arr)
-        copies = "network.params = {k: v.copy() for k, v in network.params.items()}"
         if holder is not None and holder[2]:
             return (
                 f"{op}: {name} is locked: {holder[1]} on it was running in thread "
                 f"{holder[0]!r} when this process was forked, and that call never finishes "
-                "in this process (its arrays hold whatever it had written by then). Give the "
-                f"net and the optimizer new arrays ({copies}, and a new optimizer), or fork "
-                "only while no training runs (or start processes with 'spawn' or 'forkserver')"
+                "in this process (its arrays hold whatever it had written by then). Train "
+                "copies here (net = copy.deepcopy(net), optimizer = copy.deepcopy(optimizer)),"
+                " or fork only while no training runs (or start processes with 'spawn' or "
+                "'forkserver')"
             )
         if holder is not None:
             return (
                 f"{op}: {name} is being updated by {holder[1]} in thread {holder[0]!r} that "
                 "has not finished: nets sharing their parameter arrays (net2.params = "
                 "net1.params, or layers built over the same arrays) cannot train at the same "
-                f"time. Wait for that run, or give this net arrays of its own: {copies}"
+                "time. Wait for that run, or train a net with arrays of its own "
+                "(copy.deepcopy(net))"
             )
         return native
 

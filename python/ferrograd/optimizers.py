@@ -98,8 +98,9 @@ class Optimizer:
             if not scalar and not p.flags.writeable:
                 raise ValueError(
                     f"{name}.update: params[{key!r}] is read-only, but the update changes it "
-                    f"in place; make it writeable with a copy: params[{key!r}] = "
-                    f"params[{key!r}].copy()"
+                    f"in place; make it writeable (params[{key!r}].flags.writeable = True, "
+                    "where it owns its memory), or train a copy of the net "
+                    "(net = copy.deepcopy(net): its arrays are writeable)"
                 )
             g_kind = np.asarray(grads[key]).dtype.kind
             if g_kind not in "biuf":

@@ -124,11 +124,12 @@ pub fn borrow_error(op: &str, name: &str, err: &BorrowError, access: Access) -> 
         (_, Access::Write) => format!(
             "{op}: {name} cannot be updated in place: its memory is in use, by another array \
              of this call (one array, or views of one array, passed twice) or by {BUSY}; \
-             give each array memory of its own (arr.copy())"
+             give each array memory of its own (arr.copy(); a net's parameters: \
+             copy.deepcopy(net))"
         ),
         (_, Access::Read) => format!(
             "{op}: cannot read {name}: it is being updated in place by {BUSY}; wait for that \
-             call to end, or use a copy of the array (arr.copy())"
+             call to end, or use copies (arr.copy(); a net's parameters: copy.deepcopy(net))"
         ),
     };
     PyValueError::new_err(msg)

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySequence};
 
-use super::convert::{dims, same_dtype, targets, SignalCheck};
+use super::convert::{borrow_error, dims, same_dtype, targets, Access, SignalCheck};
 use super::fused::borrow_list;
 use super::optimizer::parse_optimizer;
 use crate::error::fmt_shape;
@@ -155,7 +155,7 @@ fn run_typed<'py, T: Float + Element>(
             ))
         })?
         .try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("{OP}: cannot read batch_indices: {e}")))?;
+        .map_err(|e| borrow_error(OP, "batch_indices", &e, Access::Read))?;
     let x2 = image_rows(OP, &xs)?;
     let tv = ts.view(OP)?;
     let idx = dims::<i64, Ix2>(OP, "batch_indices", idx_arr.as_array())?;
