@@ -188,6 +188,7 @@ class ConvNetTrainer:
         learning_rates: NDArray[np.float64] | None = None,
     ) -> NDArray[np.float64]: ...
 
+@final
 class FusedTrainer:
     """Fused training of a fully connected net (the two-layer net, MultiLayerNet with
     weight decay): gather, forward, backward and update in one call per run of steps."""
