@@ -30,15 +30,7 @@ pub fn numerical_gradient<'py>(
 ) -> PyResult<GradTuple<'py, f64>> {
     const OP: &str = "numerical_gradient";
     let act = parse_activation(OP, activation)?;
-    let fast = match method {
-        "fast" => true,
-        "bruteforce" => false,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "{OP}: method must be 'fast' or 'bruteforce', got {other:?}"
-            )))
-        }
-    };
+    let fast = is_fast(OP, method)?;
     let w1 = match float_array(OP, "W1", w1)? {
         FloatArray::F64(w1) => w1,
         FloatArray::F32(_) => {
@@ -62,4 +54,15 @@ pub fn numerical_gradient<'py>(
         });
         Ok(grads_to_py(py, signal.result(g)?))
     })
+}
+
+/// True for ``method="fast"``, false for ``"bruteforce"``; ValueError otherwise.
+pub(super) fn is_fast(op: &str, method: &str) -> PyResult<bool> {
+    match method {
+        "fast" => Ok(true),
+        "bruteforce" => Ok(false),
+        other => Err(PyValueError::new_err(format!(
+            "{op}: method must be 'fast' or 'bruteforce', got {other:?}"
+        ))),
+    }
 }

@@ -8,6 +8,7 @@ use pyo3::types::{PySequence, PyTuple};
 
 use super::activation::parse_activation;
 use super::convert::{dims, readonly, targets, SignalCheck};
+use super::numgrad::is_fast;
 use crate::kernels::numgrad_chain::{self as k, Chain, ChainLayer, LayerGradient};
 
 const OP: &str = "chain_numerical_gradient";
@@ -118,15 +119,7 @@ pub fn chain_numerical_gradient<'py>(
     method: &str,
 ) -> PyResult<Vec<LayerTuple<'py>>> {
     let act = parse_activation(OP, activation)?;
-    let fast = match method {
-        "fast" => true,
-        "bruteforce" => false,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "{OP}: method must be 'fast' or 'bruteforce', got {other:?}"
-            )))
-        }
-    };
+    let fast = is_fast(OP, method)?;
     if !weight_decay.is_finite() {
         return Err(PyValueError::new_err(format!(
             "{OP}: weight_decay must be finite, got {weight_decay}"

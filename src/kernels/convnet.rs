@@ -248,18 +248,7 @@ impl<T: Float> ConvNetTrainer<T> {
 
     /// Replaces the update rule's hyperparameters. Errors: another rule, invalid rates.
     pub fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
-        const OP: &str = "ConvNetTrainer";
-        if !optimizer.same_rule(&self.optimizer) {
-            return Err(KernelError::value(
-                OP,
-                format!(
-                    "the optimizer must stay {:?}-like, got {optimizer:?}",
-                    self.optimizer
-                ),
-            ));
-        }
-        optimizer.check(OP)?;
-        self.optimizer = optimizer;
+        self.optimizer = self.optimizer.replaced_by("ConvNetTrainer", optimizer)?;
         Ok(())
     }
 

@@ -53,6 +53,20 @@ impl Optimizer {
         }
     }
 
+    /// `new` in place of this rule (a schedule changing the learning rate between runs,
+    /// say), after checking it is the same rule (its state would not fit another) with
+    /// valid rates.
+    pub fn replaced_by(&self, op: &'static str, new: Optimizer) -> Result<Optimizer> {
+        if !new.same_rule(self) {
+            return Err(KernelError::value(
+                op,
+                format!("the optimizer must stay {self:?}-like, got {new:?}"),
+            ));
+        }
+        new.check(op)?;
+        Ok(new)
+    }
+
     /// Whether `other` is the same rule (possibly with other hyperparameters).
     pub fn same_rule(&self, other: &Optimizer) -> bool {
         std::mem::discriminant(self) == std::mem::discriminant(other)

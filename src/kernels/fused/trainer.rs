@@ -432,18 +432,7 @@ impl<T: Float> FusedTrainer<T> {
     /// rate between runs, say). Errors: another rule (its state would not fit), or
     /// invalid rates.
     pub fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
-        const OP: &str = "FusedTrainer";
-        if !optimizer.same_rule(&self.optimizer) {
-            return Err(KernelError::value(
-                OP,
-                format!(
-                    "the optimizer must stay {:?}-like, got {optimizer:?}",
-                    self.optimizer
-                ),
-            ));
-        }
-        optimizer.check(OP)?;
-        self.optimizer = optimizer;
+        self.optimizer = self.optimizer.replaced_by("FusedTrainer", optimizer)?;
         Ok(())
     }
 
