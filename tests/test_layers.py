@@ -239,6 +239,13 @@ def test_dropout_is_seeded_and_follows_the_book(rng):
     np.testing.assert_array_equal(a.backward(dout), dout * a.mask)
     np.testing.assert_array_equal(dout, dout_before)
     assert not np.array_equal(Dropout(0.3, seed=8).forward(x), out_a)
+    # the default dout = 1 gives the mask in the input's float dtype, not int64
+    for dtype in (np.float32, np.float64):
+        layer = Dropout(0.3, seed=1)
+        layer.forward(x.astype(dtype))
+        dx = layer.backward()
+        assert dx.dtype == dtype
+        np.testing.assert_array_equal(dx, layer.mask.astype(dtype))
 
 
 def test_errors_are_clear(rng):

@@ -770,6 +770,7 @@ class Dropout:
         self.dropout_ratio = dropout_ratio
         self.rng = _rng(rng, seed, "Dropout")
         self.mask: NDArray[np.bool_] | None = None
+        self._dtype: np.dtype = np.dtype(np.float64)
 
     def forward(self, x: ArrayLike, train_flg: bool = True) -> FloatArray:
         """Training: x·mask, mask = U[0, 1) > ratio (new each call); inference: x·(1 − ratio).
@@ -789,6 +790,7 @@ class Dropout:
         arr = as_float_array(x, "x")
         if train_flg:
             self.mask = self.rng.random(arr.shape) > self.dropout_ratio
+            self._dtype = arr.dtype
             return arr * self.mask
         return arr * (1.0 - self.dropout_ratio)
 
@@ -803,7 +805,8 @@ class Dropout:
         Returns
         -------
         numpy.ndarray
-            The mask's shape.
+            The mask's shape; the forward input's float dtype for an integer ``dout``
+            (the default 1), else ``dout``'s.
 
         Raises
         ------
@@ -815,6 +818,8 @@ class Dropout:
         if self.mask is None:
             raise _not_run("Dropout")
         d = np.asarray(dout)
+        if d.dtype.kind not in "fc":
+            d = d.astype(self._dtype)
         if d.ndim and d.shape != self.mask.shape:
             raise ValueError(
                 f"Dropout.backward: dout has shape {d.shape} but the mask has shape "
