@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PySequence};
 
 use super::convert::{borrow_error, dims, same_dtype, targets, Access, SignalCheck};
 use super::fused::borrow_list;
-use super::optimizer::parse_optimizer;
+use super::optimizer::{parse_optimizer, run_options};
 use crate::error::fmt_shape;
 use crate::kernels::convnet::{self as kernel, ConvNetShape, ConvNetSlices};
 use crate::kernels::Float;
@@ -303,11 +303,7 @@ impl ConvNetTrainer {
         learning_rates: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         const OP: &str = "ConvNetTrainer.run";
-        let opt = match hyperparameters {
-            Some(h) => Some(parse_optimizer(OP, &self.optimizer, h)?),
-            None => None,
-        };
-        let lrs = learning_rates.map(|a| a.as_array().to_vec());
+        let (opt, lrs) = run_options(OP, &self.optimizer, hyperparameters, learning_rates)?;
         let schedule = (lrs.as_deref(), iter);
         match &mut self.inner {
             Inner::F32(tr) => {

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PySequence};
 
 use super::activation::parse_activation;
 use super::convert::{borrow_error, dims, targets, Access, SignalCheck, TargetArg};
-use super::optimizer::parse_optimizer;
+use super::optimizer::{parse_optimizer, run_options};
 use super::sparse::{RowsArg, SparseDtype};
 use crate::kernels::fused::{self as kernel, LayerMut};
 use crate::kernels::Float;
@@ -274,11 +274,7 @@ impl FusedTrainer {
         learning_rates: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         const OP: &str = "FusedTrainer.run";
-        let opt = match hyperparameters {
-            Some(h) => Some(parse_optimizer(OP, &self.optimizer, h)?),
-            None => None,
-        };
-        let lrs = learning_rates.map(|a| a.as_array().to_vec());
+        let (opt, lrs) = run_options(OP, &self.optimizer, hyperparameters, learning_rates)?;
         let schedule = (lrs.as_deref(), iter);
         match &mut self.inner {
             Inner::F32(tr) => {

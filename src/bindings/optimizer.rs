@@ -72,3 +72,18 @@ pub fn parse_optimizer(
         },
     })
 }
+
+/// A fused trainer's `run` options: the rule's `hyperparameters` (when given, parsed
+/// for the trainer's rule `name`) and the per-step `learning_rates`.
+pub fn run_options(
+    op: &str,
+    name: &str,
+    hyperparameters: Option<&Bound<'_, PyDict>>,
+    learning_rates: Option<numpy::PyReadonlyArray1<'_, f64>>,
+) -> PyResult<(Option<Optimizer>, Option<Vec<f64>>)> {
+    let optimizer = match hyperparameters {
+        Some(h) => Some(parse_optimizer(op, name, h)?),
+        None => None,
+    };
+    Ok((optimizer, learning_rates.map(|a| a.as_array().to_vec())))
+}

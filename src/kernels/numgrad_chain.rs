@@ -485,8 +485,9 @@ pub fn numerical_gradient_bruteforce(
     interrupt: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<LayerGradient>> {
     chain.check(x, t)?;
-    Pass::new(chain, x, t)?; // memory for a pass, checked once
-                             // Owned copies the probes perturb (each thread its own).
+    // Memory for a pass, checked once; then owned copies the probes perturb (each
+    // thread its own).
+    Pass::new(chain, x, t)?;
     let owned: Vec<OwnedLayer> = chain.layers.iter().map(OwnedLayer::new).collect();
     let loss_at = |layers: &[OwnedLayer]| -> f64 {
         let views: Vec<ChainLayer<'_>> = layers.iter().map(OwnedLayer::view).collect();
