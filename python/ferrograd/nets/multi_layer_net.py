@@ -287,10 +287,9 @@ class MultiLayerNet(ModelMixin):
                     gamma = np.asarray(self.params[f"gamma{idx}"], dtype=np.float64)
                     beta = np.asarray(self.params[f"beta{idx}"], dtype=np.float64)
                 if self.use_dropout:
-                    # the draw the layer's next training forward pass makes
+                    # the mask the layer's next training forward pass draws (rewound)
                     drop = self.layers[f"Dropout{idx}"]
-                    keep = drop.rng.random((x2.shape[0], w.shape[1])) > drop.dropout_ratio
-                    mask = keep.astype(np.float64)
+                    mask = drop.forward(np.ones((x2.shape[0], w.shape[1])), train_flg=True)
             layers.append((w, b, gamma, beta, mask))
         rewind()
         out = _core.chain_numerical_gradient(
