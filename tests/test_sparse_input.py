@@ -7,6 +7,10 @@ the matmul tolerances, and NaN/inf must propagate as IEEE arithmetic does in Num
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import tol
@@ -147,3 +151,45 @@ def test_affine_layer_and_multi_layer_net_on_sparse_input(rng, dtype):
         scale = np.abs(want[key]).max()
         atol = scale * (1e-4 if dtype == np.float32 else 1e-10)
         np.testing.assert_allclose(grads[key], want[key], rtol=0, atol=atol)
+
+
+THREADS_SCRIPT = """
+import hashlib, numpy as np
+from ferrograd import TwoLayerNet, _core
+rng = np.random.default_rng(3)
+out = []
+for dtype in (np.float32, np.float64):
+    dense = rng.standard_normal((100, 784)).astype(dtype)
+    sparse = (rng.random((100, 784)) * (rng.random((100, 784)) < 0.2)).astype(dtype)
+    big = (rng.random((1500, 784)) * (rng.random((1500, 784)) < 0.2)).astype(dtype)
+    w = rng.standard_normal((784, 50)).astype(dtype)
+    d = rng.standard_normal((100, 50)).astype(dtype)
+    arrays = []
+    for x in (dense, sparse):
+        arrays += [_core.matmul(x, w), _core.matmul(x, d, trans_a=True), _core.matmul(d, w.T)]
+    net = TwoLayerNet(784, 50, 10, dtype=dtype, seed=1)
+    t = rng.integers(0, 10, 100)
+    arrays += [*net.gradient(sparse, t).values(), *net.gradient(dense, t).values()]
+    arrays += [net.predict(big), _core.matmul(big, w)]
+    out.append([hashlib.sha256(a.tobytes()).hexdigest()[:16] for a in arrays])
+print(out)
+"""
+
+
+def test_per_call_results_do_not_depend_on_the_number_of_threads():
+    """Network-sized products (dense and zero-skipping) are cut by size, not by the
+    number of threads, and each output element sums its terms in one order."""
+    outs = []
+    for threads in ("1", "2", "3"):
+        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
+        run = subprocess.run(
+            [sys.executable, "-c", THREADS_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        outs.append(run.stdout)
+    assert outs[0].count("'") > 40
+    assert outs[0] == outs[1] == outs[2]

@@ -38,7 +38,8 @@ fn check_inner<T>(op: &'static str, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>
 pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_inner("matmul", &a, &b)?;
     let mut c = try_zeros2("matmul", a.nrows(), b.ncols())?;
-    product_into(a, b, c.view_mut(), false);
+    // c is zeros: adding the product into it saves clearing it again.
+    product_into(a, b, c.view_mut(), true);
     Ok(c)
 }
 
@@ -127,12 +128,13 @@ pub(crate) fn gemm_into<T: Float>(
         return;
     }
     let macs = m.saturating_mul(n).saturating_mul(k);
+    let mac_bytes = macs.saturating_mul(std::mem::size_of::<T>());
     // Small products, and products inside a parallel loop (whose other threads are
-    // busy), run right here: handing work to the pool costs more than they take.
-    if !parallel_worth::<T>(macs) || rayon::current_thread_index().is_some() {
+    // busy), run right here: handing work over costs more than they take.
+    if rayon::current_thread_index().is_some() || mac_bytes < TEAM_MIN_MAC_BYTES {
         gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
-    } else if macs < SPLIT_MAX_MACS {
-        split_rows_or_cols(a, b, c, accumulate);
+    } else if macs < SPLIT_MAX_MACS || !parallel_worth::<T>(macs) {
+        split_rows_or_cols(a, b, c, accumulate, MEDIUM_PARTS);
     } else {
         parallel::install(|threads| {
             let par = if threads > 1 {
@@ -149,49 +151,51 @@ pub(crate) fn gemm_into<T: Float>(
 /// independent blocks on each thread do.
 pub const SPLIT_MAX_MACS: usize = 1 << 26;
 
-/// Medium products (the network's): the output cut into one block of rows (or columns,
-/// whichever is longer) per thread, each block a single-threaded GEMM. The calling
-/// thread computes the first block itself while the pool takes the others, so a call
-/// waits for one thread hand-off, not two. gemm's own threading splits finer and
-/// synchronises more, which these sizes cannot repay.
+/// Products with at least this many multiply-adds × bytes per element are split
+/// between the team's threads ([`parallel::split`]; 100×784×50 is 31 MB in f64 and
+/// 16 MB in f32): at ~20 µs of work per thread the hand-over to a thread that is
+/// still awake costs about 1 %.
+pub const TEAM_MIN_MAC_BYTES: usize = 2 << 20;
+
+/// Blocks a medium product is cut into, whatever the number of threads: gemm sums a
+/// block's terms in an order that depends on the block's shape, so a cut that
+/// followed the thread count would make the result depend on it.
+pub const MEDIUM_PARTS: usize = 2;
+
+/// Medium products (the network's): the output cut into `parts` blocks of rows (or
+/// columns, whichever is longer), each a single-threaded GEMM, shared by the team's
+/// threads. gemm's own threading splits finer and synchronises more, which these
+/// sizes cannot repay.
 fn split_rows_or_cols<T: Float>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     c: ArrayViewMut2<'_, T>,
     accumulate: bool,
+    parts: usize,
 ) {
     let (m, n) = c.dim();
-    let none = gemm::Parallelism::None;
-    parallel::in_place_scope(move |scope, parts| {
-        let Some(scope) = scope else {
-            return gemm_serial(a, b, c, accumulate, none);
+    // Blocks of rows of (a, c), or of columns of (b, c), in whole 8-element groups.
+    let axis = if m >= n { Axis(0) } else { Axis(1) };
+    let len = c.len_of(axis);
+    let size = len.div_ceil(parts).next_multiple_of(8).min(len).max(1);
+    let mut blocks = Vec::with_capacity(parts);
+    let mut rest = c;
+    let mut start = 0;
+    while rest.len_of(axis) > 0 {
+        let take = size.min(rest.len_of(axis));
+        let (block, tail) = rest.split_at(axis, take);
+        rest = tail;
+        let range = start..start + take;
+        start += take;
+        let (a, b) = if axis == Axis(0) {
+            (a.slice_move(ndarray::s![range, ..]), b)
+        } else {
+            (a, b.slice_move(ndarray::s![.., range]))
         };
-        // Blocks of rows of (a, c), or of columns of (b, c); the caller keeps the first.
-        let axis = if m >= n { Axis(0) } else { Axis(1) };
-        let size = c.len_of(axis).div_ceil(parts).max(1);
-        let mut rest = c;
-        let mut start = 0;
-        let mut own = None;
-        while rest.len_of(axis) > 0 {
-            let take = size.min(rest.len_of(axis));
-            let (block, tail) = rest.split_at(axis, take);
-            rest = tail;
-            let range = start..start + take;
-            start += take;
-            let (a, b) = if axis == Axis(0) {
-                (a.slice_move(ndarray::s![range, ..]), b)
-            } else {
-                (a, b.slice_move(ndarray::s![.., range]))
-            };
-            if own.is_none() {
-                own = Some((a, b, block));
-            } else {
-                scope.spawn(move |_| gemm_serial(a, b, block, accumulate, none));
-            }
-        }
-        if let Some((a, b, block)) = own {
-            gemm_serial(a, b, block, accumulate, none);
-        }
+        blocks.push((a, b, block));
+    }
+    parallel::split_items(blocks, |(a, b, block)| {
+        gemm_serial(a, b, block, accumulate, gemm::Parallelism::None);
     });
 }
 
@@ -289,10 +293,10 @@ mod tests {
 
     #[test]
     fn threaded_splits_match_naive() -> Result<()> {
-        // Above PARALLEL_MIN_MAC_BYTES: rows split (m ≥ n), columns split (n > m), and a
+        // Above TEAM_MIN_MAC_BYTES: rows split (m ≥ n), columns split (n > m), and a
         // transposed operand, each against the naive triple loop.
         let (m, k, n) = (420, 180, 90);
-        assert!(parallel_worth::<f64>(m * k * n) && m * k * n < SPLIT_MAX_MACS);
+        assert!(m * k * n * 8 >= TEAM_MIN_MAC_BYTES && m * k * n < SPLIT_MAX_MACS);
         let a = Array::from_shape_fn((m, k), |(i, j)| ((i * 13 + j * 5) % 23) as f64 - 11.0);
         let b = Array::from_shape_fn((k, n), |(i, j)| ((i * 3 + j * 17) % 19) as f64 - 9.0);
         assert_eq!(matmul(a.view(), b.view())?, naive(a.view(), b.view()));

@@ -25,6 +25,7 @@ pub mod sparse_input;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
+use std::sync::Mutex;
 
 use ndarray::{ArrayView1, ArrayView2, LinalgScalar, ScalarOperand};
 
@@ -56,6 +57,9 @@ pub trait Float:
     /// The indices of the non-zero entries of `row` written to the front of `out`
     /// (at least as long as `row`), and their count ([`sparse_input`]).
     fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize;
+
+    /// The pool of reusable column lists of this type ([`sparse_input::NonZeroColumns`]).
+    fn column_pool() -> &'static Mutex<Vec<sparse_input::NonZeroColumns<Self>>>;
 }
 
 impl Float for f32 {
@@ -80,6 +84,11 @@ impl Float for f32 {
     fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize {
         sparse_input::nonzero_columns_f32(row, out)
     }
+
+    fn column_pool() -> &'static Mutex<Vec<sparse_input::NonZeroColumns<Self>>> {
+        static POOL: Mutex<Vec<sparse_input::NonZeroColumns<f32>>> = Mutex::new(Vec::new());
+        &POOL
+    }
 }
 
 impl Float for f64 {
@@ -103,6 +112,11 @@ impl Float for f64 {
     #[inline(always)]
     fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize {
         sparse_input::nonzero_columns_f64(row, out)
+    }
+
+    fn column_pool() -> &'static Mutex<Vec<sparse_input::NonZeroColumns<Self>>> {
+        static POOL: Mutex<Vec<sparse_input::NonZeroColumns<f64>>> = Mutex::new(Vec::new());
+        &POOL
     }
 }
 

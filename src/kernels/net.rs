@@ -9,7 +9,7 @@ use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
 use super::math::map_slice;
 use super::matmul::gemm_into;
 use super::softmax::softmax_into;
-use super::sparse_input::{self, NonZeroColumns};
+use super::sparse_input::{self, CompressedRows};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
@@ -140,7 +140,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         self.check("gradient", &x)?;
         const OP: &str = "gradient";
         // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
-        let nz: Option<NonZeroColumns> = sparse_input::compress_for_products(x, self.w1.ncols());
+        let nz: Option<CompressedRows<T>> = sparse_input::compress_for_products(x, self.w1.ncols());
         let Forward { a1, z1, y } = self.forward_with(OP, x.nrows(), |a1| {
             sparse_input::times_into(x, nz.as_ref(), self.w1, a1, true)
         })?;
@@ -162,7 +162,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
             activation_backward(self.activation, g, a, z, db);
         }
         let mut w1 = try_zeros2(OP, d, h)?;
-        sparse_input::transposed_times_into(x, nz.as_ref(), da1.view(), w1.view_mut(), false); // dW1 = xᵀ·da1
+        sparse_input::transposed_times_into(x, nz.as_ref(), da1.view(), w1.view_mut(), true); // dW1 = xᵀ·da1 (w1 is zeros)
         Ok(Gradients { w1, b1, w2, b2 })
     }
 }

@@ -5,8 +5,11 @@
 //! `multiprocessing`) has no pool threads, so work in the child runs serially
 //! instead of waiting forever on threads that do not exist.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
@@ -138,6 +141,240 @@ fn wait_for(flag: &AtomicBool) {
     }
 }
 
+/// How long a team thread stays awake after its part of a call, waiting for the next
+/// one: a learner's loop calls a kernel every few hundred µs, and waking a parked
+/// thread costs tens of µs in a virtual machine (OpenBLAS's threads stay awake
+/// longer). The first 50 µs spin, the rest yield the core between looks.
+pub const TEAM_LINGER: Duration = Duration::from_millis(2);
+const TEAM_SPIN: Duration = Duration::from_micros(50);
+
+/// A call's parts as the team threads see them; lives on the caller's stack until
+/// every thread it was posted to is done with it.
+struct TeamJob {
+    /// `part(i)`, its lifetime erased: the caller waits for `pending` to reach 0
+    /// before the closure goes out of scope.
+    part: *const (dyn Fn(usize) + Sync),
+    parts: usize,
+    /// The next part not yet claimed: every thread, the caller too, claims parts
+    /// until none is left, so a thread the system keeps off its core (a busy
+    /// machine) delays nobody but the parts it already claimed.
+    next: AtomicUsize,
+    /// Team threads posted the job and not yet done with it.
+    pending: AtomicUsize,
+    panic: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+impl TeamJob {
+    /// Claims and runs parts until none is left; a part's panic is kept for the caller.
+    fn run_parts(&self, part: &(dyn Fn(usize) + Sync)) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.parts {
+                return;
+            }
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| part(i))) {
+                if let Ok(mut first) = self.panic.lock() {
+                    first.get_or_insert(payload);
+                }
+            }
+        }
+    }
+}
+
+/// One team thread's mailbox.
+struct TeamSlot {
+    job: AtomicPtr<TeamJob>,
+    sleeping: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+/// Threads for short parallel calls ([`split`]): unlike the rayon pool's, they stay
+/// awake for [`TEAM_LINGER`] after each call, so back-to-back calls hand over work
+/// in well under a microsecond.
+struct Team {
+    slots: Vec<&'static TeamSlot>,
+    busy: AtomicBool,
+    owner_pid: u32,
+}
+
+static TEAM: OnceLock<Team> = OnceLock::new();
+
+fn team() -> Option<&'static Team> {
+    let team = TEAM.get_or_init(|| {
+        let helpers = configured_threads().saturating_sub(1);
+        let mut slots = Vec::with_capacity(helpers);
+        for k in 0..helpers {
+            let slot: &'static TeamSlot = Box::leak(Box::new(TeamSlot {
+                job: AtomicPtr::new(std::ptr::null_mut()),
+                sleeping: AtomicBool::new(false),
+                thread: OnceLock::new(),
+            }));
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferrograd-team-{k}"))
+                .spawn(move || team_thread(slot));
+            match spawned {
+                Ok(handle) => {
+                    let _ = slot.thread.set(handle.thread().clone());
+                    slots.push(slot);
+                }
+                Err(_) => break,
+            }
+        }
+        Team {
+            slots,
+            busy: AtomicBool::new(false),
+            owner_pid: std::process::id(),
+        }
+    });
+    (team.owner_pid == std::process::id() && !team.slots.is_empty()).then_some(team)
+}
+
+/// A team thread: waits for a job (spinning, then yielding, then parked), runs parts
+/// of it, reports it done.
+fn team_thread(slot: &'static TeamSlot) {
+    loop {
+        let job = wait_for_job(slot);
+        // SAFETY: the caller of `split` keeps the job (and the closure it points to)
+        // alive until `pending` reaches 0, which happens only below, after the last use.
+        let job = unsafe { &*job };
+        // SAFETY: as above, the closure outlives this call.
+        job.run_parts(unsafe { &*job.part });
+        job.pending.fetch_sub(1, Ordering::Release);
+    }
+}
+
+fn wait_for_job(slot: &TeamSlot) -> *mut TeamJob {
+    let mut since = Instant::now();
+    let mut looks = 0_u32;
+    loop {
+        let job = slot.job.swap(std::ptr::null_mut(), Ordering::Acquire);
+        if !job.is_null() {
+            return job;
+        }
+        looks = looks.wrapping_add(1);
+        if looks % 64 != 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let idle = since.elapsed();
+        if idle < TEAM_SPIN {
+            std::hint::spin_loop();
+        } else if idle < TEAM_LINGER {
+            std::thread::yield_now();
+        } else {
+            // Announce the sleep, then look once more: a job posted before the
+            // announcement is seen here, one posted after it comes with an unpark.
+            slot.sleeping.store(true, Ordering::SeqCst);
+            if slot.job.load(Ordering::SeqCst).is_null() {
+                std::thread::park();
+            }
+            slot.sleeping.store(false, Ordering::SeqCst);
+            since = Instant::now();
+        }
+    }
+}
+
+/// Threads a [`split`] may use now: 1 + the team's threads (1 in a forked child).
+pub fn team_threads() -> usize {
+    team().map_or(1, |t| t.slots.len() + 1)
+}
+
+/// Runs `part(i)` for every i in 0..parts and returns when all are done, the calling
+/// thread and the team's threads each claiming the next part until none is left.
+/// Serial when the team is busy with another call (another Python thread, or a
+/// `split` inside a part), in a forked child, or with one thread configured. A panic
+/// in any part is raised here after every part has finished.
+pub fn split(parts: usize, part: &(dyn Fn(usize) + Sync)) {
+    let claimed = team().filter(|t| {
+        parts > 1
+            && t.busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    });
+    let Some(team) = claimed else {
+        (0..parts).for_each(part);
+        return;
+    };
+    struct Release<'t>(&'t AtomicBool);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _release = Release(&team.busy);
+    let slots = &team.slots[..(parts - 1).min(team.slots.len())];
+    // SAFETY (lifetime erasure): the job lives until every thread it is posted to
+    // has finished with it: `Wait` below waits for that, on return and unwinding alike.
+    let erased: *const (dyn Fn(usize) + Sync + 'static) = unsafe {
+        std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), _>(std::ptr::from_ref(part))
+    };
+    let job = TeamJob {
+        part: erased,
+        parts,
+        next: AtomicUsize::new(0),
+        pending: AtomicUsize::new(slots.len()),
+        panic: std::sync::Mutex::new(None),
+    };
+    let ptr = std::ptr::from_ref(&job).cast_mut();
+    struct Wait<'j>(&'j TeamJob, &'j [&'static TeamSlot], *mut TeamJob);
+    impl Drop for Wait<'_> {
+        fn drop(&mut self) {
+            let Wait(job, slots, ptr) = *self;
+            // A thread that has not picked the job up yet never will: take it back.
+            for slot in slots {
+                let back = slot.job.compare_exchange(
+                    ptr,
+                    std::ptr::null_mut(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                if back.is_ok() {
+                    job.pending.fetch_sub(1, Ordering::Release);
+                }
+            }
+            let mut spins = 0_u32;
+            while job.pending.load(Ordering::Acquire) != 0 {
+                spins = spins.wrapping_add(1);
+                if spins % 1024 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+    let wait = Wait(&job, slots, ptr);
+    for slot in slots {
+        slot.job.store(ptr, Ordering::SeqCst);
+        if slot.sleeping.load(Ordering::SeqCst) {
+            if let Some(thread) = slot.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
+    job.run_parts(part);
+    drop(wait);
+    let payload = job.panic.lock().ok().and_then(|mut p| p.take());
+    if let Some(payload) = payload {
+        resume_unwind(payload);
+    }
+}
+
+/// Runs `f(item)` for every item, spread over [`split`]'s threads (the caller takes
+/// the first).
+pub fn split_items<I: Send>(items: Vec<I>, f: impl Fn(I) + Sync) {
+    let slots: Vec<std::sync::Mutex<Option<I>>> = items
+        .into_iter()
+        .map(|i| std::sync::Mutex::new(Some(i)))
+        .collect();
+    split(slots.len(), &|k| {
+        let item = slots[k].lock().ok().and_then(|mut s| s.take());
+        if let Some(item) = item {
+            f(item);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +406,68 @@ mod tests {
             || b.fetch_add(1, Ordering::Relaxed),
         );
         assert_eq!((a.into_inner(), b.into_inner()), (1, 1));
+    }
+
+    /// Every part runs exactly once, on the caller and the team, for any count of
+    /// parts, also nested (the inner split runs serially) and from several threads.
+    #[test]
+    fn split_runs_every_part_once() {
+        for parts in [0, 1, 2, 3, 7] {
+            let counts: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+            split(parts, &|i| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+                split(2, &|_| {
+                    counts[i].fetch_add(10, Ordering::Relaxed);
+                });
+            });
+            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 21));
+        }
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        split(2, &|i| {
+                            total.fetch_add(i + 1, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.into_inner(), 4 * 500 * 3);
+    }
+
+    /// A panic in a team thread's part reaches the caller after every part is done,
+    /// and the team serves the next call.
+    #[test]
+    fn split_raises_a_part_panic_and_recovers() {
+        let done = AtomicUsize::new(0);
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            split(2, &|i| {
+                if i == 1 {
+                    panic!("part 1");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(done.into_inner(), 1);
+        let after = AtomicUsize::new(0);
+        split(2, &|_| {
+            after.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(after.into_inner(), 2);
+    }
+
+    /// Calls after the team fell asleep still run (the sleeping thread is woken).
+    #[test]
+    fn split_wakes_a_parked_team() {
+        split(2, &|_| {});
+        std::thread::sleep(TEAM_LINGER * 3);
+        let n = AtomicUsize::new(0);
+        split(2, &|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.into_inner(), 2);
     }
 }

@@ -8,25 +8,25 @@
 //! inputs seen are non-zero, and the caller takes the GEMM instead: dense input pays
 //! for a look at a few rows.
 //!
-//! The products keep a block of up to [`WIDE`] output columns in registers while they
-//! walk a row's non-zeros (`x·W`), or a row of D in registers while they add it into
-//! the output rows of the row's non-zeros (`xᵀ·D`); narrower blocks cover the rest of
-//! the columns.
+//! Both products keep a block of up to 13 vectors of output columns in registers:
+//! `x·W` while it walks a row's non-zeros (W's rows in L1-sized tiles), `xᵀ·D` while
+//! it walks an input's non-zeros, regrouped by input ([`InputColumns`]), so each
+//! output row is written once. The team's threads share a product worth two:
+//! `x·W` by blocks of rows, `xᵀ·D` by ranges of inputs holding half the non-zeros
+//! each; either way every output element sums its terms in the same order whatever
+//! the number of threads.
 //!
 //! IEEE arithmetic: a skipped term x[r, i]·W[i, j] with x[r, i] = 0 is 0, unless
 //! W[i, j] is ±inf or NaN (then the dense product has NaN). The products check the
 //! other factor first ([`all_finite`]) and leave non-finite cases to the GEMM, so the
 //! results are the dense product's up to the order of the additions.
 
-use std::cell::RefCell;
-
 use multiversion::multiversion;
 use multiversion::target::target_cfg;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
-use rayon::prelude::*;
 
 use super::math::{has_fma, madd};
-use super::matmul::gemm_into;
+use super::matmul::{gemm_into, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
 use super::{parallel, Float};
 
 /// Largest fraction of non-zero inputs for which the products skip the zeros; above
@@ -37,48 +37,74 @@ pub const MAX_DENSITY: f64 = 0.5;
 pub const MIN_MACS: usize = 1 << 15;
 
 /// Rows compressed and multiplied at a time (bounds the column lists' memory) and the
-/// unit of the parallel split of large batches.
+/// unit the team's threads share in large batches.
 pub const BLOCK_ROWS: usize = 512;
 
-/// Widest column block kept in registers: 12 AVX2 vectors.
-pub const WIDE: usize = 48;
-
-/// Rows of the products above which both cores share the work.
-const PARALLEL_MIN_ROWS: usize = 2 * BLOCK_ROWS;
-
-/// The columns of the non-zero entries of each row of a matrix, in order: row r's are
-/// `cols[starts[r]..starts[r + 1]]`. Exact zeros (±0) are left out, NaN kept.
-#[derive(Debug, Default, Clone)]
-pub struct NonZeroColumns {
+/// The columns and values of the non-zero entries of each row of a matrix, in order:
+/// row r's are `cols[starts[r]..starts[r + 1]]` and `vals[..]` alike. Exact zeros (±0)
+/// are left out, NaN kept. The products read the values from here, next to their
+/// columns, instead of from scattered places in x.
+///
+/// The lists' memory is reused: a dropped `NonZeroColumns` goes back to a small pool
+/// per element type ([`Float::column_pool`]) that the next compression takes from, so a
+/// learner's loop compresses into memory that is already there.
+#[derive(Debug, Default)]
+pub struct NonZeroColumns<T: Float> {
     starts: Vec<usize>,
     cols: Vec<u32>,
+    vals: Vec<T>,
+    nnz: usize,
 }
 
-impl NonZeroColumns {
-    /// The non-zero columns of x (n, d), or None when x is too dense to be worth it
+/// Most lists kept in a pool, and the largest (entries) worth keeping: 512 rows of
+/// 784 inputs at the densest accepted.
+const POOL_LISTS: usize = 4;
+const POOL_MAX_ENTRIES: usize = 1 << 18;
+
+impl<T: Float> NonZeroColumns<T> {
+    /// Empty lists, with memory from the pool when it has some.
+    pub fn recycled() -> Self {
+        T::column_pool()
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
+    }
+
+    /// The non-zero entries of x (n, d), or None when x is too dense to be worth it
     /// (more than [`MAX_DENSITY`] of the entries non-zero), when its rows are not
     /// contiguous, or when d ≥ 2³².
-    pub fn of<T: Float>(x: ArrayView2<'_, T>) -> Option<Self> {
-        let mut nz = NonZeroColumns::default();
+    pub fn of(x: ArrayView2<'_, T>) -> Option<Self> {
+        let mut nz = Self::recycled();
         nz.compress(x).then_some(nz)
     }
 
     /// Compresses x into self (reusing its memory); false (self then empty) in the
     /// cases [`NonZeroColumns::of`] gives None.
-    pub fn compress<T: Float>(&mut self, x: ArrayView2<'_, T>) -> bool {
+    pub fn compress(&mut self, x: ArrayView2<'_, T>) -> bool {
         let (n, d) = x.dim();
         self.starts.clear();
-        self.cols.clear();
+        self.nnz = 0;
         if u32::try_from(d).is_err() || (d > 1 && n > 0 && x.stride_of(Axis(1)) != 1) {
             return false;
         }
         let limit = |rows: usize| (MAX_DENSITY * (rows * d) as f64) as usize;
-        // Room for the densest accepted input plus one row written in full.
+        // Room for the densest accepted input plus one row written in full; grown
+        // (and so written) only when the lists are too short.
         let room = limit(n + 2) + d;
-        if self.cols.try_reserve_exact(room).is_err() {
-            return false;
+        if self.cols.len() < room {
+            let more = room - self.cols.len();
+            if self.cols.try_reserve_exact(more).is_err()
+                || self
+                    .vals
+                    .try_reserve_exact(room.saturating_sub(self.vals.len()))
+                    .is_err()
+            {
+                return false;
+            }
+            self.cols.resize(room, 0);
+            self.vals.resize(room, T::zero());
         }
-        self.cols.resize(room, 0);
         self.starts.reserve(n + 1);
         self.starts.push(0);
         let mut len = 0;
@@ -86,7 +112,15 @@ impl NonZeroColumns {
             let Some(row) = row.to_slice() else {
                 return self.give_up();
             };
-            len += T::nonzero_columns(row, &mut self.cols[len..len + d]);
+            let found = T::nonzero_columns(row, &mut self.cols[len..len + d]);
+            // The row is in L1 now: copy its non-zero values next to their columns.
+            for (v, &c) in self.vals[len..len + found]
+                .iter_mut()
+                .zip(&self.cols[len..len + found])
+            {
+                *v = row[c as usize];
+            }
+            len += found;
             self.starts.push(len);
             // Two rows of grace, so that one dense row of a sparse batch does not stop it.
             if len > limit(r + 3) {
@@ -96,13 +130,13 @@ impl NonZeroColumns {
         if len > limit(n) {
             return self.give_up();
         }
-        self.cols.truncate(len);
+        self.nnz = len;
         true
     }
 
     fn give_up(&mut self) -> bool {
         self.starts.clear();
-        self.cols.clear();
+        self.nnz = 0;
         false
     }
 
@@ -113,13 +147,37 @@ impl NonZeroColumns {
 
     /// Number of non-zero entries.
     pub fn nnz(&self) -> usize {
-        self.cols.len()
+        self.nnz
     }
 
     /// Columns of row r's non-zeros, ascending.
     #[inline(always)]
     pub fn row(&self, r: usize) -> &[u32] {
         &self.cols[self.starts[r]..self.starts[r + 1]]
+    }
+
+    /// Values of row r's non-zeros, in the order of [`NonZeroColumns::row`].
+    #[inline(always)]
+    pub fn row_values(&self, r: usize) -> &[T] {
+        &self.vals[self.starts[r]..self.starts[r + 1]]
+    }
+}
+
+impl<T: Float> Drop for NonZeroColumns<T> {
+    fn drop(&mut self) {
+        if self.cols.capacity() == 0 || self.cols.capacity() > POOL_MAX_ENTRIES {
+            return;
+        }
+        if let Ok(mut pool) = T::column_pool().lock() {
+            if pool.len() < POOL_LISTS {
+                pool.push(NonZeroColumns {
+                    starts: std::mem::take(&mut self.starts),
+                    cols: std::mem::take(&mut self.cols),
+                    vals: std::mem::take(&mut self.vals),
+                    nnz: 0,
+                });
+            }
+        }
     }
 }
 
@@ -303,10 +361,15 @@ fn tile_rows<T>(b: usize) -> usize {
 }
 
 /// Where each row's non-zeros of the current tile of inputs end: moves `pos` (one
-/// cursor per row, into nz's columns) past the columns below `end` and returns the
-/// segment passed.
+/// cursor per row, into nz's lists) past the columns below `end` and returns the
+/// range of entries passed.
 #[inline(always)]
-fn segment<'a>(nz: &'a NonZeroColumns, pos: &mut usize, r: usize, end: u32) -> &'a [u32] {
+fn segment<T: Float>(
+    nz: &NonZeroColumns<T>,
+    pos: &mut usize,
+    r: usize,
+    end: u32,
+) -> std::ops::Range<usize> {
     let start = *pos;
     let stop = nz.starts[r + 1];
     let mut p = start;
@@ -314,7 +377,7 @@ fn segment<'a>(nz: &'a NonZeroColumns, pos: &mut usize, r: usize, end: u32) -> &
         p += 1;
     }
     *pos = p;
-    &nz.cols[start..p]
+    start..p
 }
 
 /// One column block of `c += x·W`: columns c0..c0 + min(B, h − c0) of every row. Inputs
@@ -326,7 +389,7 @@ fn segment<'a>(nz: &'a NonZeroColumns, pos: &mut usize, r: usize, end: u32) -> &
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
     x: ArrayView2<'_, T>,
-    nz: &NonZeroColumns,
+    nz: &NonZeroColumns<T>,
     w: &[T],
     c: &mut [T],
     c0: usize,
@@ -335,44 +398,48 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
     let (n, d) = x.dim();
     let h = c.len() / n.max(1);
     let width = B.min(h - c0);
-    let term = |acc: [T; B], v: T, i: usize| {
-        let at = i * h + c0;
-        if at + B <= w.len() {
-            axpy(acc, v, w, at, fma)
-        } else {
-            // A block reaching past the end of W: the rest of it, padded with zeros.
-            let mut pad = [T::zero(); B];
-            let rest = w.get(at..).unwrap_or_default();
-            let k = rest.len().min(B);
-            pad[..k].copy_from_slice(&rest[..k]);
-            axpy(acc, v, &pad, 0, fma)
-        }
+    // Inputs below `safe` have B readable lanes from their column c0 on; the rest (at
+    // most the last few rows of W) go through a zero-padded copy, outside the loops
+    // that keep the sums in registers.
+    let safe = if w.len() >= c0 + B {
+        (w.len() - c0 - B) / h.max(1) + 1
+    } else {
+        0
+    };
+    let padded = |acc: [T; B], v: T, i: usize| {
+        let mut pad = [T::zero(); B];
+        let rest = w.get(i * h + c0..).unwrap_or_default();
+        let k = rest.len().min(B);
+        pad[..k].copy_from_slice(&rest[..k]);
+        axpy(acc, v, &pad, 0, fma)
     };
     let mut pos: Vec<usize> = nz.starts[..n].to_vec();
     let tile = tile_rows::<T>(B);
     for i0 in (0..d).step_by(tile) {
         let end = (i0 + tile).min(d) as u32;
-        for (r, (xr, out)) in x.rows().into_iter().zip(c.chunks_exact_mut(h)).enumerate() {
-            let Some(xr) = xr.to_slice() else { return };
-            let cols = segment(nz, &mut pos[r], r, end);
-            if cols.is_empty() {
+        for (r, out) in c.chunks_exact_mut(h).enumerate() {
+            let seg = segment(nz, &mut pos[r], r, end);
+            if seg.is_empty() {
                 continue;
             }
+            let (cols, vals) = (&nz.cols[seg.clone()], &nz.vals[seg]);
+            let inside = cols.partition_point(|&i| (i as usize) < safe);
+            let (cols, late) = cols.split_at(inside);
+            let (vals, late_vals) = vals.split_at(inside);
             let zero = [T::zero(); B];
-            let sum = if FOUR {
+            let mut sum = if FOUR {
                 let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
                 let quads = cols.chunks_exact(4);
                 let tail = quads.remainder();
-                for q in quads {
-                    let [i0, i1, i2, i3] = [q[0], q[1], q[2], q[3]].map(|i| i as usize);
-                    a0 = term(a0, xr[i0], i0);
-                    a1 = term(a1, xr[i1], i1);
-                    a2 = term(a2, xr[i2], i2);
-                    a3 = term(a3, xr[i3], i3);
+                for (q, v) in quads.zip(vals.chunks_exact(4)) {
+                    a0 = axpy(a0, v[0], w, q[0] as usize * h + c0, fma);
+                    a1 = axpy(a1, v[1], w, q[1] as usize * h + c0, fma);
+                    a2 = axpy(a2, v[2], w, q[2] as usize * h + c0, fma);
+                    a3 = axpy(a3, v[3], w, q[3] as usize * h + c0, fma);
                 }
-                for &i in tail {
-                    let i = i as usize;
-                    a0 = term(a0, xr[i], i);
+                let tail_vals = &vals[vals.len() - tail.len()..];
+                for (&i, &v) in tail.iter().zip(tail_vals) {
+                    a0 = axpy(a0, v, w, i as usize * h + c0, fma);
                 }
                 let mut s = zero;
                 for (j, o) in s.iter_mut().enumerate() {
@@ -381,12 +448,14 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
                 s
             } else {
                 let mut acc = zero;
-                for &i in cols {
-                    let i = i as usize;
-                    acc = term(acc, xr[i], i);
+                for (&i, &v) in cols.iter().zip(vals) {
+                    acc = axpy(acc, v, w, i as usize * h + c0, fma);
                 }
                 acc
             };
+            for (&i, &v) in late.iter().zip(late_vals) {
+                sum = padded(sum, v, i as usize);
+            }
             for (o, &s) in out[c0..c0 + width].iter_mut().zip(&sum) {
                 *o = *o + s;
             }
@@ -394,67 +463,91 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
     }
 }
 
-/// One column block of `g += xᵀ·D`: columns c0..c0 + B; row r of D (in registers)
-/// added, times x[r, i], into row i of g for each non-zero x[r, i], inputs in tiles
-/// whose g rows stay in L1. D (n, h) and g (d, h) row-major.
+/// One column block of `g += xᵀ·D` input by input: for each input i of the part,
+/// the sum over its non-zeros x[r, i]·D[r, c0..c0 + B] in registers (D's rows read
+/// from `dp`, padded to `hp` columns), then added once to row i of g. The rows r come
+/// in ascending order, so each element of g sums its terms in the batch's order.
+/// `col` lists the part's inputs: input lo + k has entries `starts[k]..starts[k + 1]`
+/// of `rows` and `vals`. g holds the part's rows of the (d, h) result.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn transposed_times_block<T: Float, const B: usize>(
-    x: ArrayView2<'_, T>,
-    nz: &NonZeroColumns,
-    dm: &[T],
+fn columns_times_block<T: Float, const B: usize>(
+    col: &InputColumns<T>,
+    dp: &[T],
+    hp: usize,
     g: &mut [T],
+    h: usize,
     c0: usize,
 ) {
     let fma = has_fma!();
-    let (n, d) = x.dim();
-    let h = dm.len() / n.max(1);
-    let mut pos: Vec<usize> = nz.starts[..n].to_vec();
-    let tile = tile_rows::<T>(B);
-    for i0 in (0..d).step_by(tile) {
-        let end = (i0 + tile).min(d) as u32;
-        for (r, (xr, dr)) in x.rows().into_iter().zip(dm.chunks_exact(h)).enumerate() {
-            let Some(xr) = xr.to_slice() else { return };
-            let cols = segment(nz, &mut pos[r], r, end);
-            if cols.is_empty() {
-                continue;
-            }
-            let mut db = [T::zero(); B];
-            db.copy_from_slice(&dr[c0..c0 + B]);
-            for &i in cols {
-                let i = i as usize;
-                let v = xr[i];
-                for (o, &dv) in g[i * h + c0..i * h + c0 + B].iter_mut().zip(&db) {
-                    *o = madd(v, dv, *o, fma);
-                }
-            }
+    let width = B.min(h - c0);
+    for (k, out) in g.chunks_exact_mut(h).enumerate() {
+        let (a, b) = (col.starts[k], col.starts[k + 1]);
+        if a == b {
+            continue;
+        }
+        let mut acc = [T::zero(); B];
+        for (&r, &v) in col.rows[a..b].iter().zip(&col.vals[a..b]) {
+            acc = axpy(acc, v, dp, r as usize * hp + c0, fma);
+        }
+        for (o, &s) in out[c0..c0 + width].iter_mut().zip(&acc) {
+            *o = *o + s;
         }
     }
 }
 
-/// The column blocks covering h columns: (start, width), widths from [`WIDE`] down
-/// through 32, 16, 8, 4, 2, 1.
-fn column_blocks(h: usize) -> impl Iterator<Item = (usize, usize)> {
-    let mut c0 = 0;
-    std::iter::from_fn(move || {
-        let rest = h - c0;
-        let b = [WIDE, 32, 16, 8, 4, 2, 1]
-            .into_iter()
-            .find(|&b| b <= rest)?;
-        let block = (c0, b);
-        c0 += b;
-        Some(block)
-    })
+/// The non-zeros of inputs lo..hi of a compressed batch, grouped by input (the
+/// transpose of [`CompressedRows`]' layout): input lo + k has the batch rows
+/// `rows[starts[k]..starts[k + 1]]` (ascending) with values `vals[..]`.
+struct InputColumns<T> {
+    starts: Vec<usize>,
+    rows: Vec<u32>,
+    vals: Vec<T>,
+}
+
+impl<T: Float> InputColumns<T> {
+    /// Groups the non-zeros of x's inputs lo..hi (two passes: count, then place).
+    fn of(compressed: &CompressedRows<T>, (lo, hi): (usize, usize)) -> Self {
+        let width = hi - lo;
+        // Each row's non-zero columns within lo..hi, then how many each input has.
+        let mut segments: Vec<(usize, &[u32], &[T])> = Vec::new();
+        let mut starts = vec![0_usize; width + 1];
+        for block in &compressed.blocks {
+            for r in 0..block.nz.nrows() {
+                let cols = block.nz.row(r);
+                let a = cols.partition_point(|&c| (c as usize) < lo);
+                let z = a + cols[a..].partition_point(|&c| (c as usize) < hi);
+                for &c in &cols[a..z] {
+                    starts[c as usize - lo + 1] += 1;
+                }
+                segments.push((block.first + r, &cols[a..z], &block.nz.row_values(r)[a..z]));
+            }
+        }
+        for k in 1..=width {
+            starts[k] += starts[k - 1];
+        }
+        let total = starts[width];
+        let mut next = starts[..width].to_vec();
+        let (mut rows, mut vals) = (vec![0_u32; total], vec![T::zero(); total]);
+        for (r, cols, values) in segments {
+            for (&c, &v) in cols.iter().zip(values) {
+                let k = c as usize - lo;
+                let at = next[k];
+                rows[at] = r as u32;
+                vals[at] = v;
+                next[k] = at + 1;
+            }
+        }
+        InputColumns { starts, rows, vals }
+    }
 }
 
 /// c (+)= x·W from x's non-zeros (`nz`, compressed from x). Shapes checked by the
 /// caller: x (n, d) with contiguous rows, w (d, h) and c (n, h) row-major slices.
-///
-/// Column blocks of whole vectors (`lanes` per AVX2 register): 12 vectors while more
-/// than 13 are left, then one block of the fewest listed vectors that covers the rest
-/// (50 columns: one pass of 13 vectors in f64, 7 in f32).
+/// Column blocks of whole vectors ([`vector_blocks`]); blocks of one or two vectors
+/// keep four interleaved sums.
 fn rows_times<T: Float>(
     x: ArrayView2<'_, T>,
-    nz: &NonZeroColumns,
+    nz: &NonZeroColumns<T>,
     w: &[T],
     c: &mut [T],
     accumulate: bool,
@@ -464,6 +557,98 @@ fn rows_times<T: Float>(
     }
     let h = c.len() / x.nrows().max(1);
     let lanes = 32 / std::mem::size_of::<T>();
+    for (c0, b) in vector_blocks::<T>(h) {
+        let f = match (b, b <= 2 * lanes) {
+            (4, _) => rows_times_block::<T, 4, true>,
+            (8, true) => rows_times_block::<T, 8, true>,
+            (8, false) => rows_times_block::<T, 8, false>,
+            (12, _) => rows_times_block::<T, 12, false>,
+            (16, true) => rows_times_block::<T, 16, true>,
+            (16, false) => rows_times_block::<T, 16, false>,
+            (24, _) => rows_times_block::<T, 24, false>,
+            (28, _) => rows_times_block::<T, 28, false>,
+            (32, _) => rows_times_block::<T, 32, false>,
+            (40, _) => rows_times_block::<T, 40, false>,
+            (48, _) => rows_times_block::<T, 48, false>,
+            (52, _) => rows_times_block::<T, 52, false>,
+            (56, _) => rows_times_block::<T, 56, false>,
+            (64, _) => rows_times_block::<T, 64, false>,
+            (80, _) => rows_times_block::<T, 80, false>,
+            (96, _) => rows_times_block::<T, 96, false>,
+            _ => rows_times_block::<T, 104, false>,
+        };
+        f(x, nz, w, c, c0);
+    }
+}
+
+/// g += xᵀ·D from x's non-zeros (`rows`, compressed from x); shapes checked, all
+/// row-major but x (rows contiguous). Products worth two threads are cut by inputs,
+/// at the input that halves the non-zeros; each row of g is summed by one thread in
+/// the order of the batch's rows, so the result does not depend on the cut.
+///
+/// Column blocks of whole vectors, as in [`rows_times`]: D is copied once into rows
+/// padded to the blocks' total width, so that a block never reads past a row.
+fn transposed_times<T: Float>(
+    x: ArrayView2<'_, T>,
+    rows: &CompressedRows<T>,
+    dm: &[T],
+    g: &mut [T],
+) {
+    let (n, d) = x.dim();
+    let h = dm.len() / n.max(1);
+    let blocks = vector_blocks::<T>(h);
+    let hp = blocks.iter().map(|&(_, b)| b).sum::<usize>();
+    let mut dp = vec![T::zero(); n * hp];
+    for (src, dst) in dm.chunks_exact(h).zip(dp.chunks_exact_mut(hp)) {
+        dst[..h].copy_from_slice(src);
+    }
+    let parts = if worth_the_team::<T>(n, d, h) {
+        MEDIUM_PARTS
+    } else {
+        1
+    };
+    let mut cuts = vec![0];
+    cuts.extend((1..parts).map(|k| rows.input_with_share(k, parts, d)));
+    cuts.push(d);
+    let mut items = Vec::with_capacity(parts);
+    let mut rest = g;
+    for pair in cuts.windows(2) {
+        let (lo, hi) = (pair[0], pair[1].max(pair[0]));
+        let (part, tail) = rest.split_at_mut((hi - lo) * h);
+        rest = tail;
+        items.push(((lo, hi), part));
+    }
+    parallel::split_items(items, |(range, part)| {
+        let col = InputColumns::of(rows, range);
+        for &(c0, b) in &blocks {
+            let f = match b {
+                4 => columns_times_block::<T, 4>,
+                8 => columns_times_block::<T, 8>,
+                12 => columns_times_block::<T, 12>,
+                16 => columns_times_block::<T, 16>,
+                24 => columns_times_block::<T, 24>,
+                28 => columns_times_block::<T, 28>,
+                32 => columns_times_block::<T, 32>,
+                40 => columns_times_block::<T, 40>,
+                48 => columns_times_block::<T, 48>,
+                52 => columns_times_block::<T, 52>,
+                56 => columns_times_block::<T, 56>,
+                64 => columns_times_block::<T, 64>,
+                80 => columns_times_block::<T, 80>,
+                96 => columns_times_block::<T, 96>,
+                _ => columns_times_block::<T, 104>,
+            };
+            f(&col, &dp, hp, part, h, c0);
+        }
+    });
+}
+
+/// Column blocks (start, width) of whole AVX2 vectors covering h columns: 12 vectors
+/// while more than 13 are left, then the fewest of 1, 2, 3, 4, 6, 7, 8, 10, 12, 13
+/// vectors that cover the rest (50 columns: one block of 13 vectors in f64, 7 in f32).
+fn vector_blocks<T>(h: usize) -> Vec<(usize, usize)> {
+    let lanes = 32 / std::mem::size_of::<T>();
+    let mut blocks = Vec::new();
     let mut c0 = 0;
     while c0 < h {
         let vectors = (h - c0).div_ceil(lanes);
@@ -475,79 +660,148 @@ fn rows_times<T: Float>(
                 .find(|&m| m >= vectors)
                 .unwrap_or(13)
         };
-        let f = match (lanes, v) {
-            (4, 1) => rows_times_block::<T, 4, true>,
-            (4, 2) => rows_times_block::<T, 8, true>,
-            (4, 3) => rows_times_block::<T, 12, false>,
-            (4, 4) => rows_times_block::<T, 16, false>,
-            (4, 6) => rows_times_block::<T, 24, false>,
-            (4, 7) => rows_times_block::<T, 28, false>,
-            (4, 8) => rows_times_block::<T, 32, false>,
-            (4, 10) => rows_times_block::<T, 40, false>,
-            (4, 12) => rows_times_block::<T, 48, false>,
-            (4, _) => rows_times_block::<T, 52, false>,
-            (_, 1) => rows_times_block::<T, 8, true>,
-            (_, 2) => rows_times_block::<T, 16, true>,
-            (_, 3) => rows_times_block::<T, 24, false>,
-            (_, 4) => rows_times_block::<T, 32, false>,
-            (_, 6) => rows_times_block::<T, 48, false>,
-            (_, 7) => rows_times_block::<T, 56, false>,
-            (_, 8) => rows_times_block::<T, 64, false>,
-            (_, 10) => rows_times_block::<T, 80, false>,
-            (_, 12) => rows_times_block::<T, 96, false>,
-            (_, _) => rows_times_block::<T, 104, false>,
-        };
-        f(x, nz, w, c, c0);
+        blocks.push((c0, v * lanes));
         c0 += v * lanes;
     }
+    blocks
 }
 
-/// g += xᵀ·D from x's non-zeros; shapes checked, all row-major but x (rows contiguous).
-fn transposed_times<T: Float>(x: ArrayView2<'_, T>, nz: &NonZeroColumns, dm: &[T], g: &mut [T]) {
-    let h = dm.len() / x.nrows().max(1);
-    for (c0, b) in column_blocks(h) {
-        let f = match b {
-            WIDE => transposed_times_block::<T, WIDE>,
-            32 => transposed_times_block::<T, 32>,
-            16 => transposed_times_block::<T, 16>,
-            8 => transposed_times_block::<T, 8>,
-            4 => transposed_times_block::<T, 4>,
-            2 => transposed_times_block::<T, 2>,
-            _ => transposed_times_block::<T, 1>,
-        };
-        f(x, nz, dm, g, c0);
+/// Whether a product of an (n, d) input with d × h weights is worth the team's threads
+/// (the dense product's multiply-adds × element bytes; about a fifth of them remain
+/// for MNIST input).
+fn worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
+    n.saturating_mul(d)
+        .saturating_mul(h)
+        .saturating_mul(std::mem::size_of::<T>())
+        >= SPARSE_TEAM_MIN_MAC_BYTES
+}
+
+/// Dense multiply-adds × bytes per element from which the zero-skipping products
+/// share their work between the team's threads: 25 MNIST rows times a 784×50 W in
+/// float64.
+pub const SPARSE_TEAM_MIN_MAC_BYTES: usize = 4 * TEAM_MIN_MAC_BYTES;
+
+/// Rows per block of a batch of n rows: [`BLOCK_ROWS`] for large batches, halves for
+/// a batch worth two threads, else the whole batch.
+fn rows_per_block<T>(n: usize, d: usize, h: usize) -> usize {
+    if n > BLOCK_ROWS {
+        BLOCK_ROWS
+    } else if n >= 2 && worth_the_team::<T>(n, d, h) {
+        n.div_ceil(MEDIUM_PARTS)
+    } else {
+        n.max(1)
     }
 }
 
-thread_local! {
-    /// Each thread's column lists, kept between calls (no allocation per call).
-    static SCRATCH: RefCell<NonZeroColumns> = RefCell::new(NonZeroColumns::default());
+/// One block of consecutive rows of x, compressed.
+#[derive(Debug)]
+struct RowBlock<T: Float> {
+    first: usize,
+    nz: NonZeroColumns<T>,
+}
+
+/// An input batch x compressed to its non-zero columns, in blocks of rows that the
+/// team's threads compress and multiply in parallel.
+#[derive(Debug)]
+pub struct CompressedRows<T: Float> {
+    blocks: Vec<RowBlock<T>>,
+}
+
+impl<T: Float> CompressedRows<T> {
+    /// Number of non-zero entries.
+    pub fn nnz(&self) -> usize {
+        self.blocks.iter().map(|b| b.nz.nnz()).sum()
+    }
+
+    /// The input column below which about k/parts of the non-zeros lie (from up to
+    /// 64 evenly spaced rows).
+    fn input_with_share(&self, k: usize, parts: usize, d: usize) -> usize {
+        let rows: Vec<&[u32]> = self
+            .blocks
+            .iter()
+            .flat_map(|b| (0..b.nz.nrows()).map(move |r| b.nz.row(r)))
+            .collect();
+        let step = rows.len().div_ceil(64).max(1);
+        let sample: Vec<&[u32]> = rows.into_iter().step_by(step).collect();
+        let below = |c: usize| -> usize {
+            sample
+                .iter()
+                .map(|row| row.partition_point(|&i| (i as usize) < c))
+                .sum()
+        };
+        let want = below(d) * k / parts;
+        // The smallest column with at least `want` non-zeros before it.
+        let (mut lo, mut hi) = (0, d);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if below(mid) < want {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
 }
 
 /// x (n, d) compressed once for several products with it (the forward and backward
-/// pass of a layer), or None when the products should take the GEMM: too small, too
-/// dense, or laid out otherwise.
-pub fn compress_for_products<T: Float>(x: ArrayView2<'_, T>, h: usize) -> Option<NonZeroColumns> {
-    if x.len().saturating_mul(h) < MIN_MACS || x.ncols() < 8 {
+/// pass of a layer), by the team's threads for a batch worth them, or None when the
+/// products should take the GEMM: too small, too dense, or laid out otherwise.
+pub fn compress_for_products<T: Float>(
+    x: ArrayView2<'_, T>,
+    h: usize,
+) -> Option<CompressedRows<T>> {
+    let (n, d) = x.dim();
+    if x.len().saturating_mul(h) < MIN_MACS || d < 8 {
         return None;
     }
-    NonZeroColumns::of(x)
+    let per = rows_per_block::<T>(n, d, h);
+    let slots: Vec<std::sync::Mutex<Option<RowBlock<T>>>> = (0..n.div_ceil(per))
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    parallel::split(slots.len(), &|k| {
+        let first = k * per;
+        let block = x.slice(ndarray::s![first..(first + per).min(n), ..]);
+        let nz = NonZeroColumns::of(block).map(|nz| RowBlock { first, nz });
+        if let Ok(mut slot) = slots[k].lock() {
+            *slot = nz;
+        }
+    });
+    let blocks: Option<Vec<RowBlock<T>>> = slots
+        .into_iter()
+        .map(|s| s.into_inner().ok().flatten())
+        .collect();
+    blocks.map(|blocks| CompressedRows { blocks })
 }
 
 /// `c ← x·W` (or `c + x·W` with `accumulate`). x (n, d), w (d, h), c (n, h), shapes
-/// checked by the caller. Skips x's zeros when `nz` holds x's non-zeros (from
-/// [`compress_for_products`]), W is finite and the layouts allow; else the GEMM.
+/// checked by the caller. Skips x's zeros when `rows` holds x's non-zeros (from
+/// [`compress_for_products`]), W is finite and the layouts allow; else the GEMM. The
+/// blocks of rows go to the team's threads; each row's sum is the same whichever
+/// thread computes it.
 pub fn times_into<T: Float>(
     x: ArrayView2<'_, T>,
-    nz: Option<&NonZeroColumns>,
+    rows: Option<&CompressedRows<T>>,
     w: ArrayView2<'_, T>,
     mut c: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
-    if let (Some(nz), Some(ws)) = (nz, w.as_slice()) {
-        if nz.nrows() == x.nrows() && all_finite(w) {
+    let h = w.ncols();
+    if let (Some(rows), Some(ws)) = (rows, w.as_slice()) {
+        let covered = rows.blocks.iter().map(|b| b.nz.nrows()).sum::<usize>() == x.nrows();
+        if covered && all_finite(w) {
             if let Some(cs) = c.as_slice_mut() {
-                return rows_times(x, nz, ws, cs, accumulate);
+                let mut items = Vec::with_capacity(rows.blocks.len());
+                let mut rest = cs;
+                for block in &rows.blocks {
+                    let (part, tail) = rest.split_at_mut(block.nz.nrows() * h);
+                    rest = tail;
+                    items.push((block, part));
+                }
+                return parallel::split_items(items, |(block, part)| {
+                    let xb = x.slice(ndarray::s![block.first..block.first + block.nz.nrows(), ..]);
+                    rows_times(xb, &block.nz, ws, part, accumulate);
+                });
             }
         }
     }
@@ -558,27 +812,29 @@ pub fn times_into<T: Float>(
 /// caller. Skips x's zeros as [`times_into`] does (D must be finite).
 pub fn transposed_times_into<T: Float>(
     x: ArrayView2<'_, T>,
-    nz: Option<&NonZeroColumns>,
+    rows: Option<&CompressedRows<T>>,
     dm: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
-    if let (Some(nz), Some(ds)) = (nz, dm.as_slice()) {
-        if nz.nrows() == x.nrows() && all_finite(dm) {
+    if let (Some(rows), Some(ds)) = (rows, dm.as_slice()) {
+        let covered = rows.blocks.iter().map(|b| b.nz.nrows()).sum::<usize>() == x.nrows();
+        if covered && all_finite(dm) {
             if let Some(gs) = g.as_slice_mut() {
                 if !accumulate {
                     gs.fill(T::zero());
                 }
-                return transposed_times(x, nz, ds, gs);
+                return transposed_times(x, rows, ds, gs);
             }
         }
     }
     gemm_into(x.t(), dm, g, accumulate);
 }
 
-/// `c ← x·W` (or `c + x·W`) for a batch of any size: blocks of [`BLOCK_ROWS`] rows,
-/// each compressed and multiplied by its non-zeros when sparse enough (else the GEMM),
-/// both cores sharing the blocks of a large batch. Shapes checked by the caller.
+/// `c ← x·W` (or `c + x·W`) for a batch of any size: blocks of rows
+/// ([`rows_per_block`]), each compressed and multiplied by its non-zeros when sparse
+/// enough (else the GEMM), the team's threads sharing the blocks. Shapes checked by
+/// the caller.
 pub fn product_into<T: Float>(
     x: ArrayView2<'_, T>,
     w: ArrayView2<'_, T>,
@@ -593,41 +849,31 @@ pub fn product_into<T: Float>(
     }
     // A look at the first rows: dense input goes to the GEMM whole (its threading).
     let head = x.slice(ndarray::s![..n.min(3), ..]);
-    let sparse_head = SCRATCH.with(|s| s.borrow_mut().compress(head));
+    let mut nz = NonZeroColumns::recycled();
+    let sparse_head = nz.compress(head);
+    drop(nz);
     if !sparse_head || w.as_slice().is_none() || c.as_slice().is_none() || !all_finite(w) {
         return gemm_into(x, w, c, accumulate);
     }
     let block = |(x, c): (ArrayView2<'_, T>, ArrayViewMut2<'_, T>)| {
-        SCRATCH.with(|s| {
-            let mut nz = s.borrow_mut();
-            let sparse = nz.compress(x);
-            match (sparse, w.as_slice()) {
-                (true, Some(ws)) => {
-                    let mut c = c;
-                    if let Some(cs) = c.as_slice_mut() {
-                        rows_times(x, &nz, ws, cs, accumulate);
-                    }
+        let mut nz = NonZeroColumns::recycled();
+        match (nz.compress(x), w.as_slice()) {
+            (true, Some(ws)) => {
+                let mut c = c;
+                if let Some(cs) = c.as_slice_mut() {
+                    rows_times(x, &nz, ws, cs, accumulate);
                 }
-                _ => gemm_into(x, w, c, accumulate),
             }
-        });
+            _ => gemm_into(x, w, c, accumulate),
+        }
     };
+    let per = rows_per_block::<T>(n, d, h);
     let mut c = c;
-    let parts = x
-        .axis_chunks_iter(Axis(0), BLOCK_ROWS)
-        .zip(c.axis_chunks_iter_mut(Axis(0), BLOCK_ROWS));
-    if n >= PARALLEL_MIN_ROWS && rayon::current_thread_index().is_none() {
-        let parts: Vec<_> = parts.collect();
-        parallel::install(|threads| {
-            if threads > 1 {
-                parts.into_par_iter().for_each(block);
-            } else {
-                parts.into_iter().for_each(block);
-            }
-        });
-    } else {
-        parts.for_each(block);
-    }
+    let parts: Vec<_> = x
+        .axis_chunks_iter(Axis(0), per)
+        .zip(c.axis_chunks_iter_mut(Axis(0), per))
+        .collect();
+    parallel::split_items(parts, block);
 }
 
 #[cfg(test)]
