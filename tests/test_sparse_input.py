@@ -193,3 +193,29 @@ def test_per_call_results_do_not_depend_on_the_number_of_threads():
         outs.append(run.stdout)
     assert outs[0].count("'") > 40
     assert outs[0] == outs[1] == outs[2]
+
+
+@pytest.mark.parametrize("net_dtype", DTYPES)
+@pytest.mark.parametrize("density", [0.2, 1.0])
+def test_a_batch_of_the_other_float_type_equals_converting_it_first(rng, net_dtype, density):
+    """A float32 MNIST batch for a float64 net (the book's case) is converted value by
+    value inside the kernels: bit for bit what ``x.astype(net dtype)`` gives."""
+    other = np.float32 if net_dtype == np.float64 else np.float64
+    net = TwoLayerNet(784, 50, 10, dtype=net_dtype, seed=4)
+    for n in (1, 100, 1200):
+        x = sparse_rows(rng, n, 784, density, np.float64)
+        x[min(2, n - 1), 5] = 1 / 3  # rounds when cast to float32
+        x = x.astype(other)
+        same = x.astype(net_dtype)
+        t = rng.integers(0, 10, n)
+        np.testing.assert_array_equal(net.predict(x), net.predict(same))
+        assert net.predict(x).dtype == net_dtype
+        assert net.loss(x, t) == net.loss(same, t)
+        assert net.accuracy(x, t) == net.accuracy(same, t)
+        if n <= 100:
+            got, want = net.gradient(x, t), net.gradient(same, t)
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+                assert got[key].dtype == net_dtype
+    with pytest.raises(TypeError, match="x has dtype float16; expected float32 or float64"):
+        _core.two_layer_predict(*net._params(), x.astype(np.float16))

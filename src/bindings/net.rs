@@ -5,9 +5,9 @@ use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 
 use super::activation::parse_activation;
-use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets};
+use super::convert::{batch, dims, dispatch, float_array, run, same_dtype, targets, FloatArray};
 use crate::kernels::activation::Activation;
-use crate::kernels::net::{Gradients, TwoLayerNet};
+use crate::kernels::net::{Batch, Gradients, TwoLayerNet};
 use crate::kernels::Float;
 
 /// The four gradient arrays as Python returns them: (dW1, db1, dW2, db2).
@@ -61,6 +61,24 @@ impl<'py, T: Float + Element> Params<'py, T> {
 }
 
 /// Borrows a call's two-layer net (W1 of dtype T, then b1, W2, b2 of the same dtype)
+/// and its batch x (n, d) or (d,) of either float dtype, and hands both to `f`.
+pub fn with_net_and_batch<'py, T: Float + Element, R>(
+    op: &str,
+    w1: PyReadonlyArrayDyn<'py, T>,
+    rest: [&Bound<'py, PyAny>; 3],
+    activation: Activation,
+    x: &Bound<'py, PyAny>,
+    f: impl FnOnce(TwoLayerNet<'_, T>, Batch<'_>) -> PyResult<R>,
+) -> PyResult<R> {
+    let p = Params::borrow(op, w1, rest)?;
+    let net = p.net(op, activation)?;
+    match float_array(op, "x", x)? {
+        FloatArray::F32(xs) => f(net, Batch::F32(batch(op, "x", xs.as_array())?)),
+        FloatArray::F64(xs) => f(net, Batch::F64(batch(op, "x", xs.as_array())?)),
+    }
+}
+
+/// Borrows a call's two-layer net (W1 of dtype T, then b1, W2, b2 of the same dtype)
 /// and its batch x (n, d) or (d,), and hands both to `f`.
 pub fn with_net<'py, T: Float + Element, R>(
     op: &str,
@@ -90,8 +108,8 @@ pub fn two_layer_predict<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     const OP: &str = "predict";
     let act = parse_activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
-        let y = run(py, x.len() * net.w1.ncols(), || net.predict(x))?;
+    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net_and_batch(OP, w1, [b1, w2, b2], act, x, |net, x| {
+        let y = run(py, x.len() * net.w1.ncols(), || net.predict_batch(x))?;
         Ok(y.into_pyarray(py).into_any())
     }))
 }
@@ -111,10 +129,10 @@ pub fn two_layer_loss<'py>(
 ) -> PyResult<f64> {
     const OP: &str = "loss";
     let act = parse_activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
+    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net_and_batch(OP, w1, [b1, w2, b2], act, x, |net, x| {
         let ts = targets(OP, t)?;
         let t = ts.view(OP)?;
-        Ok(run(py, x.len() * net.w1.ncols(), || net.loss(x, t))?.to_f64())
+        Ok(run(py, x.len() * net.w1.ncols(), || net.loss_batch(x, t))?.to_f64())
     }))
 }
 
@@ -133,10 +151,10 @@ pub fn two_layer_gradient<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     const OP: &str = "gradient";
     let act = parse_activation(OP, activation)?;
-    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net(OP, w1, [b1, w2, b2], act, x, |net, x| {
+    dispatch!(float_array(OP, "W1", w1)?, w1 => with_net_and_batch(OP, w1, [b1, w2, b2], act, x, |net, x| {
         let ts = targets(OP, t)?;
         let t = ts.view(OP)?;
-        let g = run(py, x.len() * net.w1.ncols(), || net.gradient(x, t))?;
+        let g = run(py, x.len() * net.w1.ncols(), || net.gradient_batch(x, t))?;
         Ok(grads_to_py(py, g).into_pyobject(py)?.into_any())
     }))
 }

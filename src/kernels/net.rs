@@ -13,6 +13,30 @@ use super::sparse_input::{self, CompressedRows};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
 
+/// An input batch of either float type. A net takes either: its first layer
+/// converts the values it reads (only the non-zeros of a sparse batch), as NumPy's
+/// `astype` would, so a float32 batch costs a float64 net no copy of the batch.
+#[derive(Debug, Clone, Copy)]
+pub enum Batch<'a> {
+    F32(ArrayView2<'a, f32>),
+    F64(ArrayView2<'a, f64>),
+}
+
+impl Batch<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::F32(x) => x.len(),
+            Batch::F64(x) => x.len(),
+        }
+    }
+
+    /// Whether the batch has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Borrowed parameters of `x → Affine(W1, b1) → activation → Affine(W2, b2) → softmax`.
 ///
 /// Shapes: W1 (d, h), b1 (h,), W2 (h, k), b2 (k,).
@@ -49,7 +73,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     }
 
     /// Checks the parameters against each other and against a batch `x` (n, d).
-    pub fn check(&self, op: &'static str, x: &ArrayView2<'_, T>) -> Result<()> {
+    pub fn check<U: Float>(&self, op: &'static str, x: &ArrayView2<'_, U>) -> Result<()> {
         let (d, h, k) = self.sizes();
         let bad = |what: String| Err(KernelError::shape(op, what));
         if self.b1.len() != h {
@@ -92,7 +116,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     /// Forward pass; shapes already checked. x·W1 skips x's zero inputs when there
     /// are enough of them ([`sparse_input::product_into`]). Errors only when memory
     /// runs out ([`KernelError::Alloc`] naming `op`).
-    pub fn forward(&self, op: &'static str, x: ArrayView2<'_, T>) -> Result<Forward<T>> {
+    pub fn forward<U: Float>(&self, op: &'static str, x: ArrayView2<'_, U>) -> Result<Forward<T>> {
         self.forward_with(op, x.nrows(), |a1| {
             sparse_input::product_into(x, self.w1, a1, true)
         })
@@ -124,19 +148,23 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     }
 
     /// Softmax output y (n, k) for a batch x (n, d).
-    pub fn predict(&self, x: ArrayView2<'_, T>) -> Result<Array2<T>> {
+    pub fn predict<U: Float>(&self, x: ArrayView2<'_, U>) -> Result<Array2<T>> {
         self.check("predict", &x)?;
         Ok(self.forward("predict", x)?.y)
     }
 
     /// Mean cross-entropy of the batch.
-    pub fn loss(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<T> {
+    pub fn loss<U: Float>(&self, x: ArrayView2<'_, U>, t: Targets<'_, T>) -> Result<T> {
         self.check("loss", &x)?;
         cross_entropy_error(self.forward("loss", x)?.y.view(), t)
     }
 
     /// Backprop gradient of the mean cross-entropy (the book's `gradient`).
-    pub fn gradient(&self, x: ArrayView2<'_, T>, t: Targets<'_, T>) -> Result<Gradients<T>> {
+    pub fn gradient<U: Float>(
+        &self,
+        x: ArrayView2<'_, U>,
+        t: Targets<'_, T>,
+    ) -> Result<Gradients<T>> {
         self.check("gradient", &x)?;
         const OP: &str = "gradient";
         // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
@@ -164,6 +192,32 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         let mut w1 = try_zeros2(OP, d, h)?;
         sparse_input::transposed_times_into(x, nz.as_ref(), da1.view(), w1.view_mut(), true); // dW1 = xᵀ·da1 (w1 is zeros)
         Ok(Gradients { w1, b1, w2, b2 })
+    }
+}
+
+impl<T: Float> TwoLayerNet<'_, T> {
+    /// [`TwoLayerNet::predict`] of a batch of either float type.
+    pub fn predict_batch(&self, x: Batch<'_>) -> Result<Array2<T>> {
+        match x {
+            Batch::F32(x) => self.predict(x),
+            Batch::F64(x) => self.predict(x),
+        }
+    }
+
+    /// [`TwoLayerNet::loss`] of a batch of either float type.
+    pub fn loss_batch(&self, x: Batch<'_>, t: Targets<'_, T>) -> Result<T> {
+        match x {
+            Batch::F32(x) => self.loss(x, t),
+            Batch::F64(x) => self.loss(x, t),
+        }
+    }
+
+    /// [`TwoLayerNet::gradient`] of a batch of either float type.
+    pub fn gradient_batch(&self, x: Batch<'_>, t: Targets<'_, T>) -> Result<Gradients<T>> {
+        match x {
+            Batch::F32(x) => self.gradient(x, t),
+            Batch::F64(x) => self.gradient(x, t),
+        }
     }
 }
 

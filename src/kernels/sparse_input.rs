@@ -23,7 +23,9 @@
 
 use multiversion::multiversion;
 use multiversion::target::target_cfg;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use std::any::TypeId;
+
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2};
 
 use super::math::{has_fma, madd};
 use super::matmul::{gemm_into, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
@@ -74,14 +76,15 @@ impl<T: Float> NonZeroColumns<T> {
     /// The non-zero entries of x (n, d), or None when x is too dense to be worth it
     /// (more than [`MAX_DENSITY`] of the entries non-zero), when its rows are not
     /// contiguous, or when d ≥ 2³².
-    pub fn of(x: ArrayView2<'_, T>) -> Option<Self> {
+    pub fn of<U: Float>(x: ArrayView2<'_, U>) -> Option<Self> {
         let mut nz = Self::recycled();
         nz.compress(x).then_some(nz)
     }
 
     /// Compresses x into self (reusing its memory); false (self then empty) in the
-    /// cases [`NonZeroColumns::of`] gives None.
-    pub fn compress(&mut self, x: ArrayView2<'_, T>) -> bool {
+    /// cases [`NonZeroColumns::of`] gives None. x may be of the other float type: its
+    /// values are converted as NumPy's `astype` would (f32 → f64 exactly).
+    pub fn compress<U: Float>(&mut self, x: ArrayView2<'_, U>) -> bool {
         let (n, d) = x.dim();
         self.starts.clear();
         self.nnz = 0;
@@ -112,13 +115,13 @@ impl<T: Float> NonZeroColumns<T> {
             let Some(row) = row.to_slice() else {
                 return self.give_up();
             };
-            let found = T::nonzero_columns(row, &mut self.cols[len..len + d]);
+            let found = U::nonzero_columns(row, &mut self.cols[len..len + d]);
             // The row is in L1 now: copy its non-zero values next to their columns.
             for (v, &c) in self.vals[len..len + found]
                 .iter_mut()
                 .zip(&self.cols[len..len + found])
             {
-                *v = row[c as usize];
+                *v = T::lit(row[c as usize].to_f64());
             }
             len += found;
             self.starts.push(len);
@@ -388,14 +391,14 @@ fn segment<T: Float>(
 /// at W's end, a zero-padded copy. x rows contiguous; w (d, h) and c (n, h) row-major.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
-    x: ArrayView2<'_, T>,
+    d: usize,
     nz: &NonZeroColumns<T>,
     w: &[T],
     c: &mut [T],
     c0: usize,
 ) {
     let fma = has_fma!();
-    let (n, d) = x.dim();
+    let n = nz.nrows();
     let h = c.len() / n.max(1);
     let width = B.min(h - c0);
     // Inputs below `safe` have B readable lanes from their column c0 on; the rest (at
@@ -546,7 +549,7 @@ impl<T: Float> InputColumns<T> {
 /// Column blocks of whole vectors ([`vector_blocks`]); blocks of one or two vectors
 /// keep four interleaved sums.
 fn rows_times<T: Float>(
-    x: ArrayView2<'_, T>,
+    d: usize,
     nz: &NonZeroColumns<T>,
     w: &[T],
     c: &mut [T],
@@ -555,7 +558,7 @@ fn rows_times<T: Float>(
     if !accumulate {
         c.fill(T::zero());
     }
-    let h = c.len() / x.nrows().max(1);
+    let h = c.len() / nz.nrows().max(1);
     let lanes = 32 / std::mem::size_of::<T>();
     for (c0, b) in vector_blocks::<T>(h) {
         let f = match (b, b <= 2 * lanes) {
@@ -577,7 +580,7 @@ fn rows_times<T: Float>(
             (96, _) => rows_times_block::<T, 96, false>,
             _ => rows_times_block::<T, 104, false>,
         };
-        f(x, nz, w, c, c0);
+        f(d, nz, w, c, c0);
     }
 }
 
@@ -589,12 +592,11 @@ fn rows_times<T: Float>(
 /// Column blocks of whole vectors, as in [`rows_times`]: D is copied once into rows
 /// padded to the blocks' total width, so that a block never reads past a row.
 fn transposed_times<T: Float>(
-    x: ArrayView2<'_, T>,
+    (n, d): (usize, usize),
     rows: &CompressedRows<T>,
     dm: &[T],
     g: &mut [T],
 ) {
-    let (n, d) = x.dim();
     let h = dm.len() / n.max(1);
     let blocks = vector_blocks::<T>(h);
     let hp = blocks.iter().map(|&(_, b)| b).sum::<usize>();
@@ -746,9 +748,11 @@ impl<T: Float> CompressedRows<T> {
 
 /// x (n, d) compressed once for several products with it (the forward and backward
 /// pass of a layer), by the team's threads for a batch worth them, or None when the
-/// products should take the GEMM: too small, too dense, or laid out otherwise.
-pub fn compress_for_products<T: Float>(
-    x: ArrayView2<'_, T>,
+/// products should take the GEMM: too small, too dense, or laid out otherwise. x may
+/// be of the other float type than the products (a float32 batch for a float64 net):
+/// its non-zeros are converted on the way.
+pub fn compress_for_products<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
     h: usize,
 ) -> Option<CompressedRows<T>> {
     let (n, d) = x.dim();
@@ -774,22 +778,40 @@ pub fn compress_for_products<T: Float>(
     blocks.map(|blocks| CompressedRows { blocks })
 }
 
+/// x as an array of T: a view of x itself when U is T, else a converted copy (as
+/// NumPy's `astype`: f32 → f64 exactly, f64 → f32 rounded to nearest).
+pub fn converted<'a, T: Float, U: Float>(x: ArrayView2<'a, U>) -> CowArray<'a, T, Ix2> {
+    if TypeId::of::<T>() == TypeId::of::<U>() {
+        // SAFETY: T and U are the same type, so the view's memory holds valid Ts of the
+        // same layout, borrowed for the same lifetime 'a.
+        let view: ArrayView2<'a, T> = unsafe { x.raw_view().cast::<T>().deref_into_view() };
+        CowArray::from(view)
+    } else {
+        CowArray::from(x.mapv(|v| T::lit(v.to_f64())))
+    }
+}
+
+/// Whether the compressed rows cover all n rows of the batch.
+fn covers<T: Float>(rows: &CompressedRows<T>, n: usize) -> bool {
+    rows.blocks.iter().map(|b| b.nz.nrows()).sum::<usize>() == n
+}
+
 /// `c ← x·W` (or `c + x·W` with `accumulate`). x (n, d), w (d, h), c (n, h), shapes
 /// checked by the caller. Skips x's zeros when `rows` holds x's non-zeros (from
-/// [`compress_for_products`]), W is finite and the layouts allow; else the GEMM. The
-/// blocks of rows go to the team's threads; each row's sum is the same whichever
-/// thread computes it.
-pub fn times_into<T: Float>(
-    x: ArrayView2<'_, T>,
+/// [`compress_for_products`]), W is finite and the layouts allow; else the GEMM (on x
+/// converted to T). The blocks of rows go to the team's threads; each row's sum is
+/// the same whichever thread computes it.
+pub fn times_into<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
     rows: Option<&CompressedRows<T>>,
     w: ArrayView2<'_, T>,
     mut c: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
+    let (n, d) = x.dim();
     let h = w.ncols();
     if let (Some(rows), Some(ws)) = (rows, w.as_slice()) {
-        let covered = rows.blocks.iter().map(|b| b.nz.nrows()).sum::<usize>() == x.nrows();
-        if covered && all_finite(w) {
+        if covers(rows, n) && all_finite(w) {
             if let Some(cs) = c.as_slice_mut() {
                 let mut items = Vec::with_capacity(rows.blocks.len());
                 let mut rest = cs;
@@ -799,44 +821,42 @@ pub fn times_into<T: Float>(
                     items.push((block, part));
                 }
                 return parallel::split_items(items, |(block, part)| {
-                    let xb = x.slice(ndarray::s![block.first..block.first + block.nz.nrows(), ..]);
-                    rows_times(xb, &block.nz, ws, part, accumulate);
+                    rows_times(d, &block.nz, ws, part, accumulate);
                 });
             }
         }
     }
-    gemm_into(x, w, c, accumulate);
+    gemm_into(converted::<T, U>(x).view(), w, c, accumulate);
 }
 
 /// `g ← xᵀ·D` (or `g + xᵀ·D`). x (n, d), dm (n, h), g (d, h), shapes checked by the
 /// caller. Skips x's zeros as [`times_into`] does (D must be finite).
-pub fn transposed_times_into<T: Float>(
-    x: ArrayView2<'_, T>,
+pub fn transposed_times_into<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
     rows: Option<&CompressedRows<T>>,
     dm: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
     if let (Some(rows), Some(ds)) = (rows, dm.as_slice()) {
-        let covered = rows.blocks.iter().map(|b| b.nz.nrows()).sum::<usize>() == x.nrows();
-        if covered && all_finite(dm) {
+        if covers(rows, x.nrows()) && all_finite(dm) {
             if let Some(gs) = g.as_slice_mut() {
                 if !accumulate {
                     gs.fill(T::zero());
                 }
-                return transposed_times(x, rows, ds, gs);
+                return transposed_times(x.dim(), rows, ds, gs);
             }
         }
     }
-    gemm_into(x.t(), dm, g, accumulate);
+    gemm_into(converted::<T, U>(x).t(), dm, g, accumulate);
 }
 
 /// `c ← x·W` (or `c + x·W`) for a batch of any size: blocks of rows
 /// ([`rows_per_block`]), each compressed and multiplied by its non-zeros when sparse
-/// enough (else the GEMM), the team's threads sharing the blocks. Shapes checked by
-/// the caller.
-pub fn product_into<T: Float>(
-    x: ArrayView2<'_, T>,
+/// enough (else the GEMM), the team's threads sharing the blocks. x may be of the
+/// other float type (converted as [`converted`] does). Shapes checked by the caller.
+pub fn product_into<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
     w: ArrayView2<'_, T>,
     c: ArrayViewMut2<'_, T>,
     accumulate: bool,
@@ -845,26 +865,26 @@ pub fn product_into<T: Float>(
     let h = w.ncols();
     let rows_ok = d > 1 && (n <= 1 || x.stride_of(Axis(1)) == 1);
     if n.saturating_mul(d).saturating_mul(h) < MIN_MACS || d < 8 || !rows_ok {
-        return gemm_into(x, w, c, accumulate);
+        return gemm_into(converted::<T, U>(x).view(), w, c, accumulate);
     }
     // A look at the first rows: dense input goes to the GEMM whole (its threading).
     let head = x.slice(ndarray::s![..n.min(3), ..]);
-    let mut nz = NonZeroColumns::recycled();
+    let mut nz = NonZeroColumns::<T>::recycled();
     let sparse_head = nz.compress(head);
     drop(nz);
     if !sparse_head || w.as_slice().is_none() || c.as_slice().is_none() || !all_finite(w) {
-        return gemm_into(x, w, c, accumulate);
+        return gemm_into(converted::<T, U>(x).view(), w, c, accumulate);
     }
-    let block = |(x, c): (ArrayView2<'_, T>, ArrayViewMut2<'_, T>)| {
-        let mut nz = NonZeroColumns::recycled();
+    let block = |(x, c): (ArrayView2<'_, U>, ArrayViewMut2<'_, T>)| {
+        let mut nz = NonZeroColumns::<T>::recycled();
         match (nz.compress(x), w.as_slice()) {
             (true, Some(ws)) => {
                 let mut c = c;
                 if let Some(cs) = c.as_slice_mut() {
-                    rows_times(x, &nz, ws, cs, accumulate);
+                    rows_times(d, &nz, ws, cs, accumulate);
                 }
             }
-            _ => gemm_into(x, w, c, accumulate),
+            _ => gemm_into(converted::<T, U>(x).view(), w, c, accumulate),
         }
     };
     let per = rows_per_block::<T>(n, d, h);

@@ -91,8 +91,9 @@ def init_scale(op: str, weight_init_std: object, fan_in: int) -> float:
     return scale
 
 
-def as_batch(op: str, x: ArrayLike, input_size: int, dtype: np.dtype) -> FloatArray:
-    """x as a (n, input_size) array of ``dtype``: (d,) is one sample, N-D is flattened."""
+def as_batch(op: str, x: ArrayLike, input_size: int, dtype: np.dtype | None) -> FloatArray:
+    """x as a (n, input_size) array of ``dtype`` (None: float32 or float64 as given, other
+    numbers as float64): (d,) is one sample, N-D is flattened."""
     arr = as_float_array(x, f"{op}: x", dtype)
     shape = arr.shape
     if arr.ndim == 1:

@@ -143,7 +143,9 @@ class TwoLayerNet(ModelMixin):
         return p["W1"], p["b1"], p["W2"], p["b2"]
 
     def _batch(self, op: str, x: ArrayLike) -> FloatArray:
-        return as_batch(f"TwoLayerNet.{op}", x, self.input_size, self.dtype)
+        # float32 and float64 batches go in as they are: the native first layer converts
+        # the values it reads, so a float32 MNIST batch costs a float64 net no copy.
+        return as_batch(f"TwoLayerNet.{op}", x, self.input_size, None)
 
     def _targets(self, op: str, t: ArrayLike, n: int, dtype: np.dtype | None = None) -> NDArray:
         return as_targets(f"TwoLayerNet.{op}", t, n, self.output_size, dtype or self.dtype)
