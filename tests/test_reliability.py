@@ -767,3 +767,42 @@ def test_shared_params_in_another_thread_and_after_a_fork_are_explained():
         "finished"
     )
     assert lines["child after copy"] == "ok" and lines["after join"] == "ok"
+
+
+MALLOC_SCRIPT = """
+import resource, sys
+import numpy as np
+from ferrograd import _core
+x = np.ones((10_000, 100))
+for _ in range(3):
+    ys = [_core.relu(x) for _ in range(6)]
+    del ys
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    ys = [_core.relu(x) for _ in range(6)]  # a pass through six layers: 8 MB each
+    del ys
+print(_core.MALLOC_TUNED, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_array_sized_blocks_are_reused_not_faulted_in_again():
+    """With the allocator tuned at import, 20 passes that make six 8 MB outputs and free
+    them cost no fresh pages; FERROGRAD_MALLOC=system leaves glibc as it is (it gives
+    the freed 48 MB back to the system after each pass and faults it in again)."""
+    faults = {}
+    for setting in ("", "system"):
+        env = {**os.environ, "FERROGRAD_MALLOC": setting}
+        run = subprocess.run(
+            [sys.executable, "-c", MALLOC_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        tuned, count = run.stdout.split()
+        faults[setting] = (tuned, int(count))
+    assert faults[""][0] == "True" and faults["system"][0] == "False"
+    assert faults[""][1] < 200, faults
+    assert faults["system"][1] > 10 * max(faults[""][1], 100), faults

@@ -219,3 +219,19 @@ def test_a_batch_of_the_other_float_type_equals_converting_it_first(rng, net_dty
                 assert got[key].dtype == net_dtype
     with pytest.raises(TypeError, match="x has dtype float16; expected float32 or float64"):
         _core.two_layer_predict(*net._params(), x.astype(np.float16))
+
+
+@pytest.mark.parametrize("density", [0.2, 1.0])
+def test_affine_layer_takes_a_float32_batch_as_converting_it_first(rng, density):
+    """Affine.forward of a float32 batch in a float64 layer: the same bits as the
+    converted batch, forward and backward, and the output in the layer's dtype."""
+    w, b = rng.standard_normal((784, 30)), rng.standard_normal(30)
+    x = sparse_rows(rng, 64, 784, density, np.float32)
+    a, c = Affine(w, b), Affine(w.copy(), b.copy())
+    y, want = a.forward(x), c.forward(x.astype(np.float64))
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, want)
+    dout = rng.standard_normal((64, 30))
+    np.testing.assert_array_equal(a.backward(dout), c.backward(dout))
+    np.testing.assert_array_equal(a.dW, c.dW)
+    np.testing.assert_array_equal(_core.affine(x, w, b), want)

@@ -8,16 +8,18 @@ from numpy.typing import NDArray
 
 __version__: str
 MAX_THREADS_PER_CORE: int
+MALLOC_TUNED: bool  # glibc keeps array-sized blocks on the heap (FERROGRAD_MALLOC=system: off)
 
 _F = TypeVar("_F", np.float32, np.float64)
 _Activation = Literal["sigmoid", "relu"]
 _Targets = NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int64]
+_Batch = NDArray[np.float32] | NDArray[np.float64]  # either float type, converted inside
 
 def num_threads() -> int: ...
 def matmul(
     a: NDArray[_F], b: NDArray[_F], *, trans_a: bool = False, trans_b: bool = False
 ) -> NDArray[_F]: ...
-def affine(x: NDArray[_F], w: NDArray[_F], b: NDArray[_F]) -> NDArray[_F]: ...
+def affine(x: _Batch, w: NDArray[_F], b: NDArray[_F]) -> NDArray[_F]: ...
 def sigmoid(x: NDArray[_F]) -> NDArray[_F]: ...
 def sigmoid_grad(x: NDArray[_F]) -> NDArray[_F]: ...
 def sigmoid_backward(y: NDArray[_F], dout: NDArray[_F]) -> NDArray[_F]: ...
@@ -62,7 +64,7 @@ def two_layer_predict(
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F],
+    x: _Batch,
     *,
     activation: _Activation = "sigmoid",
 ) -> NDArray[_F]: ...
@@ -71,7 +73,7 @@ def two_layer_loss(
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F],
+    x: _Batch,
     t: _Targets,
     *,
     activation: _Activation = "sigmoid",
@@ -81,7 +83,7 @@ def two_layer_gradient(
     b1: NDArray[_F],
     w2: NDArray[_F],
     b2: NDArray[_F],
-    x: NDArray[_F],
+    x: _Batch,
     t: _Targets,
     *,
     activation: _Activation = "sigmoid",

@@ -337,7 +337,10 @@ class Affine:
         self.db: FloatArray | None = None
 
     def forward(self, x: ArrayLike) -> FloatArray:
-        """x·W + b; x is converted to W's dtype and flattened to (N, D) if N-D.
+        """x·W + b in W's dtype; x is flattened to (N, D) if N-D.
+
+        A float32 batch for a float64 layer (the book's MNIST and nets) goes in as it
+        is: the product converts the values it reads, as ``astype`` would.
 
         Parameters
         ----------
@@ -354,7 +357,7 @@ class Affine:
         ValueError
             ``x`` is empty or a scalar, or does not hold D values per sample.
         """
-        arr = as_float_array(x, "x", self.W.dtype)
+        arr = as_float_array(x, "x")
         self.original_x_shape = arr.shape
         if arr.ndim == 0 or arr.size == 0:
             raise ValueError(
@@ -396,7 +399,8 @@ class Affine:
         out_shape = (h,) if len(self.original_x_shape) == 1 else (n, h)
         d = _dout("Affine", dout, out_shape, self.W.dtype).reshape(n, h)
         dx = _core.matmul(d, self.W, trans_b=True)  # dx = dout · Wᵀ
-        self.dW = _core.matmul(self.x, d, trans_a=True)  # dW = xᵀ · dout
+        x = self.x if self.x.dtype == self.W.dtype else self.x.astype(self.W.dtype)
+        self.dW = _core.matmul(x, d, trans_a=True)  # dW = xᵀ · dout
         self.db = np.sum(d, axis=0)  # db = Σₙ dout
         return dx.reshape(self.original_x_shape)
 

@@ -4,7 +4,7 @@ use ndarray::{Ix1, Ix2};
 use numpy::{Element, IntoPyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 
-use super::convert::{dims, dispatch, float_array, run, same_dtype};
+use super::convert::{dims, dispatch, float_array, run, same_dtype, FloatArray};
 use crate::kernels::{matmul as k, Float};
 
 /// Matrix product a·b of two 2-D float arrays of one dtype (float32 or float64).
@@ -49,20 +49,22 @@ pub fn affine<'py>(
     w: &Bound<'py, PyAny>,
     b: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    dispatch!(float_array("affine", "x", x)?, x => affine_t(py, x, w, b))
+    dispatch!(float_array("affine", "W", w)?, w => match float_array("affine", "x", x)? {
+        FloatArray::F32(x) => affine_t(py, x, w, b),
+        FloatArray::F64(x) => affine_t(py, x, w, b),
+    })
 }
 
-fn affine_t<'py, T: Float + Element>(
+/// `affine` for W and b of dtype T and x of dtype U (either float type: a float32 batch
+/// for a float64 layer is converted value by value inside the product).
+fn affine_t<'py, T: Float + Element, U: Float + Element>(
     py: Python<'py>,
-    x: PyReadonlyArrayDyn<'py, T>,
-    w: &Bound<'py, PyAny>,
+    x: PyReadonlyArrayDyn<'py, U>,
+    w: PyReadonlyArrayDyn<'py, T>,
     b: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (w, b) = (
-        same_dtype::<T>("affine", "W", w)?,
-        same_dtype::<T>("affine", "b", b)?,
-    );
-    let x = dims::<T, Ix2>("affine", "x", x.as_array())?;
+    let b = same_dtype::<T>("affine", "b", b)?;
+    let x = dims::<U, Ix2>("affine", "x", x.as_array())?;
     let w = dims::<T, Ix2>("affine", "W", w.as_array())?;
     let b = dims::<T, Ix1>("affine", "b", b.as_array())?;
     let work = x.len().saturating_mul(w.ncols());

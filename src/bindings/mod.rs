@@ -1,6 +1,7 @@
 //! The PyO3 layer: `ferrograd._core`. Each file wraps the kernel file of the same name
 //! (`convert.rs` holds what they share): it checks and borrows NumPy arrays, releases
-//! the GIL around real work, and returns new arrays. No maths here.
+//! the GIL around real work, and returns new arrays. No maths here. `memory.rs` sets
+//! the C allocator up for array-sized blocks when the module is imported.
 
 // The Python signatures (W1, b1, W2, b2, x, t, options) set the argument counts.
 #![allow(clippy::too_many_arguments)]
@@ -12,6 +13,7 @@ mod convnet;
 mod fused;
 mod loss;
 mod matmul;
+mod memory;
 mod net;
 mod numgrad;
 mod numgrad_chain;
@@ -66,6 +68,7 @@ mod _core {
             "MAX_THREADS_PER_CORE",
             crate::kernels::parallel::MAX_THREADS_PER_CORE,
         )?;
+        m.add("MALLOC_TUNED", super::memory::tune_allocator())?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

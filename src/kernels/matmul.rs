@@ -18,7 +18,7 @@ pub fn parallel_worth<T>(macs: usize) -> bool {
     macs.saturating_mul(std::mem::size_of::<T>()) >= PARALLEL_MIN_MAC_BYTES
 }
 
-fn check_inner<T>(op: &'static str, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Result<()> {
+fn check_inner<T, U>(op: &'static str, a: &ArrayView2<'_, U>, b: &ArrayView2<'_, T>) -> Result<()> {
     if a.ncols() != b.nrows() {
         return Err(KernelError::shape(
             op,
@@ -84,9 +84,10 @@ pub fn matmul_into<T: Float>(
     Ok(())
 }
 
-/// `y = x·W + b`.  x: (n, d), W: (d, h), b: (h,) -> (n, h). Any strides.
-pub fn affine<T: Float>(
-    x: ArrayView2<'_, T>,
+/// `y = x·W + b`.  x: (n, d), W: (d, h), b: (h,) -> (n, h). Any strides; x may be of
+/// the other float type (its values converted as NumPy's `astype` would).
+pub fn affine<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
     w: ArrayView2<'_, T>,
     b: ArrayView1<'_, T>,
 ) -> Result<Array2<T>> {

@@ -548,13 +548,7 @@ impl<T: Float> InputColumns<T> {
 /// caller: x (n, d) with contiguous rows, w (d, h) and c (n, h) row-major slices.
 /// Column blocks of whole vectors ([`vector_blocks`]); blocks of one or two vectors
 /// keep four interleaved sums.
-fn rows_times<T: Float>(
-    d: usize,
-    nz: &NonZeroColumns<T>,
-    w: &[T],
-    c: &mut [T],
-    accumulate: bool,
-) {
+fn rows_times<T: Float>(d: usize, nz: &NonZeroColumns<T>, w: &[T], c: &mut [T], accumulate: bool) {
     if !accumulate {
         c.fill(T::zero());
     }

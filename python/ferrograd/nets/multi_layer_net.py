@@ -181,7 +181,9 @@ class MultiLayerNet(ModelMixin):
         return x
 
     def _batch(self, op: str, x: ArrayLike) -> FloatArray:
-        return as_batch(f"MultiLayerNet.{op}", x, self.input_size, self.dtype)
+        # float32 and float64 go in as they are: the first Affine layer converts the
+        # values it reads (a float32 MNIST batch costs a float64 net no copy).
+        return as_batch(f"MultiLayerNet.{op}", x, self.input_size, None)
 
     def _targets(self, op: str, t: ArrayLike, n: int) -> NDArray:
         return as_targets(f"MultiLayerNet.{op}", t, n, self.output_size, self.dtype)
