@@ -925,16 +925,19 @@ mod tests {
     #[test]
     fn dense_input_is_refused_and_sparse_kept() {
         let dense = Array2::from_elem((4, 16), 1.0_f32);
-        assert!(NonZeroColumns::of(dense.view()).is_none());
+        assert!(NonZeroColumns::<f32>::of(dense.view()).is_none());
         let mut sparse = Array2::<f32>::zeros((4, 16));
-        sparse[[2, 9]] = 3.0;
-        let nz = NonZeroColumns::of(sparse.view());
+        sparse[[2, 9]] = 0.1;
+        let nz = NonZeroColumns::<f32>::of(sparse.view());
         assert_eq!(
-            nz.as_ref().map(|z| (z.nrows(), z.nnz(), z.row(2))),
-            Some((4, 1, &[9u32][..]))
+            nz.as_ref().map(|z| (z.nrows(), z.nnz(), z.row(2), z.row_values(2))),
+            Some((4, 1, &[9u32][..], &[0.1_f32][..]))
         );
+        // Values of the other float type are converted as `as` (astype) would.
+        let wide = NonZeroColumns::<f64>::of(sparse.view());
+        assert_eq!(wide.as_ref().map(|z| z.row_values(2)), Some(&[0.1_f32 as f64][..]));
         // A transposed view has no contiguous rows.
-        assert!(NonZeroColumns::of(sparse.t()).is_none());
+        assert!(NonZeroColumns::<f32>::of(sparse.t()).is_none());
     }
 
     #[test]
