@@ -338,7 +338,7 @@ fn bench_sparse_input_t<T: Float>(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements((n * d) as u64));
     group.bench_function("compress 100x784", |b| {
-        let mut nz = NonZeroColumns::default();
+        let mut nz = NonZeroColumns::<T>::default();
         b.iter(|| nz.compress(black_box(x.view())))
     });
     let (w2, b1, b2) = (
