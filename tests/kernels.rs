@@ -362,7 +362,7 @@ fn zero_skipping_products_equal_the_dense_ones() -> Result<()> {
     ] {
         let x = sparse_input(n, d, density, h);
         assert!(
-            NonZeroColumns::of(x.view()).is_some(),
+            NonZeroColumns::<f64>::of(x.view()).is_some(),
             "sparse x compresses"
         );
         let w = Array2::from_shape_fn((d, h), |(i, j)| unit(5 * i + 11 * j + 1) - 0.5);
@@ -401,7 +401,7 @@ fn zero_skipping_products_equal_the_dense_ones() -> Result<()> {
     }
     // Dense input is refused by the compression and goes to the GEMM.
     let dense = Array2::from_shape_fn((20, 64), |(r, c)| 1.0 + unit(r * 64 + c));
-    assert!(NonZeroColumns::of(dense.view()).is_none());
+    assert!(NonZeroColumns::<f64>::of(dense.view()).is_none());
     Ok(())
 }
 
