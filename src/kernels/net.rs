@@ -9,6 +9,7 @@ use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
 use super::math::map_slice;
 use super::matmul::gemm_into;
 use super::softmax::softmax_into;
+use super::parallel;
 use super::sparse_input::{self, CompressedRows};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
@@ -150,13 +151,43 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     /// Softmax output y (n, k) for a batch x (n, d).
     pub fn predict<U: Float>(&self, x: ArrayView2<'_, U>) -> Result<Array2<T>> {
         self.check("predict", &x)?;
-        Ok(self.forward("predict", x)?.y)
+        self.output("predict", x)
     }
 
     /// Mean cross-entropy of the batch.
     pub fn loss<U: Float>(&self, x: ArrayView2<'_, U>, t: Targets<'_, T>) -> Result<T> {
         self.check("loss", &x)?;
-        cross_entropy_error(self.forward("loss", x)?.y.view(), t)
+        cross_entropy_error(self.output("loss", x)?.view(), t)
+    }
+
+    /// The softmax output y; shapes checked. A batch of more than
+    /// [`sparse_input::BLOCK_ROWS`] rows goes through the whole net in blocks of that
+    /// many rows, shared by the team's threads, so no hidden layer of the whole batch
+    /// is ever stored (a 60,000-row pass made 50 MB of them).
+    fn output<U: Float>(&self, op: &'static str, x: ArrayView2<'_, U>) -> Result<Array2<T>> {
+        let n = x.nrows();
+        let rows = sparse_input::BLOCK_ROWS;
+        if n <= rows {
+            return Ok(self.forward(op, x)?.y);
+        }
+        let mut y = try_zeros2(op, n, self.w2.ncols())?;
+        let blocks: Vec<_> = x
+            .axis_chunks_iter(Axis(0), rows)
+            .zip(y.axis_chunks_iter_mut(Axis(0), rows))
+            .collect();
+        let failure = std::sync::Mutex::new(None);
+        parallel::split_items(blocks, |(xb, mut yb)| match self.forward(op, xb) {
+            Ok(f) => yb.assign(&f.y),
+            Err(e) => {
+                if let Ok(mut first) = failure.lock() {
+                    first.get_or_insert(e);
+                }
+            }
+        });
+        match failure.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(y),
+        }
     }
 
     /// Backprop gradient of the mean cross-entropy (the book's `gradient`).

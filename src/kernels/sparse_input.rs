@@ -930,12 +930,16 @@ mod tests {
         sparse[[2, 9]] = 0.1;
         let nz = NonZeroColumns::<f32>::of(sparse.view());
         assert_eq!(
-            nz.as_ref().map(|z| (z.nrows(), z.nnz(), z.row(2), z.row_values(2))),
+            nz.as_ref()
+                .map(|z| (z.nrows(), z.nnz(), z.row(2), z.row_values(2))),
             Some((4, 1, &[9u32][..], &[0.1_f32][..]))
         );
         // Values of the other float type are converted as `as` (astype) would.
         let wide = NonZeroColumns::<f64>::of(sparse.view());
-        assert_eq!(wide.as_ref().map(|z| z.row_values(2)), Some(&[0.1_f32 as f64][..]));
+        assert_eq!(
+            wide.as_ref().map(|z| z.row_values(2)),
+            Some(&[0.1_f32 as f64][..])
+        );
         // A transposed view has no contiguous rows.
         assert!(NonZeroColumns::<f32>::of(sparse.t()).is_none());
     }
