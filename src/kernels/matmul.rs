@@ -130,12 +130,16 @@ pub(crate) fn gemm_into<T: Float>(
     }
     let macs = m.saturating_mul(n).saturating_mul(k);
     let mac_bytes = macs.saturating_mul(std::mem::size_of::<T>());
-    // Small products, and products inside a parallel loop (whose other threads are
-    // busy), run right here: handing work over costs more than they take.
-    if rayon::current_thread_index().is_some() || mac_bytes < TEAM_MIN_MAC_BYTES {
+    // Inside a rayon loop the other threads are busy: the blocks of a medium product
+    // run one after the other right here (`split` sees to it), cut as anywhere else so
+    // that the result is the same; a large one runs as one serial GEMM.
+    let nested = rayon::current_thread_index().is_some();
+    if mac_bytes < TEAM_MIN_MAC_BYTES {
         gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
     } else if macs < SPLIT_MAX_MACS || !parallel_worth::<T>(macs) {
         split_rows_or_cols(a, b, c, accumulate, MEDIUM_PARTS);
+    } else if nested {
+        gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
     } else {
         parallel::install(|threads| {
             let par = if threads > 1 {

@@ -282,11 +282,13 @@ pub fn team_threads() -> usize {
 /// Runs `part(i)` for every i in 0..parts and returns when all are done, the calling
 /// thread and the team's threads each claiming the next part until none is left.
 /// Serial when the team is busy with another call (another Python thread, or a
-/// `split` inside a part), in a forked child, or with one thread configured. A panic
-/// in any part is raised here after every part has finished.
+/// `split` inside a part), inside a rayon loop (whose threads are busy), in a forked
+/// child, or with one thread configured. A panic in any part is raised here after
+/// every part has finished.
 pub fn split(parts: usize, part: &(dyn Fn(usize) + Sync)) {
     let claimed = team().filter(|t| {
         parts > 1
+            && rayon::current_thread_index().is_none()
             && t.busy
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
