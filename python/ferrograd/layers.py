@@ -393,16 +393,23 @@ class Affine:
         ValueError
             ``dout`` has another shape than the forward output.
         """
+        d, x_shape = self._backward_weights(dout)
+        dx = _core.matmul(d, self.W, trans_b=True)  # dx = dout · Wᵀ
+        return dx.reshape(x_shape)
+
+    def _backward_weights(self, dout: ArrayLike = 1) -> tuple[FloatArray, tuple[int, ...]]:
+        """Sets ``dW`` and ``db`` as :meth:`backward` does, without dx (a net's first
+        layer: nothing takes its dx, a 784-wide product). Returns dout as (N, H) and
+        the forward input's shape."""
         if self.x is None or self.original_x_shape is None:
             raise _not_run("Affine")
         n, h = self.x.shape[0], self.W.shape[1]
         out_shape = (h,) if len(self.original_x_shape) == 1 else (n, h)
         d = _dout("Affine", dout, out_shape, self.W.dtype).reshape(n, h)
-        dx = _core.matmul(d, self.W, trans_b=True)  # dx = dout · Wᵀ
         x = self.x if self.x.dtype == self.W.dtype else self.x.astype(self.W.dtype)
         self.dW = _core.matmul(x, d, trans_a=True)  # dW = xᵀ · dout
         self.db = np.sum(d, axis=0)  # db = Σₙ dout
-        return dx.reshape(self.original_x_shape)
+        return d, self.original_x_shape
 
 
 class SoftmaxWithLoss:

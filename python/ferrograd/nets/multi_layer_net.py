@@ -326,8 +326,11 @@ class MultiLayerNet(ModelMixin):
         x2 = self._batch("gradient", x)
         self._loss(x2, self._targets("gradient", t, x2.shape[0]), train_flg=True)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        # The first layer's dx (dout·W1ᵀ, 784 wide) has no taker: only dW1 and db1.
+        layers[0]._backward_weights(dout)
         grads: Grads = {}
         for idx in range(1, self.hidden_layer_num + 2):
             affine = self.layers[f"Affine{idx}"]
