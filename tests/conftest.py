@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,17 @@ def mnist_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261123)
+
+
+def python_output(script: str, timeout: float = 120, **env: str) -> str:
+    """stdout of ``python -c script`` in a child process with ``env`` added to the
+    environment (e.g. FERROGRAD_NUM_THREADS="1"); fails the test if the child fails."""
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout

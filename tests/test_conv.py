@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import reference as ref
-from conftest import RTOL
+from conftest import RTOL, python_output
 from ferrograd import _core, util
 from ferrograd.layers import Convolution, Pooling
 from ferrograd.nets.simple_convnet import SimpleConvNet
@@ -194,18 +191,7 @@ for dtype in (np.float32, np.float64):
 def test_results_do_not_depend_on_the_number_of_threads():
     """dW and db are sums over the batch: each group of images' part is added in image
     order, whichever thread computed it (a batch above the threshold for two threads)."""
-    outs = []
-    for threads in ("1", "2"):
-        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
-        run = subprocess.run(
-            [sys.executable, "-c", THREADS_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
-        outs.append(run.stdout)
+    outs = [python_output(THREADS_SCRIPT, FERROGRAD_NUM_THREADS=t) for t in ("1", "2")]
     assert len(outs[0].splitlines()) == 2
     assert outs[0] == outs[1]
 

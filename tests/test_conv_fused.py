@@ -5,12 +5,10 @@ against the layer-by-layer path it replaces: ``loss_and_gradient`` then
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import python_output
 from ferrograd import _core, fused
 from ferrograd.layers import Pooling
 from ferrograd.nets import DeepConvNet, SimpleConvNet
@@ -181,18 +179,7 @@ print(digest.hexdigest())
 
 def test_results_do_not_depend_on_the_number_of_threads():
     """Blocks of images are cut by the batch size alone, and their dW1 added in order."""
-    outs = []
-    for threads in ("1", "2"):
-        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
-        run = subprocess.run(
-            [sys.executable, "-c", THREADS_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
-        outs.append(run.stdout)
+    outs = [python_output(THREADS_SCRIPT, FERROGRAD_NUM_THREADS=t) for t in ("1", "2")]
     assert len(outs[0].strip()) == 64
     assert outs[0] == outs[1]
 

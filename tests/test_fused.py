@@ -4,15 +4,13 @@ composed path: the book's backprop gradient and optimizer update in NumPy."""
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import reference as ref
+from conftest import python_output
 from ferrograd import _core, fused
 from fused_helpers import fused_trainer
 
@@ -379,18 +377,7 @@ for dtype in (np.float32, np.float64):
 def test_results_do_not_depend_on_the_number_of_threads():
     """The first hidden layer is split the same way whatever the pool size: bit for bit,
     for the two-layer and the multi-layer trainer."""
-    outs = []
-    for threads in ("1", "2"):
-        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
-        run = subprocess.run(
-            [sys.executable, "-c", THREADS_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
-        outs.append(run.stdout)
+    outs = [python_output(THREADS_SCRIPT, FERROGRAD_NUM_THREADS=t) for t in ("1", "2")]
     assert len(outs[0].splitlines()) == 8
     assert outs[0] == outs[1]
 

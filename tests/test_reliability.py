@@ -22,6 +22,7 @@ from pathlib import Path
 import ferrograd as fg
 import numpy as np
 import pytest
+from conftest import python_output
 from ferrograd import _core
 from ferrograd.trainer import _atomic_write
 
@@ -792,16 +793,7 @@ def test_array_sized_blocks_are_reused_not_faulted_in_again():
     the freed 48 MB back to the system after each pass and faults it in again)."""
     faults = {}
     for setting in ("", "system"):
-        env = {**os.environ, "FERROGRAD_MALLOC": setting}
-        run = subprocess.run(
-            [sys.executable, "-c", MALLOC_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert run.returncode == 0, run.stderr
-        tuned, count = run.stdout.split()
+        tuned, count = python_output(MALLOC_SCRIPT, FERROGRAD_MALLOC=setting).split()
         faults[setting] = (tuned, int(count))
     assert faults[""][0] == "True" and faults["system"][0] == "False"
     assert faults[""][1] < 200, faults

@@ -7,13 +7,9 @@ the matmul tolerances, and NaN/inf must propagate as IEEE arithmetic does in Num
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import tol
+from conftest import python_output, tol
 from ferrograd import TwoLayerNet, _core
 from ferrograd.layers import Affine
 from ferrograd.nets.multi_layer_net import MultiLayerNet
@@ -179,18 +175,7 @@ print(out)
 def test_per_call_results_do_not_depend_on_the_number_of_threads():
     """Network-sized products (dense and zero-skipping) are cut by size, not by the
     number of threads, and each output element sums its terms in one order."""
-    outs = []
-    for threads in ("1", "2", "3"):
-        env = {**os.environ, "FERROGRAD_NUM_THREADS": threads}
-        run = subprocess.run(
-            [sys.executable, "-c", THREADS_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
-        outs.append(run.stdout)
+    outs = [python_output(THREADS_SCRIPT, FERROGRAD_NUM_THREADS=t) for t in ("1", "2", "3")]
     assert outs[0].count("'") > 40
     assert outs[0] == outs[1] == outs[2]
 
