@@ -9,9 +9,10 @@ use super::{math, parallel, Float};
 use crate::error::{fmt_shape, try_zeros, KernelError, Result};
 
 /// Arrays smaller than this many bytes are mapped on one thread: a map is about as
-/// fast as writing its output, and waking a second thread costs tens of µs in a
-/// virtual machine.
-pub const PARALLEL_MIN_BYTES: usize = 3 << 20;
+/// fast as writing its output. Contiguous arrays above it are mapped in pieces of this
+/// size by the team's threads ([`parallel::split`], awake between calls); strided ones
+/// by the rayon pool.
+pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// Whether mapping `len` elements of `T` is worth a second thread.
 fn parallel_worth<T>(len: usize) -> bool {
@@ -61,23 +62,15 @@ fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
     }
 }
 
-/// `dst[i] = f(src[i])` over slices, split across the pool for long ones.
+/// `dst[i] = f(src[i])` over slices, in pieces shared by the team's threads for long ones.
 fn map_chunks<T: Float>(src: &[T], dst: &mut [T], f: &(impl Fn(T) -> T + Sync + Send)) {
     if !parallel_worth::<T>(src.len()) {
         math::map_slice(src, dst, f);
         return;
     }
-    parallel::install(|threads| {
-        if threads > 1 {
-            use rayon::prelude::*;
-            let chunk = src.len().div_ceil(threads * 4).max(4096);
-            src.par_chunks(chunk)
-                .zip(dst.par_chunks_mut(chunk))
-                .for_each(|(s, d)| math::map_slice(s, d, f));
-        } else {
-            math::map_slice(src, dst, f);
-        }
-    });
+    let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
+    let pieces: Vec<_> = src.chunks(piece).zip(dst.chunks_mut(piece)).collect();
+    parallel::split_items(pieces, |(s, d)| math::map_slice(s, d, f));
 }
 
 /// `z = f(x, y)` elementwise over two arrays of one shape.
