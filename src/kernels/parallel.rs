@@ -243,6 +243,8 @@ fn team_thread(slot: &'static TeamSlot) {
     }
 }
 
+/// The next job posted to `slot`: looked for in a spin for [`TEAM_SPIN`], then between
+/// yields of the core until [`TEAM_LINGER`], then parked until a caller unparks it.
 fn wait_for_job(slot: &TeamSlot) -> *mut TeamJob {
     let mut since = Instant::now();
     let mut looks = 0_u32;
