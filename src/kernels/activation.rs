@@ -26,16 +26,17 @@ pub(crate) fn map1<T: Float>(
     x: ArrayViewD<'_, T>,
     f: impl Fn(T) -> T + Sync + Send,
 ) -> Result<ArrayD<T>> {
-    // Contiguous input: map the buffer as one slice with the SIMD build of the loop.
+    // Contiguous input: map the buffer as one slice with the SIMD build of the loop,
+    // straight into the output's memory (no zero fill first).
+    let shape_error = |e: ndarray::ShapeError| KernelError::shape(op, e.to_string());
     if let Some(src) = x.as_slice() {
-        let mut y = try_zeros(op, x.raw_dim())?;
-        map_chunks(src, as_slice(&mut y), &f);
-        return Ok(y);
+        let data = mapped(op, x.shape(), src, &f)?;
+        return ArrayD::from_shape_vec(x.raw_dim(), data).map_err(shape_error);
     }
     let xt = x.view().reversed_axes();
     if let Some(src) = xt.as_slice() {
-        let mut y = try_zeros(op, xt.raw_dim())?;
-        map_chunks(src, as_slice(&mut y), &f);
+        let data = mapped(op, x.shape(), src, &f)?;
+        let y = ArrayD::from_shape_vec(xt.raw_dim(), data).map_err(shape_error)?;
         return Ok(y.reversed_axes());
     }
     let mut y = try_zeros(op, x.raw_dim())?;
@@ -62,15 +63,38 @@ fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
     }
 }
 
-/// `dst[i] = f(src[i])` over slices, in pieces shared by the team's threads for long ones.
-fn map_chunks<T: Float>(src: &[T], dst: &mut [T], f: &(impl Fn(T) -> T + Sync + Send)) {
-    if !parallel_worth::<T>(src.len()) {
-        math::map_slice(src, dst, f);
-        return;
+/// `f` of every element of `src`, in a new buffer written once: in pieces shared by the
+/// team's threads for long ones. [`KernelError::Alloc`] (naming `op` and `shape`) when
+/// memory runs out.
+fn mapped<T: Float>(
+    op: &'static str,
+    shape: &[usize],
+    src: &[T],
+    f: &(impl Fn(T) -> T + Sync + Send),
+) -> Result<Vec<T>> {
+    let len = src.len();
+    let mut out: Vec<std::mem::MaybeUninit<T>> = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
+        op,
+        shape: fmt_shape(shape),
+        bytes: (len as u128).saturating_mul(std::mem::size_of::<T>() as u128),
+    })?;
+    // SAFETY: the capacity is at least len (reserved above), and MaybeUninit elements
+    // need no initialisation.
+    unsafe { out.set_len(len) };
+    if !parallel_worth::<T>(len) {
+        math::map_slice_uninit(src, &mut out, f);
+    } else {
+        let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
+        let pieces: Vec<_> = src.chunks(piece).zip(out.chunks_mut(piece)).collect();
+        parallel::split_items(pieces, |(s, d)| math::map_slice_uninit(s, d, f));
     }
-    let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
-    let pieces: Vec<_> = src.chunks(piece).zip(dst.chunks_mut(piece)).collect();
-    parallel::split_items(pieces, |(s, d)| math::map_slice(s, d, f));
+    let mut out = std::mem::ManuallyDrop::new(out);
+    let (ptr, cap) = (out.as_mut_ptr().cast::<T>(), out.capacity());
+    // SAFETY: every one of the `len` elements was written above (each piece of `out`
+    // as long as its piece of `src`, and `out` as long as `src`); MaybeUninit<T> has
+    // T's size and alignment, and the allocation is handed over whole (len, capacity).
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, cap) })
 }
 
 /// `z = f(x, y)` elementwise over two arrays of one shape.

@@ -91,6 +91,19 @@ pub fn map_slice<T: Copy, U: Copy>(x: &[T], y: &mut [U], f: impl Fn(T) -> U) {
     }
 }
 
+/// [`map_slice`] into memory not yet initialised: writes every element of y (as long
+/// as x), compiled the same way.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn map_slice_uninit<T: Copy, U: Copy>(
+    x: &[T],
+    y: &mut [std::mem::MaybeUninit<U>],
+    f: impl Fn(T) -> U,
+) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        y.write(f(x));
+    }
+}
+
 /// `z[i] = f(x[i], y[i])`, multiversioned like [`map_slice`].
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn zip_slice<T: Copy>(x: &[T], y: &[T], z: &mut [T], f: impl Fn(T, T) -> T) {
