@@ -14,7 +14,7 @@
 use multiversion::multiversion;
 use multiversion::target::target_cfg;
 
-use super::math::{has_fma, madd};
+use super::math::{axpy, has_fma, madd};
 use super::sparse::RowEntries;
 #[cfg(doc)]
 use super::sparse::SparseRows;
@@ -62,17 +62,6 @@ pub fn copy_columns<T: Float>(
             }
         }
     }
-}
-
-/// acc + v·s[at..at + B]. The sums pass by value: kept in registers, where sums updated
-/// through a reference can stay in memory.
-#[inline(always)]
-fn axpy<T: Float, const B: usize>(acc: [T; B], v: T, s: &[T], at: usize, fma: bool) -> [T; B] {
-    let mut r = acc;
-    for (a, &x) in r.iter_mut().zip(&s[at..at + B]) {
-        *a = madd(v, x, *a, fma);
-    }
-    r
 }
 
 /// a1 (n, wp) = x·W1 (without b1) for the rows `rows` of sp, from their non-zero

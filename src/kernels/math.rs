@@ -123,6 +123,23 @@ pub(crate) fn madd<T: super::Float>(v: T, x: T, a: T, fma: bool) -> T {
     }
 }
 
+/// acc + v·s[at..at + B] with [`madd`]. The sums pass by value: kept in registers,
+/// where sums updated through a reference can stay in memory.
+#[inline(always)]
+pub(crate) fn axpy<T: super::Float, const B: usize>(
+    acc: [T; B],
+    v: T,
+    s: &[T],
+    at: usize,
+    fma: bool,
+) -> [T; B] {
+    let mut r = acc;
+    for (a, &x) in r.iter_mut().zip(&s[at..at + B]) {
+        *a = madd(v, x, *a, fma);
+    }
+    r
+}
+
 /// Whether this compiled version of the calling kernel has FMA instructions.
 macro_rules! has_fma {
     () => {{

@@ -325,7 +325,7 @@ pub fn check_layers<T: Float>(
 /// terms IEEE arithmetic gives the dense product: such weights are refused instead of
 /// giving results that differ from `x @ W1`.
 pub fn check_finite_w1<T: Float>(op: &'static str, w1: ArrayView2<'_, T>) -> Result<()> {
-    if w1.iter().all(|v| v.is_finite()) {
+    if sparse_input::all_finite(w1) {
         return Ok(());
     }
     let ((i, j), v) = w1

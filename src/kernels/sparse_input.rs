@@ -27,7 +27,7 @@ use std::any::TypeId;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2};
 
-use super::math::{has_fma, madd};
+use super::math::{axpy, has_fma};
 use super::matmul::{gemm_into, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
 use super::{parallel, Float};
 
@@ -342,16 +342,6 @@ fn finite_slice<T: Float>(s: &[T]) -> bool {
         }
     }
     acc.iter().chain(rest).all(|x| *x * T::zero() == T::zero())
-}
-
-/// acc + v·s[at..at + B], sums passed by value so that they stay in registers.
-#[inline(always)]
-fn axpy<T: Float, const B: usize>(acc: [T; B], v: T, s: &[T], at: usize, fma: bool) -> [T; B] {
-    let mut r = acc;
-    for (a, &x) in r.iter_mut().zip(&s[at..at + B]) {
-        *a = madd(v, x, *a, fma);
-    }
-    r
 }
 
 /// Bytes of W's rows one tile of inputs spans, read by every batch row in turn. Fewer,
