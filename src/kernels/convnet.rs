@@ -131,6 +131,33 @@ struct Scratch<T> {
     plane: Vec<T>,
 }
 
+impl<T: Float> Scratch<T> {
+    /// Fills `cols` with the columns of the images `rows` of x (one output plane's
+    /// worth per image, side by side); returns the leading dimension of `cols`. The
+    /// forward pass and dW1 both need them; rebuilding them per block costs less than
+    /// keeping a batch's worth.
+    fn block_columns(&mut self, z: &Sizes, x: &[T], rows: &[usize]) -> Result<usize> {
+        let ld = self.cols.ncols();
+        let cs = self
+            .cols
+            .as_slice_mut()
+            .ok_or_else(|| KernelError::value("ConvNetTrainer.run", "internal: cols"))?;
+        for (k, &row) in rows.iter().enumerate() {
+            let img = &x[row * z.image..(row + 1) * z.image];
+            image_columns(
+                img,
+                &z.conv,
+                cs,
+                ColumnsAt {
+                    ld,
+                    at: k * z.plane,
+                },
+            );
+        }
+        Ok(ld)
+    }
+}
+
 /// Buffers of a step at one batch size, reused from step to step.
 #[derive(Debug)]
 struct Buffers<T> {
@@ -572,15 +599,7 @@ fn conv_relu_pool<T: Float>(
     }
     let work = |block: Range<usize>, sc: &mut Scratch<T>, (zo, ao): (&mut [T], &mut [i64])| {
         let width = block.len() * p;
-        let ld = sc.cols.ncols();
-        let cs = sc
-            .cols
-            .as_slice_mut()
-            .ok_or_else(|| KernelError::value(OP, "internal: cols"))?;
-        for (k, &row) in rows[block.clone()].iter().enumerate() {
-            let img = &x[row * z.image..(row + 1) * z.image];
-            image_columns(img, &z.conv, cs, ColumnsAt { ld, at: k * p });
-        }
+        let ld = sc.block_columns(z, x, &rows[block.clone()])?;
         // prod (FN, images·oh·ow) = W1 · cols
         gemm_into(
             w1,
@@ -638,15 +657,7 @@ fn conv_weight_gradient<T: Float>(
     let (ow, pw) = (z.conv.ow, z.pool.ow);
     let work = |block: Range<usize>, sc: &mut Scratch<T>, (dw, db): (&mut [T], &mut [T])| {
         let width = block.len() * p;
-        let ld = sc.cols.ncols();
-        let cs = sc
-            .cols
-            .as_slice_mut()
-            .ok_or_else(|| KernelError::value(OP, "internal: cols"))?;
-        for (k, &row) in rows[block.clone()].iter().enumerate() {
-            let img = &x[row * z.image..(row + 1) * z.image];
-            image_columns(img, &z.conv, cs, ColumnsAt { ld, at: k * p });
-        }
+        let ld = sc.block_columns(z, x, &rows[block.clone()])?;
         let d = sc
             .prod
             .as_slice_mut()
