@@ -696,11 +696,6 @@ pub struct CompressedRows<T: Float> {
 }
 
 impl<T: Float> CompressedRows<T> {
-    /// Number of non-zero entries.
-    pub fn nnz(&self) -> usize {
-        self.blocks.iter().map(|b| b.nz.nnz()).sum()
-    }
-
     /// The input column below which about k/parts of the non-zeros lie (from up to
     /// 64 evenly spaced rows).
     fn input_with_share(&self, k: usize, parts: usize, d: usize) -> usize {
