@@ -355,26 +355,6 @@ fn tile_rows<T>(b: usize) -> usize {
     (TILE_BYTES / (b * std::mem::size_of::<T>())).max(4)
 }
 
-/// Where each row's non-zeros of the current tile of inputs end: moves `pos` (one
-/// cursor per row, into nz's lists) past the columns below `end` and returns the
-/// range of entries passed.
-#[inline(always)]
-fn segment<T: Float>(
-    nz: &NonZeroColumns<T>,
-    pos: &mut usize,
-    r: usize,
-    end: u32,
-) -> std::ops::Range<usize> {
-    let start = *pos;
-    let stop = nz.starts[r + 1];
-    let mut p = start;
-    while p < stop && nz.cols[p] < end {
-        p += 1;
-    }
-    *pos = p;
-    start..p
-}
-
 /// One column block of `c += x·W`: columns c0..c0 + min(B, h − c0) of every row. Inputs
 /// in tiles whose W rows stay in L1; for each tile, each row's sum over its non-zeros
 /// kept in registers (in four interleaved sums when `FOUR`, which hides the adds'
@@ -408,33 +388,34 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
         pad[..k].copy_from_slice(&rest[..k]);
         axpy(acc, v, &pad, 0, fma)
     };
+    // Each row's next entry: the tiles walk every row's (ascending) columns once.
     let mut pos: Vec<usize> = nz.starts[..n].to_vec();
+    let (cols, vals) = (&nz.cols[..], &nz.vals[..]);
+    let at = |p: usize| cols[p] as usize * h + c0;
     let tile = tile_rows::<T>(B);
     for i0 in (0..d).step_by(tile) {
-        let end = (i0 + tile).min(d) as u32;
+        // The tile's inputs below `lim` go through the sums in registers, the rest
+        // (inputs from `safe` on) through the padded copy. Each loop stops at the
+        // first column past its bound, so a row's entries are read once.
+        let end = (i0 + tile).min(d);
+        let lim = end.min(safe) as u32;
+        let end = end as u32;
         for (r, out) in c.chunks_exact_mut(h).enumerate() {
-            let seg = segment(nz, &mut pos[r], r, end);
-            if seg.is_empty() {
-                continue;
-            }
-            let (cols, vals) = (&nz.cols[seg.clone()], &nz.vals[seg]);
-            let inside = cols.partition_point(|&i| (i as usize) < safe);
-            let (cols, late) = cols.split_at(inside);
-            let (vals, late_vals) = vals.split_at(inside);
+            let (start, stop) = (pos[r], nz.starts[r + 1]);
+            let mut p = start;
             let zero = [T::zero(); B];
             let mut sum = if FOUR {
                 let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-                let quads = cols.chunks_exact(4);
-                let tail = quads.remainder();
-                for (q, v) in quads.zip(vals.chunks_exact(4)) {
-                    a0 = axpy(a0, v[0], w, q[0] as usize * h + c0, fma);
-                    a1 = axpy(a1, v[1], w, q[1] as usize * h + c0, fma);
-                    a2 = axpy(a2, v[2], w, q[2] as usize * h + c0, fma);
-                    a3 = axpy(a3, v[3], w, q[3] as usize * h + c0, fma);
+                while p + 4 <= stop && cols[p + 3] < lim {
+                    a0 = axpy(a0, vals[p], w, at(p), fma);
+                    a1 = axpy(a1, vals[p + 1], w, at(p + 1), fma);
+                    a2 = axpy(a2, vals[p + 2], w, at(p + 2), fma);
+                    a3 = axpy(a3, vals[p + 3], w, at(p + 3), fma);
+                    p += 4;
                 }
-                let tail_vals = &vals[vals.len() - tail.len()..];
-                for (&i, &v) in tail.iter().zip(tail_vals) {
-                    a0 = axpy(a0, v, w, i as usize * h + c0, fma);
+                while p < stop && cols[p] < lim {
+                    a0 = axpy(a0, vals[p], w, at(p), fma);
+                    p += 1;
                 }
                 let mut s = zero;
                 for (j, o) in s.iter_mut().enumerate() {
@@ -443,13 +424,19 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
                 s
             } else {
                 let mut acc = zero;
-                for (&i, &v) in cols.iter().zip(vals) {
-                    acc = axpy(acc, v, w, i as usize * h + c0, fma);
+                while p < stop && cols[p] < lim {
+                    acc = axpy(acc, vals[p], w, at(p), fma);
+                    p += 1;
                 }
                 acc
             };
-            for (&i, &v) in late.iter().zip(late_vals) {
-                sum = padded(sum, v, i as usize);
+            while p < stop && cols[p] < end {
+                sum = padded(sum, vals[p], cols[p] as usize);
+                p += 1;
+            }
+            pos[r] = p;
+            if p == start {
+                continue;
             }
             for (o, &s) in out[c0..c0 + width].iter_mut().zip(&sum) {
                 *o = *o + s;
