@@ -54,6 +54,24 @@ pub fn try_zeros<T: Clone + num_traits::Zero, D: ndarray::Dimension>(
     op: &'static str,
     dim: D,
 ) -> Result<ndarray::Array<T, D>> {
+    try_filled(op, dim, T::zero())
+}
+
+/// An array of shape `dim` whose memory is not written yet (to be written once by the
+/// kernel that fills it), or [`KernelError::Alloc`].
+pub fn try_uninit<T: Copy, D: ndarray::Dimension>(
+    op: &'static str,
+    dim: D,
+) -> Result<ndarray::Array<std::mem::MaybeUninit<T>, D>> {
+    try_filled(op, dim, std::mem::MaybeUninit::uninit())
+}
+
+/// An array of shape `dim` with every element `v`, or [`KernelError::Alloc`].
+fn try_filled<T: Clone, D: ndarray::Dimension>(
+    op: &'static str,
+    dim: D,
+    v: T,
+) -> Result<ndarray::Array<T, D>> {
     let fail = || KernelError::Alloc {
         op,
         shape: fmt_shape(dim.slice()),
@@ -70,7 +88,7 @@ pub fn try_zeros<T: Clone + num_traits::Zero, D: ndarray::Dimension>(
         .ok_or_else(fail)?;
     let mut data = Vec::new();
     data.try_reserve_exact(len).map_err(|_| fail())?;
-    data.resize(len, T::zero());
+    data.resize(len, v);
     ndarray::Array::from_shape_vec(dim.clone(), data).map_err(|_| fail())
 }
 

@@ -3,10 +3,102 @@
 //! Views of any strides go straight to the GEMM: `Aᵀ·B` is `matmul(a.t(), b)` and
 //! costs no transpose copy.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
 use super::{parallel, sparse_input, Float};
-use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
+use crate::error::{fmt_shape, try_uninit, try_zeros2, KernelError, Result};
+
+/// Where a product goes: memory to overwrite or add into (`Into(c, accumulate)`), or
+/// memory not written yet (`Fresh`), which each block of the product writes once on
+/// the thread that computes it, no thread clearing the whole first.
+pub(crate) enum Out<'a, T> {
+    Into(ArrayViewMut2<'a, T>, bool),
+    Fresh(ArrayViewMut2<'a, MaybeUninit<T>>),
+}
+
+impl<'a, T: Float> Out<'a, T> {
+    /// (rows, columns).
+    pub(crate) fn dim(&self) -> (usize, usize) {
+        match self {
+            Out::Into(c, _) => c.dim(),
+            Out::Fresh(c) => c.dim(),
+        }
+    }
+
+    /// The first k rows (`Axis(0)`) or columns (`Axis(1)`), and the rest.
+    pub(crate) fn split_at(self, axis: Axis, k: usize) -> (Self, Self) {
+        match self {
+            Out::Into(c, acc) => {
+                let (x, y) = c.split_at(axis, k);
+                (Out::Into(x, acc), Out::Into(y, acc))
+            }
+            Out::Fresh(c) => {
+                let (x, y) = c.split_at(axis, k);
+                (Out::Fresh(x), Out::Fresh(y))
+            }
+        }
+    }
+
+    /// The memory as Ts to add into or overwrite (`.1`: whether to add): fresh memory
+    /// is zeroed first, here, on the calling thread.
+    pub(crate) fn ready(self) -> (ArrayViewMut2<'a, T>, bool) {
+        match self {
+            Out::Into(c, acc) => (c, acc),
+            Out::Fresh(mut c) => {
+                c.map_inplace(|v| {
+                    v.write(T::zero());
+                });
+                // SAFETY: every element was written just above.
+                (unsafe { c.assume_init() }, true)
+            }
+        }
+    }
+
+    /// `c ← A·B` (or `c + A·B` into memory to add into) by one `gemm::gemm` call; shapes
+    /// checked, none of m, n, k zero.
+    fn gemm(self, a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, parallelism: gemm::Parallelism) {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let (a_rs, a_cs) = strides(&a);
+        let (b_rs, b_cs) = strides(&b);
+        let (dst, (c_rs, c_cs), read_dst) = match self {
+            Out::Into(mut c, acc) => (c.as_mut_ptr(), strides(&c.view()), acc),
+            // Fresh memory is only written (read_dst false), through a raw pointer.
+            Out::Fresh(mut c) => (c.as_mut_ptr().cast::<T>(), strides(&c.view()), false),
+        };
+        // SAFETY: the pointers and element strides come from live ndarray views of the
+        // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; the
+        // output is borrowed mutably, hence not aliased by `a` or `b`, and gemm reads it
+        // only when `read_dst` (never fresh memory); T is f32 or f64, both supported by
+        // gemm (it panics only for other types). gemm's own threads finish before it
+        // returns.
+        unsafe {
+            gemm::gemm(
+                /* m = */ m,
+                /* n = */ n,
+                /* k = */ k,
+                /* dst = */ dst,
+                /* dst_cs = */ c_cs,
+                /* dst_rs = */ c_rs,
+                /* read_dst = */ read_dst,
+                /* lhs = */ a.as_ptr(),
+                /* lhs_cs = */ a_cs,
+                /* lhs_rs = */ a_rs,
+                /* rhs = */ b.as_ptr(),
+                /* rhs_cs = */ b_cs,
+                /* rhs_rs = */ b_rs,
+                /* alpha (scales dst) = */ T::one(),
+                /* beta (scales lhs·rhs) = */ T::one(),
+                /* conj_dst = */ false,
+                /* conj_lhs = */ false,
+                /* conj_rhs = */ false,
+                parallelism,
+            );
+        }
+    }
+}
 
 /// Products with fewer multiply-adds × bytes per element than this run on one thread:
 /// below it the cost of waking a second thread (tens of µs in a virtual machine)
@@ -37,28 +129,24 @@ fn check_inner<T, U>(op: &'static str, a: &ArrayView2<'_, U>, b: &ArrayView2<'_,
 /// ([`sparse_input`]); the result is the dense product's up to rounding order.
 pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_inner("matmul", &a, &b)?;
-    let mut c = try_zeros2("matmul", a.nrows(), b.ncols())?;
-    // c is zeros: adding the product into it saves clearing it again.
-    product_into(a, b, c.view_mut(), true);
-    Ok(c)
+    let mut c = try_uninit("matmul", ndarray::Ix2(a.nrows(), b.ncols()))?;
+    product_out(a, b, Out::Fresh(c.view_mut()));
+    // SAFETY: `product_out` writes every element of a fresh output.
+    Ok(unsafe { c.assume_init() })
 }
 
-/// `c ← A·B` (or `c + A·B`), skipping A's zeros where that pays: A with contiguous
-/// rows through [`sparse_input::product_into`], A = xᵀ of such an x through
-/// [`sparse_input::transposed_times_into`]; otherwise the GEMM. Shapes checked.
-pub(crate) fn product_into<T: Float>(
-    a: ArrayView2<'_, T>,
-    b: ArrayView2<'_, T>,
-    c: ArrayViewMut2<'_, T>,
-    accumulate: bool,
-) {
+/// `c ← A·B` (or `c + A·B`, or into fresh memory, every element written), skipping
+/// A's zeros where that pays: A with contiguous rows through
+/// [`sparse_input::product_out`], A = xᵀ of such an x through
+/// [`sparse_input::transposed_times_out`]; otherwise the GEMM. Shapes checked.
+pub(crate) fn product_out<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: Out<'_, T>) {
     let (m, k) = a.dim();
     if m > 1 && k > 1 && a.stride_of(Axis(0)) == 1 && a.stride_of(Axis(1)) != 1 {
         let x = a.t();
         let nz = sparse_input::compress_for_products(x, b.ncols());
-        return sparse_input::transposed_times_into(x, nz.as_ref(), b, c, accumulate);
+        return sparse_input::transposed_times_out(x, nz.as_ref(), b, c);
     }
-    sparse_input::product_into(a, b, c, accumulate)
+    sparse_input::product_out(a, b, c)
 }
 
 /// `C ← A·B`, or `C ← C + A·B` with `accumulate`.  a: (m, k), b: (k, n), c: (m, n).
@@ -113,9 +201,14 @@ pub fn affine<T: Float, U: Float>(
 pub(crate) fn gemm_into<T: Float>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
-    mut c: ArrayViewMut2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
+    gemm_out(a, b, Out::Into(c, accumulate));
+}
+
+/// [`gemm_into`] into any [`Out`]; every element of a fresh output is written.
+pub(crate) fn gemm_out<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: Out<'_, T>) {
     let (m, k) = a.dim();
     let n = b.ncols();
     if m == 0 || n == 0 {
@@ -123,6 +216,7 @@ pub(crate) fn gemm_into<T: Float>(
     }
     if k == 0 {
         // An empty sum: A·B is all zeros.
+        let (mut c, accumulate) = c.ready();
         if !accumulate {
             c.fill(T::zero());
         }
@@ -135,11 +229,11 @@ pub(crate) fn gemm_into<T: Float>(
     // that the result is the same; a large one runs as one serial GEMM.
     let nested = rayon::current_thread_index().is_some();
     if mac_bytes < TEAM_MIN_MAC_BYTES {
-        gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
+        c.gemm(a, b, gemm::Parallelism::None);
     } else if macs < SPLIT_MAX_MACS || !parallel_worth::<T>(macs) {
-        split_rows_or_cols(a, b, c, accumulate, MEDIUM_PARTS);
+        split_rows_or_cols(a, b, c, MEDIUM_PARTS);
     } else if nested {
-        gemm_serial(a, b, c, accumulate, gemm::Parallelism::None);
+        c.gemm(a, b, gemm::Parallelism::None);
     } else {
         parallel::install(|threads| {
             let par = if threads > 1 {
@@ -147,7 +241,7 @@ pub(crate) fn gemm_into<T: Float>(
             } else {
                 gemm::Parallelism::None
             };
-            gemm_serial(a, b, c, accumulate, par);
+            c.gemm(a, b, par);
         });
     }
 }
@@ -174,20 +268,18 @@ pub const MEDIUM_PARTS: usize = 2;
 fn split_rows_or_cols<T: Float>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
-    c: ArrayViewMut2<'_, T>,
-    accumulate: bool,
+    c: Out<'_, T>,
     parts: usize,
 ) {
     let (m, n) = c.dim();
     // Blocks of rows of (a, c), or of columns of (b, c), in whole 8-element groups.
-    let axis = if m >= n { Axis(0) } else { Axis(1) };
-    let len = c.len_of(axis);
+    let (axis, len) = if m >= n { (Axis(0), m) } else { (Axis(1), n) };
     let size = len.div_ceil(parts).next_multiple_of(8).min(len).max(1);
     let mut blocks = Vec::with_capacity(parts);
     let mut rest = c;
     let mut start = 0;
-    while rest.len_of(axis) > 0 {
-        let take = size.min(rest.len_of(axis));
+    while start < len {
+        let take = size.min(len - start);
         let (block, tail) = rest.split_at(axis, take);
         rest = tail;
         let range = start..start + take;
@@ -200,51 +292,8 @@ fn split_rows_or_cols<T: Float>(
         blocks.push((a, b, block));
     }
     parallel::split_items(blocks, |(a, b, block)| {
-        gemm_serial(a, b, block, accumulate, gemm::Parallelism::None);
+        block.gemm(a, b, gemm::Parallelism::None);
     });
-}
-
-/// One `gemm::gemm` call: `c ← A·B` (or `c + A·B`); shapes checked, none of m, n, k zero.
-fn gemm_serial<T: Float>(
-    a: ArrayView2<'_, T>,
-    b: ArrayView2<'_, T>,
-    mut c: ArrayViewMut2<'_, T>,
-    accumulate: bool,
-    parallelism: gemm::Parallelism,
-) {
-    let (m, k) = a.dim();
-    let n = b.ncols();
-    let (a_rs, a_cs) = strides(&a);
-    let (b_rs, b_cs) = strides(&b);
-    let (c_rs, c_cs) = (c.stride_of(Axis(0)), c.stride_of(Axis(1)));
-    // SAFETY: the pointers and element strides come from live ndarray views of the
-    // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; `c` is
-    // borrowed mutably, hence not aliased by `a` or `b`; T is f32 or f64, both
-    // supported by gemm (it panics only for other types). gemm's own threads finish
-    // before it returns.
-    unsafe {
-        gemm::gemm(
-            /* m = */ m,
-            /* n = */ n,
-            /* k = */ k,
-            /* dst = */ c.as_mut_ptr(),
-            /* dst_cs = */ c_cs,
-            /* dst_rs = */ c_rs,
-            /* read_dst = */ accumulate,
-            /* lhs = */ a.as_ptr(),
-            /* lhs_cs = */ a_cs,
-            /* lhs_rs = */ a_rs,
-            /* rhs = */ b.as_ptr(),
-            /* rhs_cs = */ b_cs,
-            /* rhs_rs = */ b_rs,
-            /* alpha (scales dst) = */ T::one(),
-            /* beta (scales lhs·rhs) = */ T::one(),
-            /* conj_dst = */ false,
-            /* conj_lhs = */ false,
-            /* conj_rhs = */ false,
-            parallelism,
-        );
-    }
 }
 
 /// Row and column strides in elements. A length-1 axis may carry any stride in
@@ -293,6 +342,43 @@ mod tests {
         assert_eq!(c, naive(a, b.view()));
         let ct = matmul(b.t(), a.t())?; // (A·B)ᵀ = Bᵀ·Aᵀ
         assert_eq!(ct, naive(a, b.view()).t());
+        Ok(())
+    }
+
+    #[test]
+    fn fresh_outputs_are_written_everywhere() -> Result<()> {
+        // matmul writes into memory it has not cleared: each path (serial GEMM, blocks
+        // of rows and of columns, the zero-skipping x·W and xᵀ·D, an empty inner
+        // dimension) must write every element. The heap is first filled with NaN of the
+        // same sizes, so an element left unwritten shows.
+        let sparse = |m: usize, k: usize| {
+            Array::from_shape_fn((m, k), |(i, j)| {
+                if (i * 7 + j * 3) % 5 == 0 {
+                    ((i + j) % 9) as f64 - 4.0
+                } else {
+                    0.0
+                }
+            })
+        };
+        let dense = |m: usize, k: usize| {
+            Array::from_shape_fn((m, k), |(i, j)| ((i * 13 + j * 5) % 23) as f64 - 11.0)
+        };
+        let cases = [
+            (dense(7, 5), dense(5, 3)),
+            (dense(420, 180), dense(180, 90)),
+            (dense(90, 180), dense(180, 420)),
+            (sparse(100, 784), dense(784, 50)),
+            (dense(3, 0), dense(0, 4)),
+        ];
+        for (a, b) in &cases {
+            let (m, n) = (a.nrows(), b.ncols());
+            drop(vec![f64::NAN; m * n].into_boxed_slice());
+            assert_eq!(matmul(a.view(), b.view())?, naive(a.view(), b.view()));
+        }
+        // xᵀ·D through a transposed view of a sparse x.
+        let (x, d) = (sparse(100, 784), dense(100, 50));
+        drop(vec![f64::NAN; 784 * 50].into_boxed_slice());
+        assert_eq!(matmul(x.t(), d.view())?, naive(x.t(), d.view()));
         Ok(())
     }
 

@@ -2,17 +2,17 @@
 //! chapters 4–5 (forward, `predict`, `loss` and the backprop `gradient`), and the
 //! layers of any fully connected net for the batched prediction ([`super::predict`]).
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Ix2};
 
 use super::activation::{activation_backward, Activation};
 use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
 use super::math::map_slice;
-use super::matmul::gemm_into;
+use super::matmul::{gemm_into, Out};
 use super::parallel;
 use super::softmax::softmax_into;
 use super::sparse_input::{self, CompressedRows};
 use super::{Float, Targets};
-use crate::error::{fmt_shape, try_zeros2, KernelError, Result};
+use crate::error::{fmt_shape, try_uninit, try_zeros2, KernelError, Result};
 
 /// An input batch of either float type. A net takes either: its first layer
 /// converts the values it reads (only the non-zeros of a sparse batch), as NumPy's
@@ -220,8 +220,11 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         ) {
             activation_backward(self.activation, g, a, z, db);
         }
-        let mut w1 = try_zeros2(OP, d, h)?;
-        sparse_input::transposed_times_into(x, nz.as_ref(), da1.view(), w1.view_mut(), true); // dW1 = xᵀ·da1 (w1 is zeros)
+        // dW1 = xᵀ·da1, each range of inputs written once by the thread that sums it.
+        let mut w1 = try_uninit(OP, Ix2(d, h))?;
+        sparse_input::transposed_times_out(x, nz.as_ref(), da1.view(), Out::Fresh(w1.view_mut()));
+        // SAFETY: `transposed_times_out` writes every element of a fresh output.
+        let w1 = unsafe { w1.assume_init() };
         Ok(Gradients { w1, b1, w2, b2 })
     }
 }

@@ -28,7 +28,7 @@ use std::any::TypeId;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2};
 
 use super::math::{axpy, has_fma};
-use super::matmul::{gemm_into, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
+use super::matmul::{gemm_into, gemm_out, Out, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
 use super::{parallel, Float};
 
 /// Largest fraction of non-zero inputs for which the products skip the zeros; above
@@ -568,7 +568,7 @@ fn transposed_times<T: Float>(
     (n, d): (usize, usize),
     rows: &CompressedRows<T>,
     dm: &[T],
-    g: &mut [T],
+    g: Out<'_, T>,
 ) {
     let h = dm.len() / n.max(1);
     let blocks = vector_blocks::<T>(h);
@@ -589,11 +589,18 @@ fn transposed_times<T: Float>(
     let mut rest = g;
     for pair in cuts.windows(2) {
         let (lo, hi) = (pair[0], pair[1].max(pair[0]));
-        let (part, tail) = rest.split_at_mut((hi - lo) * h);
+        let (part, tail) = rest.split_at(Axis(0), hi - lo);
         rest = tail;
         items.push(((lo, hi), part));
     }
     parallel::split_items(items, |(range, part)| {
+        let (mut part, accumulate) = part.ready();
+        if !accumulate {
+            part.fill(T::zero());
+        }
+        let Some(part) = part.as_slice_mut() else {
+            return;
+        };
         let col = InputColumns::of(rows, range);
         for &(c0, b) in &blocks {
             let f = match b {
@@ -803,20 +810,30 @@ pub fn transposed_times_into<T: Float, U: Float>(
     x: ArrayView2<'_, U>,
     rows: Option<&CompressedRows<T>>,
     dm: ArrayView2<'_, T>,
-    mut g: ArrayViewMut2<'_, T>,
+    g: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
-    if let (Some(rows), Some(ds)) = (rows, dm.as_slice()) {
+    transposed_times_out(x, rows, dm, Out::Into(g, accumulate));
+}
+
+/// [`transposed_times_into`] into any [`Out`]; every element of a fresh output is
+/// written, each range of inputs by the thread that sums it.
+pub(crate) fn transposed_times_out<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
+    rows: Option<&CompressedRows<T>>,
+    dm: ArrayView2<'_, T>,
+    g: Out<'_, T>,
+) {
+    let contiguous = match &g {
+        Out::Into(g, _) => g.is_standard_layout(),
+        Out::Fresh(g) => g.is_standard_layout(),
+    };
+    if let (Some(rows), Some(ds), true) = (rows, dm.as_slice(), contiguous) {
         if covers(rows, x.nrows()) && all_finite(dm) {
-            if let Some(gs) = g.as_slice_mut() {
-                if !accumulate {
-                    gs.fill(T::zero());
-                }
-                return transposed_times(x.dim(), rows, ds, gs);
-            }
+            return transposed_times(x.dim(), rows, ds, g);
         }
     }
-    gemm_into(converted::<T, U>(x).t(), dm, g, accumulate);
+    gemm_out(converted::<T, U>(x).t(), dm, g);
 }
 
 /// `c ← x·W` (or `c + x·W`) for a batch of any size: blocks of rows
@@ -829,38 +846,54 @@ pub fn product_into<T: Float, U: Float>(
     c: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
+    product_out(x, w, Out::Into(c, accumulate));
+}
+
+/// [`product_into`] into any [`Out`]; every element of a fresh output is written, each
+/// block of rows by the thread that computes it.
+pub(crate) fn product_out<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
+    w: ArrayView2<'_, T>,
+    c: Out<'_, T>,
+) {
     let (n, d) = x.dim();
     let h = w.ncols();
     let rows_ok = d > 1 && (n <= 1 || x.stride_of(Axis(1)) == 1);
     if n.saturating_mul(d).saturating_mul(h) < MIN_MACS || d < 8 || !rows_ok {
-        return gemm_into(converted::<T, U>(x).view(), w, c, accumulate);
+        return gemm_out(converted::<T, U>(x).view(), w, c);
     }
     // A look at the first rows: dense input goes to the GEMM whole (its threading).
     let head = x.slice(ndarray::s![..n.min(3), ..]);
     let mut nz = NonZeroColumns::<T>::recycled();
     let sparse_head = nz.compress(head);
     drop(nz);
-    if !sparse_head || w.as_slice().is_none() || c.as_slice().is_none() || !all_finite(w) {
-        return gemm_into(converted::<T, U>(x).view(), w, c, accumulate);
+    let contiguous = match &c {
+        Out::Into(c, _) => c.is_standard_layout(),
+        Out::Fresh(c) => c.is_standard_layout(),
+    };
+    if !sparse_head || w.as_slice().is_none() || !contiguous || !all_finite(w) {
+        return gemm_out(converted::<T, U>(x).view(), w, c);
     }
-    let block = |(x, c): (ArrayView2<'_, U>, ArrayViewMut2<'_, T>)| {
+    let block = |(x, c): (ArrayView2<'_, U>, Out<'_, T>)| {
         let mut nz = NonZeroColumns::<T>::recycled();
         match (nz.compress(x), w.as_slice()) {
             (true, Some(ws)) => {
-                let mut c = c;
+                let (mut c, accumulate) = c.ready();
                 if let Some(cs) = c.as_slice_mut() {
                     rows_times(d, &nz, ws, cs, accumulate);
                 }
             }
-            _ => gemm_into(converted::<T, U>(x).view(), w, c, accumulate),
+            _ => gemm_out(converted::<T, U>(x).view(), w, c),
         }
     };
     let per = rows_per_block::<T>(n, d, h);
-    let mut c = c;
-    let parts: Vec<_> = x
-        .axis_chunks_iter(Axis(0), per)
-        .zip(c.axis_chunks_iter_mut(Axis(0), per))
-        .collect();
+    let mut parts = Vec::with_capacity(n.div_ceil(per));
+    let mut rest = c;
+    for x in x.axis_chunks_iter(Axis(0), per) {
+        let (c, tail) = rest.split_at(Axis(0), x.nrows());
+        rest = tail;
+        parts.push((x, c));
+    }
     parallel::split_items(parts, block);
 }
 
