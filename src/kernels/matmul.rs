@@ -7,15 +7,16 @@ use std::mem::MaybeUninit;
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
-use super::{parallel, sparse_input, Float};
-use crate::error::{fmt_shape, try_uninit, try_zeros2, KernelError, Result};
+use super::{math, parallel, sparse_input, Float};
+use crate::error::{fmt_shape, try_uninit, KernelError, Result};
 
 /// Where a product goes: memory to overwrite or add into (`Into(c, accumulate)`), or
 /// memory not written yet (`Fresh`), which each block of the product writes once on
-/// the thread that computes it, no thread clearing the whole first.
+/// the thread that computes it, no thread clearing the whole first; the product is
+/// added to the row `.1` when given (a bias), else written as it is.
 pub(crate) enum Out<'a, T> {
     Into(ArrayViewMut2<'a, T>, bool),
-    Fresh(ArrayViewMut2<'a, MaybeUninit<T>>),
+    Fresh(ArrayViewMut2<'a, MaybeUninit<T>>, Option<ArrayView1<'a, T>>),
 }
 
 impl<'a, T: Float> Out<'a, T> {
@@ -23,7 +24,7 @@ impl<'a, T: Float> Out<'a, T> {
     pub(crate) fn dim(&self) -> (usize, usize) {
         match self {
             Out::Into(c, _) => c.dim(),
-            Out::Fresh(c) => c.dim(),
+            Out::Fresh(c, _) => c.dim(),
         }
     }
 
@@ -34,23 +35,38 @@ impl<'a, T: Float> Out<'a, T> {
                 let (x, y) = c.split_at(axis, k);
                 (Out::Into(x, acc), Out::Into(y, acc))
             }
-            Out::Fresh(c) => {
+            Out::Fresh(c, row) => {
                 let (x, y) = c.split_at(axis, k);
-                (Out::Fresh(x), Out::Fresh(y))
+                let (rx, ry) = match row {
+                    Some(r) if axis == Axis(1) => {
+                        let (p, q) = r.split_at(Axis(0), k);
+                        (Some(p), Some(q))
+                    }
+                    r => (r, r),
+                };
+                (Out::Fresh(x, rx), Out::Fresh(y, ry))
             }
         }
     }
 
     /// The memory as Ts to add into or overwrite (`.1`: whether to add): fresh memory
-    /// is zeroed first, here, on the calling thread.
+    /// gets its starting row (or zeros) first, here, on the calling thread.
     pub(crate) fn ready(self) -> (ArrayViewMut2<'a, T>, bool) {
         match self {
             Out::Into(c, acc) => (c, acc),
-            Out::Fresh(mut c) => {
-                c.map_inplace(|v| {
-                    v.write(T::zero());
-                });
-                // SAFETY: every element was written just above.
+            Out::Fresh(mut c, row) => {
+                let r = row.as_ref().and_then(|r| r.as_slice());
+                for mut line in c.rows_mut() {
+                    match (line.as_slice_mut(), r) {
+                        (Some(line), Some(r)) => math::write_slice(line, |j| r[j]),
+                        (Some(line), None) => math::write_slice(line, |_| T::zero()),
+                        (None, _) => line.indexed_iter_mut().for_each(|(j, v)| {
+                            v.write(row.as_ref().map_or(T::zero(), |r| r[j]));
+                        }),
+                    }
+                }
+                // SAFETY: every element was written just above (the row has c's width:
+                // the caller's check, kept by `split_at`).
                 (unsafe { c.assume_init() }, true)
             }
         }
@@ -66,7 +82,11 @@ impl<'a, T: Float> Out<'a, T> {
         let (dst, (c_rs, c_cs), read_dst) = match self {
             Out::Into(mut c, acc) => (c.as_mut_ptr(), strides(&c.view()), acc),
             // Fresh memory is only written (read_dst false), through a raw pointer.
-            Out::Fresh(mut c) => (c.as_mut_ptr().cast::<T>(), strides(&c.view()), false),
+            Out::Fresh(mut c, None) => (c.as_mut_ptr().cast::<T>(), strides(&c.view()), false),
+            fresh @ Out::Fresh(_, Some(_)) => {
+                let (mut c, acc) = fresh.ready();
+                (c.as_mut_ptr(), strides(&c.view()), acc)
+            }
         };
         // SAFETY: the pointers and element strides come from live ndarray views of the
         // stated shapes (m×k, k×n, m×n), so every index gemm forms is in bounds; the
@@ -130,7 +150,7 @@ fn check_inner<T, U>(op: &'static str, a: &ArrayView2<'_, U>, b: &ArrayView2<'_,
 pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_inner("matmul", &a, &b)?;
     let mut c = try_uninit("matmul", ndarray::Ix2(a.nrows(), b.ncols()))?;
-    product_out(a, b, Out::Fresh(c.view_mut()));
+    product_out(a, b, Out::Fresh(c.view_mut(), None));
     // SAFETY: `product_out` writes every element of a fresh output.
     Ok(unsafe { c.assume_init() })
 }
@@ -190,11 +210,11 @@ pub fn affine<T: Float, U: Float>(
             ),
         ));
     }
-    // Fill the output with the bias first, then let the GEMM accumulate onto it.
-    let mut y = try_zeros2("affine", x.nrows(), w.ncols())?;
-    y.rows_mut().into_iter().for_each(|mut row| row.assign(&b));
-    sparse_input::product_into(x, w, y.view_mut(), true);
-    Ok(y)
+    // Each block of rows starts as the bias and adds the product, on its own thread.
+    let mut y = try_uninit("affine", ndarray::Ix2(x.nrows(), w.ncols()))?;
+    sparse_input::product_out(x, w, Out::Fresh(y.view_mut(), Some(b)));
+    // SAFETY: `product_out` writes every element of a fresh output.
+    Ok(unsafe { y.assume_init() })
 }
 
 /// `c ← A·B` (or `c + A·B`); shapes already checked.
@@ -347,7 +367,7 @@ mod tests {
 
     #[test]
     fn fresh_outputs_are_written_everywhere() -> Result<()> {
-        // matmul writes into memory it has not cleared: each path (serial GEMM, blocks
+        // matmul and affine write into memory it has not cleared: each path (serial GEMM, blocks
         // of rows and of columns, the zero-skipping x·W and xᵀ·D, an empty inner
         // dimension) must write every element. The heap is first filled with NaN of the
         // same sizes, so an element left unwritten shows.
@@ -374,6 +394,11 @@ mod tests {
             let (m, n) = (a.nrows(), b.ncols());
             drop(vec![f64::NAN; m * n].into_boxed_slice());
             assert_eq!(matmul(a.view(), b.view())?, naive(a.view(), b.view()));
+            // affine: every row starts as the bias.
+            let bias = Array::from_shape_fn(n, |j| j as f64 - 2.5);
+            drop(vec![f64::NAN; m * n].into_boxed_slice());
+            let want = naive(a.view(), b.view()) + &bias;
+            assert_eq!(affine(a.view(), b.view(), bias.view())?, want);
         }
         // xᵀ·D through a transposed view of a sparse x.
         let (x, d) = (sparse(100, 784), dense(100, 50));

@@ -222,7 +222,12 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         }
         // dW1 = xᵀ·da1, each range of inputs written once by the thread that sums it.
         let mut w1 = try_uninit(OP, Ix2(d, h))?;
-        sparse_input::transposed_times_out(x, nz.as_ref(), da1.view(), Out::Fresh(w1.view_mut()));
+        sparse_input::transposed_times_out(
+            x,
+            nz.as_ref(),
+            da1.view(),
+            Out::Fresh(w1.view_mut(), None),
+        );
         // SAFETY: `transposed_times_out` writes every element of a fresh output.
         let w1 = unsafe { w1.assume_init() };
         Ok(Gradients { w1, b1, w2, b2 })

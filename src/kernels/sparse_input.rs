@@ -826,7 +826,7 @@ pub(crate) fn transposed_times_out<T: Float, U: Float>(
 ) {
     let contiguous = match &g {
         Out::Into(g, _) => g.is_standard_layout(),
-        Out::Fresh(g) => g.is_standard_layout(),
+        Out::Fresh(g, _) => g.is_standard_layout(),
     };
     if let (Some(rows), Some(ds), true) = (rows, dm.as_slice(), contiguous) {
         if covers(rows, x.nrows()) && all_finite(dm) {
@@ -869,7 +869,7 @@ pub(crate) fn product_out<T: Float, U: Float>(
     drop(nz);
     let contiguous = match &c {
         Out::Into(c, _) => c.is_standard_layout(),
-        Out::Fresh(c) => c.is_standard_layout(),
+        Out::Fresh(c, _) => c.is_standard_layout(),
     };
     if !sparse_head || w.as_slice().is_none() || !contiguous || !all_finite(w) {
         return gemm_out(converted::<T, U>(x).view(), w, c);
