@@ -28,6 +28,14 @@ impl<'a, T: Float> Out<'a, T> {
         }
     }
 
+    /// Whether the memory is in row-major order without gaps.
+    pub(crate) fn is_standard_layout(&self) -> bool {
+        match self {
+            Out::Into(c, _) => c.is_standard_layout(),
+            Out::Fresh(c, _) => c.is_standard_layout(),
+        }
+    }
+
     /// The first k rows (`Axis(0)`) or columns (`Axis(1)`), and the rest.
     pub(crate) fn split_at(self, axis: Axis, k: usize) -> (Self, Self) {
         match self {

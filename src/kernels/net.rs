@@ -6,7 +6,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Ix2};
 
 use super::activation::{activation_backward, Activation};
 use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
-use super::math::map_slice;
+use super::math::map_slice_uninit;
 use super::matmul::{gemm_into, Out};
 use super::parallel;
 use super::softmax::softmax_into;
@@ -119,28 +119,33 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     /// runs out ([`KernelError::Alloc`] naming `op`).
     pub fn forward<U: Float>(&self, op: &'static str, x: ArrayView2<'_, U>) -> Result<Forward<T>> {
         self.forward_with(op, x.nrows(), |a1| {
-            sparse_input::product_into(x, self.w1, a1, true)
+            sparse_input::product_out(x, self.w1, a1)
         })
     }
 
-    /// Forward pass with `first(a1)` adding x·W1 onto a1 (which holds b1 in each row).
+    /// Forward pass with `first(a1)` writing b1 + x·W1 into a1 (fresh, every row
+    /// starting as b1).
     fn forward_with(
         &self,
         op: &'static str,
         n: usize,
-        first: impl FnOnce(ndarray::ArrayViewMut2<'_, T>),
+        first: impl FnOnce(Out<'_, T>),
     ) -> Result<Forward<T>> {
         let (_, h, k) = self.sizes();
-        let mut a1 = bias_rows(op, self.b1, n)?;
-        first(a1.view_mut());
-        let mut z1 = try_zeros2(op, n, h)?;
+        let mut a1 = try_uninit(op, Ix2(n, h))?;
+        first(Out::Fresh(a1.view_mut(), Some(self.b1)));
+        // SAFETY: `first` writes every element of the fresh a1 (its contract).
+        let a1 = unsafe { a1.assume_init() };
         let act = self.activation;
+        let mut z1 = try_uninit(op, Ix2(n, h))?;
         match (a1.as_slice(), z1.as_slice_mut()) {
-            (Some(a), Some(z)) => map_slice(a, z, |a| act.apply(a)),
-            _ => ndarray::Zip::from(&mut z1)
-                .and(&a1)
-                .for_each(|z, &a| *z = act.apply(a)),
+            (Some(a), Some(z)) => map_slice_uninit(a, z, |a| act.apply(a)),
+            _ => ndarray::Zip::from(&mut z1).and(&a1).for_each(|z, &a| {
+                z.write(act.apply(a));
+            }),
         }
+        // SAFETY: every element of z1 was written just above.
+        let z1 = unsafe { z1.assume_init() };
         let mut a2 = bias_rows(op, self.b2, n)?;
         gemm_into(z1.view(), self.w2, a2.view_mut(), true);
         let mut y = try_zeros2(op, n, k)?;
@@ -201,7 +206,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
         let nz: Option<CompressedRows<T>> = sparse_input::compress_for_products(x, self.w1.ncols());
         let Forward { a1, z1, y } = self.forward_with(OP, x.nrows(), |a1| {
-            sparse_input::times_into(x, nz.as_ref(), self.w1, a1, true)
+            sparse_input::times_out(x, nz.as_ref(), self.w1, a1)
         })?;
         let dy = softmax_cross_entropy_backward(y.view(), t)?; // (y − t) / n
         let (d, h, k) = self.sizes();

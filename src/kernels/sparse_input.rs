@@ -28,7 +28,7 @@ use std::any::TypeId;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2};
 
 use super::math::{axpy, has_fma};
-use super::matmul::{gemm_into, gemm_out, Out, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
+use super::matmul::{gemm_out, Out, MEDIUM_PARTS, TEAM_MIN_MAC_BYTES};
 use super::{parallel, Float};
 
 /// Largest fraction of non-zero inputs for which the products skip the zeros; above
@@ -780,28 +780,39 @@ pub fn times_into<T: Float, U: Float>(
     x: ArrayView2<'_, U>,
     rows: Option<&CompressedRows<T>>,
     w: ArrayView2<'_, T>,
-    mut c: ArrayViewMut2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
     accumulate: bool,
 ) {
-    let (n, d) = x.dim();
-    let h = w.ncols();
+    times_out(x, rows, w, Out::Into(c, accumulate));
+}
+
+/// [`times_into`] into any [`Out`]; every element of a fresh output is written, each
+/// block of rows by the thread that computes it.
+pub(crate) fn times_out<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
+    rows: Option<&CompressedRows<T>>,
+    w: ArrayView2<'_, T>,
+    c: Out<'_, T>,
+) {
+    let d = x.ncols();
     if let (Some(rows), Some(ws)) = (rows, w.as_slice()) {
-        if covers(rows, n) && all_finite(w) {
-            if let Some(cs) = c.as_slice_mut() {
-                let mut items = Vec::with_capacity(rows.blocks.len());
-                let mut rest = cs;
-                for block in &rows.blocks {
-                    let (part, tail) = rest.split_at_mut(block.nz.nrows() * h);
-                    rest = tail;
-                    items.push((block, part));
-                }
-                return parallel::split_items(items, |(block, part)| {
-                    rows_times(d, &block.nz, ws, part, accumulate);
-                });
+        if covers(rows, x.nrows()) && all_finite(w) && c.is_standard_layout() {
+            let mut items = Vec::with_capacity(rows.blocks.len());
+            let mut rest = c;
+            for block in &rows.blocks {
+                let (part, tail) = rest.split_at(Axis(0), block.nz.nrows());
+                rest = tail;
+                items.push((block, part));
             }
+            return parallel::split_items(items, |(block, part)| {
+                let (mut part, accumulate) = part.ready();
+                if let Some(part) = part.as_slice_mut() {
+                    rows_times(d, &block.nz, ws, part, accumulate);
+                }
+            });
         }
     }
-    gemm_into(converted::<T, U>(x).view(), w, c, accumulate);
+    gemm_out(converted::<T, U>(x).view(), w, c);
 }
 
 /// `g ← xᵀ·D` (or `g + xᵀ·D`). x (n, d), dm (n, h), g (d, h), shapes checked by the
@@ -824,11 +835,7 @@ pub(crate) fn transposed_times_out<T: Float, U: Float>(
     dm: ArrayView2<'_, T>,
     g: Out<'_, T>,
 ) {
-    let contiguous = match &g {
-        Out::Into(g, _) => g.is_standard_layout(),
-        Out::Fresh(g, _) => g.is_standard_layout(),
-    };
-    if let (Some(rows), Some(ds), true) = (rows, dm.as_slice(), contiguous) {
+    if let (Some(rows), Some(ds), true) = (rows, dm.as_slice(), g.is_standard_layout()) {
         if covers(rows, x.nrows()) && all_finite(dm) {
             return transposed_times(x.dim(), rows, ds, g);
         }
@@ -867,11 +874,7 @@ pub(crate) fn product_out<T: Float, U: Float>(
     let mut nz = NonZeroColumns::<T>::recycled();
     let sparse_head = nz.compress(head);
     drop(nz);
-    let contiguous = match &c {
-        Out::Into(c, _) => c.is_standard_layout(),
-        Out::Fresh(c, _) => c.is_standard_layout(),
-    };
-    if !sparse_head || w.as_slice().is_none() || !contiguous || !all_finite(w) {
+    if !sparse_head || w.as_slice().is_none() || !c.is_standard_layout() || !all_finite(w) {
         return gemm_out(converted::<T, U>(x).view(), w, c);
     }
     let block = |(x, c): (ArrayView2<'_, U>, Out<'_, T>)| {
