@@ -115,7 +115,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     }
 
     /// Forward pass; shapes already checked. x·W1 skips x's zero inputs when there
-    /// are enough of them ([`sparse_input::product_into`]). Errors only when memory
+    /// are enough of them (`sparse_input::product_out`). Errors only when memory
     /// runs out ([`KernelError::Alloc`] naming `op`).
     pub fn forward<U: Float>(&self, op: &'static str, x: ArrayView2<'_, U>) -> Result<Forward<T>> {
         self.forward_with(op, x.nrows(), |a1| {

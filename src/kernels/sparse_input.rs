@@ -815,20 +815,9 @@ pub(crate) fn times_out<T: Float, U: Float>(
     gemm_out(converted::<T, U>(x).view(), w, c);
 }
 
-/// `g ← xᵀ·D` (or `g + xᵀ·D`). x (n, d), dm (n, h), g (d, h), shapes checked by the
-/// caller. Skips x's zeros as [`times_into`] does (D must be finite).
-pub fn transposed_times_into<T: Float, U: Float>(
-    x: ArrayView2<'_, U>,
-    rows: Option<&CompressedRows<T>>,
-    dm: ArrayView2<'_, T>,
-    g: ArrayViewMut2<'_, T>,
-    accumulate: bool,
-) {
-    transposed_times_out(x, rows, dm, Out::Into(g, accumulate));
-}
-
-/// [`transposed_times_into`] into any [`Out`]; every element of a fresh output is
-/// written, each range of inputs by the thread that sums it.
+/// `g ← xᵀ·D`, `g + xᵀ·D` or a fresh g ([`Out`]; every element written, each range of
+/// inputs by the thread that sums it). x (n, d), dm (n, h), g (d, h), shapes checked by
+/// the caller. Skips x's zeros as [`times_into`] does (D must be finite).
 pub(crate) fn transposed_times_out<T: Float, U: Float>(
     x: ArrayView2<'_, U>,
     rows: Option<&CompressedRows<T>>,
@@ -843,21 +832,11 @@ pub(crate) fn transposed_times_out<T: Float, U: Float>(
     gemm_out(converted::<T, U>(x).t(), dm, g);
 }
 
-/// `c ← x·W` (or `c + x·W`) for a batch of any size: blocks of rows
+/// `c ← x·W`, `c + x·W` or a fresh c ([`Out`]; every element written, each block of rows
+/// by the thread that computes it) for a batch of any size: blocks of rows
 /// ([`rows_per_block`]), each compressed and multiplied by its non-zeros when sparse
-/// enough (else the GEMM), the team's threads sharing the blocks. x may be of the
-/// other float type (converted as [`converted`] does). Shapes checked by the caller.
-pub fn product_into<T: Float, U: Float>(
-    x: ArrayView2<'_, U>,
-    w: ArrayView2<'_, T>,
-    c: ArrayViewMut2<'_, T>,
-    accumulate: bool,
-) {
-    product_out(x, w, Out::Into(c, accumulate));
-}
-
-/// [`product_into`] into any [`Out`]; every element of a fresh output is written, each
-/// block of rows by the thread that computes it.
+/// enough (else the GEMM), the team's threads sharing the blocks. x may be of the other
+/// float type (converted as [`converted`] does). Shapes checked by the caller.
 pub(crate) fn product_out<T: Float, U: Float>(
     x: ArrayView2<'_, U>,
     w: ArrayView2<'_, T>,
