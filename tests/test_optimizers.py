@@ -191,3 +191,61 @@ def test_bad_arguments_raise():
     # a float is the book's scalar parameter (optimizer_compare_naive.py); an int is refused
     with pytest.raises(TypeError, match=r"must be a float numpy\.ndarray"):
         SGD().update({"x": 1}, {"x": 1.0})
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_native_steps_equal_the_numpy_lines_bit_for_bit(name, dtype, rng):
+    # The library's classes step through one native call; a subclass takes the NumPy
+    # lines of `update`. Both must give the same bits, step after step, and keep every
+    # array (parameters and state) in place.
+    cls = OPTIMIZERS[name]
+    numpy_cls = type(f"NumPy{cls.__name__}", (cls,), {})
+    shapes = {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    copies = {k: v.copy() for k, v in params.items()}
+    native, reference = cls(lr=0.05), numpy_cls(lr=0.05)
+    ids = {k: id(v) for k, v in params.items()}
+    for _ in range(5):
+        grads = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+        native.update(params, grads)
+        reference.update(copies, grads)
+    assert {k: id(v) for k, v in params.items()} == ids
+    for k in shapes:
+        assert params[k].dtype == dtype
+        np.testing.assert_array_equal(params[k], copies[k], err_msg=k)
+        assert not np.array_equal(params[k], params[k] * 0), k  # it moved
+    for state in cls.state_names:
+        for k in shapes:
+            np.testing.assert_array_equal(getattr(native, state)[k], getattr(reference, state)[k])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_arrays_the_native_step_cannot_take_go_through_numpy(name, rng):
+    # Fortran-ordered and strided parameters, gradients given as lists or of another
+    # dtype, and a gradient that is its own parameter: the step falls back to NumPy.
+    cls = OPTIMIZERS[name]
+    numpy_cls = type(f"NumPy{cls.__name__}", (cls,), {})
+    big = rng.standard_normal(12)
+    params = {
+        "W": np.asfortranarray(rng.standard_normal((6, 5))),
+        "v": big[::2],  # a view: updated in place inside `big`
+        "b": rng.standard_normal(3),
+    }
+    copies = {"W": params["W"].copy(order="F"), "v": big.copy()[::2], "b": params["b"].copy()}
+    grads = {
+        "W": rng.standard_normal((6, 5)),
+        "v": rng.standard_normal(6).tolist(),
+        "b": rng.standard_normal(3).astype(np.float32),
+    }
+    native, reference = cls(lr=0.1), numpy_cls(lr=0.1)
+    for _ in range(3):
+        native.update(params, grads)
+        reference.update(copies, grads)
+    for k in params:
+        np.testing.assert_array_equal(params[k], copies[k], err_msg=k)
+    same = {"W": rng.standard_normal((4, 4))}
+    want = same["W"].copy()
+    numpy_cls(lr=0.1).update({"W": want}, {"W": want})
+    cls(lr=0.1).update(same, same)  # grads["W"] is params["W"]
+    np.testing.assert_array_equal(same["W"], want)

@@ -16,6 +16,14 @@ _Targets = NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int64]
 _Batch = NDArray[np.float32] | NDArray[np.float64]  # either float type, converted inside
 
 def num_threads() -> int: ...
+def optimizer_update(
+    name: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+    hyperparameters: dict[str, float],
+    params: list[Any],
+    grads: list[Any],
+    states: list[list[Any]],
+    iteration: int,
+) -> bool: ...
 def matmul(
     a: NDArray[_F], b: NDArray[_F], *, trans_a: bool = False, trans_b: bool = False
 ) -> NDArray[_F]: ...

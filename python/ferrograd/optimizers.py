@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from ferrograd import _core
+
 __all__ = [
     "OPTIMIZERS",
     "SGD",
@@ -36,6 +38,12 @@ Grads = Mapping[str, Any]
 
 EPS = 1e-7
 """Added to √h (AdaGrad, RMSprop) and √v (Adam) so the first steps never divide by 0."""
+
+
+def _values(g: Any) -> Any:
+    """A gradient as NumPy arithmetic takes it: a sequence as an array, a number as it is
+    (so a plain-float parameter stays a float)."""
+    return g if np.ndim(g) == 0 else np.asarray(g)
 
 
 def _number(cls: str, name: str, value: object) -> float:
@@ -115,6 +123,31 @@ class Optimizer:
                     f"has shape {np.shape(p)}"
                 )
 
+    def _update_natively(
+        self,
+        params: Params,
+        grads: Grads,
+        states: tuple[dict[str, NDArray[np.floating]], ...] = (),
+        iteration: int = 0,
+    ) -> bool:
+        """Whether the native kernel made this step: the same operations as the NumPy
+        lines of ``update``, giving the same bits, in one pass per array without
+        temporaries. Only for the library's own classes, when every parameter, gradient
+        and state array is a C-contiguous array of the parameters' one float dtype; else
+        False, nothing changed, and NumPy makes the step."""
+        rule = _NATIVE_RULES.get(type(self))
+        if rule is None:
+            return False
+        keys = list(params)
+        return _core.optimizer_update(
+            rule,
+            self.hyperparameters(),
+            [params[k] for k in keys],
+            [grads[k] for k in keys],
+            [[state[k] for k in keys] for state in states],
+            iteration,
+        )
+
     def update(self, params: Params, grads: Grads) -> None:
         """Update every array in ``params`` in place from ``grads``.
 
@@ -183,8 +216,10 @@ class SGD(Optimizer):
             read-only.
         """
         self._check(params, grads)
+        if self._update_natively(params, grads):
+            return
         for key in params:
-            params[key] -= self.lr * grads[key]
+            params[key] -= self.lr * _values(grads[key])
 
 
 class Momentum(Optimizer):
@@ -237,9 +272,11 @@ class Momentum(Optimizer):
         self._check(params, grads)
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        if self._update_natively(params, grads, (self.v,)):
+            return
         for key in params:
             self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
+            self.v[key] -= self.lr * _values(grads[key])
             params[key] += self.v[key]
 
 
@@ -295,11 +332,14 @@ class Nesterov(Optimizer):
         self._check(params, grads)
         if self.v is None:
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        if self._update_natively(params, grads, (self.v,)):
+            return
         for key in params:
+            g = _values(grads[key])
             self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
+            self.v[key] -= self.lr * g
             params[key] += self.momentum * self.momentum * self.v[key]
-            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            params[key] -= (1 + self.momentum) * self.lr * g
 
 
 class AdaGrad(Optimizer):
@@ -349,8 +389,10 @@ class AdaGrad(Optimizer):
         self._check(params, grads)
         if self.h is None:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        if self._update_natively(params, grads, (self.h,)):
+            return
         for key in params:
-            g = grads[key]
+            g = _values(grads[key])
             self.h[key] += g * g
             params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
 
@@ -405,8 +447,10 @@ class RMSprop(Optimizer):
         self._check(params, grads)
         if self.h is None:
             self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        if self._update_natively(params, grads, (self.h,)):
+            return
         for key in params:
-            g = grads[key]
+            g = _values(grads[key])
             self.h[key] *= self.decay_rate
             self.h[key] += (1 - self.decay_rate) * g * g
             params[key] -= self.lr * g / (np.sqrt(self.h[key]) + EPS)
@@ -472,10 +516,12 @@ class Adam(Optimizer):
             self.m = {key: np.zeros_like(val) for key, val in params.items()}
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         self.iter += 1
+        if self._update_natively(params, grads, (self.m, self.v), self.iter):
+            return
         # Bias correction of both moments folded into the step size.
         lr_t = self.lr * float(np.sqrt(1.0 - self.beta2**self.iter)) / (1.0 - self.beta1**self.iter)
         for key in params:
-            g = grads[key]
+            g = _values(grads[key])
             self.m[key] += (1 - self.beta1) * (g - self.m[key])
             self.v[key] += (1 - self.beta2) * (g**2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + EPS)
@@ -490,6 +536,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam,
 }
 """Lower-case name → optimizer class (the trainer's and CLI's ``optimizer=`` values)."""
+
+_NATIVE_RULES: dict[type[Optimizer], str] = {cls: name for name, cls in OPTIMIZERS.items()}
 
 
 def get_optimizer(name: str, **kwargs: float) -> Optimizer:

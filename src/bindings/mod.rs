@@ -52,6 +52,8 @@ mod _core {
     #[pymodule_export]
     use super::numgrad_chain::chain_numerical_gradient;
     #[pymodule_export]
+    use super::optimizer::optimizer_update;
+    #[pymodule_export]
     use super::parallel::num_threads;
     #[pymodule_export]
     use super::pooling::{pool_backward, pool_forward};

@@ -2,11 +2,14 @@
 //! hyperparameters (given in full by the caller; the defaults live in
 //! `ferrograd.optimizers`).
 
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
-use crate::kernels::optimizer::Optimizer;
+use super::convert::run;
+use crate::kernels::optimizer::{apply, Optimizer};
+use crate::kernels::Float;
 
 /// The rule named `name` with exactly the hyperparameters it takes, by the book's names:
 /// sgd, adagrad {lr}; momentum, nesterov {lr, momentum}; rmsprop {lr, decay_rate};
@@ -86,4 +89,114 @@ pub fn run_options(
         None => None,
     };
     Ok((optimizer, learning_rates.map(|a| a.as_array().to_vec())))
+}
+
+/// One update of every parameter by the rule `name` with `hyperparameters` (as
+/// [`parse_optimizer`]), in place: ``params[i]`` from ``grads[i]`` and the rule's state
+/// arrays ``states[s][i]``; `iteration` is Adam's t after this step's increment. The
+/// book's formulas operation by operation, as `ferrograd.optimizers` computes them with
+/// NumPy (the same bits), in one pass per array and without temporary arrays. Returns
+/// False and changes nothing unless every array is a C-contiguous ndarray of the first
+/// parameter's float dtype with its parameter's shape, and the arrays it writes can be
+/// borrowed (writeable, not overlapping each other or a gradient): the caller then
+/// takes NumPy.
+#[pyfunction]
+#[pyo3(signature = (name, hyperparameters, params, grads, states, iteration))]
+pub fn optimizer_update<'py>(
+    py: Python<'py>,
+    name: &str,
+    hyperparameters: &Bound<'py, PyDict>,
+    params: &Bound<'py, PyList>,
+    grads: &Bound<'py, PyList>,
+    states: &Bound<'py, PyList>,
+    iteration: u64,
+) -> PyResult<bool> {
+    const OP: &str = "optimizer_update";
+    let opt = parse_optimizer(OP, name, hyperparameters)?;
+    opt.check(OP)?;
+    let Ok(first) = params.get_item(0) else {
+        return Ok(true);
+    };
+    let lists = (params, grads, states);
+    if first.cast::<PyArrayDyn<f32>>().is_ok() {
+        update_all::<f32>(py, opt, lists, iteration)
+    } else if first.cast::<PyArrayDyn<f64>>().is_ok() {
+        update_all::<f64>(py, opt, lists, iteration)
+    } else {
+        Ok(false)
+    }
+}
+
+/// [`optimizer_update`] for parameters of dtype T.
+fn update_all<T: Float + Element>(
+    py: Python<'_>,
+    opt: Optimizer,
+    (params, grads, states): (&Bound<'_, PyList>, &Bound<'_, PyList>, &Bound<'_, PyList>),
+    iteration: u64,
+) -> PyResult<bool> {
+    let n = params.len();
+    if grads.len() != n || states.len() != opt.state_slots() {
+        return Ok(false);
+    }
+    let mut sets = Vec::with_capacity(states.len());
+    for set in states.iter() {
+        match set.cast_into::<PyList>() {
+            Ok(set) if set.len() == n => sets.push(set),
+            _ => return Ok(false),
+        }
+    }
+    // Every array borrowed before any is written: all or nothing.
+    let (mut ps, mut gs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut ss: Vec<Vec<PyReadwriteArrayDyn<'_, T>>> = sets.iter().map(|_| Vec::new()).collect();
+    for i in 0..n {
+        let Ok(p) = params.get_item(i)?.cast_into::<PyArrayDyn<T>>() else {
+            return Ok(false);
+        };
+        let Ok(g) = grads.get_item(i)?.cast_into::<PyArrayDyn<T>>() else {
+            return Ok(false);
+        };
+        let (Ok(p), Ok(g)) = (p.try_readwrite(), g.try_readonly()) else {
+            return Ok(false);
+        };
+        if g.shape() != p.shape() || !p.is_c_contiguous() || !g.is_c_contiguous() {
+            return Ok(false);
+        }
+        for (set, out) in sets.iter().zip(ss.iter_mut()) {
+            let Ok(s) = set.get_item(i)?.cast_into::<PyArrayDyn<T>>() else {
+                return Ok(false);
+            };
+            let Ok(s) = s.try_readwrite() else {
+                return Ok(false);
+            };
+            if s.shape() != p.shape() || !s.is_c_contiguous() {
+                return Ok(false);
+            }
+            out.push(s);
+        }
+        ps.push(p);
+        gs.push(g);
+    }
+    let mut jobs = Vec::with_capacity(n);
+    let mut states = ss.iter_mut().map(|s| s.iter_mut()).collect::<Vec<_>>();
+    for (p, g) in ps.iter_mut().zip(&gs) {
+        let mut own = states.iter_mut().filter_map(Iterator::next);
+        let (s0, s1) = (own.next(), own.next());
+        let slices = (
+            p.as_slice_mut(),
+            g.as_slice(),
+            s0.map(|s| s.as_slice_mut()).transpose(),
+            s1.map(|s| s.as_slice_mut()).transpose(),
+        );
+        let (Ok(p), Ok(g), Ok(s0), Ok(s1)) = slices else {
+            return Ok(false);
+        };
+        jobs.push((p, g, s0.unwrap_or_default(), s1.unwrap_or_default()));
+    }
+    let work = jobs.iter().map(|(p, ..)| p.len()).sum::<usize>();
+    run(py, work, || {
+        for (p, g, s0, s1) in jobs {
+            apply(opt, p, g, s0, s1, iteration);
+        }
+    });
+    Ok(true)
 }
