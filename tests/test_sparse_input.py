@@ -220,3 +220,20 @@ def test_affine_layer_takes_a_float32_batch_as_converting_it_first(rng, density)
     np.testing.assert_array_equal(a.backward(dout), c.backward(dout))
     np.testing.assert_array_equal(a.dW, c.dW)
     np.testing.assert_array_equal(_core.affine(x, w, b), want)
+
+
+@pytest.mark.parametrize("density", [0.2, 1.0])
+def test_matmul_of_a_float32_batch_and_float64_arrays_equals_converting_it_first(rng, density):
+    """matmul(x, D, trans_a=True) and matmul(x, W) with a float32 x and float64 W, D:
+    the float64 product, the same bits as converting x first (NumPy's promotion)."""
+    x = sparse_rows(rng, 100, 784, density, np.float32)
+    x64 = x.astype(np.float64)
+    w, d = rng.standard_normal((784, 50)), rng.standard_normal((100, 50))
+    for got, want in (
+        (_core.matmul(x, d, trans_a=True), _core.matmul(x64, d, trans_a=True)),
+        (_core.matmul(x, w), _core.matmul(x64, w)),
+    ):
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="b has dtype float32 but the other arguments are float64"):
+        _core.matmul(x64, w.astype(np.float32))

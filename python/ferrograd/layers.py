@@ -406,7 +406,9 @@ class Affine:
         n, h = self.x.shape[0], self.W.shape[1]
         out_shape = (h,) if len(self.original_x_shape) == 1 else (n, h)
         d = _dout("Affine", dout, out_shape, self.W.dtype).reshape(n, h)
-        x = self.x if self.x.dtype == self.W.dtype else self.x.astype(self.W.dtype)
+        # A float32 batch goes in as it is against float64 arrays (converted inside).
+        same = self.x.dtype == self.W.dtype or self.x.dtype == np.float32
+        x = self.x if same else self.x.astype(self.W.dtype)
         self.dW = _core.matmul(x, d, trans_a=True)  # dW = xᵀ · dout
         self.db = np.sum(d, axis=0)  # db = Σₙ dout
         return d, self.original_x_shape

@@ -7,7 +7,9 @@ use pyo3::prelude::*;
 use super::convert::{dims, dispatch, float_array, run, same_dtype, FloatArray};
 use crate::kernels::{matmul as k, Float};
 
-/// Matrix product a·b of two 2-D float arrays of one dtype (float32 or float64).
+/// Matrix product a·b of two 2-D float arrays of one dtype (float32 or float64), or of
+/// a float32 a and a float64 b (a float32 batch against a float64 layer's arrays: the
+/// float64 product, a's values converted as NumPy's promotion converts them).
 ///
 /// ``trans_a`` / ``trans_b`` multiply by aᵀ / bᵀ instead, without copying: the
 /// forms backprop needs (xᵀ·dy, dy·Wᵀ). Any strides.
@@ -20,18 +22,25 @@ pub fn matmul<'py>(
     trans_a: bool,
     trans_b: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    dispatch!(float_array("matmul", "a", a)?, a => matmul_t(py, a, b, trans_a, trans_b))
+    match float_array("matmul", "a", a)? {
+        FloatArray::F32(a) if b.cast::<numpy::PyArrayDyn<f64>>().is_ok() => {
+            matmul_t::<f64, f32>(py, a, b, trans_a, trans_b)
+        }
+        FloatArray::F32(a) => matmul_t::<f32, f32>(py, a, b, trans_a, trans_b),
+        FloatArray::F64(a) => matmul_t::<f64, f64>(py, a, b, trans_a, trans_b),
+    }
 }
 
-fn matmul_t<'py, T: Float + Element>(
+/// `matmul` for b of dtype T and a of dtype U.
+fn matmul_t<'py, T: Float + Element, U: Float + Element>(
     py: Python<'py>,
-    a: PyReadonlyArrayDyn<'py, T>,
+    a: PyReadonlyArrayDyn<'py, U>,
     b: &Bound<'py, PyAny>,
     trans_a: bool,
     trans_b: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let b = same_dtype::<T>("matmul", "b", b)?;
-    let a = dims::<T, Ix2>("matmul", "a", a.as_array())?;
+    let a = dims::<U, Ix2>("matmul", "a", a.as_array())?;
     let b = dims::<T, Ix2>("matmul", "b", b.as_array())?;
     let a = if trans_a { a.reversed_axes() } else { a };
     let b = if trans_b { b.reversed_axes() } else { b };

@@ -154,8 +154,9 @@ fn check_inner<T, U>(op: &'static str, a: &ArrayView2<'_, U>, b: &ArrayView2<'_,
 
 /// `C = A·B`.  a: (m, k), b: (k, n) -> (m, n). Any strides. When A (or Aᵀ, for
 /// `xᵀ·D`) is an input batch with mostly exact zeros, its zeros are skipped
-/// ([`sparse_input`]); the result is the dense product's up to rounding order.
-pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
+/// ([`sparse_input`]); the result is the dense product's up to rounding order. A may be
+/// of the other float type (its values converted as NumPy's `astype` would).
+pub fn matmul<T: Float, U: Float>(a: ArrayView2<'_, U>, b: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_inner("matmul", &a, &b)?;
     let mut c = try_uninit("matmul", ndarray::Ix2(a.nrows(), b.ncols()))?;
     product_out(a, b, Out::Fresh(c.view_mut(), None));
@@ -167,11 +168,15 @@ pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Result<Ar
 /// A's zeros where that pays: A with contiguous rows through
 /// [`sparse_input::product_out`], A = xᵀ of such an x through
 /// [`sparse_input::transposed_times_out`]; otherwise the GEMM. Shapes checked.
-pub(crate) fn product_out<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: Out<'_, T>) {
+pub(crate) fn product_out<T: Float, U: Float>(
+    a: ArrayView2<'_, U>,
+    b: ArrayView2<'_, T>,
+    c: Out<'_, T>,
+) {
     let (m, k) = a.dim();
     if m > 1 && k > 1 && a.stride_of(Axis(0)) == 1 && a.stride_of(Axis(1)) != 1 {
         let x = a.t();
-        let nz = sparse_input::compress_for_products(x, b.ncols());
+        let nz = sparse_input::compress_for_products::<T, U>(x, b.ncols());
         return sparse_input::transposed_times_out(x, nz.as_ref(), b, c);
     }
     sparse_input::product_out(a, b, c)

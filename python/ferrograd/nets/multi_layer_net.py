@@ -193,7 +193,10 @@ class MultiLayerNet(ModelMixin):
         weight_decay = 0.0
         for idx in range(1, self.hidden_layer_num + 2):
             w = self.params[f"W{idx}"]
-            weight_decay += 0.5 * self.weight_decay_lambda * float(np.sum(w * w))
+            # λ = 0 (the default) makes the term 0, or NaN where Σw² is not finite, as in
+            # the book: a dot product tells which without the squared copy of W.
+            squares = np.sum(w * w) if self.weight_decay_lambda else np.vdot(w, w)
+            weight_decay += 0.5 * self.weight_decay_lambda * float(squares)
         return self.last_layer.forward(y, t2) + weight_decay
 
     def predict(self, x: ArrayLike, train_flg: bool = False) -> FloatArray:
