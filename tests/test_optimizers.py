@@ -201,7 +201,9 @@ def test_native_steps_equal_the_numpy_lines_bit_for_bit(name, dtype, rng):
     # array (parameters and state) in place.
     cls = OPTIMIZERS[name]
     numpy_cls = type(f"NumPy{cls.__name__}", (cls,), {})
-    shapes = {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+    # 784-100-10: large enough that the native step is shared between threads, in
+    # pieces that split W1.
+    shapes = {"W1": (784, 100), "b1": (100,), "W2": (100, 10), "b2": (10,)}
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
     copies = {k: v.copy() for k, v in params.items()}
     native, reference = cls(lr=0.05), numpy_cls(lr=0.05)

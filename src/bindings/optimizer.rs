@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::convert::run;
 use crate::kernels::optimizer::{apply, Optimizer};
+use crate::kernels::parallel;
 use crate::kernels::Float;
 
 /// The rule named `name` with exactly the hyperparameters it takes, by the book's names:
@@ -194,9 +195,35 @@ fn update_all<T: Float + Element>(
     }
     let work = jobs.iter().map(|(p, ..)| p.len()).sum::<usize>();
     run(py, work, || {
+        // Pieces of at most PIECE elements, shared with the team's threads when the
+        // step is large (each element's update is the same wherever it runs).
+        let mut pieces = Vec::new();
         for (p, g, s0, s1) in jobs {
-            apply(opt, p, g, s0, s1, iteration);
+            let (mut p, mut g, mut s0, mut s1) = (p, g, s0, s1);
+            while !p.is_empty() {
+                let k = p.len().min(PIECE);
+                // Unused state slots are empty and stay so.
+                let (k0, k1) = (k.min(s0.len()), k.min(s1.len()));
+                let (a, rest) = std::mem::take(&mut p).split_at_mut(k);
+                let (b, g_rest) = g.split_at(k);
+                let (c, s0_rest) = std::mem::take(&mut s0).split_at_mut(k0);
+                let (d, s1_rest) = std::mem::take(&mut s1).split_at_mut(k1);
+                pieces.push((a, b, c, d));
+                (p, g, s0, s1) = (rest, g_rest, s0_rest, s1_rest);
+            }
+        }
+        if work >= PARALLEL_MIN_ELEMENTS {
+            parallel::split_items(pieces, |(p, g, s0, s1)| apply(opt, p, g, s0, s1, iteration));
+        } else {
+            for (p, g, s0, s1) in pieces {
+                apply(opt, p, g, s0, s1, iteration);
+            }
         }
     });
     Ok(true)
 }
+
+/// Elements per piece of an optimizer step, and the step size from which the pieces
+/// are shared with the team's threads (a 784×100 layer and up).
+const PIECE: usize = 1 << 14;
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
