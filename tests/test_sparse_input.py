@@ -237,3 +237,14 @@ def test_matmul_of_a_float32_batch_and_float64_arrays_equals_converting_it_first
         np.testing.assert_array_equal(got, want)
     with pytest.raises(TypeError, match="b has dtype float32 but the other arguments are float64"):
         _core.matmul(x64, w.astype(np.float32))
+
+
+@pytest.mark.parametrize("density", [0.2, 1.0])
+def test_affine_with_a_strided_bias_adds_the_bias(rng, density):
+    """A bias that is a view with a stride (b[::2]) starts every row as a contiguous
+    one does, on the zero-skipping path and the GEMM's."""
+    x = sparse_rows(rng, 100, 784, density, np.float64)
+    w, spaced = rng.standard_normal((784, 50)), rng.standard_normal(100)
+    b = spaced[::2]
+    np.testing.assert_allclose(_core.affine(x, w, b), x @ w + b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(_core.affine(x, w, b), _core.affine(x, w, b.copy()))

@@ -104,14 +104,6 @@ pub fn map_slice_uninit<T: Copy, U: Copy>(
     }
 }
 
-/// `y[j] = f(j)` into memory not written yet, multiversioned like [`map_slice`].
-#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn write_slice<T: Copy>(y: &mut [std::mem::MaybeUninit<T>], f: impl Fn(usize) -> T) {
-    for (j, y) in y.iter_mut().enumerate() {
-        y.write(f(j));
-    }
-}
-
 /// `z[i] = f(x[i], y[i])`, multiversioned like [`map_slice`].
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn zip_slice<T: Copy>(x: &[T], y: &[T], z: &mut [T], f: impl Fn(T, T) -> T) {

@@ -63,13 +63,15 @@ impl<'a, T: Float> Out<'a, T> {
         match self {
             Out::Into(c, acc) => (c, acc),
             Out::Fresh(mut c, row) => {
-                let r = row.as_ref().and_then(|r| r.as_slice());
+                // The starting row as a slice (a strided bias copied once).
+                let copy = row.filter(|r| r.as_slice().is_none()).map(|r| r.to_vec());
+                let r = copy.as_deref().or_else(|| row.and_then(|r| r.to_slice()));
                 for mut line in c.rows_mut() {
                     match (line.as_slice_mut(), r) {
-                        (Some(line), Some(r)) => math::write_slice(line, |j| r[j]),
-                        (Some(line), None) => math::write_slice(line, |_| T::zero()),
+                        (Some(line), Some(r)) => math::map_slice_uninit(r, line, |b| b),
+                        (Some(line), None) => line.fill(MaybeUninit::new(T::zero())),
                         (None, _) => line.indexed_iter_mut().for_each(|(j, v)| {
-                            v.write(row.as_ref().map_or(T::zero(), |r| r[j]));
+                            v.write(r.map_or(T::zero(), |r| r[j]));
                         }),
                     }
                 }
@@ -407,11 +409,14 @@ mod tests {
             let (m, n) = (a.nrows(), b.ncols());
             drop(vec![f64::NAN; m * n].into_boxed_slice());
             assert_eq!(matmul(a.view(), b.view())?, naive(a.view(), b.view()));
-            // affine: every row starts as the bias.
-            let bias = Array::from_shape_fn(n, |j| j as f64 - 2.5);
-            drop(vec![f64::NAN; m * n].into_boxed_slice());
-            let want = naive(a.view(), b.view()) + &bias;
-            assert_eq!(affine(a.view(), b.view(), bias.view())?, want);
+            // affine: every row starts as the bias, contiguous or strided.
+            let spaced = Array::from_shape_fn(2 * n, |j| j as f64 / 2.0 - 2.5);
+            let bias = spaced.slice(ndarray::s![..;2]);
+            let want = naive(a.view(), b.view()) + bias;
+            for bias in [bias, bias.to_owned().view()] {
+                drop(vec![f64::NAN; m * n].into_boxed_slice());
+                assert_eq!(affine(a.view(), b.view(), bias)?, want);
+            }
         }
         // xᵀ·D through a transposed view of a sparse x.
         let (x, d) = (sparse(100, 784), dense(100, 50));
