@@ -3,10 +3,10 @@
 //! [`Activation`] the networks use, with its forward and backward over row-major slices.
 
 use multiversion::multiversion;
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
 use super::{math, parallel, Float};
-use crate::error::{fmt_shape, try_zeros, KernelError, Result};
+use crate::error::{fmt_shape, try_uninit, try_zeros, KernelError, Result};
 
 /// Arrays smaller than this many bytes are mapped on one thread: a map is about as
 /// fast as writing its output. Contiguous arrays above it are mapped in pieces of this
@@ -28,16 +28,12 @@ pub(crate) fn map1<T: Float>(
 ) -> Result<ArrayD<T>> {
     // Contiguous input: map the buffer as one slice with the SIMD build of the loop,
     // straight into the output's memory (no zero fill first).
-    let shape_error = |e: ndarray::ShapeError| KernelError::shape(op, e.to_string());
     if let Some(src) = x.as_slice() {
-        let data = mapped(op, x.shape(), src, &f)?;
-        return ArrayD::from_shape_vec(x.raw_dim(), data).map_err(shape_error);
+        return mapped(op, x.raw_dim(), src, &f);
     }
     let xt = x.view().reversed_axes();
     if let Some(src) = xt.as_slice() {
-        let data = mapped(op, x.shape(), src, &f)?;
-        let y = ArrayD::from_shape_vec(xt.raw_dim(), data).map_err(shape_error)?;
-        return Ok(y.reversed_axes());
+        return Ok(mapped(op, xt.raw_dim(), src, &f)?.reversed_axes());
     }
     let mut y = try_zeros(op, x.raw_dim())?;
     let zip = Zip::from(&mut y).and(&x);
@@ -55,7 +51,8 @@ pub(crate) fn map1<T: Float>(
     Ok(y)
 }
 
-/// The buffer of an array made by [`try_zeros`] (standard layout, hence contiguous).
+/// The buffer of a new array ([`try_zeros`], [`try_uninit`]: standard layout, hence
+/// contiguous).
 fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
     match y.as_slice_mut() {
         Some(dst) => dst,
@@ -63,38 +60,27 @@ fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
     }
 }
 
-/// `f` of every element of `src`, in a new buffer written once: in pieces shared by the
-/// team's threads for long ones. [`KernelError::Alloc`] (naming `op` and `shape`) when
-/// memory runs out.
+/// `f` of every element of `src` as a new array of shape `dim` (as many elements, in
+/// C order), written once: in pieces shared by the team's threads for long ones.
+/// [`KernelError::Alloc`] (naming `op`) when memory runs out.
 fn mapped<T: Float>(
     op: &'static str,
-    shape: &[usize],
+    dim: IxDyn,
     src: &[T],
     f: &(impl Fn(T) -> T + Sync + Send),
-) -> Result<Vec<T>> {
-    let len = src.len();
-    let mut out: Vec<std::mem::MaybeUninit<T>> = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
-        op,
-        shape: fmt_shape(shape),
-        bytes: (len as u128).saturating_mul(std::mem::size_of::<T>() as u128),
-    })?;
-    // SAFETY: the capacity is at least len (reserved above), and MaybeUninit elements
-    // need no initialisation.
-    unsafe { out.set_len(len) };
-    if !parallel_worth::<T>(len) {
-        math::map_slice_uninit(src, &mut out, f);
+) -> Result<ArrayD<T>> {
+    let mut y = try_uninit(op, dim)?;
+    let out = as_slice(&mut y);
+    if !parallel_worth::<T>(src.len()) {
+        math::map_slice_uninit(src, out, f);
     } else {
         let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
         let pieces: Vec<_> = src.chunks(piece).zip(out.chunks_mut(piece)).collect();
         parallel::split_items(pieces, |(s, d)| math::map_slice_uninit(s, d, f));
     }
-    let mut out = std::mem::ManuallyDrop::new(out);
-    let (ptr, cap) = (out.as_mut_ptr().cast::<T>(), out.capacity());
-    // SAFETY: every one of the `len` elements was written above (each piece of `out`
-    // as long as its piece of `src`, and `out` as long as `src`); MaybeUninit<T> has
-    // T's size and alignment, and the allocation is handed over whole (len, capacity).
-    Ok(unsafe { Vec::from_raw_parts(ptr, len, cap) })
+    // SAFETY: every element was written above (`out` is as long as `src`, and each of
+    // its pieces as long as the piece of `src` it is zipped with).
+    Ok(unsafe { y.assume_init() })
 }
 
 /// `z = f(x, y)` elementwise over two arrays of one shape.
