@@ -29,21 +29,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from ferrograd import _core
 from ferrograd.layers import as_targets
-from ferrograd.optimizers import OPTIMIZERS, Optimizer
+from ferrograd.optimizers import Optimizer, native_rule
 
 __all__ = ["FusedTrainer", "supports"]
 
 # Options of a network (MultiLayerNet's) that add terms the fused step does not compute.
 EXTRAS = ("use_dropout", "use_batchnorm")
-
-# Optimizer class -> the kernel's name for its rule.
-_RULES: dict[type[Optimizer], str] = {cls: name for name, cls in OPTIMIZERS.items()}
-
-
-def _rule(optimizer: object) -> str | None:
-    """The kernel's name for the optimizer's update rule; None for a subclass or an
-    optimizer of another library, which may update differently."""
-    return _RULES.get(type(optimizer))  # type: ignore[arg-type]
 
 
 def _keys(params: object) -> tuple[str, ...] | None:
@@ -121,11 +112,11 @@ def supports(network: Any, optimizer: object) -> bool:
     bool
         Whether :class:`FusedTrainer` accepts the pair.
     """
-    if _rule(optimizer) is not None and _conv_layers(network) is not None:
+    if native_rule(optimizer) is not None and _conv_layers(network) is not None:
         return True
     params = getattr(network, "params", None)
     keys = _keys(params)
-    if keys is None or _rule(optimizer) is None:
+    if keys is None or native_rule(optimizer) is None:
         return False
     if any(getattr(network, name, 0) for name in EXTRAS):
         return False
@@ -249,7 +240,7 @@ class FusedTrainer:
                 f"ferrograd.optimizers, got {type(network).__name__} and "
                 f"{type(optimizer).__name__}"
             )
-        rule = _rule(optimizer)
+        rule = native_rule(optimizer)
         assert rule is not None and isinstance(optimizer, Optimizer)
         self.network = network
         self.optimizer = optimizer

@@ -135,7 +135,7 @@ class Optimizer:
         temporaries. Only for the library's own classes, when every parameter, gradient
         and state array is a C-contiguous array of the parameters' one float dtype; else
         False, nothing changed, and NumPy makes the step."""
-        rule = _NATIVE_RULES.get(type(self))
+        rule = native_rule(self)
         if rule is None:
             return False
         keys = list(params)
@@ -538,6 +538,23 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 """Lower-case name → optimizer class (the trainer's and CLI's ``optimizer=`` values)."""
 
 _NATIVE_RULES: dict[type[Optimizer], str] = {cls: name for name, cls in OPTIMIZERS.items()}
+
+
+def native_rule(optimizer: object) -> str | None:
+    """The native kernels' name for an optimizer's update rule (``"adam"``, …).
+
+    Parameters
+    ----------
+    optimizer : object
+        An optimizer.
+
+    Returns
+    -------
+    str or None
+        The rule's name for one of this module's classes; None for a subclass or an
+        optimizer of another library, which may update differently.
+    """
+    return _NATIVE_RULES.get(type(optimizer))  # type: ignore[arg-type]
 
 
 def get_optimizer(name: str, **kwargs: float) -> Optimizer:
