@@ -112,6 +112,24 @@ pub fn zip_slice<T: Copy>(x: &[T], y: &[T], z: &mut [T], f: impl Fn(T, T) -> T) 
     }
 }
 
+/// `z[i] += y[i]`, multiversioned like [`map_slice`].
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_slice<T: super::Float>(z: &mut [T], y: &[T]) {
+    for (z, &y) in z.iter_mut().zip(y) {
+        *z = *z + y;
+    }
+}
+
+/// Each row of z (rows of `row.len()`) += row, multiversioned like [`map_slice`].
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn add_to_rows<T: super::Float>(z: &mut [T], row: &[T]) {
+    for z in z.chunks_exact_mut(row.len().max(1)) {
+        for (z, &y) in z.iter_mut().zip(row) {
+            *z = *z + y;
+        }
+    }
+}
+
 /// v·x + a: one fused multiply-add where the CPU has it (`fma`), else a product and a
 /// sum (as the FMA library call would be slow).
 #[inline(always)]

@@ -25,6 +25,7 @@ use crate::error::{KernelError, Result};
 use crate::kernels::activation::{activate, activation_backward, Activation};
 use crate::kernels::aligned::Aligned;
 use crate::kernels::input_layer::{self, add_weight_gradient, copy_columns, padded_width};
+use crate::kernels::math::add_to_rows;
 use crate::kernels::optimizer::{apply, Optimizer};
 use crate::kernels::parallel::{self, join_spinning};
 use crate::kernels::sparse::{gather, with_layout, RowEntries, Rows, SparseRows};
@@ -111,11 +112,7 @@ impl<T: Float> FirstLayerShard<T> {
     pub(super) fn activate(&mut self, n: usize) {
         let (wp, w) = (self.wp, self.width());
         self.z1.resize(n * wp, T::zero());
-        for a in self.a1.chunks_exact_mut(wp) {
-            for (a, &b) in a.iter_mut().zip(self.b1.v.iter()) {
-                *a = *a + b;
-            }
-        }
+        add_to_rows(&mut self.a1, &self.b1.v);
         activate(self.act, &self.a1, &mut self.z1);
         for z in self.z1.chunks_exact_mut(wp) {
             z[w..].fill(T::zero());

@@ -9,6 +9,7 @@ use crate::error::{fmt_shape, KernelError, Result};
 use crate::kernels::activation::{activate, activation_backward, Activation};
 use crate::kernels::aligned::Aligned;
 use crate::kernels::loss::softmax_with_loss_rows;
+use crate::kernels::math::{add_slice, add_to_rows};
 use crate::kernels::matmul::gemm_into;
 use crate::kernels::net::{check_finite_w1, check_input_width};
 use crate::kernels::optimizer::Optimizer;
@@ -320,15 +321,11 @@ impl<T: Float> Shard<T> for NetShard<T> {
         // Layer 1's output: Σ_p z1_p·W2_p (in shard order) + b2.
         {
             let out: &mut [T] = if layers == 2 { y } else { &mut a[1] };
-            let s2 = sizes[2];
-            for (q, row) in out.chunks_exact_mut(s2).enumerate() {
-                for (c, (o, &b)) in row.iter_mut().zip(later[1].b.v.iter()).enumerate() {
-                    let sum = partials
-                        .iter()
-                        .fold(T::zero(), |s, sh| s + sh.a2[q * s2 + c]);
-                    *o = sum + b;
-                }
+            out.fill(T::zero());
+            for sh in partials {
+                add_slice(out, &sh.a2);
             }
+            add_to_rows(out, &later[1].b.v);
         }
         // The later layers.
         for l in 2..layers {
