@@ -129,10 +129,11 @@ def test_hundred_steps_equal_the_composed_path(mnist_small, name, activation):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("hidden", [33, 70, 130])
+@pytest.mark.parametrize("hidden", [33, 50, 70, 100, 130])
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_other_hidden_sizes_equal_the_composed_path(rng, hidden, name, dtype):
-    """Uneven parts (33 = 17 + 16) and parts of several register blocks (70, 130)."""
+    """Uneven parts (33 = 17 + 16) and parts of several register blocks (70, 130), whose
+    last block is narrower: 8, 12, 16, 24 units in float32, 4, 8, 12 in float64."""
     x = np.round(rng.random((300, 60)) * 255 * (rng.random((300, 60)) < 0.3)) / 255
     t = rng.integers(0, 10, size=300)
     params = init(rng, 60, hidden, 10, std=0.3)

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use super::activation::{activate, Activation};
 use super::aligned::Aligned;
 use super::input_layer::{self, copy_columns, padded_width};
+use super::math::add_to_rows;
 use super::matmul::gemm_into;
 use super::net::{check_finite_w1, check_layers, Layer};
 use super::parallel;
@@ -136,7 +137,7 @@ pub fn predict_labels_with<T: Float>(
     const OP: &str = "predict_labels";
     let sizes = check_net(OP, layers, x.shape())?;
     let (d, h1, k) = (sizes[0], sizes[1], sizes[sizes.len() - 1]);
-    let wp = padded_width(h1);
+    let wp = padded_width::<T>(h1);
     let alloc = |len: usize| KernelError::Alloc {
         op: OP,
         shape: fmt_shape(&[len]),
@@ -174,11 +175,7 @@ pub fn predict_labels_with<T: Float>(
             rows,
             &[]
         ));
-        for row in a0.chunks_exact_mut(wp) {
-            for (a, &b) in row.iter_mut().zip(&b1) {
-                *a = *a + b;
-            }
-        }
+        add_to_rows(a0, &b1);
         activate(activation, a0, z0);
         let (mut prev, mut stride): (&[T], usize) = (z0, wp);
         for (l, pair) in (1..layers.len()).zip(later.chunks_exact_mut(2)) {

@@ -12,9 +12,9 @@
 //!   registers from the updated rows, while the rows of the batch after that start
 //!   loading from memory.
 //!
-//! A shard's W1 (d × 32 units: 100 kB, stored in column blocks that one pass over the
-//! batch reads) stays in its core's L2 cache and the batch's activations and gradients
-//! (batch × 32) in L1; every buffer starts on a cache line ([`Aligned`]). The threads
+//! Each column block of a shard's W1 (d × 32 f32 or 16 f64 units: 100 kB; one pass over
+//! the batch reads a block) stays in its core's L2 cache and the batch's activations and
+//! gradients (batch × block) in L1; every buffer starts on a cache line ([`Aligned`]). The threads
 //! meet twice per step: after phase 1 (each shard's share of what the layer after the
 //! first needs) and at the end of phase 2. The split does not depend on the number of
 //! threads (one thread runs both shards in turn), so neither do the results.
@@ -34,7 +34,7 @@ use crate::kernels::{Float, Targets};
 /// A batch's rows: rows `.1` of `.0`.
 pub(super) type Batch<'a, T> = (&'a SparseRows<T>, &'a [usize]);
 
-/// Units lo..hi of the first hidden layer (padded to wp, whole register blocks): their
+/// Units lo..hi of the first hidden layer (padded to wp, whole 256-bit vectors): their
 /// W1 columns, b1, optimizer state and activations.
 #[derive(Debug)]
 pub(super) struct FirstLayerShard<T> {
@@ -64,7 +64,7 @@ impl<T: Float> FirstLayerShard<T> {
         opt: Optimizer,
         decay: f64,
     ) -> Option<Self> {
-        let wp = padded_width(hi - lo);
+        let wp = padded_width::<T>(hi - lo);
         let plain_sgd = matches!(opt, Optimizer::Sgd { .. }) && decay == 0.0;
         Some(FirstLayerShard {
             lo,
@@ -275,7 +275,10 @@ impl<T: Float, P: Shard<T>> ShardedFirstLayer<T, P> {
         } else {
             vec![(0, h)]
         };
-        let wp: usize = spans.iter().map(|(lo, hi)| padded_width(hi - lo)).sum();
+        let wp: usize = spans
+            .iter()
+            .map(|(lo, hi)| padded_width::<T>(hi - lo))
+            .sum();
         let mut shards = Vec::with_capacity(spans.len());
         for &span in &spans {
             shards.push(make(span).ok_or_else(|| KernelError::Alloc {
