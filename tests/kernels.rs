@@ -445,14 +445,12 @@ fn zero_skipping_products_keep_nan_and_inf() -> Result<()> {
     Ok(())
 }
 
-/// The two-layer net's gradient on sparse input equals the one on the same input
-/// through the dense products (a one-row-dense copy defeats the compression per
-/// layer, not the values).
+/// The two-layer net's gradient on sparse input equals the backprop through naive
+/// products: batches of 100 and 101 rows (two halves of rows, added; an odd batch
+/// cuts unevenly) and of 40 (one pass), with labels and with one-hot targets.
 #[test]
 fn two_layer_gradient_on_sparse_input_matches_the_naive_backprop() -> Result<()> {
-    let (n, d, h, k) = (100, 784, 50, 10);
-    let x = sparse_input(n, d, 0.19, 4);
-    let t = Array1::from_shape_fn(n, |r| (unit(7 * r) * k as f64) as i64);
+    let (d, h, k) = (784, 50, 10);
     let w1 = Array2::from_shape_fn((d, h), |(i, j)| 0.1 * (unit(i * h + j) - 0.5));
     let w2 = Array2::from_shape_fn((h, k), |(i, j)| 0.3 * (unit(99 + i * k + j) - 0.5));
     let (b1, b2) = (Array1::from_elem(h, 0.01), Array1::from_elem(k, -0.02));
@@ -463,26 +461,35 @@ fn two_layer_gradient_on_sparse_input_matches_the_naive_backprop() -> Result<()>
         b2: b2.view(),
         activation: Activation::Sigmoid,
     };
-    let g = net.gradient(x.view(), Targets::Labels(t.view()))?;
-    // Backprop by the naive products.
-    let a1 = naive(x.view(), w1.view()) + &b1;
-    let z1 = a1.mapv(|a| 1.0 / (1.0 + (-a).exp()));
-    let a2 = naive(z1.view(), w2.view()) + &b2;
-    let mut y = a2.clone();
-    for mut row in y.rows_mut() {
-        let m = row.fold(f64::MIN, |a, &b| a.max(b));
-        row.mapv_inplace(|v| (v - m).exp());
-        let s = row.sum();
-        row.mapv_inplace(|v| v / s);
+    for (n, one_hot) in [(100, false), (101, true), (40, false)] {
+        let x = sparse_input(n, d, 0.19, 4);
+        let t = Array1::from_shape_fn(n, |r| (unit(7 * r) * k as f64) as i64);
+        let t1 = Array2::from_shape_fn((n, k), |(r, c)| f64::from(u8::from(t[r] == c as i64)));
+        let targets = if one_hot {
+            Targets::OneHot(t1.view())
+        } else {
+            Targets::Labels(t.view())
+        };
+        let g = net.gradient(x.view(), targets)?;
+        // Backprop by the naive products.
+        let a1 = naive(x.view(), w1.view()) + &b1;
+        let z1 = a1.mapv(|a| 1.0 / (1.0 + (-a).exp()));
+        let a2 = naive(z1.view(), w2.view()) + &b2;
+        let mut y = a2.clone();
+        for mut row in y.rows_mut() {
+            let m = row.fold(f64::MIN, |a, &b| a.max(b));
+            row.mapv_inplace(|v| (v - m).exp());
+            let s = row.sum();
+            row.mapv_inplace(|v| v / s);
+        }
+        let dy = (y - &t1) / n as f64;
+        let da1 = naive(dy.view(), w2.t()) * z1.mapv(|z| (1.0 - z) * z);
+        assert!(worst(&g.w1, &naive(x.t(), da1.view())) < 1e-13, "dW1 n={n}");
+        assert!(worst(&g.w2, &naive(z1.t(), dy.view())) < 1e-13, "dW2 n={n}");
+        let db1 = da1.sum_axis(Axis(0)).insert_axis(Axis(0));
+        assert!(worst(&g.b1.insert_axis(Axis(0)), &db1) < 1e-13, "db1 n={n}");
+        let db2 = dy.sum_axis(Axis(0)).insert_axis(Axis(0));
+        assert!(worst(&g.b2.insert_axis(Axis(0)), &db2) < 1e-13, "db2 n={n}");
     }
-    for (r, &l) in t.iter().enumerate() {
-        y[[r, l as usize]] -= 1.0;
-    }
-    let dy = y / n as f64;
-    let da1 = naive(dy.view(), w2.t()) * z1.mapv(|z| (1.0 - z) * z);
-    assert!(worst(&g.w1, &naive(x.t(), da1.view())) < 1e-13);
-    assert!(worst(&g.w2, &naive(z1.t(), dy.view())) < 1e-13);
-    let db1 = da1.sum_axis(Axis(0)).insert_axis(Axis(0));
-    assert!(worst(&g.b1.insert_axis(Axis(0)), &db1) < 1e-13);
     Ok(())
 }

@@ -68,12 +68,21 @@ pub fn softmax_cross_entropy_backward<T: Float>(
     y: ArrayView2<'_, T>,
     t: Targets<'_, T>,
 ) -> Result<Array2<T>> {
+    softmax_cross_entropy_backward_of(y, t, y.nrows())
+}
+
+/// [`softmax_cross_entropy_backward`] of rows of a batch of `batch` rows: (y − t)/batch.
+pub(crate) fn softmax_cross_entropy_backward_of<T: Float>(
+    y: ArrayView2<'_, T>,
+    t: Targets<'_, T>,
+    batch: usize,
+) -> Result<Array2<T>> {
     let (n, k) = y.dim();
     t.check("softmax_cross_entropy_backward", n, k)?;
-    let inv_n = if n == 0 {
+    let inv_n = if batch == 0 {
         T::zero()
     } else {
-        T::one() / T::lit(n as f64)
+        T::one() / T::lit(batch as f64)
     };
     let mut dx = try_zeros2("softmax_cross_entropy_backward", n, k)?;
     Ok(match t {

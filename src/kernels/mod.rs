@@ -127,7 +127,15 @@ pub enum Targets<'a, T> {
     Labels(ArrayView1<'a, i64>),
 }
 
-impl<T: Float> Targets<'_, T> {
+impl<'a, T: Float> Targets<'a, T> {
+    /// The targets of rows lo..hi.
+    pub fn rows(&self, lo: usize, hi: usize) -> Targets<'a, T> {
+        match *self {
+            Targets::OneHot(t) => Targets::OneHot(t.slice_move(ndarray::s![lo..hi, ..])),
+            Targets::Labels(t) => Targets::Labels(t.slice_move(ndarray::s![lo..hi])),
+        }
+    }
+
     /// Checks the targets against predictions of shape `(n, classes)`: same batch size,
     /// one-hot width equal to `classes`, every label in `[0, classes)`.
     pub fn check(&self, op: &'static str, n: usize, classes: usize) -> crate::error::Result<()> {

@@ -2,11 +2,11 @@
 //! chapters 4–5 (forward, `predict`, `loss` and the backprop `gradient`), and the
 //! layers of any fully connected net for the batched prediction ([`super::predict`]).
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Ix2};
+use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, Axis, Ix2};
 
 use super::activation::{activation_backward, Activation};
-use super::loss::{cross_entropy_error, softmax_cross_entropy_backward};
-use super::math::map_slice_uninit;
+use super::loss::{cross_entropy_error, softmax_cross_entropy_backward_of};
+use super::math::{add_slice, map_slice_uninit};
 use super::matmul::{gemm_into, Out};
 use super::parallel;
 use super::softmax::softmax_into;
@@ -168,13 +168,17 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     /// The softmax output y; shapes checked. A batch of more than
     /// [`sparse_input::BLOCK_ROWS`] rows goes through the whole net in blocks of that
     /// many rows, shared by the team's threads, so no hidden layer of the whole batch
-    /// is ever stored (a 60,000-row pass made 50 MB of them).
+    /// is ever stored (a 60,000-row pass made 50 MB of them); a smaller one worth two
+    /// threads in two halves of rows, each on one thread from start to end.
     fn output<U: Float>(&self, op: &'static str, x: ArrayView2<'_, U>) -> Result<Array2<T>> {
-        let n = x.nrows();
-        let rows = sparse_input::BLOCK_ROWS;
-        if n <= rows {
+        let (n, (d, h, _)) = (x.nrows(), self.sizes());
+        let rows = if n > sparse_input::BLOCK_ROWS {
+            sparse_input::BLOCK_ROWS
+        } else if n >= HALVES_MIN_ROWS && sparse_input::worth_the_team::<T>(n, d, h) {
+            n.div_ceil(2)
+        } else {
             return Ok(self.forward(op, x)?.y);
-        }
+        };
         let mut y = try_zeros2(op, n, self.w2.ncols())?;
         let blocks: Vec<_> = x
             .axis_chunks_iter(Axis(0), rows)
@@ -196,19 +200,71 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     }
 
     /// Backprop gradient of the mean cross-entropy (the book's `gradient`).
+    ///
+    /// A batch worth two threads ([`HALVES_MIN_ROWS`] rows or more) goes through in two
+    /// halves of rows, each half's whole forward and backward pass on one thread, so
+    /// its rows, activations and gradients stay in that core's cache; the halves'
+    /// gradients are then added (dW1 by ranges of inputs on both threads). The cut
+    /// depends on the batch only, so the result is the same with any number of threads.
     pub fn gradient<U: Float>(
         &self,
         x: ArrayView2<'_, U>,
         t: Targets<'_, T>,
     ) -> Result<Gradients<T>> {
         self.check("gradient", &x)?;
+        let (n, (d, h, k)) = (x.nrows(), self.sizes());
+        t.check("gradient", n, k)?;
+        if n < HALVES_MIN_ROWS || !sparse_input::worth_the_team::<T>(n, d, h) {
+            return self.gradient_of_rows(x, t, n);
+        }
+        let cut = n.div_ceil(2);
+        let halves = [(0, cut), (cut, n)];
+        let slots: Vec<std::sync::Mutex<Option<Result<Gradients<T>>>>> =
+            halves.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        parallel::split(halves.len(), &|i| {
+            let (lo, hi) = halves[i];
+            let rows = x.slice(ndarray::s![lo..hi, ..]);
+            let g = self.gradient_of_rows(rows, t.rows(lo, hi), n);
+            if let Ok(mut slot) = slots[i].lock() {
+                *slot = Some(g);
+            }
+        });
+        let mut parts = slots
+            .into_iter()
+            .filter_map(|s| s.into_inner().ok().flatten());
+        let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
+            return self.gradient_of_rows(x, t, n);
+        };
+        let (mut sum, other) = (first?, second?);
+        // dW1 += the second half's, by ranges of inputs on the team's threads.
+        let per = d.div_ceil(2).max(1);
+        let pairs: Vec<_> = sum
+            .w1
+            .axis_chunks_iter_mut(Axis(0), per)
+            .zip(other.w1.axis_chunks_iter(Axis(0), per))
+            .collect();
+        parallel::split_items(pairs, |(mut a, b)| add(a.view_mut(), b));
+        add(sum.w2.view_mut(), other.w2.view());
+        add(sum.b1.view_mut(), other.b1.view());
+        add(sum.b2.view_mut(), other.b2.view());
+        Ok(sum)
+    }
+
+    /// The gradient's terms of the rows x (targets t) of a batch of `batch` rows:
+    /// shapes checked.
+    fn gradient_of_rows<U: Float>(
+        &self,
+        x: ArrayView2<'_, U>,
+        t: Targets<'_, T>,
+        batch: usize,
+    ) -> Result<Gradients<T>> {
         const OP: &str = "gradient";
         // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
         let nz: Option<CompressedRows<T>> = sparse_input::compress_for_products(x, self.w1.ncols());
         let Forward { a1, z1, y } = self.forward_with(OP, x.nrows(), |a1| {
             sparse_input::times_out(x, nz.as_ref(), self.w1, a1)
         })?;
-        let dy = softmax_cross_entropy_backward(y.view(), t)?; // (y − t) / n
+        let dy = softmax_cross_entropy_backward_of(y.view(), t, batch)?; // (y − t) / n
         let (d, h, k) = self.sizes();
         let mut w2 = try_zeros2(OP, h, k)?;
         gemm_into(z1.t(), dy.view(), w2.view_mut(), false); // dW2 = z1ᵀ·dy
@@ -238,6 +294,20 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         Ok(Gradients { w1, b1, w2, b2 })
     }
 }
+
+/// a += b, elementwise (same shapes).
+fn add<T: Float, D: ndarray::Dimension>(mut a: ArrayViewMut<'_, T, D>, b: ArrayView<'_, T, D>) {
+    match (a.as_slice_mut(), b.as_slice()) {
+        (Some(a), Some(b)) => add_slice(a, b),
+        _ => ndarray::Zip::from(&mut a)
+            .and(&b)
+            .for_each(|a, &b| *a = *a + b),
+    }
+}
+
+/// Batches of at least this many rows (and worth the team's threads) go through
+/// [`TwoLayerNet::gradient`], `predict` and `loss` in two halves of rows.
+pub const HALVES_MIN_ROWS: usize = 64;
 
 impl<T: Float> TwoLayerNet<'_, T> {
     /// [`TwoLayerNet::predict`] of a batch of either float type.

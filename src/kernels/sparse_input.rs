@@ -655,7 +655,7 @@ fn vector_blocks<T>(h: usize) -> Vec<(usize, usize)> {
 /// Whether a product of an (n, d) input with d × h weights is worth the team's threads
 /// (the dense product's multiply-adds × element bytes; about a fifth of them remain
 /// for MNIST input).
-fn worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
+pub(crate) fn worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
     n.saturating_mul(d)
         .saturating_mul(h)
         .saturating_mul(std::mem::size_of::<T>())
