@@ -216,6 +216,23 @@ def test_multi_layer_weight_decay(rng):
     np.testing.assert_allclose(gd["b2"], gp["b2"], rtol=1e-12)
 
 
+def test_multi_layer_loss_without_decay_calls_no_blas(rng, monkeypatch):
+    """λ = 0 adds 0 (NaN when a W is not finite, as the book's 0·Σw²) without NumPy's BLAS:
+    a BLAS call wakes OpenBLAS's threads, which then spin on the kernels' cores."""
+    x, t, _ = small_batch(rng)
+    net = MultiLayerNet(8, [6, 5], 4, seed=1)
+    want = net.last_layer.forward(net.predict(x), t)
+
+    def no_blas(*args, **kwargs):
+        raise AssertionError("BLAS called")
+
+    for name in ("dot", "vdot", "inner", "matmul", "tensordot"):
+        monkeypatch.setattr(np, name, no_blas)
+    assert net.loss(x, t) == want
+    net.params["W2"][0, 0] = np.inf
+    assert np.isnan(net.loss(x, t))
+
+
 def test_multi_layer_labels_one_hot_and_modes(rng):
     net = MultiLayerNet(8, [6, 5], 4, use_batchnorm=True, use_dropout=True, seed=2)
     x, t, t_one_hot = small_batch(rng, n=30)

@@ -194,8 +194,10 @@ class MultiLayerNet(ModelMixin):
         for idx in range(1, self.hidden_layer_num + 2):
             w = self.params[f"W{idx}"]
             # λ = 0 (the default) makes the term 0, or NaN where Σw² is not finite, as in
-            # the book: a dot product tells which without the squared copy of W.
-            squares = np.sum(w * w) if self.weight_decay_lambda else np.vdot(w, w)
+            # the book: NumPy's own sum of products tells which without the squared copy
+            # of W (not np.vdot: BLAS would wake OpenBLAS's threads, which then spin on
+            # the cores the kernels' threads use).
+            squares = np.sum(w * w) if self.weight_decay_lambda else np.einsum("ij,ij->", w, w)
             weight_decay += 0.5 * self.weight_decay_lambda * float(squares)
         return self.last_layer.forward(y, t2) + weight_decay
 
