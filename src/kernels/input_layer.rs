@@ -87,6 +87,21 @@ pub fn copy_columns<T: Float>(
     }
 }
 
+/// `f::<T, S, W>(args)` with the const block width W equal to `width`, one of the widths
+/// [`column_blocks`] makes: 32, 24, 16, 8 (f32) or 16, 12, 8, 4 (f64).
+macro_rules! by_width {
+    ($width:expr, $f:ident($($arg:expr),*)) => {
+        match $width {
+            32 => $f::<T, S, 32>($($arg),*),
+            24 => $f::<T, S, 24>($($arg),*),
+            16 => $f::<T, S, 16>($($arg),*),
+            12 => $f::<T, S, 12>($($arg),*),
+            8 => $f::<T, S, 8>($($arg),*),
+            _ => $f::<T, S, 4>($($arg),*),
+        }
+    };
+}
+
 /// a1 (n, wp) = x·W1 (without b1) for the rows `rows` of sp, from their non-zero
 /// entries: each column block of a row summed in registers (four interleaved sums).
 /// W1: d × wp in column blocks ([`copy_columns`]). Row q also starts loading row
@@ -105,14 +120,7 @@ pub fn forward<T: Float, S: RowEntries<T>>(
         let block = &w1[at..at + width * d];
         at += width * d;
         let ahead = if c0 == 0 { ahead } else { &[] };
-        match width {
-            32 => forward_block::<T, S, 32>(a1, block, sp, rows, ahead, c0),
-            24 => forward_block::<T, S, 24>(a1, block, sp, rows, ahead, c0),
-            16 => forward_block::<T, S, 16>(a1, block, sp, rows, ahead, c0),
-            12 => forward_block::<T, S, 12>(a1, block, sp, rows, ahead, c0),
-            8 => forward_block::<T, S, 8>(a1, block, sp, rows, ahead, c0),
-            _ => forward_block::<T, S, 4>(a1, block, sp, rows, ahead, c0),
-        }
+        by_width!(width, forward_block(a1, block, sp, rows, ahead, c0));
     }
 }
 
@@ -172,14 +180,10 @@ pub fn add_weight_gradient<T: Float, S: RowEntries<T>>(
     for (c0, width) in column_blocks::<T>(wp) {
         let (block, tail) = std::mem::take(&mut rest).split_at_mut(width * d);
         rest = tail;
-        match width {
-            32 => weight_gradient_block::<T, S, 32>(block, da1, sp, rows, scale, c0),
-            24 => weight_gradient_block::<T, S, 24>(block, da1, sp, rows, scale, c0),
-            16 => weight_gradient_block::<T, S, 16>(block, da1, sp, rows, scale, c0),
-            12 => weight_gradient_block::<T, S, 12>(block, da1, sp, rows, scale, c0),
-            8 => weight_gradient_block::<T, S, 8>(block, da1, sp, rows, scale, c0),
-            _ => weight_gradient_block::<T, S, 4>(block, da1, sp, rows, scale, c0),
-        }
+        by_width!(
+            width,
+            weight_gradient_block(block, da1, sp, rows, scale, c0)
+        );
     }
 }
 
