@@ -8,9 +8,9 @@
 //! the W1 rows one pass over a batch reads are 100 kB for 784 inputs in either dtype
 //! and stay in a core's L2 cache; the layer's last units go in one narrower block of
 //! whole 256-bit vectors, so a layer is padded to whole vectors only ([`padded_width`]:
-//! 50 f32 units take blocks of 32 and 24, 50 f64 units 16, 16, 16 and 4). The inner loops keep four
-//! interleaved sums of one column block in registers (16 256-bit registers on AVX2,
-//! 8 512-bit ones on AVX-512), which hides the latency of the adds.
+//! 50 f32 units take blocks of 32 and 24, 50 f64 units 16, 16, 16 and 4). The inner
+//! loops keep four interleaved sums of one column block in registers (16 256-bit
+//! registers on AVX2, 8 512-bit ones on AVX-512), which hides the latency of the adds.
 
 use multiversion::multiversion;
 use multiversion::target::target_cfg;

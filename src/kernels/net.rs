@@ -213,6 +213,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     ) -> Result<Gradients<T>> {
         self.check("gradient", &x)?;
         let (n, (d, h, k)) = (x.nrows(), self.sizes());
+        // Before any work, and before the targets are cut into halves.
         t.check("gradient", n, k)?;
         if n < HALVES_MIN_ROWS || !sparse_input::worth_the_team::<T>(n, d, h) {
             return self.gradient_of_rows(x, t, n);

@@ -14,8 +14,8 @@
 //!
 //! Each column block of a shard's W1 (d × 32 f32 or 16 f64 units: 100 kB; one pass over
 //! the batch reads a block) stays in its core's L2 cache and the batch's activations and
-//! gradients (batch × block) in L1; every buffer starts on a cache line ([`Aligned`]). The threads
-//! meet twice per step: after phase 1 (each shard's share of what the layer after the
+//! gradients (batch × block) in L1; every buffer starts on a cache line ([`Aligned`]).
+//! The threads meet twice per step: after phase 1 (each shard's share of what the layer after the
 //! first needs) and at the end of phase 2. The split does not depend on the number of
 //! threads (one thread runs both shards in turn), so neither do the results.
 
