@@ -216,6 +216,24 @@ def test_multi_layer_weight_decay(rng):
     np.testing.assert_allclose(gd["b2"], gp["b2"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_multi_layer_gradient_is_the_books_bits_without_the_penalty(rng, monkeypatch, decay):
+    """W's gradient is the book's dW + λ·W bit for bit; the forward pass of the gradient
+    computes no weight-decay term (its value would be thrown away)."""
+    x, t, _ = small_batch(rng)
+    net = MultiLayerNet(8, [6, 5], 4, weight_decay_lambda=decay, seed=1)
+
+    def no_penalty(*args, **kwargs):
+        raise AssertionError("penalty computed")
+
+    monkeypatch.setattr(np, "einsum", no_penalty)  # λ = 0's term (see the loss test below)
+    grads = net.gradient(x, t)
+    monkeypatch.undo()
+    for i in (1, 2, 3):
+        book = net.layers[f"Affine{i}"].dW + decay * net.params[f"W{i}"]
+        assert np.array_equal(grads[f"W{i}"], book)
+
+
 def test_multi_layer_loss_without_decay_calls_no_blas(rng, monkeypatch):
     """λ = 0 adds 0 (NaN when a W is not finite, as the book's 0·Σw²) without NumPy's BLAS:
     a BLAS call wakes OpenBLAS's threads, which then spin on the kernels' cores."""

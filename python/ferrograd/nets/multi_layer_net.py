@@ -329,7 +329,9 @@ class MultiLayerNet(ModelMixin):
             One array per ``params`` key (W, b, and gamma/beta with batch norm).
         """
         x2 = self._batch("gradient", x)
-        self._loss(x2, self._targets("gradient", t, x2.shape[0]), train_flg=True)
+        t2 = self._targets("gradient", t, x2.shape[0])
+        # The loss itself is not needed: no weight-decay term (its gradient is λ·W below).
+        self.last_layer.forward(self._forward(x2, train_flg=True), t2)
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())
         for layer in reversed(layers[1:]):
@@ -339,7 +341,11 @@ class MultiLayerNet(ModelMixin):
         grads: Grads = {}
         for idx in range(1, self.hidden_layer_num + 2):
             affine = self.layers[f"Affine{idx}"]
-            grads[f"W{idx}"] = affine.dW + self.weight_decay_lambda * self.params[f"W{idx}"]
+            # The book's dW + λ·W (at λ = 0: dW, or NaN where W is not finite), in place
+            # of one temporary.
+            decay = self.params[f"W{idx}"] * self.weight_decay_lambda
+            decay += affine.dW
+            grads[f"W{idx}"] = decay
             grads[f"b{idx}"] = affine.db
             if self.use_batchnorm and idx <= self.hidden_layer_num:
                 bn = self.layers[f"BatchNorm{idx}"]
