@@ -2,8 +2,9 @@
 
     python benches/bench_numpy.py [--repeat 30] [--csv] [--threads 2] [--only net]
 
-Contenders alternate (NumPy, ferrograd, NumPy, ...) so machine noise hits both;
-the table gives the median and best of the repeats and the ratio of medians.
+Contenders alternate (NumPy, ferrograd, NumPy, ...) so machine noise hits both; each
+timed block of calls follows a pause and 30 ms of the same calls (the steady state of
+a loop). The table gives the median and best of the repeats and the ratio of medians.
 
 The ``net ...`` rows time the per-call methods a learner types (``TwoLayerNet``
 ``gradient``, ``predict``, ``loss``, ``accuracy``) against the book's NumPy
@@ -166,6 +167,13 @@ def cases(dtype: type) -> list[tuple[str, str, Callable[[], object], Callable[[]
 # runs next.
 PAUSE = 0.15
 
+# Calls before each timed block, for this long: back to the steady state of a loop of
+# calls. After an idle pause a virtual machine's CPUs come back slowly, and the system
+# may wake a contender's second thread on the core of its first, where the two take
+# turns until the scheduler moves one (seen on the 2-core AMD VM: 2 ms of calls left
+# about half of the blocks at one thread's speed, 30 ms none).
+WARM_UP = 0.03
+
 
 def measure(np_call, fg_call, repeat: int) -> tuple[list[float], list[float]]:
     """Alternate the two contenders; seconds per call for each repeat."""
@@ -179,9 +187,8 @@ def measure(np_call, fg_call, repeat: int) -> tuple[list[float], list[float]]:
     for _ in range(repeat):
         for slot, call in enumerate((np_call, fg_call)):
             time.sleep(PAUSE)
-            # Back to the steady state of a loop of calls: thread pools awake, caches
-            # and the CPU's clock warm (a few ms of calls, as many as are timed).
-            for _ in range(inner):
+            start = time.perf_counter()
+            while time.perf_counter() - start < WARM_UP:
                 call()
             start = time.perf_counter()
             for _ in range(inner):

@@ -1,8 +1,9 @@
 """The chapter-5/6 layer objects, book against ferrograd: forward + backward of the same
 layer chains built once from the book's ``common.layers`` and once from
-``ferrograd.layers``, on a real MNIST batch, contenders alternated.
+``ferrograd.layers``, on a real MNIST batch, contenders alternated in blocks of calls
+(``bench_numpy.measure``: a pause, 30 ms of warm-up, ~2 ms timed).
 
-    python benches/book_layers.py --book ~/deep-learning-from-scratch [--repeat 200]
+    python benches/book_layers.py --book ~/deep-learning-from-scratch [--repeat 15]
 
 The book's code is not shipped: point ``--book`` (or FERROGRAD_BOOK) at a checkout of
 oreilly-japan/deep-learning-from-scratch. Chains (784-100-100-10, batch 100):
@@ -21,13 +22,11 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_numpy import _pin_threads
+from bench_numpy import _pin_threads, measure
 
 _THREADS = _pin_threads(sys.argv)
 
@@ -72,24 +71,12 @@ def step(net, x, t) -> None:
         dout = layer.backward(dout)
 
 
-def alternate(contenders: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    for call in contenders.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, call in contenders.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--book", type=Path, default=os.environ.get("FERROGRAD_BOOK"))
-    parser.add_argument("--repeat", type=int, default=200, help="timed rounds (default 200)")
+    parser.add_argument("--repeat", type=int, default=15, help="timed blocks (default 15)")
     parser.add_argument("--threads", type=int, default=2, help="BLAS and ferrograd threads")
     args = parser.parse_args()
     if args.book is None or not (Path(args.book) / "common" / "layers.py").is_file():
@@ -115,15 +102,13 @@ def main() -> int:
             np.random.seed(0)  # noqa: NPY002  (the book's Dropout draws from np.random)
             book = chain(book_layers, dtype, np.random.default_rng(0), **kw)
             mine = chain(fg_layers, dtype, np.random.default_rng(0), **kw)
-            times = alternate(
-                {
-                    "book": lambda n=book, xb=xb, tb=tb: step(n, xb, tb),
-                    "fg": lambda n=mine, xb=xb, tb=tb: step(n, xb, tb),
-                },
+            book_t, fg_t = measure(
+                lambda n=book, xb=xb, tb=tb: step(n, xb, tb),
+                lambda n=mine, xb=xb, tb=tb: step(n, xb, tb),
                 args.repeat,
             )
-            b, f = (statistics.median(times[k]) for k in ("book", "fg"))
-            bb, fb = (min(times[k]) for k in ("book", "fg"))
+            b, f = statistics.median(book_t), statistics.median(fg_t)
+            bb, fb = min(book_t), min(fg_t)
             name = np.dtype(dtype).name
             print(
                 f"| {label} | {name} | {b * 1e6:.0f} µs ({bb * 1e6:.0f}) | "
