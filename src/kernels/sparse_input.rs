@@ -296,20 +296,37 @@ mod avx2 {
     use super::{nonzero_columns_scalar, PACK};
 
     /// The indices base + 0..8 where the 8-bit mask m is set, stored at out[len..]
-    /// (eight lanes written, the count of set bits kept); returns the new length.
+    /// (eight lanes written, the count of set bits kept); returns the new length and
+    /// the permutation that packs the set lanes to the front.
     ///
     /// # Safety
     /// AVX2 and POPCNT must be present and out[len..len + 8] in bounds.
     #[inline(always)]
-    unsafe fn emit(m: usize, base: __m256i, out: &mut [u32], len: usize) -> usize {
+    unsafe fn emit(m: usize, base: __m256i, out: &mut [u32], len: usize) -> (usize, __m256i) {
         // SAFETY: m < 256 indexes the table; the table rows are 32-byte aligned; the
         // caller guarantees the eight lanes at out[len..] are in bounds.
-        unsafe {
+        let perm = unsafe {
             let perm = _mm256_load_si256(PACK.0.as_ptr().add(m & 0xff).cast::<__m256i>());
             let idx = _mm256_add_epi32(base, perm);
             _mm256_storeu_si256(out.as_mut_ptr().add(len).cast::<__m256i>(), idx);
+            perm
+        };
+        (len + m.count_ones() as usize, perm)
+    }
+
+    /// The eight inputs row[c..c + 8] and the mask of the non-zero ones (not-equal,
+    /// unordered: NaN counts as non-zero, ±0 as zero).
+    ///
+    /// # Safety
+    /// AVX2 must be present and c + 8 ≤ row.len().
+    #[inline(always)]
+    unsafe fn nonzero_mask_f32(row: &[f32], c: usize) -> (__m256, usize) {
+        // SAFETY: the caller guarantees the eight lanes at row[c..] are in bounds.
+        unsafe {
+            let v = _mm256_loadu_ps(row.as_ptr().add(c));
+            let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps()));
+            (v, m as usize)
         }
-        len + m.count_ones() as usize
     }
 
     /// # Safety
@@ -318,15 +335,12 @@ mod avx2 {
     pub(super) unsafe fn nonzero_columns_f32(row: &[f32], out: &mut [u32]) -> usize {
         let whole = row.len() / 8 * 8;
         let mut len = 0;
-        let zero = _mm256_setzero_ps();
         for c in (0..whole).step_by(8) {
             // SAFETY: c + 8 ≤ row.len(). len ≤ c (at most one index per input so far),
             // so the eight lanes written at out[len..] end by c + 8 ≤ out.len().
             unsafe {
-                let v = _mm256_loadu_ps(row.as_ptr().add(c));
-                // Not-equal, unordered: NaN counts as non-zero, ±0 as zero.
-                let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, zero)) as usize;
-                len = emit(m, _mm256_set1_epi32(c as i32), out, len);
+                let (_, m) = nonzero_mask_f32(row, c);
+                len = emit(m, _mm256_set1_epi32(c as i32), out, len).0;
             }
         }
         let tail = nonzero_columns_scalar(&row[whole..], &mut out[len..]);
@@ -367,22 +381,15 @@ mod avx2 {
     ) -> usize {
         let whole = row.len() / 8 * 8;
         let mut len = 0;
-        let zero = _mm256_setzero_ps();
         for c in (0..whole).step_by(8) {
             // SAFETY: c + 8 ≤ row.len(); len ≤ c, so the eight lanes written at
-            // cols[len..] and vals[len..] end by c + 8 ≤ their lengths; m < 256 indexes
-            // the 32-byte aligned table.
+            // cols[len..] and vals[len..] end by c + 8 ≤ their lengths.
             unsafe {
-                let v = _mm256_loadu_ps(row.as_ptr().add(c));
-                let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, zero)) as usize;
-                let perm = _mm256_load_si256(PACK.0.as_ptr().add(m & 0xff).cast::<__m256i>());
-                let idx = _mm256_add_epi32(_mm256_set1_epi32(c as i32), perm);
-                _mm256_storeu_si256(cols.as_mut_ptr().add(len).cast::<__m256i>(), idx);
-                _mm256_storeu_ps(
-                    vals.as_mut_ptr().add(len),
-                    _mm256_permutevar8x32_ps(v, perm),
-                );
-                len += m.count_ones() as usize;
+                let (v, m) = nonzero_mask_f32(row, c);
+                let (next, perm) = emit(m, _mm256_set1_epi32(c as i32), cols, len);
+                let packed = _mm256_permutevar8x32_ps(v, perm);
+                _mm256_storeu_ps(vals.as_mut_ptr().add(len), packed);
+                len = next;
             }
         }
         entries_tail(row, whole, cols, vals, len)
@@ -403,7 +410,7 @@ mod avx2 {
                 let m_lo = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_NEQ_UQ>(lo, zero));
                 let m_hi = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_NEQ_UQ>(hi, zero));
                 let m = (m_lo | (m_hi << 4)) as usize;
-                len = emit(m, _mm256_set1_epi32(c as i32), out, len);
+                len = emit(m, _mm256_set1_epi32(c as i32), out, len).0;
             }
         }
         let tail = nonzero_columns_scalar(&row[whole..], &mut out[len..]);
