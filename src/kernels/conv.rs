@@ -417,8 +417,8 @@ fn filters<'a, T: Float>(
         .map_err(|e| KernelError::value("convolution", e.to_string()))
 }
 
-/// The Convolution layer's forward: out[n, f, i, j] = b[f] + Σ_{c,ky,kx}
-/// W[f, c, ky, kx]·x[n, c, i·stride + ky − pad, j·stride + kx − pad] (zero padding).
+/// The Convolution layer's forward: `out[n, f, i, j] = b[f] + Σ_{c,ky,kx}
+/// W[f, c, ky, kx]·x[n, c, i·stride + ky − pad, j·stride + kx − pad]` (zero padding).
 /// x (N, C, H, W), W (FN, C, FH, FW), b (FN,) → (N, FN, oh, ow). Any strides. Runs
 /// images in parallel above [`parallel_worth`]; calls `interrupt` between blocks of
 /// images and stops with [`KernelError::Interrupted`] when it returns true.
@@ -494,8 +494,8 @@ pub fn conv_forward<T: Float>(
 }
 
 /// The Convolution layer's backward: with dout (N, FN, oh, ow),
-/// dW[f] = Σ_n dout[n, f] · cols[n]ᵀ, db[f] = Σ_{n,i,j} dout[n, f, i, j],
-/// dx = col2im(Wᵀ · dout[n]) per image (the book's `col2im(dout·col_Wᵀ)`).
+/// `dW[f] = Σ_n dout[n, f] · cols[n]ᵀ`, `db[f] = Σ_{n,i,j} dout[n, f, i, j]`,
+/// `dx = col2im(Wᵀ · dout[n])` per image (the book's `col2im(dout·col_Wᵀ)`).
 /// x (N, C, H, W), W (FN, C, FH, FW) → dx like x, dW like W, db (FN,). Any strides;
 /// images in parallel above [`parallel_worth`]; `interrupt` as [`conv_forward`].
 pub fn conv_backward<T: Float>(

@@ -4,7 +4,7 @@
 //!
 //! The layer objects compute the same numbers one layer at a time; here the layers
 //! meet inside each block of images, so the large intermediate arrays never leave the
-//! cache: the convolution's product of a few images ([`conv`]'s columns · W1) gets its
+//! cache: the convolution's product of a few images (`conv`'s columns · W1) gets its
 //! bias, ReLU and pooling right away, and only the pooled maxima (a quarter) and their
 //! window positions are kept. Backward needs no ReLU mask and no pooling pass of its
 //! own: the gradient reaches a convolution output only at its window's arg-max, and

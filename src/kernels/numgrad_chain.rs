@@ -4,7 +4,7 @@
 //! decay ½λ·ΣW². Central differences (f(θ + h) − f(θ − h)) / 2h for every parameter,
 //! by brute force (the definition) or by re-evaluating only what a probe moves.
 //!
-//! A probe of W_l[i, j], b_l[j], γ_l[j] or β_l[j] changes column j of layer l alone:
+//! A probe of `W_l[i, j]`, `b_l[j]`, `γ_l[j]` or `β_l[j]` changes column j of layer l alone:
 //! that column is recomputed (its batch norm over the batch, the activation, the
 //! mask), the next layer's affine output gets the rank-one update Δ·W_{l+1}[j, ·], and
 //! the layers after it run on the rows that changed (every row once a batch norm lies

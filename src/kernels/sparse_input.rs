@@ -11,7 +11,7 @@
 //!
 //! Both products keep a block of up to 13 vectors of output columns in registers:
 //! `x·W` while it walks a row's non-zeros (W's rows in L1-sized tiles), `xᵀ·D` while
-//! it walks an input's non-zeros, regrouped by input ([`InputColumns`]), so each
+//! it walks an input's non-zeros, regrouped by input (`InputColumns`), so each
 //! output row is written once. The team's threads share a product worth two:
 //! `x·W` by blocks of rows, `xᵀ·D` by ranges of inputs holding half the non-zeros
 //! each; either way every output element sums its terms in the same order whatever
