@@ -276,6 +276,12 @@ fn wait_for_job(slot: &TeamSlot) -> *mut TeamJob {
     }
 }
 
+/// Whether a [`split`] called now would run serially because the team is taken (by
+/// another call, or by the split this code runs in).
+pub fn team_taken() -> bool {
+    team().is_some_and(|t| t.busy.load(Ordering::Acquire))
+}
+
 /// Threads a [`split`] may use now: 1 + the team's threads (1 in a forked child).
 pub fn team_threads() -> usize {
     team().map_or(1, |t| t.slots.len() + 1)

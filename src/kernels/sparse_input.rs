@@ -676,7 +676,10 @@ fn transposed_times<T: Float>(
     for (src, dst) in dm.chunks_exact(h).zip(dp.chunks_exact_mut(hp)) {
         dst[..h].copy_from_slice(src);
     }
-    let parts = if worth_the_team::<T>(n, d, h) {
+    // One part when the team is taken (inside a part of another split, as a half of
+    // `TwoLayerNet::gradient`): the parts would run one after the other, each regrouping
+    // its inputs' non-zeros over every row. The result is the same either way.
+    let parts = if worth_the_team::<T>(n, d, h) && !parallel::team_taken() {
         MEDIUM_PARTS
     } else {
         1
