@@ -58,6 +58,13 @@ pub trait Float:
     /// (at least as long as `row`), and their count ([`sparse_input`]).
     fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize;
 
+    /// [`Float::nonzero_columns`] and the entries' values, converted to T as `astype`
+    /// would, to the front of `vals` (at least as long as `row`); their count.
+    #[inline(always)]
+    fn nonzero_entries<T: Float>(row: &[Self], cols: &mut [u32], vals: &mut [T]) -> usize {
+        sparse_input::nonzero_entries_copied(row, cols, vals)
+    }
+
     /// The pool of reusable column lists of this type ([`sparse_input::NonZeroColumns`]).
     fn column_pool() -> &'static Mutex<Vec<sparse_input::NonZeroColumns<Self>>>;
 }
@@ -83,6 +90,11 @@ impl Float for f32 {
     #[inline(always)]
     fn nonzero_columns(row: &[Self], out: &mut [u32]) -> usize {
         sparse_input::nonzero_columns_f32(row, out)
+    }
+
+    #[inline(always)]
+    fn nonzero_entries<T: Float>(row: &[Self], cols: &mut [u32], vals: &mut [T]) -> usize {
+        sparse_input::nonzero_entries_f32(row, cols, vals)
     }
 
     fn column_pool() -> &'static Mutex<Vec<sparse_input::NonZeroColumns<Self>>> {

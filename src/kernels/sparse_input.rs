@@ -124,19 +124,11 @@ impl<T: Float> NonZeroColumns<T> {
             let Some(row) = row.to_slice() else {
                 return self.give_up();
             };
-            let (cols, vals) = (&mut self.cols[len..len + d], &mut self.vals[len..len + d]);
-            let found = if TypeId::of::<U>() == TypeId::of::<f32>() {
-                // SAFETY: U is f32: the same type, so the same memory and length.
-                let row = unsafe { &*(std::ptr::from_ref::<[U]>(row) as *const [f32]) };
-                nonzero_entries_f32(row, cols, vals)
-            } else {
-                let found = U::nonzero_columns(row, cols);
-                // The row is in L1 now: copy its non-zero values next to their columns.
-                for (v, &c) in vals[..found].iter_mut().zip(&cols[..found]) {
-                    *v = T::lit(row[c as usize].to_f64());
-                }
-                found
-            };
+            let found = U::nonzero_entries(
+                row,
+                &mut self.cols[len..len + d],
+                &mut self.vals[len..len + d],
+            );
             len += found;
             self.starts.push(len);
             if len > limit(r + GRACE_ROWS) {
@@ -272,9 +264,20 @@ pub fn nonzero_entries_f32<T: Float>(row: &[f32], cols: &mut [u32], vals: &mut [
             };
         }
     }
-    let found = nonzero_columns_f32(row, cols);
+    nonzero_entries_copied(row, cols, vals)
+}
+
+/// [`Float::nonzero_entries`] by the columns, then a copy of their values (the row is
+/// in L1 by then).
+#[inline(always)]
+pub fn nonzero_entries_copied<U: Float, T: Float>(
+    row: &[U],
+    cols: &mut [u32],
+    vals: &mut [T],
+) -> usize {
+    let found = U::nonzero_columns(row, cols);
     for (v, &c) in vals[..found].iter_mut().zip(&cols[..found]) {
-        *v = T::lit(f64::from(row[c as usize]));
+        *v = T::lit(row[c as usize].to_f64());
     }
     found
 }
@@ -676,10 +679,7 @@ fn transposed_times<T: Float>(
     for (src, dst) in dm.chunks_exact(h).zip(dp.chunks_exact_mut(hp)) {
         dst[..h].copy_from_slice(src);
     }
-    // One part when the team is taken (inside a part of another split, as a half of
-    // `TwoLayerNet::gradient`): the parts would run one after the other, each regrouping
-    // its inputs' non-zeros over every row. The result is the same either way.
-    let parts = if worth_the_team::<T>(n, d, h) && !parallel::team_taken() {
+    let parts = if parts_worth_the_team::<T>(n, d, h) {
         MEDIUM_PARTS
     } else {
         1
@@ -760,6 +760,14 @@ pub(crate) fn worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
         >= SPARSE_TEAM_MIN_MAC_BYTES
 }
 
+/// Whether to cut such a product into parts for the team's threads: worth them, and the
+/// team free. Inside a part of another split (a half of `TwoLayerNet::gradient`) the
+/// parts would run one after the other, each walking W1 (`x·W`) or regrouping every
+/// row's non-zeros (`xᵀ·D`) again; the results are the same either way.
+fn parts_worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
+    worth_the_team::<T>(n, d, h) && !parallel::team_taken()
+}
+
 /// Dense multiply-adds × bytes per element from which the zero-skipping products
 /// share their work between the team's threads: 25 MNIST rows times a 784×50 W in
 /// float64.
@@ -770,7 +778,7 @@ pub const SPARSE_TEAM_MIN_MAC_BYTES: usize = 4 * TEAM_MIN_MAC_BYTES;
 fn rows_per_block<T>(n: usize, d: usize, h: usize) -> usize {
     if n > BLOCK_ROWS {
         BLOCK_ROWS
-    } else if n >= 2 && worth_the_team::<T>(n, d, h) {
+    } else if n >= 2 && parts_worth_the_team::<T>(n, d, h) {
         n.div_ceil(MEDIUM_PARTS)
     } else {
         n.max(1)
