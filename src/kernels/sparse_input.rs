@@ -11,7 +11,7 @@
 //!
 //! Both products keep a block of up to 13 vectors of output columns in registers:
 //! `x·W` while it walks a row's non-zeros (W's rows in L1-sized tiles), `xᵀ·D` while
-//! it walks an input's non-zeros, regrouped by input (`InputColumns`), so each
+//! it walks an input's non-zeros, found by input in bit masks (`InputMasks`), so each
 //! output row is written once. The team's threads share a product worth two:
 //! `x·W` by blocks of rows, `xᵀ·D` by ranges of inputs holding half the non-zeros
 //! each; either way every output element sums its terms in the same order whatever
@@ -550,12 +550,11 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
 /// One column block of `g += xᵀ·D` input by input: for each input i of the part,
 /// the sum over its non-zeros x[r, i]·D[r, c0..c0 + B] in registers (D's rows read
 /// from `dp`, padded to `hp` columns), then added once to row i of g. The rows r come
-/// in ascending order, so each element of g sums its terms in the batch's order.
-/// `col` lists the part's inputs: input lo + k has entries `starts[k]..starts[k + 1]`
-/// of `rows` and `vals`. g holds the part's rows of the (d, h) result.
+/// in ascending order (the bits of the input's masks), so each element of g sums its
+/// terms in the batch's order. g holds the part's rows of the (d, h) result.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn columns_times_block<T: Float, const B: usize>(
-    col: &InputColumns<T>,
+    col: &InputMasks<'_, T>,
     dp: &[T],
     hp: usize,
     g: &mut [T],
@@ -564,14 +563,26 @@ fn columns_times_block<T: Float, const B: usize>(
 ) {
     let fma = has_fma!();
     let width = B.min(h - c0);
-    for (k, out) in g.chunks_exact_mut(h).enumerate() {
-        let (a, b) = (col.starts[k], col.starts[k + 1]);
-        if a == b {
+    let words = col.words;
+    // Each row's values not yet used: the inputs come in ascending order, as do a
+    // row's non-zeros, so the next value of row r is always that of the current input.
+    let mut rest = col.values.clone();
+    for (masks, out) in col.masks.chunks_exact(words).zip(g.chunks_exact_mut(h)) {
+        if masks.iter().all(|&m| m == 0) {
             continue;
         }
         let mut acc = [T::zero(); B];
-        for (&r, &v) in col.rows[a..b].iter().zip(&col.vals[a..b]) {
-            acc = axpy(acc, v, dp, r as usize * hp + c0, fma);
+        for (w, &mask) in masks.iter().enumerate() {
+            let mut bits = mask;
+            while bits != 0 {
+                let r = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some((&v, tail)) = rest[r].split_first() else {
+                    continue;
+                };
+                rest[r] = tail;
+                acc = axpy(acc, v, dp, r * hp + c0, fma);
+            }
         }
         for (o, &s) in out[c0..c0 + width].iter_mut().zip(&acc) {
             *o = *o + s;
@@ -579,49 +590,41 @@ fn columns_times_block<T: Float, const B: usize>(
     }
 }
 
-/// The non-zeros of inputs lo..hi of a compressed batch, grouped by input (the
-/// transpose of [`CompressedRows`]' layout): input lo + k has the batch rows
-/// `rows[starts[k]..starts[k + 1]]` (ascending) with values `vals[..]`.
-struct InputColumns<T> {
-    starts: Vec<usize>,
-    rows: Vec<u32>,
-    vals: Vec<T>,
+/// The non-zeros of inputs lo..hi of a compressed batch, grouped by input without
+/// moving them: bit r % 64 of `masks[(i - lo) * words + r / 64]` is set when
+/// x[r, i] ≠ 0, and `values[r]` holds row r's values from input lo on (ascending
+/// inputs, up to hi). One OR per non-zero, where a sort by input (count, then place
+/// rows and values) took as long as the multiply-adds.
+struct InputMasks<'a, T> {
+    words: usize,
+    masks: Vec<u64>,
+    values: Vec<&'a [T]>,
 }
 
-impl<T: Float> InputColumns<T> {
-    /// Groups the non-zeros of x's inputs lo..hi (two passes: count, then place).
-    fn of(compressed: &CompressedRows<T>, (lo, hi): (usize, usize)) -> Self {
-        let width = hi - lo;
-        // Each row's non-zero columns within lo..hi, then how many each input has.
-        let mut segments: Vec<(usize, &[u32], &[T])> = Vec::new();
-        let mut starts = vec![0_usize; width + 1];
+impl<'a, T: Float> InputMasks<'a, T> {
+    /// The masks of x's inputs lo..hi (x with n rows, compressed in `compressed`).
+    fn of(compressed: &'a CompressedRows<T>, n: usize, (lo, hi): (usize, usize)) -> Self {
+        let words = n.div_ceil(64).max(1);
+        let mut masks = vec![0_u64; (hi - lo) * words];
+        let mut values = Vec::with_capacity(n);
         for block in &compressed.blocks {
             for r in 0..block.nz.nrows() {
                 let cols = block.nz.row(r);
                 let a = cols.partition_point(|&c| (c as usize) < lo);
                 let z = a + cols[a..].partition_point(|&c| (c as usize) < hi);
+                let row = block.first + r;
+                let (word, bit) = (row / 64, 1_u64 << (row % 64));
                 for &c in &cols[a..z] {
-                    starts[c as usize - lo + 1] += 1;
+                    masks[(c as usize - lo) * words + word] |= bit;
                 }
-                segments.push((block.first + r, &cols[a..z], &block.nz.row_values(r)[a..z]));
+                values.push(&block.nz.row_values(r)[a..z]);
             }
         }
-        for k in 1..=width {
-            starts[k] += starts[k - 1];
+        InputMasks {
+            words,
+            masks,
+            values,
         }
-        let total = starts[width];
-        let mut next = starts[..width].to_vec();
-        let (mut rows, mut vals) = (vec![0_u32; total], vec![T::zero(); total]);
-        for (r, cols, values) in segments {
-            for (&c, &v) in cols.iter().zip(values) {
-                let k = c as usize - lo;
-                let at = next[k];
-                rows[at] = r as u32;
-                vals[at] = v;
-                next[k] = at + 1;
-            }
-        }
-        InputColumns { starts, rows, vals }
     }
 }
 
@@ -703,7 +706,7 @@ fn transposed_times<T: Float>(
         let Some(part) = part.as_slice_mut() else {
             return;
         };
-        let col = InputColumns::of(rows, range);
+        let col = InputMasks::of(rows, n, range);
         for &(c0, b) in &blocks {
             let f = match b {
                 4 => columns_times_block::<T, 4>,
@@ -762,8 +765,8 @@ pub(crate) fn worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
 
 /// Whether to cut such a product into parts for the team's threads: worth them, and the
 /// team free. Inside a part of another split (a half of `TwoLayerNet::gradient`) the
-/// parts would run one after the other, each walking W1 (`x·W`) or regrouping every
-/// row's non-zeros (`xᵀ·D`) again; the results are the same either way.
+/// parts would run one after the other, each walking W1 (`x·W`) or every row's
+/// non-zeros (`xᵀ·D`) again; the results are the same either way.
 fn parts_worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
     worth_the_team::<T>(n, d, h) && !parallel::team_taken()
 }
@@ -1086,6 +1089,47 @@ mod tests {
         );
         // A transposed view has no contiguous rows.
         assert!(NonZeroColumns::<f32>::of(sparse.t()).is_none());
+    }
+
+    #[test]
+    fn transposed_products_find_every_row_of_every_input() {
+        // xᵀ·D from the masks against the naive sum, exact (small integers): batches
+        // across the 64-row words of the masks, over one and two row blocks, with one
+        // and two column blocks, and one large enough for two ranges of inputs.
+        let x_of = |n: usize, d: usize| {
+            Array2::from_shape_fn((n, d), |(i, j)| {
+                if (i * 7 + j * 3) % 5 == 0 && j % 11 != 4 {
+                    ((i + 2 * j) % 9) as f64 - 4.0
+                } else {
+                    0.0
+                }
+            })
+        };
+        for (n, d, h) in [
+            (1, 64, 600),
+            (63, 100, 50),
+            (64, 100, 50),
+            (65, 300, 100),
+            (129, 784, 50),
+            (700, 784, 50),
+        ] {
+            let x = x_of(n, d);
+            let dm = Array2::from_shape_fn((n, h), |(i, j)| ((i * 13 + j * 5) % 23) as f64 - 11.0);
+            let rows = compress_for_products::<f64, f64>(x.view(), h);
+            assert!(rows.is_some(), "{n}×{d} not compressed");
+            let mut g = Array2::from_elem((d, h), 0.5);
+            transposed_times_out(
+                x.view(),
+                rows.as_ref(),
+                dm.view(),
+                Out::Into(g.view_mut(), true),
+            );
+            let want = Array2::from_shape_fn((d, h), |(i, j)| {
+                0.5 + (0..n).map(|r| x[[r, i]] * dm[[r, j]]).sum::<f64>()
+            });
+            assert_eq!(g, want, "{n}×{d}·{h}");
+        }
+        assert!(worth_the_team::<f64>(700, 784, 50));
     }
 
     #[test]
