@@ -446,8 +446,10 @@ fn zero_skipping_products_keep_nan_and_inf() -> Result<()> {
 }
 
 /// The two-layer net's gradient on sparse input equals the backprop through naive
-/// products: batches of 100 and 101 rows (two halves of rows, added; an odd batch
-/// cuts unevenly) and of 40 (one pass), with labels and with one-hot targets.
+/// products: batches of 100 and 101 rows (two halves of rows, summed into one dW1; an
+/// odd batch cuts unevenly) and of 40 (one pass), with labels and with one-hot
+/// targets; with a dense second half (that half's dW1 by the GEMM, added after) and
+/// dense throughout.
 #[test]
 fn two_layer_gradient_on_sparse_input_matches_the_naive_backprop() -> Result<()> {
     let (d, h, k) = (784, 50, 10);
@@ -461,8 +463,17 @@ fn two_layer_gradient_on_sparse_input_matches_the_naive_backprop() -> Result<()>
         b2: b2.view(),
         activation: Activation::Sigmoid,
     };
-    for (n, one_hot) in [(100, false), (101, true), (40, false)] {
-        let x = sparse_input(n, d, 0.19, 4);
+    for (n, one_hot, dense_from) in [
+        (100, false, 100),
+        (101, true, 101),
+        (40, false, 40),
+        (100, false, 50),
+        (100, true, 0),
+    ] {
+        let mut x = sparse_input(n, d, 0.19, 4);
+        x.slice_mut(ndarray::s![dense_from.., ..])
+            .indexed_iter_mut()
+            .for_each(|((r, i), v)| *v = 0.1 + unit(r * d + i));
         let t = Array1::from_shape_fn(n, |r| (unit(7 * r) * k as f64) as i64);
         let t1 = Array2::from_shape_fn((n, k), |(r, c)| f64::from(u8::from(t[r] == c as i64)));
         let targets = if one_hot {

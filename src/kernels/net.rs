@@ -2,7 +2,12 @@
 //! chapters 4–5 (forward, `predict`, `loss` and the backprop `gradient`), and the
 //! layers of any fully connected net for the batched prediction ([`super::predict`]).
 
-use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, Axis, Ix2};
+use std::mem::MaybeUninit;
+use std::sync::PoisonError;
+
+use ndarray::{
+    Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Axis, Ix2,
+};
 
 use super::activation::{activation_backward, Activation};
 use super::loss::{cross_entropy_error, softmax_cross_entropy_backward_of};
@@ -10,7 +15,7 @@ use super::math::{add_slice, map_slice_uninit};
 use super::matmul::{gemm_into, Out};
 use super::parallel;
 use super::softmax::softmax_into;
-use super::sparse_input::{self, CompressedRows};
+use super::sparse_input::{self, CompressedRows, TransposedProduct};
 use super::{Float, Targets};
 use crate::error::{fmt_shape, try_uninit, try_zeros2, KernelError, Result};
 
@@ -203,52 +208,72 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     ///
     /// A batch worth two threads ([`HALVES_MIN_ROWS`] rows or more) goes through in two
     /// halves of rows, each half's whole forward and backward pass on one thread, so
-    /// its rows, activations and gradients stay in that core's cache; the halves'
-    /// gradients are then added (dW1 by ranges of inputs on both threads). The cut
-    /// depends on the batch only, so the result is the same with any number of threads.
+    /// its rows, activations and gradients stay in that core's cache. Each half adds
+    /// its dW1 terms into the one dW1 range by range of inputs ([`HalvesSum`]); the
+    /// small gradients are added after. The cut depends on the batch only, so the
+    /// result is the same with any number of threads.
     pub fn gradient<U: Float>(
         &self,
         x: ArrayView2<'_, U>,
         t: Targets<'_, T>,
     ) -> Result<Gradients<T>> {
-        self.check("gradient", &x)?;
+        const OP: &str = "gradient";
+        self.check(OP, &x)?;
         let (n, (d, h, k)) = (x.nrows(), self.sizes());
         // Before any work, and before the targets are cut into halves.
-        t.check("gradient", n, k)?;
+        t.check(OP, n, k)?;
         if n < HALVES_MIN_ROWS || !sparse_input::worth_the_team::<T>(n, d, h) {
             return self.gradient_of_rows(x, t, n);
         }
         let cut = n.div_ceil(2);
         let halves = [(0, cut), (cut, n)];
-        let slots: Vec<std::sync::Mutex<Option<Result<Gradients<T>>>>> =
+        let mut w1 = try_uninit(OP, Ix2(d, h))?;
+        let sum = HalvesSum::new(w1.view_mut());
+        let slots: Vec<std::sync::Mutex<Option<Result<Half<T>>>>> =
             halves.iter().map(|_| std::sync::Mutex::new(None)).collect();
         parallel::split(halves.len(), &|i| {
             let (lo, hi) = halves[i];
             let rows = x.slice(ndarray::s![lo..hi, ..]);
-            let g = self.gradient_of_rows(rows, t.rows(lo, hi), n);
+            let half = self
+                .backward_of_rows(rows, t.rows(lo, hi), n)
+                .and_then(|b| {
+                    // From the non-zeros into the shared dW1; else a product of its own.
+                    let own = match TransposedProduct::of(rows, b.nz.as_ref(), b.da1.view()) {
+                        Some(product) => {
+                            sum.add(i, &product);
+                            None
+                        }
+                        None => Some(dw1_of(rows, None, b.da1.view())?),
+                    };
+                    Ok(Half { own, back: b })
+                });
             if let Ok(mut slot) = slots[i].lock() {
-                *slot = Some(g);
+                *slot = Some(half);
             }
         });
+        sum.finish();
+        // SAFETY: `finish` has written every range no half wrote.
+        let mut w1 = unsafe { w1.assume_init() };
         let mut parts = slots
             .into_iter()
             .filter_map(|s| s.into_inner().ok().flatten());
         let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
             return self.gradient_of_rows(x, t, n);
         };
-        let (mut sum, other) = (first?, second?);
-        // dW1 += the second half's, by ranges of inputs on the team's threads.
-        let per = d.div_ceil(2).max(1);
-        let pairs: Vec<_> = sum
-            .w1
-            .axis_chunks_iter_mut(Axis(0), per)
-            .zip(other.w1.axis_chunks_iter(Axis(0), per))
-            .collect();
-        parallel::split_items(pairs, |(mut a, b)| add(a.view_mut(), b));
-        add(sum.w2.view_mut(), other.w2.view());
-        add(sum.b1.view_mut(), other.b1.view());
-        add(sum.b2.view_mut(), other.b2.view());
-        Ok(sum)
+        let (first, second) = (first?, second?);
+        for own in [&first.own, &second.own].into_iter().flatten() {
+            add(w1.view_mut(), own.view());
+        }
+        let (mut g, other) = (first.back, second.back);
+        add(g.w2.view_mut(), other.w2.view());
+        add(g.b1.view_mut(), other.b1.view());
+        add(g.b2.view_mut(), other.b2.view());
+        Ok(Gradients {
+            w1,
+            b1: g.b1,
+            w2: g.w2,
+            b2: g.b2,
+        })
     }
 
     /// The gradient's terms of the rows x (targets t) of a batch of `batch` rows:
@@ -259,6 +284,24 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         t: Targets<'_, T>,
         batch: usize,
     ) -> Result<Gradients<T>> {
+        let b = self.backward_of_rows(x, t, batch)?;
+        let w1 = dw1_of(x, b.nz.as_ref(), b.da1.view())?;
+        Ok(Gradients {
+            w1,
+            b1: b.b1,
+            w2: b.w2,
+            b2: b.b2,
+        })
+    }
+
+    /// The backward pass of the rows x of a batch of `batch` rows up to dA1: every
+    /// gradient term but dW1 = xᵀ·dA1, and what that is made of.
+    fn backward_of_rows<U: Float>(
+        &self,
+        x: ArrayView2<'_, U>,
+        t: Targets<'_, T>,
+        batch: usize,
+    ) -> Result<Backward<T>> {
         const OP: &str = "gradient";
         // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
         let nz: Option<CompressedRows<T>> = sparse_input::compress_for_products(x, self.w1.ncols());
@@ -266,7 +309,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
             sparse_input::times_out(x, nz.as_ref(), self.w1, a1)
         })?;
         let dy = softmax_cross_entropy_backward_of(y.view(), t, batch)?; // (y − t) / n
-        let (d, h, k) = self.sizes();
+        let (_, h, k) = self.sizes();
         let mut w2 = try_zeros2(OP, h, k)?;
         gemm_into(z1.t(), dy.view(), w2.view_mut(), false); // dW2 = z1ᵀ·dy
         let b2 = dy.sum_axis(Axis(0)); // db2 = Σ_rows dy
@@ -282,17 +325,121 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         ) {
             activation_backward(self.activation, g, a, z, db);
         }
-        // dW1 = xᵀ·da1, each range of inputs written once by the thread that sums it.
-        let mut w1 = try_uninit(OP, Ix2(d, h))?;
-        sparse_input::transposed_times_out(
-            x,
-            nz.as_ref(),
-            da1.view(),
-            Out::Fresh(w1.view_mut(), None),
-        );
-        // SAFETY: `transposed_times_out` writes every element of a fresh output.
-        let w1 = unsafe { w1.assume_init() };
-        Ok(Gradients { w1, b1, w2, b2 })
+        Ok(Backward {
+            nz,
+            da1,
+            b1,
+            w2,
+            b2,
+        })
+    }
+}
+
+/// dW1 = xᵀ·dA1 (x's non-zeros in `nz`, or None for the GEMM), each range of inputs
+/// written once by the thread that sums it.
+fn dw1_of<T: Float, U: Float>(
+    x: ArrayView2<'_, U>,
+    nz: Option<&CompressedRows<T>>,
+    da1: ArrayView2<'_, T>,
+) -> Result<Array2<T>> {
+    let mut w1 = try_uninit("gradient", Ix2(x.ncols(), da1.ncols()))?;
+    sparse_input::transposed_times_out(x, nz, da1, Out::Fresh(w1.view_mut(), None));
+    // SAFETY: `transposed_times_out` writes every element of a fresh output.
+    Ok(unsafe { w1.assume_init() })
+}
+
+/// [`TwoLayerNet::gradient`]'s backward pass of some rows, up to dA1.
+struct Backward<T: Float> {
+    nz: Option<CompressedRows<T>>,
+    da1: Array2<T>,
+    b1: Array1<T>,
+    w2: Array2<T>,
+    b2: Array1<T>,
+}
+
+/// One half's part of [`TwoLayerNet::gradient`]: its small gradients, and its dW1 when
+/// it could not add it into the shared one.
+struct Half<T: Float> {
+    back: Backward<T>,
+    own: Option<Array2<T>>,
+}
+
+/// Ranges of inputs dW1 is cut into for [`HalvesSum`] (about 100 rows of 50 or 100
+/// columns each for MNIST: 40–80 KB in float64).
+const DW1_RANGES: usize = 8;
+
+/// The halves' dW1 summed range by range of inputs, in the one array: each range is
+/// written by the first half to come (zeros, then its terms added) and added to by the
+/// other. Half 0 goes through the ranges from the first, half 1 from the middle, so
+/// the two threads work on different ranges and meet only if one is a range or more
+/// behind (it then waits for the other to leave that range). A sum of two terms is
+/// the same in either order, so the result does not depend on which half came first;
+/// each half reads only its own rows, on its own core.
+struct HalvesSum<'g, T> {
+    ranges: Vec<InputRange<'g, T>>,
+}
+
+/// A range of inputs (lo, hi) and dW1's rows for them.
+type InputRange<'g, T> = ((usize, usize), std::sync::Mutex<RangeState<'g, T>>);
+
+enum RangeState<'g, T> {
+    Unwritten(ArrayViewMut2<'g, MaybeUninit<T>>),
+    Written(ArrayViewMut2<'g, T>),
+    /// Between taking the range and writing it back (only seen after a panic).
+    Taken,
+}
+
+impl<'g, T: Float> HalvesSum<'g, T> {
+    fn new(g: ArrayViewMut2<'g, MaybeUninit<T>>) -> Self {
+        let d = g.nrows();
+        let per = d.div_ceil(DW1_RANGES).max(1);
+        let mut ranges = Vec::with_capacity(DW1_RANGES);
+        let (mut rest, mut lo) = (g, 0);
+        while lo < d {
+            let hi = (lo + per).min(d);
+            let (part, tail) = rest.split_at(Axis(0), hi - lo);
+            ranges.push(((lo, hi), std::sync::Mutex::new(RangeState::Unwritten(part))));
+            (rest, lo) = (tail, hi);
+        }
+        HalvesSum { ranges }
+    }
+
+    /// Adds half `half`'s terms (`product`) to every range, from the first range (half
+    /// 0) or the middle one (half 1) on, wrapping around.
+    fn add(&self, half: usize, product: &TransposedProduct<'_, T>) {
+        let k = self.ranges.len();
+        let mid = k / 2;
+        let spans: &[(usize, usize)] = if half == 0 || mid == 0 {
+            &[(0, k)]
+        } else {
+            &[(mid, k), (0, mid)]
+        };
+        for &(a, b) in spans {
+            let inputs = (self.ranges[a].0 .0, self.ranges[b - 1].0 .1);
+            let mut span = product.span(inputs);
+            for (range, state) in &self.ranges[a..b] {
+                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut g = match std::mem::replace(&mut *state, RangeState::Taken) {
+                    RangeState::Unwritten(c) => Out::Fresh(c, None).ready().0,
+                    RangeState::Written(g) => g,
+                    RangeState::Taken => continue,
+                };
+                if let Some(g) = g.as_slice_mut() {
+                    product.add_next(&mut span, range.1, g);
+                }
+                *state = RangeState::Written(g);
+            }
+        }
+    }
+
+    /// Writes zeros into the ranges no half wrote.
+    fn finish(self) {
+        for (_, state) in self.ranges {
+            let state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
+            if let RangeState::Unwritten(c) = state {
+                Out::Fresh(c, None).ready();
+            }
+        }
     }
 }
 

@@ -547,14 +547,19 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
     }
 }
 
-/// One column block of `g += xᵀ·D` input by input: for each input i of the part,
-/// the sum over its non-zeros x[r, i]·D[r, c0..c0 + B] in registers (D's rows read
-/// from `dp`, padded to `hp` columns), then added once to row i of g. The rows r come
-/// in ascending order (the bits of the input's masks), so each element of g sums its
-/// terms in the batch's order. g holds the part's rows of the (d, h) result.
+/// One column block of `g += xᵀ·D` input by input: for each input i whose masks
+/// are given, the sum over its non-zeros x[r, i]·D[r, c0..c0 + B] in registers (D's
+/// rows read from `dp`, padded to `hp` columns), then added once to row i of g. The
+/// rows r come in ascending order (the bits of the input's masks), so each element of
+/// g sums its terms in the batch's order. `rest` holds each row's values from the
+/// first of these inputs on and is advanced past them. g holds these inputs' rows of
+/// the (d, h) result.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
 fn columns_times_block<T: Float, const B: usize>(
-    col: &InputMasks<'_, T>,
+    masks: &[u64],
+    words: usize,
+    rest: &mut [&[T]],
     dp: &[T],
     hp: usize,
     g: &mut [T],
@@ -563,11 +568,7 @@ fn columns_times_block<T: Float, const B: usize>(
 ) {
     let fma = has_fma!();
     let width = B.min(h - c0);
-    let words = col.words;
-    // Each row's values not yet used: the inputs come in ascending order, as do a
-    // row's non-zeros, so the next value of row r is always that of the current input.
-    let mut rest = col.values.clone();
-    for (masks, out) in col.masks.chunks_exact(words).zip(g.chunks_exact_mut(h)) {
+    for (masks, out) in masks.chunks_exact(words).zip(g.chunks_exact_mut(h)) {
         if masks.iter().all(|&m| m == 0) {
             continue;
         }
@@ -577,6 +578,8 @@ fn columns_times_block<T: Float, const B: usize>(
             while bits != 0 {
                 let r = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
+                // The inputs come in ascending order, as do a row's non-zeros: the
+                // next value of row r is that of this input.
                 let Some((&v, tail)) = rest[r].split_first() else {
                     continue;
                 };
@@ -590,15 +593,17 @@ fn columns_times_block<T: Float, const B: usize>(
     }
 }
 
-/// The non-zeros of inputs lo..hi of a compressed batch, grouped by input without
-/// moving them: bit r % 64 of `masks[(i - lo) * words + r / 64]` is set when
-/// x[r, i] ≠ 0, and `values[r]` holds row r's values from input lo on (ascending
+/// The non-zeros of a span of inputs lo..hi of a compressed batch, grouped by input
+/// without moving them: bit r % 64 of `masks[(i - lo) * words + r / 64]` is set when
+/// x[r, i] ≠ 0, and `rest[r]` holds row r's values from input `next` on (ascending
 /// inputs, up to hi). One OR per non-zero, where a sort by input (count, then place
 /// rows and values) took as long as the multiply-adds.
-struct InputMasks<'a, T> {
+pub(crate) struct InputMasks<'a, T> {
+    lo: usize,
+    next: usize,
     words: usize,
     masks: Vec<u64>,
-    values: Vec<&'a [T]>,
+    rest: Vec<&'a [T]>,
 }
 
 impl<'a, T: Float> InputMasks<'a, T> {
@@ -606,7 +611,7 @@ impl<'a, T: Float> InputMasks<'a, T> {
     fn of(compressed: &'a CompressedRows<T>, n: usize, (lo, hi): (usize, usize)) -> Self {
         let words = n.div_ceil(64).max(1);
         let mut masks = vec![0_u64; (hi - lo) * words];
-        let mut values = Vec::with_capacity(n);
+        let mut rest = Vec::with_capacity(n);
         for block in &compressed.blocks {
             for r in 0..block.nz.nrows() {
                 let cols = block.nz.row(r);
@@ -617,13 +622,15 @@ impl<'a, T: Float> InputMasks<'a, T> {
                 for &c in &cols[a..z] {
                     masks[(c as usize - lo) * words + word] |= bit;
                 }
-                values.push(&block.nz.row_values(r)[a..z]);
+                rest.push(&block.nz.row_values(r)[a..z]);
             }
         }
         InputMasks {
+            lo,
+            next: lo,
             words,
             masks,
-            values,
+            rest,
         }
     }
 }
@@ -666,23 +673,9 @@ fn rows_times<T: Float>(d: usize, nz: &NonZeroColumns<T>, w: &[T], c: &mut [T], 
 /// row-major but x (rows contiguous). Products worth two threads are cut by inputs,
 /// at the input that halves the non-zeros; each row of g is summed by one thread in
 /// the order of the batch's rows, so the result does not depend on the cut.
-///
-/// Column blocks of whole vectors, as in [`rows_times`]: D is copied once into rows
-/// padded to the blocks' total width, so that a block never reads past a row.
-fn transposed_times<T: Float>(
-    (n, d): (usize, usize),
-    rows: &CompressedRows<T>,
-    dm: &[T],
-    g: Out<'_, T>,
-) {
-    let h = dm.len() / n.max(1);
-    let blocks = vector_blocks::<T>(h);
-    let hp = blocks.iter().map(|&(_, b)| b).sum::<usize>();
-    let mut dp = vec![T::zero(); n * hp];
-    for (src, dst) in dm.chunks_exact(h).zip(dp.chunks_exact_mut(hp)) {
-        dst[..h].copy_from_slice(src);
-    }
-    let parts = if parts_worth_the_team::<T>(n, d, h) {
+fn transposed_times<T: Float>(d: usize, product: TransposedProduct<'_, T>, g: Out<'_, T>) {
+    let (n, rows) = (product.n, product.rows);
+    let parts = if parts_worth_the_team::<T>(n, d, product.h) {
         MEDIUM_PARTS
     } else {
         1
@@ -703,11 +696,71 @@ fn transposed_times<T: Float>(
         if !accumulate {
             part.fill(T::zero());
         }
-        let Some(part) = part.as_slice_mut() else {
-            return;
-        };
-        let col = InputMasks::of(rows, n, range);
-        for &(c0, b) in &blocks {
+        if let Some(part) = part.as_slice_mut() {
+            product.add_next(&mut product.span(range), range.1, part);
+        }
+    });
+}
+
+/// xᵀ·D of a compressed batch x, to be added range by range of inputs (rows of the
+/// (d, h) result). D is copied once into rows padded to the column blocks' total
+/// width ([`vector_blocks`]), so that a block never reads past a row.
+pub(crate) struct TransposedProduct<'a, T: Float> {
+    rows: &'a CompressedRows<T>,
+    n: usize,
+    h: usize,
+    blocks: Vec<(usize, usize)>,
+    hp: usize,
+    dp: Vec<T>,
+}
+
+impl<'a, T: Float> TransposedProduct<'a, T> {
+    /// The product of x's rows (`rows`, n of them) and D (n × h, row-major `dm`).
+    fn new(n: usize, rows: &'a CompressedRows<T>, dm: &[T]) -> Self {
+        let h = dm.len() / n.max(1);
+        let blocks = vector_blocks::<T>(h);
+        let hp = blocks.iter().map(|&(_, b)| b).sum::<usize>();
+        let mut dp = vec![T::zero(); n * hp];
+        for (src, dst) in dm.chunks_exact(h).zip(dp.chunks_exact_mut(hp)) {
+            dst[..h].copy_from_slice(src);
+        }
+        TransposedProduct {
+            rows,
+            n,
+            h,
+            blocks,
+            hp,
+            dp,
+        }
+    }
+
+    /// The product of x (compressed in `rows`) and D from x's non-zeros, or None where
+    /// [`transposed_times_out`] takes the GEMM (x dense, D not contiguous or not finite).
+    pub(crate) fn of<U: Float>(
+        x: ArrayView2<'_, U>,
+        rows: Option<&'a CompressedRows<T>>,
+        dm: ArrayView2<'_, T>,
+    ) -> Option<Self> {
+        let (rows, ds) = (rows?, dm.as_slice()?);
+        (covers(rows, x.nrows()) && dm.nrows() == x.nrows() && all_finite(dm))
+            .then(|| Self::new(x.nrows(), rows, ds))
+    }
+
+    /// The non-zeros of inputs lo..hi, to be added range by range in ascending order
+    /// ([`TransposedProduct::add_next`]).
+    pub(crate) fn span(&self, range: (usize, usize)) -> InputMasks<'a, T> {
+        InputMasks::of(self.rows, self.n, range)
+    }
+
+    /// g (the rows next..upto of the (d, h) result, row-major; `next` where the span's
+    /// last range ended) += the terms of those inputs: each element of g gets one
+    /// addition, of its sum over the batch's rows in their order.
+    pub(crate) fn add_next(&self, span: &mut InputMasks<'a, T>, upto: usize, g: &mut [T]) {
+        let (h, hp, words) = (self.h, self.hp, span.words);
+        let masks = &span.masks[(span.next - span.lo) * words..(upto - span.lo) * words];
+        // Each column block walks the rows' values from the same place.
+        let start = span.rest.clone();
+        for &(c0, b) in &self.blocks {
             let f = match b {
                 4 => columns_times_block::<T, 4>,
                 8 => columns_times_block::<T, 8>,
@@ -725,9 +778,11 @@ fn transposed_times<T: Float>(
                 96 => columns_times_block::<T, 96>,
                 _ => columns_times_block::<T, 104>,
             };
-            f(&col, &dp, hp, part, h, c0);
+            span.rest.copy_from_slice(&start);
+            f(masks, words, &mut span.rest, &self.dp, hp, g, h, c0);
         }
-    });
+        span.next = upto;
+    }
 }
 
 /// Column blocks (start, width) of whole AVX2 vectors covering h columns: 12 vectors
@@ -937,9 +992,9 @@ pub(crate) fn transposed_times_out<T: Float, U: Float>(
     dm: ArrayView2<'_, T>,
     g: Out<'_, T>,
 ) {
-    if let (Some(rows), Some(ds), true) = (rows, dm.as_slice(), g.is_standard_layout()) {
-        if covers(rows, x.nrows()) && all_finite(dm) {
-            return transposed_times(x.dim(), rows, ds, g);
+    if g.is_standard_layout() {
+        if let Some(product) = TransposedProduct::of(x, rows, dm) {
+            return transposed_times(x.ncols(), product, g);
         }
     }
     gemm_out(converted::<T, U>(x).t(), dm, g);
