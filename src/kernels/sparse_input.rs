@@ -25,6 +25,7 @@
 use multiversion::multiversion;
 use multiversion::target::target_cfg;
 use std::any::TypeId;
+use std::marker::PhantomData;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2};
 
@@ -551,22 +552,23 @@ fn rows_times_block<T: Float, const B: usize, const FOUR: bool>(
 /// are given, the sum over its non-zeros x[r, i]·D[r, c0..c0 + B] in registers (D's
 /// rows read from `dp`, padded to `hp` columns), then added once to row i of g. The
 /// rows r come in ascending order (the bits of the input's masks), so each element of
-/// g sums its terms in the batch's order. `start` holds each row's values from the
-/// first of these inputs on; returned: each row's values after them (a local copy of
-/// the cursors: advanced through a `&mut` slice instead, the 12-vector blocks compiled
-/// three times slower). g holds these inputs' rows of the (d, h) result.
+/// g sums its terms in the batch's order. `start` points at each row's value for the
+/// first of these inputs; returned: the cursors past them (a local copy: advanced
+/// through a `&mut` slice instead, the 12-vector blocks compiled three times slower;
+/// slices instead of pointers cost a fifth more). g holds these inputs' rows of the
+/// (d, h) result.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn columns_times_block<'v, T: Float, const B: usize>(
+fn columns_times_block<T: Float, const B: usize>(
     masks: &[u64],
     words: usize,
-    start: &[&'v [T]],
+    start: &[*const T],
     dp: &[T],
     hp: usize,
     g: &mut [T],
     h: usize,
     c0: usize,
-) -> Vec<&'v [T]> {
+) -> Vec<*const T> {
     let fma = has_fma!();
     let width = B.min(h - c0);
     let mut rest = start.to_vec();
@@ -582,10 +584,12 @@ fn columns_times_block<'v, T: Float, const B: usize>(
                 bits &= bits - 1;
                 // The inputs come in ascending order, as do a row's non-zeros: the
                 // next value of row r is that of this input.
-                let Some((&v, tail)) = rest[r].split_first() else {
-                    continue;
-                };
-                rest[r] = tail;
+                let p = rest[r];
+                // SAFETY: the masks and the cursors come from the same entries
+                // (`InputMasks::of`): row r has one value left at p for each of its set
+                // bits in the masks still to come, this one included.
+                let v = unsafe { p.read() };
+                rest[r] = p.wrapping_add(1);
                 acc = axpy(acc, v, dp, r * hp + c0, fma);
             }
         }
@@ -598,15 +602,17 @@ fn columns_times_block<'v, T: Float, const B: usize>(
 
 /// The non-zeros of a span of inputs lo..hi of a compressed batch, grouped by input
 /// without moving them: bit r % 64 of `masks[(i - lo) * words + r / 64]` is set when
-/// x[r, i] ≠ 0, and `rest[r]` holds row r's values from input `next` on (ascending
-/// inputs, up to hi). One OR per non-zero, where a sort by input (count, then place
+/// x[r, i] ≠ 0, and `rest[r]` points at row r's value for its first non-zero input
+/// from `next` on (its values follow in ascending inputs, up to hi). One OR per non-zero, where a sort by input (count, then place
 /// rows and values) took as long as the multiply-adds.
 pub(crate) struct InputMasks<'a, T> {
     lo: usize,
     next: usize,
     words: usize,
     masks: Vec<u64>,
-    rest: Vec<&'a [T]>,
+    rest: Vec<*const T>,
+    /// The compressed rows `rest` points into.
+    values: PhantomData<&'a [T]>,
 }
 
 impl<'a, T: Float> InputMasks<'a, T> {
@@ -625,7 +631,7 @@ impl<'a, T: Float> InputMasks<'a, T> {
                 for &c in &cols[a..z] {
                     masks[(c as usize - lo) * words + word] |= bit;
                 }
-                rest.push(&block.nz.row_values(r)[a..z]);
+                rest.push(block.nz.row_values(r)[a..z].as_ptr());
             }
         }
         InputMasks {
@@ -634,6 +640,7 @@ impl<'a, T: Float> InputMasks<'a, T> {
             words,
             masks,
             rest,
+            values: PhantomData,
         }
     }
 }
