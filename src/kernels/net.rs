@@ -209,7 +209,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     /// A batch worth two threads ([`HALVES_MIN_ROWS`] rows or more) goes through in two
     /// halves of rows, each half's whole forward and backward pass on one thread, so
     /// its rows, activations and gradients stay in that core's cache. Each half adds
-    /// its dW1 terms into the one dW1 range by range of inputs ([`HalvesSum`]); the
+    /// its dW1 terms into the one dW1 range by range of inputs (`HalvesSum`); the
     /// small gradients are added after. The cut depends on the batch only, so the
     /// result is the same with any number of threads.
     pub fn gradient<U: Float>(
