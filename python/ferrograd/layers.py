@@ -410,7 +410,7 @@ class Affine:
         same = self.x.dtype == self.W.dtype or self.x.dtype == np.float32
         x = self.x if same else self.x.astype(self.W.dtype)
         self.dW = _core.matmul(x, d, trans_a=True)  # dW = xᵀ · dout
-        self.db = np.sum(d, axis=0)  # db = Σₙ dout
+        self.db = np.add.reduce(d, axis=0)  # db = Σₙ dout (np.sum without its wrapper)
         return d, self.original_x_shape
 
 
@@ -984,14 +984,15 @@ class BatchNormalization:
     def _backward(self, dout: FloatArray) -> FloatArray:
         assert self.xc is not None and self.xn is not None and self.std is not None
         assert self.batch_size is not None
-        dbeta = dout.sum(axis=0)
-        dgamma = np.sum(self.xn * dout, axis=0)
+        dbeta = np.add.reduce(dout, axis=0)
+        # np.add.reduce is np.sum without its Python wrapper (2 µs a call).
+        dgamma = np.add.reduce(self.xn * dout, axis=0)
         dxn = self.gamma * dout
         dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dstd = -np.add.reduce((dxn * self.xc) / (self.std * self.std), axis=0)
         dvar = 0.5 * dstd / self.std
         dxc += (2.0 / self.batch_size) * self.xc * dvar  # dxc is a fresh array: dout untouched
-        dmu = np.sum(dxc, axis=0)
+        dmu = np.add.reduce(dxc, axis=0)
         dx = dxc - dmu / self.batch_size
         self.dgamma = dgamma
         self.dbeta = dbeta
