@@ -64,6 +64,31 @@ def test_layer_backward_kernels(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lam", [0.0, 0.1, 1e-3])
+def test_add_scaled_is_numpys_weight_decay_bit_for_bit(dtype, lam, rng):
+    """dW + λ·W as the book's NumPy rounds it: the product, then the sum (no FMA), λ
+    rounded to the dtype; NaN where W is not finite at λ = 0, −0 + 0·W as NumPy; small,
+    strided and large (threaded) arrays."""
+    for shape in [(7, 3), (784, 100), (2000, 1000)]:
+        dw = rng.standard_normal(shape).astype(dtype)
+        w = (rng.standard_normal(shape) * 10.0 ** rng.integers(-8, 8, shape)).astype(dtype)
+        dw[0, :2] = -0.0
+        w[0, 0], w[0, 1], w[1, 0], w[1, 1] = 2.0, -2.0, np.inf, np.nan
+        with np.errstate(invalid="ignore"):  # 0·inf
+            want, want_t = dw + lam * w, dw.T + lam * w.T
+        got = _core.add_scaled(dw, w, lam)
+        assert got.dtype == dtype and got.shape == shape
+        for a, b in ((got, want), (_core.add_scaled(dw.T, w.T, lam), want_t)):
+            bits = [np.ascontiguousarray(v).view(np.uint8) for v in (a, b)]
+            np.testing.assert_array_equal(*bits)
+    with pytest.raises(ValueError, match=r"add_scaled: a has shape \(7, 3\) but b has shape"):
+        _core.add_scaled(np.zeros((7, 3), dtype), np.zeros((3, 7), dtype), 0.1)
+    other = np.float64 if dtype == np.float32 else np.float32
+    with pytest.raises(TypeError, match="add_scaled"):
+        _core.add_scaled(np.zeros(3, dtype), np.zeros(3, other), 0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_1d_and_extreme_logits(dtype):
     y = _core.softmax(np.array([0.3, 2.9, 4.0], dtype=dtype))
     assert y.shape == (3,)

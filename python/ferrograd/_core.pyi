@@ -16,6 +16,7 @@ _Targets = NDArray[np.float32] | NDArray[np.float64] | NDArray[np.int64]
 _Batch = NDArray[np.float32] | NDArray[np.float64]  # either float type, converted inside
 
 def num_threads() -> int: ...
+def add_scaled(a: NDArray[_F], b: NDArray[_F], alpha: float) -> NDArray[_F]: ...
 def optimizer_update(
     name: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
     hyperparameters: dict[str, float],

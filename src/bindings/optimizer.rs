@@ -2,13 +2,16 @@
 //! hyperparameters (given in full by the caller; the defaults live in
 //! `ferrograd.optimizers`).
 
-use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadwriteArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    Element, IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::convert::run;
-use crate::kernels::optimizer::{apply, Optimizer};
+use super::convert::{dispatch, float_array, run, same_dtype};
+use crate::kernels::optimizer::{add_scaled as add_scaled_kernel, apply, Optimizer};
 use crate::kernels::parallel;
 use crate::kernels::Float;
 
@@ -227,3 +230,27 @@ fn update_all<T: Float + Element>(
 /// are shared with the team's threads (a 784×100 layer and up).
 const PIECE: usize = 1 << 14;
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// a + alpha·b elementwise, rounded as NumPy's ``a + alpha * b`` (the weight-decay
+/// gradient dW + λ·W in one pass): a and b of one shape and dtype, float32 or float64.
+#[pyfunction]
+pub fn add_scaled<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    alpha: f64,
+) -> PyResult<Bound<'py, PyAny>> {
+    dispatch!(float_array("add_scaled", "a", a)?, a => add_scaled_t(py, a, b, alpha))
+}
+
+fn add_scaled_t<'py, T: Float + Element>(
+    py: Python<'py>,
+    a: PyReadonlyArrayDyn<'py, T>,
+    b: &Bound<'py, PyAny>,
+    alpha: f64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let b = same_dtype::<T>("add_scaled", "b", b)?;
+    let (a, b) = (a.as_array(), b.as_array());
+    let out = run(py, a.len(), || add_scaled_kernel(a, b, alpha))?;
+    Ok(out.into_pyarray(py).into_any())
+}

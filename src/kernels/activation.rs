@@ -103,11 +103,10 @@ pub(crate) fn map2<T: Float>(
             ),
         ));
     }
-    let mut z = try_zeros(op, x.raw_dim())?;
     if let (Some(xs), Some(ys)) = (x.as_slice(), y.as_slice()) {
-        math::zip_slice(xs, ys, as_slice(&mut z), &f);
-        return Ok(z);
+        return zipped(op, x.raw_dim(), xs, ys, &f);
     }
+    let mut z = try_zeros(op, x.raw_dim())?;
     let zip = Zip::from(&mut z).and(&x).and(&y);
     if !parallel_worth::<T>(x.len()) {
         zip.for_each(|z, &a, &b| *z = f(a, b));
@@ -121,6 +120,34 @@ pub(crate) fn map2<T: Float>(
         });
     }
     Ok(z)
+}
+
+/// `f` of the elements of `xs` and `ys` (as long as each other) as a new array of
+/// shape `dim`, written once: in pieces shared by the team's threads for long ones, as
+/// [`mapped`].
+fn zipped<T: Float>(
+    op: &'static str,
+    dim: IxDyn,
+    xs: &[T],
+    ys: &[T],
+    f: &(impl Fn(T, T) -> T + Sync + Send),
+) -> Result<ArrayD<T>> {
+    let mut z = try_uninit(op, dim)?;
+    let out = as_slice(&mut z);
+    if !parallel_worth::<T>(xs.len()) {
+        math::zip_slice_uninit(xs, ys, out, f);
+    } else {
+        let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
+        let pieces: Vec<_> = xs
+            .chunks(piece)
+            .zip(ys.chunks(piece))
+            .zip(out.chunks_mut(piece))
+            .collect();
+        parallel::split_items(pieces, |((a, b), d)| math::zip_slice_uninit(a, b, d, f));
+    }
+    // SAFETY: every element was written above (`out` is as long as `xs` and `ys`, and
+    // each of its pieces as long as the pieces it is zipped with).
+    Ok(unsafe { z.assume_init() })
 }
 
 /// σ(x) = 1 / (1 + e⁻ˣ). Large |x| saturate to exactly 0 or 1 (e⁻ˣ overflows to ∞

@@ -112,6 +112,20 @@ pub fn zip_slice<T: Copy>(x: &[T], y: &[T], z: &mut [T], f: impl Fn(T, T) -> T) 
     }
 }
 
+/// [`zip_slice`] into memory not yet initialised: writes every element of z (as long
+/// as x and y), compiled the same way.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn zip_slice_uninit<T: Copy>(
+    x: &[T],
+    y: &[T],
+    z: &mut [std::mem::MaybeUninit<T>],
+    f: impl Fn(T, T) -> T,
+) {
+    for ((z, &x), &y) in z.iter_mut().zip(x).zip(y) {
+        z.write(f(x, y));
+    }
+}
+
 /// `z[i] += y[i]`, multiversioned like [`map_slice`].
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn add_slice<T: super::Float>(z: &mut [T], y: &[T]) {

@@ -3,9 +3,24 @@
 //! in f64 and rounded to T as NumPy does.
 
 use multiversion::multiversion;
+use ndarray::{ArrayD, ArrayViewD};
 
+use super::activation::map2;
 use super::Float;
 use crate::error::{KernelError, Result};
+
+/// `a + alpha·b` elementwise, rounded as NumPy's `a + alpha * b` (the product, then the
+/// sum: no fused multiply-add; alpha rounded to T first, as NumPy takes a Python float):
+/// the book's weight-decay gradient dW + λ·W in one pass over the three arrays. Same
+/// shapes, any strides.
+pub fn add_scaled<T: Float>(
+    a: ArrayViewD<'_, T>,
+    b: ArrayViewD<'_, T>,
+    alpha: f64,
+) -> Result<ArrayD<T>> {
+    let alpha = T::lit(alpha);
+    map2("add_scaled", ("a", "b"), a, b, move |x, y| x + alpha * y)
+}
 
 /// ε added to √h (AdaGrad, RMSprop) and √v (Adam), as the book.
 pub const EPS: f64 = 1e-7;

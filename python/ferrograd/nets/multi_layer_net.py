@@ -341,11 +341,13 @@ class MultiLayerNet(ModelMixin):
         grads: Grads = {}
         for idx in range(1, self.hidden_layer_num + 2):
             affine = self.layers[f"Affine{idx}"]
-            # The book's dW + λ·W (at λ = 0: dW, or NaN where W is not finite), in place
-            # of one temporary.
-            decay = self.params[f"W{idx}"] * self.weight_decay_lambda
-            decay += affine.dW
-            grads[f"W{idx}"] = decay
+            # The book's dW + λ·W (at λ = 0: dW, or NaN where W is not finite), in one
+            # pass; a W of another dtype than its layer's (replaced by hand) as NumPy would.
+            w, dw = self.params[f"W{idx}"], affine.dW
+            if isinstance(w, np.ndarray) and w.dtype == dw.dtype and w.shape == dw.shape:
+                grads[f"W{idx}"] = _core.add_scaled(dw, w, self.weight_decay_lambda)
+            else:
+                grads[f"W{idx}"] = dw + self.weight_decay_lambda * w
             grads[f"b{idx}"] = affine.db
             if self.use_batchnorm and idx <= self.hidden_layer_num:
                 bn = self.layers[f"BatchNorm{idx}"]
