@@ -88,6 +88,19 @@ def test_add_scaled_is_numpys_weight_decay_bit_for_bit(dtype, lam, rng):
         _core.add_scaled(np.zeros(3, dtype), np.zeros(3, other), 0.1)
 
 
+def test_batch_norm_kernels_refuse_mismatched_arrays():
+    x, g = np.ones((4, 3)), np.ones(3)
+    with pytest.raises(ValueError, match=r"batch_norm_forward: gamma has 2 entries but the rows"):
+        _core.batch_norm_forward(x, np.ones(2), g, 1e-6)
+    with pytest.raises(TypeError, match="batch_norm_forward"):
+        _core.batch_norm_forward(x.astype(np.float32), g, g, 1e-6)
+    with pytest.raises(ValueError, match=r"batch_norm_forward: x has shape \(0, 3\)"):
+        _core.batch_norm_forward(np.ones((0, 3)), g, g, 1e-6)
+    _, xc, xn, std, _, _ = _core.batch_norm_forward(x, g, g, 1e-6)
+    with pytest.raises(ValueError, match=r"batch_norm_backward: dout has shape \(4, 2\)"):
+        _core.batch_norm_backward(np.ones((4, 2)), xc, xn, std, g)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_1d_and_extreme_logits(dtype):
     y = _core.softmax(np.array([0.3, 2.9, 4.0], dtype=dtype))

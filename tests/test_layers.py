@@ -207,6 +207,57 @@ def test_batchnorm_forward_train_and_test(dtype, rng):
     assert out.dtype == dtype and test_out.dtype == dtype
 
 
+def book_batch_norm(x, gamma, beta, dout, eps=10e-7):
+    """The book's BatchNormalization lines (DLFS common/layers.py), training forward and
+    backward: (out, xc, xn, std, dx, dgamma, dbeta)."""
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = np.mean(xc**2, axis=0)
+    std = np.sqrt(var + eps)
+    xn = xc / std
+    out = gamma * xn + beta
+    n = x.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(xn * dout, axis=0)
+    dxn = gamma * dout
+    dxc = dxn / std
+    dstd = -np.sum((dxn * xc) / (std * std), axis=0)
+    dvar = 0.5 * dstd / std
+    dxc += (2.0 / n) * xc * dvar
+    dmu = np.sum(dxc, axis=0)
+    dx = dxc - dmu / n
+    return out, xc, xn, std, dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(100, 100), (7, 3), (1, 4), (256, 1000), (5, 1), (8, 2, 3, 3)])
+def test_batchnorm_is_the_books_lines_bit_for_bit(dtype, shape, rng):
+    """The training forward and the backward give the book's NumPy results to the bit (a
+    single column, summed pairwise by NumPy, keeps the NumPy lines), and the running
+    statistics move as the book's."""
+    x = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3], shape)).astype(dtype)
+    d = int(np.prod(shape[1:]))
+    gamma, beta = rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    bn = BatchNormalization(gamma.copy(), beta.copy(), momentum=0.9)
+    out, dx = bn.forward(x, train_flg=True), bn.backward(dout)
+    x2, d2 = x.reshape(shape[0], d), dout.reshape(shape[0], d)
+    want = book_batch_norm(x2, gamma, beta, d2)
+    got = (out.reshape(x2.shape), bn.xc, bn.xn, bn.std, dx.reshape(x2.shape), bn.dgamma, bn.dbeta)
+    for name, g, w in zip(
+        ("out", "xc", "xn", "std", "dx", "dgamma", "dbeta"), got, want, strict=True
+    ):
+        assert g.dtype == dtype and g.shape == w.shape, name
+        np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=name)
+    mu, var = x2.mean(axis=0), np.mean((x2 - x2.mean(axis=0)) ** 2, axis=0)
+    np.testing.assert_array_equal(bn.running_mean, (1 - 0.9) * mu)
+    np.testing.assert_array_equal(bn.running_var, (1 - 0.9) * var)
+    # A scalar dout broadcasts as in the book's layer.
+    np.testing.assert_array_equal(
+        bn.backward(1.0).reshape(x2.shape), book_batch_norm(x2, gamma, beta, np.ones_like(x2))[4]
+    )
+
+
 def test_batchnorm_backward_numerical(rng):
     x = rng.standard_normal((6, 3))
     gamma, beta = rng.random(3) + 0.5, rng.standard_normal(3)

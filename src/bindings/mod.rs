@@ -7,6 +7,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod activation;
+mod batch_norm;
 mod conv;
 mod convert;
 mod convnet;
@@ -35,6 +36,8 @@ mod _core {
     use super::activation::{
         relu, relu_backward, relu_grad, sigmoid, sigmoid_backward, sigmoid_grad,
     };
+    #[pymodule_export]
+    use super::batch_norm::{batch_norm_backward, batch_norm_forward};
     #[pymodule_export]
     use super::conv::{col2im, conv_backward, conv_forward, im2col};
     #[pymodule_export]

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod aligned;
+pub mod batch_norm;
 pub mod conv;
 pub mod convnet;
 pub mod fused;

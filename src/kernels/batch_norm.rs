@@ -1,0 +1,215 @@
+//! The book's BatchNormalization layer (ch. 6, DLFS `common/layers.py`) on (N, D) rows:
+//! the training forward and the backward, operation by operation as the book's NumPy
+//! lines round them, in the arrays' own dtype.
+//!
+//! The sums over the batch are NumPy's `np.sum(v, axis=0)` of a C-contiguous (N, D)
+//! array with D ≥ 2: zeros, then each row added in order (NumPy adds a single column
+//! pairwise instead; the layer keeps its NumPy lines for D = 1). Scalars
+//! (ε, 2/N, 0.5, N) are rounded to the dtype first, as NumPy takes Python numbers.
+
+use multiversion::multiversion;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+
+use super::math::add_slice;
+use super::Float;
+use crate::error::{fmt_shape, KernelError, Result};
+
+/// What the training forward keeps for the backward, and the batch statistics.
+#[derive(Debug)]
+pub struct BatchNormTrain<T> {
+    /// γ·xn + β.
+    pub out: Array2<T>,
+    /// x − μ.
+    pub xc: Array2<T>,
+    /// (x − μ) / σ.
+    pub xn: Array2<T>,
+    /// σ = √(var + ε).
+    pub std: Array1<T>,
+    /// μ, the batch mean of each column.
+    pub mu: Array1<T>,
+    /// The batch variance of each column.
+    pub var: Array1<T>,
+}
+
+/// The backward's results.
+#[derive(Debug)]
+pub struct BatchNormGrads<T> {
+    pub dx: Array2<T>,
+    pub dgamma: Array1<T>,
+    pub dbeta: Array1<T>,
+}
+
+/// `np.sum(v, axis=0)` of the C-contiguous rows `v` (D columns): zeros, then each row
+/// added in order (so a column of −0 sums to +0, as in NumPy).
+fn column_sums<T: Float>(v: &[T], d: usize) -> Vec<T> {
+    let mut acc = vec![T::zero(); d];
+    for row in v.chunks_exact(d) {
+        add_slice(&mut acc, row);
+    }
+    acc
+}
+
+/// `f(a[i, j], b[i, j], cols[j])` for the C-contiguous (N, D) rows `a` and `b` (D =
+/// `cols.len()`), as new rows; compiled for AVX-512, AVX2+FMA and the baseline.
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn by_column2<T: Float>(a: &[T], b: &[T], cols: &[T], f: impl Fn(T, T, T) -> T) -> Vec<T> {
+    let d = cols.len();
+    let mut out = vec![T::zero(); a.len()];
+    for ((o, a), b) in out
+        .chunks_exact_mut(d)
+        .zip(a.chunks_exact(d))
+        .zip(b.chunks_exact(d))
+    {
+        for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(cols) {
+            *o = f(a, b, c);
+        }
+    }
+    out
+}
+
+/// `f(v[i, j], cols[j])` for the C-contiguous (N, D) rows `v`, as new rows.
+fn by_column<T: Float>(v: &[T], cols: &[T], f: impl Fn(T, T) -> T) -> Vec<T> {
+    by_column2(v, v, cols, |a, _, c| f(a, c))
+}
+
+/// N rows of D as an array (the length is N·D by construction).
+fn rows<T: Float>(v: Vec<T>, n: usize, d: usize) -> Array2<T> {
+    Array2::from_shape_vec((n, d), v).unwrap_or_else(|_| Array2::zeros((n, d)))
+}
+
+fn check_width(op: &'static str, what: &str, len: usize, x: &[usize]) -> Result<()> {
+    if len == x[1] {
+        return Ok(());
+    }
+    Err(KernelError::shape(
+        op,
+        format!(
+            "{what} has {len} entries but the rows have shape {}; need one per column",
+            fmt_shape(x)
+        ),
+    ))
+}
+
+/// The training forward of the book's BatchNormalization: μ = mean(x, axis=0),
+/// xc = x − μ, var = mean(xc², axis=0), σ = √(var + ε), xn = xc / σ, out = γ·xn + β.
+/// x (N, D) with N ≥ 1; γ and β (D,). Any strides.
+pub fn batch_norm_forward<T: Float>(
+    x: ArrayView2<'_, T>,
+    gamma: ArrayView1<'_, T>,
+    beta: ArrayView1<'_, T>,
+    eps: f64,
+) -> Result<BatchNormTrain<T>> {
+    const OP: &str = "batch_norm_forward";
+    let (n, d) = x.dim();
+    if n == 0 || d == 0 {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "x has shape {}; need at least one row and column",
+                fmt_shape(x.shape())
+            ),
+        ));
+    }
+    check_width(OP, "gamma", gamma.len(), x.shape())?;
+    check_width(OP, "beta", beta.len(), x.shape())?;
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().unwrap_or_default();
+    let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
+    let count = T::lit(n as f64);
+    let mu: Vec<T> = column_sums(xs, d).into_iter().map(|s| s / count).collect();
+    let xc = by_column(xs, &mu, |v, m| v - m);
+    let squares = by_column(&xc, &mu, |v, _| v * v);
+    let var: Vec<T> = column_sums(&squares, d)
+        .into_iter()
+        .map(|s| s / count)
+        .collect();
+    let eps = T::lit(eps);
+    let std: Vec<T> = var.iter().map(|&v| (v + eps).sqrt()).collect();
+    let xn = by_column(&xc, &std, |v, s| v / s);
+    let scaled = by_column(&xn, &gamma, |v, g| g * v);
+    let out = by_column(&scaled, &beta, |v, b| v + b);
+    Ok(BatchNormTrain {
+        out: rows(out, n, d),
+        xc: rows(xc, n, d),
+        xn: rows(xn, n, d),
+        std: Array1::from(std),
+        mu: Array1::from(mu),
+        var: Array1::from(var),
+    })
+}
+
+/// The book's BatchNormalization backward from the forward's xc, xn and σ (N rows):
+/// dβ = Σ dout, dγ = Σ xn·dout, dxn = γ·dout, dxc = dxn / σ,
+/// dσ = −Σ (dxn·xc) / (σ·σ), dvar = 0.5·dσ / σ, dxc += (2/N)·xc·dvar, dμ = Σ dxc,
+/// dx = dxc − dμ / N (sums over the batch). dout, xc, xn (N, D); σ and γ (D,).
+pub fn batch_norm_backward<T: Float>(
+    dout: ArrayView2<'_, T>,
+    xc: ArrayView2<'_, T>,
+    xn: ArrayView2<'_, T>,
+    std: ArrayView1<'_, T>,
+    gamma: ArrayView1<'_, T>,
+) -> Result<BatchNormGrads<T>> {
+    const OP: &str = "batch_norm_backward";
+    let (n, d) = xc.dim();
+    for (name, v) in [("dout", &dout), ("xn", &xn)] {
+        if v.dim() != (n, d) {
+            return Err(KernelError::shape(
+                OP,
+                format!(
+                    "{name} has shape {} but xc has shape {}",
+                    fmt_shape(v.shape()),
+                    fmt_shape(xc.shape())
+                ),
+            ));
+        }
+    }
+    if n == 0 || d == 0 {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "xc has shape {}; need at least one row and column",
+                fmt_shape(xc.shape())
+            ),
+        ));
+    }
+    check_width(OP, "std", std.len(), xc.shape())?;
+    check_width(OP, "gamma", gamma.len(), xc.shape())?;
+    let (dout, xc, xn) = (
+        dout.as_standard_layout(),
+        xc.as_standard_layout(),
+        xn.as_standard_layout(),
+    );
+    let (ds, xcs, xns) = (
+        dout.as_slice().unwrap_or_default(),
+        xc.as_slice().unwrap_or_default(),
+        xn.as_slice().unwrap_or_default(),
+    );
+    let (std, gamma) = (std.to_vec(), gamma.to_vec());
+    let dbeta = column_sums(ds, d);
+    let xn_dout = by_column2(xns, ds, &std, |a, b, _| a * b);
+    let dgamma = column_sums(&xn_dout, d);
+    let dxn = by_column(ds, &gamma, |v, g| g * v);
+    let var_std: Vec<T> = std.iter().map(|&s| s * s).collect();
+    let terms = by_column2(&dxn, xcs, &var_std, |a, c, v| (a * c) / v);
+    let dstd: Vec<T> = column_sums(&terms, d).into_iter().map(|s| -s).collect();
+    let half = T::lit(0.5);
+    let dvar: Vec<T> = dstd
+        .iter()
+        .zip(&std)
+        .map(|(&g, &s)| (half * g) / s)
+        .collect();
+    let scale = T::lit(2.0 / n as f64);
+    let dxc = by_column(&dxn, &std, |v, s| v / s);
+    let dxc = by_column2(&dxc, xcs, &dvar, |a, c, v| a + (scale * c) * v);
+    let count = T::lit(n as f64);
+    let dmu: Vec<T> = column_sums(&dxc, d)
+        .into_iter()
+        .map(|s| s / count)
+        .collect();
+    let dx = rows(by_column(&dxc, &dmu, |v, m| v - m), n, d);
+    Ok(BatchNormGrads {
+        dx,
+        dgamma: Array1::from(dgamma),
+        dbeta: Array1::from(dbeta),
+    })
+}
