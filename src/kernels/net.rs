@@ -268,12 +268,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         add(g.w2.view_mut(), other.w2.view());
         add(g.b1.view_mut(), other.b1.view());
         add(g.b2.view_mut(), other.b2.view());
-        Ok(Gradients {
-            w1,
-            b1: g.b1,
-            w2: g.w2,
-            b2: g.b2,
-        })
+        Ok(g.with_w1(w1))
     }
 
     /// The gradient's terms of the rows x (targets t) of a batch of `batch` rows:
@@ -286,12 +281,7 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
     ) -> Result<Gradients<T>> {
         let b = self.backward_of_rows(x, t, batch)?;
         let w1 = dw1_of(x, b.nz.as_ref(), b.da1.view())?;
-        Ok(Gradients {
-            w1,
-            b1: b.b1,
-            w2: b.w2,
-            b2: b.b2,
-        })
+        Ok(b.with_w1(w1))
     }
 
     /// The backward pass of the rows x of a batch of `batch` rows up to dA1: every
@@ -355,6 +345,18 @@ struct Backward<T: Float> {
     b1: Array1<T>,
     w2: Array2<T>,
     b2: Array1<T>,
+}
+
+impl<T: Float> Backward<T> {
+    /// The gradients, with dW1.
+    fn with_w1(self, w1: Array2<T>) -> Gradients<T> {
+        Gradients {
+            w1,
+            b1: self.b1,
+            w2: self.w2,
+            b2: self.b2,
+        }
+    }
 }
 
 /// One half's part of [`TwoLayerNet::gradient`]: its small gradients, and its dW1 when
