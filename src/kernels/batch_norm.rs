@@ -54,16 +54,23 @@ fn column_sums<T: Float>(v: &[T], d: usize) -> Vec<T> {
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn by_column2<T: Float>(a: &[T], b: &[T], cols: &[T], f: impl Fn(T, T, T) -> T) -> Vec<T> {
     let d = cols.len();
-    let mut out = vec![T::zero(); a.len()];
-    for ((o, a), b) in out
+    if d == 0 {
+        return Vec::new();
+    }
+    let len = a.len().min(b.len()) / d * d;
+    let mut out = Vec::with_capacity(len);
+    for ((o, a), b) in out.spare_capacity_mut()[..len]
         .chunks_exact_mut(d)
         .zip(a.chunks_exact(d))
         .zip(b.chunks_exact(d))
     {
         for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(cols) {
-            *o = f(a, b, c);
+            o.write(f(a, b, c));
         }
     }
+    // SAFETY: the loop wrote every one of the first `len` elements (whole rows of d
+    // that both `a` and `b` have).
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -212,4 +219,46 @@ pub fn batch_norm_backward<T: Float>(
         dgamma: Array1::from(dgamma),
         dbeta: Array1::from(dbeta),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn three_rows_by_hand() -> Result<()> {
+        // Columns 1, 3, 5 and 2, 4, 6: μ = (3, 4), xc = ∓2, 0, ±2, var = 8/3.
+        let x = array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]];
+        let (gamma, beta) = (array![2.0, 1.0], array![0.5, -0.5]);
+        let f = batch_norm_forward(x.view(), gamma.view(), beta.view(), 1e-6)?;
+        assert_eq!(f.mu, array![3.0, 4.0]);
+        assert_eq!(f.xc, array![[-2.0, -2.0], [0.0, 0.0], [2.0, 2.0]]);
+        assert_eq!(f.var, array![8.0 / 3.0, 8.0 / 3.0]);
+        let s = (8.0_f64 / 3.0 + 1e-6).sqrt();
+        assert_eq!(f.std, array![s, s]);
+        assert_eq!(f.out[[2, 0]], 2.0 * (2.0 / s) + 0.5);
+        assert_eq!(f.out[[0, 1]], -2.0 / s - 0.5);
+        // A constant dout moves no input (the mean absorbs it): dβ = N, dγ = Σ xn = 0.
+        let ones = Array2::from_elem((3, 2), 1.0);
+        let g = batch_norm_backward(
+            ones.view(),
+            f.xc.view(),
+            f.xn.view(),
+            f.std.view(),
+            gamma.view(),
+        )?;
+        assert_eq!(g.dbeta, array![3.0, 3.0]);
+        assert_eq!(g.dgamma, array![0.0, 0.0]);
+        assert!(g.dx.iter().all(|v| v.abs() < 1e-15));
+        // Shapes are checked.
+        assert!(
+            batch_norm_forward(x.view(), beta.slice(ndarray::s![..1]), beta.view(), 1e-6).is_err()
+        );
+        assert!(
+            batch_norm_backward(x.t(), f.xc.view(), f.xn.view(), f.std.view(), gamma.view())
+                .is_err()
+        );
+        Ok(())
+    }
 }
