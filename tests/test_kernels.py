@@ -88,6 +88,25 @@ def test_add_scaled_is_numpys_weight_decay_bit_for_bit(dtype, lam, rng):
         _core.add_scaled(np.zeros(3, dtype), np.zeros(3, other), 0.1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_abs_is_the_largest_magnitude_or_inf(dtype, rng):
+    for shape in [(0,), (5,), (784, 100), (33, 17)]:
+        w = rng.standard_normal(shape).astype(dtype)
+        want = float(np.abs(w).max()) if w.size else 0.0
+        assert _core.max_abs(w) == want
+        assert _core.max_abs(w.T) == want  # strided (for 2-D: not C order)
+    w = rng.standard_normal((40, 30)).astype(dtype)
+    w[7, 3] = -1e30
+    assert _core.max_abs(w) == float(np.abs(w).max())
+    for bad in (np.inf, -np.inf, np.nan):
+        w[39, 29] = bad  # in the tail after the 16-wide lanes
+        assert _core.max_abs(w) == np.inf
+        w[39, 29] = 0.0
+        w[1, 1] = bad  # in the lanes
+        assert _core.max_abs(w) == np.inf and _core.max_abs(w[:, 1::2]) == np.inf
+        w[1, 1] = 0.0
+
+
 def test_batch_norm_kernels_refuse_mismatched_arrays():
     x, g = np.ones((4, 3)), np.ones(3)
     with pytest.raises(ValueError, match=r"batch_norm_forward: gamma has 2 entries but the rows"):

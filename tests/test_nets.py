@@ -249,6 +249,12 @@ def test_multi_layer_loss_without_decay_calls_no_blas(rng, monkeypatch):
     assert net.loss(x, t) == want
     net.params["W2"][0, 0] = np.inf
     assert np.isnan(net.loss(x, t))
+    # Finite weights whose Σw² overflows: the book's 0·inf is NaN too; below that, 0.
+    net.params["W2"][0, 0] = 1e200
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(net.loss(x, t))
+    net.params["W2"][0, 0] = 1e150
+    assert np.isfinite(net.loss(x, t))
 
 
 def test_multi_layer_labels_one_hot_and_modes(rng):

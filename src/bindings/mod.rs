@@ -55,7 +55,7 @@ mod _core {
     #[pymodule_export]
     use super::numgrad_chain::chain_numerical_gradient;
     #[pymodule_export]
-    use super::optimizer::{add_scaled, optimizer_update};
+    use super::optimizer::{add_scaled, max_abs, optimizer_update};
     #[pymodule_export]
     use super::parallel::num_threads;
     #[pymodule_export]

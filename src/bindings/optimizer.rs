@@ -11,7 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::convert::{dispatch, float_array, run, same_dtype};
-use crate::kernels::optimizer::{add_scaled as add_scaled_kernel, apply, Optimizer};
+use crate::kernels::optimizer::{
+    add_scaled as add_scaled_kernel, apply, max_abs as max_abs_kernel, Optimizer,
+};
 use crate::kernels::parallel;
 use crate::kernels::Float;
 
@@ -253,4 +255,11 @@ fn add_scaled_t<'py, T: Float + Element>(
     let (a, b) = (a.as_array(), b.as_array());
     let out = run(py, a.len(), || add_scaled_kernel(a, b, alpha))?;
     Ok(out.into_pyarray(py).into_any())
+}
+
+/// The largest |a| over a float32/float64 array's elements, or inf when one is not
+/// finite (inf or NaN); 0.0 for an empty array.
+#[pyfunction]
+pub fn max_abs(a: &Bound<'_, PyAny>) -> PyResult<f64> {
+    Ok(dispatch!(float_array("max_abs", "a", a)?, a => max_abs_kernel(a.as_array()).to_f64()))
 }

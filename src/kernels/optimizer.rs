@@ -22,6 +22,43 @@ pub fn add_scaled<T: Float>(
     map2("add_scaled", ("a", "b"), a, b, move |x, y| x + alpha * y)
 }
 
+/// The largest |a| over a's elements, or +∞ when one is not finite (±∞ or NaN); 0 for
+/// an empty array. A bound that tells whether a weight-decay term Σw² can overflow
+/// without summing it (n·max|w|² below the largest float: it cannot, in any order).
+pub fn max_abs<T: Float>(a: ArrayViewD<'_, T>) -> T {
+    match a.as_slice_memory_order() {
+        Some(s) => max_abs_slice(s),
+        None => a.iter().fold(T::zero(), |m, &x| {
+            if x.is_finite() {
+                m.max(x.abs())
+            } else {
+                T::infinity()
+            }
+        }),
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn max_abs_slice<T: Float>(s: &[T]) -> T {
+    // Lanes of maxima and of x·0 sums (±0 for finite x, NaN otherwise) vectorise.
+    let (mut big, mut bad) = ([T::zero(); 16], [T::zero(); 16]);
+    let chunks = s.chunks_exact(16);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for ((m, b), &x) in big.iter_mut().zip(bad.iter_mut()).zip(ch) {
+            let v = x.abs();
+            *m = if v > *m { v } else { *m };
+            *b = *b + x * T::zero();
+        }
+    }
+    if !bad.iter().chain(rest).all(|x| *x * T::zero() == T::zero()) {
+        return T::infinity();
+    }
+    big.iter()
+        .chain(rest)
+        .fold(T::zero(), |m, &x| if x.abs() > m { x.abs() } else { m })
+}
+
 /// ε added to √h (AdaGrad, RMSprop) and √v (Adam), as the book.
 pub const EPS: f64 = 1e-7;
 

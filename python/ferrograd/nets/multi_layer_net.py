@@ -193,11 +193,17 @@ class MultiLayerNet(ModelMixin):
         weight_decay = 0.0
         for idx in range(1, self.hidden_layer_num + 2):
             w = self.params[f"W{idx}"]
-            # λ = 0 (the default) makes the term 0, or NaN where Σw² is not finite, as in
-            # the book: NumPy's own sum of products tells which without the squared copy
-            # of W (not np.vdot: BLAS would wake OpenBLAS's threads, which then spin on
-            # the cores the kernels' threads use).
-            squares = np.sum(w * w) if self.weight_decay_lambda else np.einsum("ij,ij->", w, w)
+            if self.weight_decay_lambda:
+                squares = np.sum(w * w)
+            else:
+                # λ = 0 (the default) makes the term 0, or NaN where Σw² is not finite,
+                # as in the book. n·max|w|² below the largest float settles it without
+                # the sum (no order of the additions can overflow); else NumPy's own sum
+                # of products tells (not np.vdot: BLAS would wake OpenBLAS's threads,
+                # which then spin on the cores the kernels' threads use).
+                top = _core.max_abs(w)
+                bounded = top * top * w.size <= float(np.finfo(w.dtype).max) / 2
+                squares = 0.0 if bounded else np.einsum("ij,ij->", w, w)
             weight_decay += 0.5 * self.weight_decay_lambda * float(squares)
         return self.last_layer.forward(y, t2) + weight_decay
 
