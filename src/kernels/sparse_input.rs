@@ -206,12 +206,16 @@ pub fn nonzero_columns_scalar<T: Float>(row: &[T], out: &mut [u32]) -> usize {
     len
 }
 
-/// For each 8-bit mask, the positions of its set bits, in order (then zeros).
+/// For each 8-bit mask, the positions of its set bits, in order (then zeros): the AVX2
+/// compression's permutations.
+#[cfg(target_arch = "x86_64")]
 #[repr(align(32))]
 struct PackTable([[u32; 8]; 256]);
 
+#[cfg(target_arch = "x86_64")]
 static PACK: PackTable = PackTable(pack_table());
 
+#[cfg(target_arch = "x86_64")]
 const fn pack_table() -> [[u32; 8]; 256] {
     let mut t = [[0u32; 8]; 256];
     let mut m = 0;
@@ -1063,6 +1067,7 @@ mod tests {
     use ndarray::{array, Array2};
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn pack_table_lists_set_bits() {
         assert_eq!(PACK.0[0b1010_0101], [0, 2, 5, 7, 0, 0, 0, 0]);
         assert_eq!(PACK.0[255], [0, 1, 2, 3, 4, 5, 6, 7]);
