@@ -2,6 +2,9 @@
 //! gradients: elementwise over arrays of any shape and strides, and the hidden-layer
 //! [`Activation`] the networks use, with its forward and backward over row-major slices.
 
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
 use multiversion::multiversion;
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
@@ -60,27 +63,38 @@ fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
     }
 }
 
+/// A new array of shape `dim` written once, piece by piece: `write(range, piece)` must
+/// write every element of `piece`, the elements `range` of the array (C order); long
+/// arrays in pieces shared by the team's threads. [`KernelError::Alloc`] (naming `op`)
+/// when memory runs out.
+fn written<T: Float>(
+    op: &'static str,
+    dim: IxDyn,
+    write: impl Fn(Range<usize>, &mut [MaybeUninit<T>]) + Sync,
+) -> Result<ArrayD<T>> {
+    let mut y = try_uninit(op, dim)?;
+    let out = as_slice(&mut y);
+    let len = out.len();
+    if !parallel_worth::<T>(len) {
+        write(0..len, out);
+    } else {
+        let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
+        let pieces: Vec<_> = out.chunks_mut(piece).enumerate().collect();
+        parallel::split_items(pieces, |(k, d)| write(k * piece..k * piece + d.len(), d));
+    }
+    // SAFETY: every piece of the array was given to `write`, which writes all of it.
+    Ok(unsafe { y.assume_init() })
+}
+
 /// `f` of every element of `src` as a new array of shape `dim` (as many elements, in
-/// C order), written once: in pieces shared by the team's threads for long ones.
-/// [`KernelError::Alloc`] (naming `op`) when memory runs out.
+/// C order), written once ([`written`]).
 fn mapped<T: Float>(
     op: &'static str,
     dim: IxDyn,
     src: &[T],
     f: &(impl Fn(T) -> T + Sync + Send),
 ) -> Result<ArrayD<T>> {
-    let mut y = try_uninit(op, dim)?;
-    let out = as_slice(&mut y);
-    if !parallel_worth::<T>(src.len()) {
-        math::map_slice_uninit(src, out, f);
-    } else {
-        let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
-        let pieces: Vec<_> = src.chunks(piece).zip(out.chunks_mut(piece)).collect();
-        parallel::split_items(pieces, |(s, d)| math::map_slice_uninit(s, d, f));
-    }
-    // SAFETY: every element was written above (`out` is as long as `src`, and each of
-    // its pieces as long as the piece of `src` it is zipped with).
-    Ok(unsafe { y.assume_init() })
+    written(op, dim, |r, d| math::map_slice_uninit(&src[r], d, f))
 }
 
 /// `z = f(x, y)` elementwise over two arrays of one shape.
@@ -123,8 +137,7 @@ pub(crate) fn map2<T: Float>(
 }
 
 /// `f` of the elements of `xs` and `ys` (as long as each other) as a new array of
-/// shape `dim`, written once: in pieces shared by the team's threads for long ones, as
-/// [`mapped`].
+/// shape `dim`, written once ([`written`]).
 fn zipped<T: Float>(
     op: &'static str,
     dim: IxDyn,
@@ -132,22 +145,9 @@ fn zipped<T: Float>(
     ys: &[T],
     f: &(impl Fn(T, T) -> T + Sync + Send),
 ) -> Result<ArrayD<T>> {
-    let mut z = try_uninit(op, dim)?;
-    let out = as_slice(&mut z);
-    if !parallel_worth::<T>(xs.len()) {
-        math::zip_slice_uninit(xs, ys, out, f);
-    } else {
-        let piece = (PARALLEL_MIN_BYTES / std::mem::size_of::<T>()).max(1);
-        let pieces: Vec<_> = xs
-            .chunks(piece)
-            .zip(ys.chunks(piece))
-            .zip(out.chunks_mut(piece))
-            .collect();
-        parallel::split_items(pieces, |((a, b), d)| math::zip_slice_uninit(a, b, d, f));
-    }
-    // SAFETY: every element was written above (`out` is as long as `xs` and `ys`, and
-    // each of its pieces as long as the pieces it is zipped with).
-    Ok(unsafe { z.assume_init() })
+    written(op, dim, |r: Range<usize>, d| {
+        math::zip_slice_uninit(&xs[r.clone()], &ys[r], d, f)
+    })
 }
 
 /// σ(x) = 1 / (1 + e⁻ˣ). Large |x| saturate to exactly 0 or 1 (e⁻ˣ overflows to ∞

@@ -84,17 +84,33 @@ fn rows<T: Float>(v: Vec<T>, n: usize, d: usize) -> Array2<T> {
     Array2::from_shape_vec((n, d), v).unwrap_or_else(|_| Array2::zeros((n, d)))
 }
 
-fn check_width(op: &'static str, what: &str, len: usize, x: &[usize]) -> Result<()> {
-    if len == x[1] {
-        return Ok(());
+/// Errors unless the rows (`shape`, named `name`) have a row and a column at least and
+/// each of `vectors` (name, length) one entry per column.
+fn check_rows(
+    op: &'static str,
+    name: &str,
+    shape: &[usize],
+    vectors: [(&str, usize); 2],
+) -> Result<()> {
+    if shape.contains(&0) {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "{name} has shape {}; need at least one row and column",
+                fmt_shape(shape)
+            ),
+        ));
     }
-    Err(KernelError::shape(
-        op,
-        format!(
-            "{what} has {len} entries but the rows have shape {}; need one per column",
-            fmt_shape(x)
-        ),
-    ))
+    match vectors.into_iter().find(|&(_, len)| len != shape[1]) {
+        None => Ok(()),
+        Some((what, len)) => Err(KernelError::shape(
+            op,
+            format!(
+                "{what} has {len} entries but the rows have shape {}; need one per column",
+                fmt_shape(shape)
+            ),
+        )),
+    }
 }
 
 /// The training forward of the book's BatchNormalization: μ = mean(x, axis=0),
@@ -108,24 +124,19 @@ pub fn batch_norm_forward<T: Float>(
 ) -> Result<BatchNormTrain<T>> {
     const OP: &str = "batch_norm_forward";
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        return Err(KernelError::shape(
-            OP,
-            format!(
-                "x has shape {}; need at least one row and column",
-                fmt_shape(x.shape())
-            ),
-        ));
-    }
-    check_width(OP, "gamma", gamma.len(), x.shape())?;
-    check_width(OP, "beta", beta.len(), x.shape())?;
+    check_rows(
+        OP,
+        "x",
+        x.shape(),
+        [("gamma", gamma.len()), ("beta", beta.len())],
+    )?;
     let x = x.as_standard_layout();
     let xs = x.as_slice().unwrap_or_default();
     let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
     let count = T::lit(n as f64);
     let mu: Vec<T> = column_sums(xs, d).into_iter().map(|s| s / count).collect();
     let xc = by_column(xs, &mu, |v, m| v - m);
-    let squares = by_column(&xc, &mu, |v, _| v * v);
+    let squares: Vec<T> = xc.iter().map(|&v| v * v).collect();
     let var: Vec<T> = column_sums(&squares, d)
         .into_iter()
         .map(|s| s / count)
@@ -170,17 +181,12 @@ pub fn batch_norm_backward<T: Float>(
             ));
         }
     }
-    if n == 0 || d == 0 {
-        return Err(KernelError::shape(
-            OP,
-            format!(
-                "xc has shape {}; need at least one row and column",
-                fmt_shape(xc.shape())
-            ),
-        ));
-    }
-    check_width(OP, "std", std.len(), xc.shape())?;
-    check_width(OP, "gamma", gamma.len(), xc.shape())?;
+    check_rows(
+        OP,
+        "xc",
+        xc.shape(),
+        [("std", std.len()), ("gamma", gamma.len())],
+    )?;
     let (dout, xc, xn) = (
         dout.as_standard_layout(),
         xc.as_standard_layout(),
@@ -193,11 +199,11 @@ pub fn batch_norm_backward<T: Float>(
     );
     let (std, gamma) = (std.to_vec(), gamma.to_vec());
     let dbeta = column_sums(ds, d);
-    let xn_dout = by_column2(xns, ds, &std, |a, b, _| a * b);
+    let xn_dout: Vec<T> = xns.iter().zip(ds).map(|(&a, &b)| a * b).collect();
     let dgamma = column_sums(&xn_dout, d);
     let dxn = by_column(ds, &gamma, |v, g| g * v);
-    let var_std: Vec<T> = std.iter().map(|&s| s * s).collect();
-    let terms = by_column2(&dxn, xcs, &var_std, |a, c, v| (a * c) / v);
+    let std_sq: Vec<T> = std.iter().map(|&s| s * s).collect();
+    let terms = by_column2(&dxn, xcs, &std_sq, |a, c, v| (a * c) / v);
     let dstd: Vec<T> = column_sums(&terms, d).into_iter().map(|s| -s).collect();
     let half = T::lit(0.5);
     let dvar: Vec<T> = dstd

@@ -424,7 +424,8 @@ impl<'g, T: Float> HalvesSum<'g, T> {
                 let mut g = match std::mem::replace(&mut *state, RangeState::Taken) {
                     RangeState::Unwritten(c) => Out::Fresh(c, None).ready().0,
                     RangeState::Written(g) => g,
-                    RangeState::Taken => continue,
+                    // The other half panicked inside this range; `split` raises it.
+                    RangeState::Taken => return,
                 };
                 if let Some(g) = g.as_slice_mut() {
                     product.add_next(&mut span, range.1, g);

@@ -38,25 +38,32 @@ pub fn max_abs<T: Float>(a: ArrayViewD<'_, T>) -> T {
     }
 }
 
+/// [`max_abs`] of a slice, in one pass: lanes of maxima that a NaN takes over (and
+/// keeps: no later `v > NaN`), then +∞ for a NaN or an infinity found.
 #[multiversion(targets("x86_64+avx512f+avx512dq+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn max_abs_slice<T: Float>(s: &[T]) -> T {
-    // Lanes of maxima and of x·0 sums (±0 for finite x, NaN otherwise) vectorise.
-    let (mut big, mut bad) = ([T::zero(); 16], [T::zero(); 16]);
+    let larger = |m: T, x: T| {
+        let v = x.abs();
+        if v > m || v.is_nan() {
+            v
+        } else {
+            m
+        }
+    };
+    let mut big = [T::zero(); 16];
     let chunks = s.chunks_exact(16);
     let rest = chunks.remainder();
     for ch in chunks {
-        for ((m, b), &x) in big.iter_mut().zip(bad.iter_mut()).zip(ch) {
-            let v = x.abs();
-            *m = if v > *m { v } else { *m };
-            *b = *b + x * T::zero();
+        for (m, &x) in big.iter_mut().zip(ch) {
+            *m = larger(*m, x);
         }
     }
-    if !bad.iter().chain(rest).all(|x| *x * T::zero() == T::zero()) {
-        return T::infinity();
+    let top = big.iter().chain(rest).fold(T::zero(), |m, &x| larger(m, x));
+    if top.is_finite() {
+        top
+    } else {
+        T::infinity()
     }
-    big.iter()
-        .chain(rest)
-        .fold(T::zero(), |m, &x| if x.abs() > m { x.abs() } else { m })
 }
 
 /// ε added to √h (AdaGrad, RMSprop) and √v (Adam), as the book.
