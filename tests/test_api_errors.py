@@ -152,6 +152,36 @@ def test_out_of_range_labels(method, bad):
         call(NET, method, X, t)
 
 
+@pytest.mark.parametrize("method", METHODS[1:])
+@pytest.mark.parametrize(("dtype", "bad"), [(np.uint8, 10), (np.uint8, 255), (np.int32, -3)])
+def test_out_of_range_labels_of_other_integer_types(method, dtype, bad):
+    t = T.astype(dtype)
+    t[5] = bad
+    with pytest.raises(ValueError, match=rf"{method}: t: label {bad} is out of range for 10"):
+        call(NET, method, X, t)
+    t[5] = 9  # in range again: the same numbers as int64 labels
+    want = call(NET, method, X, t.astype(np.int64))
+    got = call(NET, method, X, t)
+    if isinstance(want, dict):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("method", ["loss", "gradient", "gradient_layers"])
+def test_one_hot_rows_of_either_float_type_and_layout_give_the_same_numbers(method):
+    one_hot = np.eye(10)[T]
+    want = call(NET, method, X, one_hot)
+    for t in (one_hot.astype(np.float32), np.asfortranarray(one_hot), one_hot[:, ::-1][:, ::-1]):
+        got = call(NET, method, X, t)
+        if isinstance(want, dict):
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key])
+        else:
+            assert got == want
+
+
 def test_other_networks_and_layers_name_the_shapes():
     with pytest.raises(ValueError, match=r"MultiLayerNet\.loss: x has shape \(100, 783\)"):
         MultiLayerNet(784, [20], 10, seed=0).loss(X[:, :783], T)

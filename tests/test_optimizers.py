@@ -191,6 +191,16 @@ def test_bad_arguments_raise():
     # a float is the book's scalar parameter (optimizer_compare_naive.py); an int is refused
     with pytest.raises(TypeError, match=r"must be a float numpy\.ndarray"):
         SGD().update({"x": 1}, {"x": 1.0})
+    # arrays that pass the quick look of the common case still get every check
+    read_only = np.zeros((2, 3))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\['W'\] is read-only"):
+        SGD().update({"W": read_only}, {"W": np.ones((2, 3))})
+    with pytest.raises(TypeError, match=r"grads\['W'\] has dtype complex128"):
+        SGD().update(params, {"W": np.zeros((2, 3), complex)})
+    with pytest.raises(TypeError, match=r"params\['W'\] must be a float numpy\.ndarray"):
+        SGD().update({"W": np.zeros((2, 3), np.int64)}, {"W": np.ones((2, 3))})
+    assert not read_only.any() and not params["W"].any()
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -83,6 +83,14 @@ def as_targets(op: str, t: ArrayLike, n: int, classes: int, dtype: np.dtype) -> 
     ValueError
         ``t`` has neither shape, or a label is outside [0, classes).
     """
+    if type(t) is np.ndarray and t.ndim == 1 and t.dtype.kind in "iu" and t.shape[0] == n > 1:
+        # The common case, n labels, checked in one or two reductions (unsigned labels
+        # cannot be negative); a label out of range takes the general path's error.
+        if (t.dtype.kind == "u" or np.minimum.reduce(t) >= 0) and np.maximum.reduce(t) < classes:
+            return t.astype(np.int64, copy=False)
+    elif type(t) is np.ndarray and t.dtype.kind == "f" and t.shape == (n, classes):
+        if t.flags.c_contiguous:
+            return t.astype(dtype, copy=False)  # one-hot rows, converted in one copy at most
     refuse_masked(t, f"{op}: t")
     arr = np.asarray(t)
     one_hot_shape = arr.shape == (n, classes) or (n == 1 and arr.shape == (classes,))

@@ -91,37 +91,51 @@ class Optimizer:
         return {name: float(getattr(self, name)) for name in self.hyperparameter_names}
 
     def _check(self, params: Params, grads: Grads) -> None:
-        name = type(self).__name__
         for key, p in params.items():
-            if key not in grads:
-                raise KeyError(f"{name}.update: grads has no entry for parameter {key!r}")
-            # A float array is updated in place; a real scalar (the book's
-            # optimizer_compare_naive.py keeps plain floats) is replaced by its new value.
-            scalar = isinstance(p, (float, np.floating))
-            if not scalar and (not isinstance(p, np.ndarray) or p.dtype.kind != "f"):
-                raise TypeError(
-                    f"{name}.update: params[{key!r}] must be a float numpy.ndarray (updated in "
-                    f"place) or a float, got {type(p).__name__}"
-                )
-            if not scalar and not p.flags.writeable:
-                raise ValueError(
-                    f"{name}.update: params[{key!r}] is read-only, but the update changes it "
-                    f"in place; make it writeable (params[{key!r}].flags.writeable = True, "
-                    "where it owns its memory), or train a copy of the net "
-                    "(net = copy.deepcopy(net): its arrays are writeable)"
-                )
-            g_kind = np.asarray(grads[key]).dtype.kind
-            if g_kind not in "biuf":
-                raise TypeError(
-                    f"{name}.update: grads[{key!r}] has dtype {np.asarray(grads[key]).dtype}; "
-                    "expected real numbers"
-                )
-            g_shape = np.shape(grads[key])
-            if g_shape != np.shape(p):
-                raise ValueError(
-                    f"{name}.update: grads[{key!r}] has shape {g_shape} but params[{key!r}] "
-                    f"has shape {np.shape(p)}"
-                )
+            g = grads[key] if key in grads else None
+            if (
+                type(p) is np.ndarray
+                and type(g) is np.ndarray
+                and p.shape == g.shape
+                and p.dtype.kind == "f"
+                and g.dtype.kind in "biuf"
+                and p.flags.writeable
+            ):
+                continue  # the common case, settled without the general checks
+            self._check_one(key, p, grads)
+
+    def _check_one(self, key: str, p: object, grads: Grads) -> None:
+        """The general checks of one parameter, raising with the reason."""
+        name = type(self).__name__
+        if key not in grads:
+            raise KeyError(f"{name}.update: grads has no entry for parameter {key!r}")
+        # A float array is updated in place; a real scalar (the book's
+        # optimizer_compare_naive.py keeps plain floats) is replaced by its new value.
+        scalar = isinstance(p, (float, np.floating))
+        if not scalar and (not isinstance(p, np.ndarray) or p.dtype.kind != "f"):
+            raise TypeError(
+                f"{name}.update: params[{key!r}] must be a float numpy.ndarray (updated in "
+                f"place) or a float, got {type(p).__name__}"
+            )
+        if not scalar and not p.flags.writeable:
+            raise ValueError(
+                f"{name}.update: params[{key!r}] is read-only, but the update changes it "
+                f"in place; make it writeable (params[{key!r}].flags.writeable = True, "
+                "where it owns its memory), or train a copy of the net "
+                "(net = copy.deepcopy(net): its arrays are writeable)"
+            )
+        g_kind = np.asarray(grads[key]).dtype.kind
+        if g_kind not in "biuf":
+            raise TypeError(
+                f"{name}.update: grads[{key!r}] has dtype {np.asarray(grads[key]).dtype}; "
+                "expected real numbers"
+            )
+        g_shape = np.shape(grads[key])
+        if g_shape != np.shape(p):
+            raise ValueError(
+                f"{name}.update: grads[{key!r}] has shape {g_shape} but params[{key!r}] "
+                f"has shape {np.shape(p)}"
+            )
 
     def _update_natively(
         self,
