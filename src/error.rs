@@ -86,10 +86,48 @@ fn try_filled<T: Clone, D: ndarray::Dimension>(
     len.checked_mul(std::mem::size_of::<T>())
         .filter(|&b| b <= isize::MAX as usize)
         .ok_or_else(fail)?;
-    let mut data = Vec::new();
+    let mut data: Vec<T> = Vec::new();
     data.try_reserve_exact(len).map_err(|_| fail())?;
+    advise_huge_pages(data.as_ptr().cast(), len * std::mem::size_of::<T>());
     data.resize(len, v);
     ndarray::Array::from_shape_vec(dim.clone(), data).map_err(|_| fail())
+}
+
+/// Blocks of at least this many bytes are backed by huge pages where the system
+/// offers them on request, as NumPy's own arrays are.
+pub const HUGE_PAGES_MIN_BYTES: usize = 4 << 20;
+
+/// Asks Linux to back the pages of a new block of `bytes` at `ptr` with transparent
+/// huge pages (`madvise(MADV_HUGEPAGE)`, what NumPy does for its arrays of 4 MB and
+/// more): with the system's setting `madvise`, a common default, a fresh block is
+/// otherwise faulted in 4 kB at a time on its first write, which made the MNIST
+/// training images' conversion to float32 (188 MB) take 59 ms against NumPy's 33.
+/// Only advice: a refusal changes nothing.
+fn advise_huge_pages(ptr: *const u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    if bytes >= HUGE_PAGES_MIN_BYTES {
+        extern "C" {
+            fn madvise(
+                addr: *mut std::ffi::c_void,
+                len: usize,
+                advice: std::ffi::c_int,
+            ) -> std::ffi::c_int;
+        }
+        const MADV_HUGEPAGE: std::ffi::c_int = 14;
+        const PAGE: usize = 4096;
+        let start = (ptr as usize).next_multiple_of(PAGE);
+        let end = (ptr as usize + bytes) & !(PAGE - 1);
+        if end > start {
+            // SAFETY: the range lies inside a block this process owns (the Vec's
+            // reserved capacity, page-aligned inward); MADV_HUGEPAGE changes how the
+            // kernel backs it, never its contents or validity.
+            unsafe {
+                madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, bytes);
 }
 
 /// [`try_zeros`] for a matrix.

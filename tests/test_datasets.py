@@ -257,6 +257,32 @@ def test_sample_formats():
     np.testing.assert_array_equal(x32, x.reshape(5000, -1).astype(np.float32) / 255.0)
 
 
+def test_scaled_pixels_are_numpys_division_for_every_byte():
+    from ferrograd import _core
+
+    values = np.arange(256, dtype=np.uint8)
+    cube = np.stack([values.reshape(16, 16)] * 3)  # (3, 16, 16), shape kept
+    for dtype in (np.float32, np.float64):
+        got = _core.scaled_pixels(cube, np.dtype(dtype).name)
+        assert got.shape == cube.shape and got.dtype == dtype and got.flags.c_contiguous
+        want = cube.astype(dtype) / dtype(255)
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+        # a strided view is read in its own order
+        strided = cube[:, ::-2, 1::3]
+        np.testing.assert_array_equal(
+            _core.scaled_pixels(strided, np.dtype(dtype).name), strided.astype(dtype) / 255
+        )
+    assert _core.scaled_pixels(values, "float32")[[0, 1, 255]].tolist() == [
+        0.0,
+        float(np.float32(1) / np.float32(255)),
+        1.0,
+    ]
+    with pytest.raises(TypeError, match="dtype must be 'float32' or 'float64', got 'float16'"):
+        _core.scaled_pixels(values, "float16")
+    with pytest.raises(TypeError):
+        _core.scaled_pixels(values.astype(np.int16), "float32")
+
+
 # --------------------------------------------------------------------- full MNIST
 
 

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Literal, TypeAlias, TypeVar, overload
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from ferrograd import _core
 from ferrograd.functions import check_dtype
 
 __all__ = [
@@ -984,11 +985,8 @@ def _convert(
 ) -> tuple[NDArray, NDArray]:
     n = images.shape[0]
     if normalize:
-        # The book's x.astype(float32) / 255, bit for bit, in one allocation: cast into
-        # the output, then divide in place (no float64 temporary, no second copy).
-        x = np.empty(images.shape, dtype=dtype)
-        np.copyto(x, images, casting="unsafe")
-        np.divide(x, dtype.type(255), out=x)
+        # The book's x.astype(float32) / 255, bit for bit, in one pass over the bytes.
+        x = _core.scaled_pixels(images, dtype.name)
     else:
         x = images.copy()  # uint8 like the book; a writeable copy of the read-only buffer
     x = x.reshape(n, -1) if flatten else x.reshape(n, 1, *images.shape[1:])

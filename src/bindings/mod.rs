@@ -20,6 +20,7 @@ mod numgrad;
 mod numgrad_chain;
 mod optimizer;
 mod parallel;
+mod pixels;
 mod pooling;
 mod predict;
 mod softmax;
@@ -58,6 +59,8 @@ mod _core {
     use super::optimizer::{add_scaled, max_abs, optimizer_update};
     #[pymodule_export]
     use super::parallel::num_threads;
+    #[pymodule_export]
+    use super::pixels::scaled_pixels;
     #[pymodule_export]
     use super::pooling::{pool_backward, pool_forward};
     #[pymodule_export]

@@ -67,7 +67,7 @@ fn as_slice<T>(y: &mut ArrayD<T>) -> &mut [T] {
 /// write every element of `piece`, the elements `range` of the array (C order); long
 /// arrays in pieces shared by the team's threads. [`KernelError::Alloc`] (naming `op`)
 /// when memory runs out.
-fn written<T: Float>(
+pub(crate) fn written<T: Float>(
     op: &'static str,
     dim: IxDyn,
     write: impl Fn(Range<usize>, &mut [MaybeUninit<T>]) + Sync,

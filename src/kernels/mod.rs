@@ -18,6 +18,7 @@ pub mod numgrad;
 pub mod numgrad_chain;
 pub mod optimizer;
 pub mod parallel;
+pub mod pixels;
 pub mod pooling;
 pub mod predict;
 pub mod softmax;
