@@ -169,7 +169,8 @@ pub fn matmul<T: Float, U: Float>(a: ArrayView2<'_, U>, b: ArrayView2<'_, T>) ->
 /// `c ← A·B` (or `c + A·B`, or into fresh memory, every element written), skipping
 /// A's zeros where that pays: A with contiguous rows through
 /// [`sparse_input::product_out`], A = xᵀ of such an x through
-/// [`sparse_input::transposed_times_out`]; otherwise the GEMM. Shapes checked.
+/// [`sparse_input::transposed_times_out`] when B is wide enough
+/// ([`sparse_input::transposed_pays`]); otherwise the GEMM. Shapes checked.
 pub(crate) fn product_out<T: Float, U: Float>(
     a: ArrayView2<'_, U>,
     b: ArrayView2<'_, T>,
@@ -178,7 +179,9 @@ pub(crate) fn product_out<T: Float, U: Float>(
     let (m, k) = a.dim();
     if m > 1 && k > 1 && a.stride_of(Axis(0)) == 1 && a.stride_of(Axis(1)) != 1 {
         let x = a.t();
-        let nz = sparse_input::compress_for_products::<T, U>(x, b.ncols());
+        let nz = sparse_input::transposed_pays::<T, U>(b.ncols())
+            .then(|| sparse_input::compress_for_products::<T, U>(x, b.ncols()))
+            .flatten();
         return sparse_input::transposed_times_out(x, nz.as_ref(), b, c);
     }
     sparse_input::product_out(a, b, c)
@@ -430,10 +433,19 @@ mod tests {
                 assert_eq!(affine(a.view(), b.view(), bias)?, want);
             }
         }
-        // xᵀ·D through a transposed view of a sparse x.
-        let (x, d) = (sparse(100, 784), dense(100, 50));
-        drop(vec![f64::NAN; 784 * 50].into_boxed_slice());
-        assert_eq!(matmul(x.t(), d.view())?, naive(x.t(), d.view()));
+        // xᵀ·D through a transposed view of a sparse x: skipping its zeros (D 50 wide),
+        // through the GEMM (D 10 wide: rows too narrow to pay), and skipping them for
+        // an x of the other float type.
+        for h in [50, 10] {
+            let (x, d) = (sparse(100, 784), dense(100, h));
+            assert_eq!(sparse_input::transposed_pays::<f64, f64>(h), h == 50);
+            drop(vec![f64::NAN; 784 * h].into_boxed_slice());
+            assert_eq!(matmul(x.t(), d.view())?, naive(x.t(), d.view()));
+            let x32 = x.mapv(|v| v as f32);
+            assert!(sparse_input::transposed_pays::<f64, f32>(h));
+            drop(vec![f64::NAN; 784 * h].into_boxed_slice());
+            assert_eq!(matmul(x32.t(), d.view())?, naive(x.t(), d.view()));
+        }
         Ok(())
     }
 

@@ -840,6 +840,24 @@ fn parts_worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
     worth_the_team::<T>(n, d, h) && !parallel::team_taken()
 }
 
+/// Bytes of a row of D up to which `xᵀ·D` is left to the GEMM: each of x's non-zeros
+/// costs the zero-skipping product a walk of D's row, from L2, with no reuse of the
+/// values loaded, and a narrow row does not pay for that. AMD EPYC (Zen 2), MNIST
+/// x of 100 rows: D 10 columns wide, float64, 80 µs skipping zeros against the GEMM's
+/// 36 (two threads; one: 119 against 65), float32 69 against 21; 32 columns float64 129
+/// against 73 (one thread: 136 against 133); from 40 float64 columns on, skipping
+/// zeros gains on one thread (112 against 162).
+pub const TRANSPOSED_GEMM_MAX_ROW_BYTES: usize = 256;
+
+/// Whether `xᵀ·D` with x of U and D of `h` columns of T is worth skipping x's zeros:
+/// always when U is not T (the GEMM would first convert x, which costs more: float32
+/// MNIST x with 10 float64 columns, 74 µs skipping zeros against 134), else when D's
+/// rows are wider than [`TRANSPOSED_GEMM_MAX_ROW_BYTES`].
+pub fn transposed_pays<T: Float, U: Float>(h: usize) -> bool {
+    TypeId::of::<T>() != TypeId::of::<U>()
+        || h.saturating_mul(std::mem::size_of::<T>()) > TRANSPOSED_GEMM_MAX_ROW_BYTES
+}
+
 /// Dense multiply-adds × bytes per element from which the zero-skipping products
 /// share their work between the team's threads: 25 MNIST rows times a 784×50 W in
 /// float64.
