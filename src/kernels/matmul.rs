@@ -418,6 +418,7 @@ mod tests {
             (dense(420, 180), dense(180, 90)),
             (dense(90, 180), dense(180, 420)),
             (sparse(100, 784), dense(784, 50)),
+            (sparse(100, 784), dense(784, 10)), // too narrow to skip zeros: the GEMM
             (dense(3, 0), dense(0, 4)),
         ];
         for (a, b) in &cases {
@@ -436,6 +437,9 @@ mod tests {
         // xᵀ·D through a transposed view of a sparse x: skipping its zeros (D 50 wide),
         // through the GEMM (D 10 wide: rows too narrow to pay), and skipping them for
         // an x of the other float type.
+        assert!(sparse_input::rows_times_pays::<f64, f64>(50));
+        assert!(!sparse_input::rows_times_pays::<f64, f64>(10));
+        assert!(sparse_input::rows_times_pays::<f64, f32>(10));
         for h in [50, 10] {
             let (x, d) = (sparse(100, 784), dense(100, h));
             assert_eq!(sparse_input::transposed_pays::<f64, f64>(h), h == 50);

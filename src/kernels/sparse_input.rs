@@ -849,6 +849,21 @@ fn parts_worth_the_team<T>(n: usize, d: usize, h: usize) -> bool {
 /// zeros gains on one thread (112 against 162).
 pub const TRANSPOSED_GEMM_MAX_ROW_BYTES: usize = 256;
 
+/// Bytes of a row of W up to which `x·W` is left to the GEMM (x and W of one dtype):
+/// AMD EPYC (Zen 2), MNIST x of 100 rows, W 10 columns wide, float64 60 µs skipping
+/// zeros against the GEMM's 37 (two threads; one: 68 against 63), float32 52 against
+/// 21; 32 float32 columns 41 against 37; from 32 float64 or 50 float32 columns on,
+/// skipping zeros gains (float64 32: 67 against 78).
+pub const ROWS_GEMM_MAX_ROW_BYTES: usize = 128;
+
+/// Whether `x·W` with x of U and W of `h` columns of T is worth skipping x's zeros:
+/// always when U is not T (the GEMM would first convert x), else when W's rows are
+/// wider than [`ROWS_GEMM_MAX_ROW_BYTES`].
+pub fn rows_times_pays<T: Float, U: Float>(h: usize) -> bool {
+    TypeId::of::<T>() != TypeId::of::<U>()
+        || h.saturating_mul(std::mem::size_of::<T>()) > ROWS_GEMM_MAX_ROW_BYTES
+}
+
 /// Whether `xᵀ·D` with x of U and D of `h` columns of T is worth skipping x's zeros:
 /// always when U is not T (the GEMM would first convert x, which costs more: float32
 /// MNIST x with 10 float64 columns, 74 µs skipping zeros against 134), else when D's
@@ -1035,8 +1050,9 @@ pub(crate) fn transposed_times_out<T: Float, U: Float>(
 /// `c ← x·W`, `c + x·W` or a fresh c ([`Out`]; every element written, each block of rows
 /// by the thread that computes it) for a batch of any size: blocks of rows
 /// ([`rows_per_block`]), each compressed and multiplied by its non-zeros when sparse
-/// enough (else the GEMM), the team's threads sharing the blocks. x may be of the other
-/// float type (converted as [`converted`] does). Shapes checked by the caller.
+/// enough and W wide enough ([`rows_times_pays`]; else the GEMM), the team's threads
+/// sharing the blocks. x may be of the other float type (converted as [`converted`]
+/// does). Shapes checked by the caller.
 pub(crate) fn product_out<T: Float, U: Float>(
     x: ArrayView2<'_, U>,
     w: ArrayView2<'_, T>,
@@ -1045,7 +1061,8 @@ pub(crate) fn product_out<T: Float, U: Float>(
     let (n, d) = x.dim();
     let h = w.ncols();
     let rows_ok = d > 1 && (n <= 1 || x.stride_of(Axis(1)) == 1);
-    if n.saturating_mul(d).saturating_mul(h) < MIN_MACS || d < 8 || !rows_ok {
+    let small = n.saturating_mul(d).saturating_mul(h) < MIN_MACS;
+    if small || d < 8 || !rows_ok || !rows_times_pays::<T, U>(h) {
         return gemm_out(converted::<T, U>(x).view(), w, c);
     }
     // A look at the first rows: dense input goes to the GEMM whole (its threading).
