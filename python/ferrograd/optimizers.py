@@ -92,7 +92,7 @@ class Optimizer:
 
     def _check(self, params: Params, grads: Grads) -> None:
         for key, p in params.items():
-            g = grads[key] if key in grads else None
+            g = grads.get(key)
             if (
                 type(p) is np.ndarray
                 and type(g) is np.ndarray

@@ -293,8 +293,14 @@ impl<'a, T: Float> TwoLayerNet<'a, T> {
         batch: usize,
     ) -> Result<Backward<T>> {
         const OP: &str = "gradient";
-        // x's non-zero inputs, found once for x·W1 and xᵀ·da1 (None: dense products).
-        let nz: Option<CompressedRows<T>> = sparse_input::compress_for_products(x, self.w1.ncols());
+        // x's non-zero inputs, found once for x·W1 and xᵀ·da1, when W1 is wide enough for
+        // skipping them to pay in x·W1 (the lower of the two products' bounds: a 784-10-10
+        // net's gradient on 100 MNIST rows, AMD EPYC Zen 2, float32 121 → 63 µs and
+        // float64 185 → 99 with dense products); None: dense products.
+        let h = self.w1.ncols();
+        let nz: Option<CompressedRows<T>> = sparse_input::rows_times_pays::<T, U>(h)
+            .then(|| sparse_input::compress_for_products(x, h))
+            .flatten();
         let Forward { a1, z1, y } = self.forward_with(OP, x.nrows(), |a1| {
             sparse_input::times_out(x, nz.as_ref(), self.w1, a1)
         })?;

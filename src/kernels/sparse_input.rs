@@ -856,21 +856,25 @@ pub const TRANSPOSED_GEMM_MAX_ROW_BYTES: usize = 256;
 /// skipping zeros gains (float64 32: 67 against 78).
 pub const ROWS_GEMM_MAX_ROW_BYTES: usize = 128;
 
-/// Whether `x·W` with x of U and W of `h` columns of T is worth skipping x's zeros:
-/// always when U is not T (the GEMM would first convert x), else when W's rows are
-/// wider than [`ROWS_GEMM_MAX_ROW_BYTES`].
+/// Whether `x·W` with x of U and W of `h` columns of T is worth skipping x's zeros
+/// ([`skipping_pays`] with [`ROWS_GEMM_MAX_ROW_BYTES`]).
 pub fn rows_times_pays<T: Float, U: Float>(h: usize) -> bool {
-    TypeId::of::<T>() != TypeId::of::<U>()
-        || h.saturating_mul(std::mem::size_of::<T>()) > ROWS_GEMM_MAX_ROW_BYTES
+    skipping_pays::<T, U>(h, ROWS_GEMM_MAX_ROW_BYTES)
 }
 
-/// Whether `xᵀ·D` with x of U and D of `h` columns of T is worth skipping x's zeros:
-/// always when U is not T (the GEMM would first convert x, which costs more: float32
-/// MNIST x with 10 float64 columns, 74 µs skipping zeros against 134), else when D's
-/// rows are wider than [`TRANSPOSED_GEMM_MAX_ROW_BYTES`].
+/// Whether `xᵀ·D` with x of U and D of `h` columns of T is worth skipping x's zeros
+/// ([`skipping_pays`] with [`TRANSPOSED_GEMM_MAX_ROW_BYTES`]).
 pub fn transposed_pays<T: Float, U: Float>(h: usize) -> bool {
+    skipping_pays::<T, U>(h, TRANSPOSED_GEMM_MAX_ROW_BYTES)
+}
+
+/// Whether a product of x (of U) with a factor of `h` columns of T is worth skipping
+/// x's zeros: always when U is not T (the GEMM would first convert x, which costs more:
+/// float32 MNIST x with 10 float64 columns, `xᵀ·D` 74 µs skipping zeros against 134),
+/// else when the factor's rows are wider than `gemm_max_row_bytes`.
+pub fn skipping_pays<T: Float, U: Float>(h: usize, gemm_max_row_bytes: usize) -> bool {
     TypeId::of::<T>() != TypeId::of::<U>()
-        || h.saturating_mul(std::mem::size_of::<T>()) > TRANSPOSED_GEMM_MAX_ROW_BYTES
+        || h.saturating_mul(std::mem::size_of::<T>()) > gemm_max_row_bytes
 }
 
 /// Dense multiply-adds × bytes per element from which the zero-skipping products
@@ -940,7 +944,8 @@ impl<T: Float> CompressedRows<T> {
 /// pass of a layer), by the team's threads for a batch worth them, or None when the
 /// products should take the GEMM: too small, too dense, or laid out otherwise. x may
 /// be of the other float type than the products (a float32 batch for a float64 net):
-/// its non-zeros are converted on the way.
+/// its non-zeros are converted on the way. Callers compress only for a product whose
+/// other factor is wide enough to pay ([`rows_times_pays`], [`transposed_pays`]).
 pub fn compress_for_products<T: Float, U: Float>(
     x: ArrayView2<'_, U>,
     h: usize,
