@@ -167,6 +167,14 @@ fn forward_block<T: Float, S: RowEntries<T>, const B: usize>(
 /// g[i, :] += (scale·x[r, i])·da1[r, :] for each non-zero x[r, i]. g: d × wp in column
 /// blocks as W1; da1 (n, wp). With g = W1 and scale = −lr this is SGD's update without
 /// forming dW1.
+///
+/// Row by row on purpose. Sorting the batch's non-zeros by input first, so that each
+/// g[i, :] is summed in registers from da1's rows in L1, halves this loop, but the sort
+/// (a count and a scattered placing of ~15,000 entries per MNIST batch of 100) costs as
+/// much as it saves; walking the rows range by range of inputs, so that g's rows being
+/// added to stay in L1, is no better (fused Adam epoch of 784-100-100-10, AMD Zen 3,
+/// one thread, medians of 5 alternated runs: 282–297 ms as here, 325–342 ms sorted,
+/// 341 ms by ranges).
 pub fn add_weight_gradient<T: Float, S: RowEntries<T>>(
     g: &mut [T],
     da1: &[T],
