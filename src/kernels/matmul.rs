@@ -2,6 +2,16 @@
 //!
 //! Views of any strides go straight to the GEMM: `Aᵀ·B` is `matmul(a.t(), b)` and
 //! costs no transpose copy.
+//!
+//! `gemm` takes every dense product, the network's small ones too. Measured against it
+//! on AMD EPYC Zen 3 (AVX2 + FMA), one thread, medians of 7 or 9 rounds from Rust: a
+//! kernel of our own holding 6 × 16 (float32) or 6 × 8 (float64) sums in registers, A
+//! read where it lies and B copied into zero-padded panels, took 2.2–3.1 µs against
+//! gemm's 2.3–2.9 on 100×50×10, 100×10×50 and 50×100×10 in float32, and 4.1–6.3 µs
+//! against 4.0–4.3 in float64; without packing, on 100×784×50 float32 it took 128–130
+//! µs against 109–111 (only Aᵀ·B, 784×100×50 float32, gained: 113–122 against
+//! 124–128). 1024³ float32 as two independent halves instead of gemm's own two
+//! threads: 16.5–23.5 ms against 17.6–22.2 over six rounds, no difference.
 
 use std::mem::MaybeUninit;
 

@@ -802,6 +802,12 @@ impl<'a, T: Float> TransposedProduct<'a, T> {
 /// Column blocks (start, width) of whole AVX2 vectors covering h columns: 12 vectors
 /// while more than 13 are left, then the fewest of 1, 2, 3, 4, 6, 7, 8, 10, 12, 13
 /// vectors that cover the rest (50 columns: one block of 13 vectors in f64, 7 in f32).
+///
+/// Wide blocks although D's block then comes from L2: every block walks the inputs'
+/// masks and the rows' cursors again, and that costs more than the loads. Blocks cut so
+/// that D's block stays in L1 (24 KiB: 6 vectors for 128 rows of f64) made xᵀ·D of 128
+/// MNIST rows with 100-wide float64 D 338 → 931 µs (one thread, AMD Zen 3); lists of
+/// (row, value) per input, sorted once per call, instead of the masks: 335 → 373 µs.
 fn vector_blocks<T>(h: usize) -> Vec<(usize, usize)> {
     let lanes = 32 / std::mem::size_of::<T>();
     let mut blocks = Vec::new();
