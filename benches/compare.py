@@ -278,12 +278,18 @@ def _skip(note: str) -> None:
 
 
 def versus_fused(what: str, times: Timing) -> None:
-    """Notes: how much faster the fused epoch is than each other framework."""
-    fused = statistics.median(times["ferrograd fused"])
+    """Notes: how much faster the fused epoch is than each other framework, median
+    against median, and best against best (each contender's least disturbed run: on a
+    shared machine the medians move by tens of percent from one run to the next)."""
+    fused = times["ferrograd fused"]
     for who, ts in times.items():
         if who.startswith(("PyTorch", "JAX", "Keras")):
-            ratio = statistics.median(ts) / fused
-            NOTES.append(f"{what}: {who} time / ferrograd fused time = {ratio:.2f}")
+            ratio = statistics.median(ts) / statistics.median(fused)
+            best = min(ts) / min(fused)
+            NOTES.append(
+                f"{what}: {who} time / ferrograd fused time = {ratio:.2f} "
+                f"(best against best {best:.2f})"
+            )
 
 
 def epoch_rows(x, t, xt, tt, repeat: int) -> list[list[str]]:
