@@ -442,3 +442,12 @@ def test_a_mirror_serving_another_known_file_is_told_apart(server, tmp_path):
         r"is the shipped MNIST sample's t10k-labels-idx1-ubyte \(1,000 labels\), not the shipped "
         r"MNIST sample's train-labels-idx1-ubyte: the mirror serves another file",
     )
+
+
+def test_importing_the_package_loads_no_network_or_plotting_modules():
+    # urllib (with ssl, http.client and email) comes with a download, matplotlib with a
+    # figure: `import ferrograd` in a fresh interpreter loads neither.
+    heavy = ("urllib.request", "ssl", "http.client", "email", "matplotlib")
+    code = f"import sys, ferrograd; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

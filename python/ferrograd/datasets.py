@@ -25,8 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -714,37 +712,34 @@ class _Deadline:
             sock.shutdown(2)  # SHUT_RDWR: a blocked recv returns at once
 
 
-class _WatchedHandler(urllib.request.AbstractHTTPHandler):
-    """Opens HTTP(S) connections whose sockets a :class:`_Deadline` watches (redirects
-    included: each new connection is watched)."""
+def _watched_opener(deadline: _Deadline) -> Any:
+    """A urllib opener whose HTTP(S) connections ``deadline`` watches (redirects
+    included: each new connection is watched). urllib (and with it ssl, http.client
+    and email) is imported here, by a download, not with the package."""
+    import urllib.request
 
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
+    class _WatchedHandler(urllib.request.AbstractHTTPHandler):
+        def do_open(self, http_class: Any, req: Any, **http_conn_args: Any) -> Any:
+            def connection(host: str, **kwargs: Any) -> Any:
+                conn = http_class(host, **kwargs)
+                connect = conn.connect
 
-    def do_open(self, http_class: Any, req: Any, **http_conn_args: Any) -> Any:
-        deadline = self._deadline
+                def watched_connect() -> None:
+                    connect()
+                    deadline.watch(conn.sock)
 
-        def connection(host: str, **kwargs: Any) -> Any:
-            conn = http_class(host, **kwargs)
-            connect = conn.connect
+                conn.connect = watched_connect
+                return conn
 
-            def watched_connect() -> None:
-                connect()
-                deadline.watch(conn.sock)
+            return super().do_open(connection, req, **http_conn_args)
 
-            conn.connect = watched_connect
-            return conn
+    class _HTTPHandler(_WatchedHandler, urllib.request.HTTPHandler):
+        pass
 
-        return super().do_open(connection, req, **http_conn_args)
+    class _HTTPSHandler(_WatchedHandler, urllib.request.HTTPSHandler):
+        pass
 
-
-class _HTTPHandler(_WatchedHandler, urllib.request.HTTPHandler):
-    pass
-
-
-class _HTTPSHandler(_WatchedHandler, urllib.request.HTTPSHandler):
-    pass
+    return urllib.request.build_opener(_HTTPHandler(), _HTTPSHandler())
 
 
 def _fetch(
@@ -771,7 +766,7 @@ def _fetch(
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         tmp = Path(tmp_name)
         with _Deadline(deadline) as clock, os.fdopen(fd, "wb") as out:
-            opener = urllib.request.build_opener(_HTTPHandler(clock), _HTTPSHandler(clock))
+            opener = _watched_opener(clock)
             got = 0
             try:
                 with opener.open(url, timeout=timeout) as resp:
@@ -922,6 +917,8 @@ def download(
             f"{ds.title} IDX files in a folder and pass data_dir=... (--data-dir) or set "
             "FERROGRAD_DATA, or use the offline sample (dataset='sample', --dataset sample)."
         ) from exc
+    import urllib.error  # with the download, not the package (see _watched_opener)
+
     urls = list(mirrors) if mirrors is not None else _mirrors(ds)
     urls = [u if u.endswith("/") else u + "/" for u in urls]
     for spec in ds.files:
